@@ -1,0 +1,56 @@
+# siamese — every target sets up the local virtualenv first, so a fresh clone needs only
+# Python 3.10+ and make.  `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+# LFW: data.root=... > $LFW_ROOT > data/lfw. Where this repo sits beside a shared copy
+# (../shared/datasets/lfw) and data/lfw does not exist, use that copy.
+SHARED_LFW := $(abspath ../shared/datasets/lfw)
+ifeq ($(wildcard data/lfw/pairs.txt),)
+ifneq ($(wildcard $(SHARED_LFW)/pairs.txt),)
+export LFW_ROOT ?= $(SHARED_LFW)
+endif
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-slow data prepare detect train bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
+
+test: venv ## run the fast test suite (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+test-slow: venv ## run the slow tests too (full-LFW checks)
+	$(PY) -m pytest -m "slow or not slow" $(ARGS)
+
+data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
+	$(PY) -m siamese.data fetch --link data/lfw
+
+prepare: venv ## detect + align all of LFW into data/cache (resumable; ARGS=hydra overrides)
+	$(PY) -m siamese.cli prepare $(ARGS)
+
+detect: venv ## faces in INPUT (photo/folder/video) -> OUT/crops + OUT/manifest.csv
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make detect INPUT=photos/ OUT=faces/"; exit 2; }
+	$(PY) -m siamese.cli detect "$(INPUT)" --out "$(OUT)" $(ARGS)
+
+train: venv ## train the Siamese network (default: <1 h on 2 CPU cores; resumes if re-run)
+	$(PY) -m siamese.cli train $(ARGS)
+
+bench: venv ## print detection ms per image and the LFW cache build time
+	$(PY) -m siamese.cli bench $(ARGS)
+
+clean: ## remove the virtualenv and Python caches (never data/ or checkpoints/)
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,164 @@
+"""Command-line entry points: thin Hydra mains over plain functions the tests import.
+
+`siamese COMMAND [ARGS] [key=value ...]` dispatches to one Hydra app per command; each app's
+config is `conf/COMMAND.yaml` and any Hydra override can follow. Positional conveniences
+(`siamese detect PHOTOS --out DIR`) are rewritten into the equivalent overrides.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("siamese")
+
+CONF = "../conf"
+
+
+def prepare(cfg: DictConfig) -> dict:
+    """Build (or resume) the aligned LFW face cache; returns its stats."""
+    from siamese import cache
+    from siamese.data import LFW
+
+    stats = cache.build(LFW(cfg.data.root), cfg.cache_dir,
+                        OmegaConf.to_container(cfg.detector, resolve=True),
+                        size=cfg.align.size, padding=cfg.align.padding, workers=cfg.workers,
+                        limit=cfg.limit, progress=cfg.progress)
+    print(f"LFW cache {cfg.cache_dir}: {stats['detected']}/{stats['images']} central faces "
+          f"detected ({100 * stats['detection_rate']:.2f} %), {stats['fallback']} fallback, "
+          f"{stats['errors']} errors, {stats['seconds']} s")
+    return stats
+
+
+def detect(cfg: DictConfig) -> dict:
+    """Detect and align every face in `cfg.input` into `cfg.out`; returns the summary."""
+    from hydra.utils import instantiate
+
+    from siamese.pipeline import detect_folder
+
+    summary = detect_folder(cfg.input, cfg.out, instantiate(cfg.detector), size=cfg.align.size,
+                            padding=cfg.align.padding, save_crops=cfg.save_crops,
+                            every_s=cfg.every_s, overwrite=cfg.overwrite, progress=cfg.progress)
+    print(f"{summary['faces']} faces from {summary['sources']} source(s) -> {cfg.out}/manifest.csv "
+          f"({summary['sources_without_face']} without a face, {summary['errors']} skipped "
+          f"{summary['errors_by_reason'] or ''})")
+    return summary
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train (or resume) the Siamese network in `cfg.run_dir`; returns the test metrics."""
+    from siamese.train import train as run
+
+    metrics = run(cfg, cfg.run_dir)
+    t = metrics["test"]
+    print(f"{cfg.run_dir}: {cfg.protocol} test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, "
+          f"threshold {t['threshold']:.3f} from validation), best epoch {metrics['best_epoch']}, "
+          f"{metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB")
+    return metrics
+
+
+def bench(cfg: DictConfig) -> list[dict]:
+    """Time detection per image and report the LFW cache build; prints a table."""
+    from siamese.bench import run
+
+    return run(cfg)
+
+
+def _friendly(fn):
+    """Turn the errors a user can fix (bad paths, bad files, bad settings) into one line.
+
+    Set SIAMESE_DEBUG=1 to see the traceback instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        try:
+            return fn(cfg)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            if os.environ.get("SIAMESE_DEBUG"):
+                raise
+            log.error("%s", err)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="prepare")
+def prepare_main(cfg: DictConfig) -> None:
+    _friendly(prepare)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="detect")
+def detect_main(cfg: DictConfig) -> None:
+    _friendly(detect)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="train")
+def train_main(cfg: DictConfig) -> None:
+    _friendly(train)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="bench")
+def bench_main(cfg: DictConfig) -> None:
+    _friendly(bench)(cfg)
+
+
+COMMANDS = {
+    "prepare": (prepare_main, "detect + align all of LFW into the training cache (resumable)", []),
+    "detect": (detect_main, "faces in a photo/folder/video -> aligned crops + manifest.csv",
+               ["input"]),
+    "train": (train_main, "train the Siamese network (resumes the same run if interrupted)", []),
+    "bench": (bench_main, "detection ms per image and LFW cache build time", []),
+}
+
+
+def _rewrite(args: list[str], positional: list[str]) -> list[str]:
+    """`INPUT --out DIR k=v` -> `input=INPUT out=DIR k=v` (Hydra overrides pass through)."""
+    out, pos = [], list(positional)
+    it = iter(args)
+    for a in it:
+        if a.startswith("--") and "=" not in a and a not in ("--help", "--cfg", "--info",
+                                                                "--multirun", "--resolve"):
+            key = a[2:].replace("-", "_")
+            out.append(f"{key}={_quote(next(it, ''))}")
+        elif a.startswith("--") and "=" in a and not a.startswith("--config"):
+            k, v = a[2:].split("=", 1)
+            out.append(f"{k.replace('-', '_')}={_quote(v)}")
+        elif "=" not in a and not a.startswith("-") and pos:
+            out.append(f"{pos.pop(0)}={_quote(a)}")
+        else:
+            out.append(a)
+    return out
+
+
+def _quote(value: str) -> str:
+    # Paths with spaces, commas or brackets would otherwise be parsed by Hydra's grammar.
+    if any(c in value for c in " ,[]{}()='\"\\:$"):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`siamese COMMAND ...` — see `siamese --help`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help", "help"):
+            print(f"siamese: unknown command {argv[0]!r}\n", file=sys.stderr)
+        print("usage: siamese COMMAND [ARGS] [key=value ...]   (Hydra overrides; add --cfg job "
+              "to print the config)\n\ncommands:")
+        for name, (_, help_, pos) in COMMANDS.items():
+            print(f"  {name:<10} {' '.join(p.upper() for p in pos):<8} {help_}")
+        sys.exit(0 if not argv or argv[0] in ("-h", "--help", "help") else 2)
+    fn, _, positional = COMMANDS[argv[0]]
+    sys.argv = [f"siamese {argv[0]}", *_rewrite(argv[1:], positional)]
+    fn()
+
+
+if __name__ == "__main__":
+    main()

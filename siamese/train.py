@@ -1,0 +1,343 @@
+"""Train the Siamese network: `make train` / `siamese train`.
+
+    LFW cache (aligned crops) -> training people of the protocol -> hold out some people for
+    validation -> pairs (anchor/positive, anchor/negative; hard negatives later) -> augment ->
+    embedding + head -> fit -> best model by validation accuracy -> View 1 / fold test
+
+Objective: each image's embedding is trained as a classifier over the training identities with
+a cosine margin (CosFace), which gives an embedding that separates people never seen; the L1
+head learns P(same) from the pairs with binary cross-entropy. Both losses reach the embedding.
+
+Resuming: the run dir is named by the config (not the time), every epoch saves the whole
+training state (`last.keras`, optimizer included, and `state.json`), and each batch is drawn
+from a generator seeded by (seed, epoch, batch), so running the same command after a kill
+continues exactly where the last finished epoch left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from siamese import cache
+from siamese.data import LFW, Pair, assert_disjoint
+from siamese.images import atomic_write_text
+from siamese.sampling import FaceSet, fixed_pairs, most_similar, sample_pairs, split_people
+
+log = logging.getLogger(__name__)
+
+
+# --- data ---------------------------------------------------------------------------------
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, size, size, 3) uint8 (area interpolation when shrinking)."""
+    import cv2
+
+    if images.shape[1] == size:
+        return np.ascontiguousarray(images)
+    interp = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, im in enumerate(images):
+        out[i] = cv2.resize(im, (size, size), interpolation=interp)
+    return out
+
+
+def protocol_split(lfw: LFW, protocol: str, fold: int = 0) -> tuple[list[str], list[Pair]]:
+    """Training people and test pairs of an LFW protocol.
+
+    "view1": DevTrain people, DevTest pairs. "view2": the people of the nine folds other than
+    `fold`, and that fold's pairs (the unrestricted protocol, run once per fold).
+    """
+    if protocol == "view1":
+        people, pairs = list(lfw.people("view1_train")), lfw.pairs("view1_test")
+    elif protocol == "view2":
+        folds = lfw.view2()
+        people = [p for k, f in enumerate(folds) if k != fold for p in f.people]
+        pairs = folds[fold].pairs
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose 'view1' or 'view2'")
+    assert_disjoint(people, pairs)  # training people never appear in the test pairs
+    return people, pairs
+
+
+def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceSet:
+    """The cached faces of `people` at the model's input size, labelled by person."""
+    wanted = set(people)
+    rows = [i for i, r in enumerate(fc.refs) if r.person in wanted]
+    names = sorted({fc.refs[i].person for i in rows})
+    index = {n: k for k, n in enumerate(names)}
+    labels = np.array([index[fc.refs[i].person] for i in rows], np.int64)
+    return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names)
+
+
+def pair_faces(fc: cache.FaceCache, pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images of the unique faces in `pairs`, and the (n, 2) rows into them, and (n,) same."""
+    refs = sorted({r for p in pairs for r in (p.a, p.b)}, key=lambda r: (r.person, r.index))
+    local = {r: i for i, r in enumerate(refs)}
+    images = resize_faces(fc.images[fc.rows(refs)], size)
+    idx = np.array([(local[p.a], local[p.b]) for p in pairs], np.int64)
+    return images, idx, np.array([p.same for p in pairs], bool)
+
+
+# --- the pieces that need Keras -----------------------------------------------------------
+def _keras_parts():
+    import keras
+
+    class PairBatches(keras.utils.PyDataset):
+        """Batches of pairs for `build_trainer`, reproducible by (seed, epoch, batch)."""
+
+        def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
+                     hard_share: float):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.faces, self.batch_size, self.steps, self.seed = faces, batch_size, steps, seed
+            self.augment, self.hard_share = augment, hard_share
+            self.epoch, self.similar = 0, None
+
+        def __len__(self):
+            return self.steps
+
+        def _images(self, rows, rng):
+            ims = self.faces.images[rows]
+            if self.augment is not None:
+                self.augment.set_random_seed(int(rng.integers(2**31)))
+                ims = np.stack([self.augment(image=im)["image"] for im in ims])
+            return ims.astype(np.float32) / 255.0  # the model's input convention
+
+        def __getitem__(self, i):
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            p = sample_pairs(self.faces, self.batch_size, rng, similar=self.similar,
+                             hard_share=self.hard_share if self.similar is not None else 0.0)
+            la, lb = self.faces.labels[p[:, 0]], self.faces.labels[p[:, 1]]
+            x = {"image_a": self._images(p[:, 0], rng), "image_b": self._images(p[:, 1], rng),
+                 "label_a": la.astype(np.int32), "label_b": lb.astype(np.int32)}
+            y = {"id_a": la.astype(np.int32), "id_b": lb.astype(np.int32),
+                 "same": p[:, 2:3].astype(np.float32)}
+            return x, y
+
+    class Loop(keras.callbacks.Callback):
+        """Per-epoch work: hard negatives, validation, checkpoints, early stopping."""
+
+        def __init__(self, run_dir: Path, data: PairBatches, val, state: dict, cfg: DictConfig):
+            super().__init__()
+            self.run_dir, self.data, self.val, self.state, self.cfg = run_dir, data, val, state, cfg
+            self.t_epoch = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.data.epoch = epoch
+            tc = self.cfg.train
+            if tc.hard_share > 0 and epoch >= tc.hard_start_epoch:
+                # Identity centres of the CosFace layer: who looks like whom, for free.
+                w = np.asarray(self.model.get_layer("identity").w).T
+                self.data.similar = most_similar(w, tc.hard_k)
+            self.t_epoch = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            from siamese.model import embed, pair_scores
+            from siamese.metrics import best_threshold, roc_auc
+
+            seconds = time.perf_counter() - self.t_epoch
+            images, idx, same = self.val
+            emb = embed(self.model.get_layer("embedding"), images)
+            scores = pair_scores(self.model.get_layer("head"), emb[idx[:, 0]], emb[idx[:, 1]])
+            thr, acc = best_threshold(scores, same)
+            logs.update(val_acc=acc, val_auc=roc_auc(scores, same), val_threshold=thr,
+                        lr=float(np.asarray(self.model.optimizer.learning_rate)),
+                        epoch_s=seconds,
+                        images_per_s=2 * self.cfg.train.batch_size * self.data.steps / seconds)
+            st = self.state
+            st["epoch"] = epoch + 1
+            st["train_seconds"] = st.get("train_seconds", 0.0) + seconds
+            improved = acc > st.get("best_val_acc", -1.0)
+            if improved:
+                st.update(best_val_acc=acc, best_epoch=epoch + 1, wait=0)
+                _save(self.model, self.run_dir / "best.keras")
+            else:
+                st["wait"] = st.get("wait", 0) + 1
+            _save(self.model, self.run_dir / "last.keras")
+            # state.json last: it is what says the epoch is complete.
+            atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
+            log.info("epoch %d: val_acc %.4f auc %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
+                     logs["val_auc"], st["best_val_acc"], st["best_epoch"], seconds)
+            if st["wait"] >= self.cfg.train.patience:
+                log.info("early stop: no val_acc gain for %d epochs", st["wait"])
+                self.model.stop_training = True
+
+    return PairBatches, Loop
+
+
+def _save(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")  # keras wants the suffix
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _mixed_precision(setting: str) -> str:
+    import keras
+
+    if setting == "auto":
+        setting = "mixed_float16" if _has_gpu() else "float32"
+    keras.mixed_precision.set_global_policy(setting)
+    return setting
+
+
+def _has_gpu() -> bool:
+    import keras
+
+    backend = keras.config.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return jax.devices()[0].platform == "gpu"
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+    except Exception:  # a backend that cannot even list devices has no usable GPU
+        return False
+    return False
+
+
+# --- the job ------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
+    """Train (or resume) into `run_dir`; returns the final metrics (also in metrics.json)."""
+    import keras
+    from hydra.utils import instantiate
+
+    from siamese.model import build_embedding, build_head, build_trainer
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    policy = _mixed_precision(cfg.mixed_precision)
+
+    lfw = LFW(cfg.data.root)
+    fc = cache.load(cfg.cache_dir)
+    people, test_pairs = protocol_split(lfw, cfg.protocol, cfg.fold)
+    everyone = load_faces(cfg, fc, people)
+    train_people, val_people = split_people(everyone.names, everyone.counts, cfg.val_fraction, rng)
+    faces, val_faces = everyone.subset(train_people), everyone.subset(val_people)
+    if cfg.limit_people:  # smoke runs: a few people only
+        faces = faces.subset(faces.names[: cfg.limit_people])
+    val_idx = fixed_pairs(val_faces, cfg.val_pairs, cfg.seed)
+    val = (val_faces.images, val_idx[:, :2], val_idx[:, 2].astype(bool))
+    log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
+             cfg.protocol, len(faces.names), len(faces), len(val_people), len(val_idx))
+
+    state_path, last = run_dir / "state.json", run_dir / "last.keras"
+    state = json.loads(state_path.read_text()) if state_path.exists() and last.exists() else {}
+    tc = cfg.train
+    steps = max(1, tc.pairs_per_epoch // tc.batch_size)
+    if state:
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+        trainer = keras.saving.load_model(last)
+    else:
+        m = cfg.model
+        embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
+        trainer = build_trainer(embedding, build_head(m.dim), len(faces.names),
+                                tc.cosface_scale, tc.cosface_margin)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
+            warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
+        trainer.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
+            loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  "same": keras.losses.BinaryCrossentropy()},
+            loss_weights={"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight})
+        state = {"epoch": 0}
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
+    PairBatches, Loop = _keras_parts()
+    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share)
+    callbacks = [Loop(run_dir, data, val, state, cfg),
+                 keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
+    if keras.config.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    done = state.get("finished") or state["epoch"] >= tc.epochs or state.get("wait", 0) >= tc.patience
+    if not done:
+        trainer.fit(data, epochs=tc.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
+                    verbose=1 if sys.stdout.isatty() else 2)
+    state["finished"] = True
+    atomic_write_text(state_path, json.dumps(state, indent=2))
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy)
+
+
+def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str) -> dict:
+    """Best model -> exported parts, threshold from validation, test metrics, curves."""
+    import keras
+
+    from siamese.metrics import best_threshold, summary
+    from siamese.model import embed, pair_scores
+
+    best = keras.saving.load_model(run_dir / "best.keras")
+    embedding, head = best.get_layer("embedding"), best.get_layer("head")
+    model_dir = run_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    _save(embedding, model_dir / "embedding.keras")
+    _save(head, model_dir / "head.keras")
+
+    images, idx, same = val
+    emb = embed(embedding, images)
+    thr, _ = best_threshold(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same)
+    images, idx, same = pair_faces(fc, test_pairs, cfg.model.input_size)
+    emb = embed(embedding, images)
+    test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
+    cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only
+    card = {"input_size": cfg.model.input_size, "colour": "RGB", "range": "[0, 1] float32",
+            "alignment": {"template": "arcface-5pt", "cache_size": fc.config["size"],
+                          "padding": fc.config["padding"]},
+            "threshold": thr, "threshold_from": "validation people held out of training",
+            "flip_tta": True}
+    atomic_write_text(model_dir / "model.json", json.dumps(card, indent=2))
+    metrics = {"protocol": cfg.protocol, "fold": cfg.fold if cfg.protocol == "view2" else None,
+               "test": test, "test_cosine_best_threshold": cos,
+               "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"],
+               "best_val_acc": state.get("best_val_acc"),
+               "train_minutes": round(state.get("train_seconds", 0) / 60, 1),
+               "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               "backend": keras.config.backend(), "precision": policy}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    _plot_curves(run_dir)
+    log.info("test: %s", test)
+    return metrics
+
+
+def _plot_curves(run_dir: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = run_dir / "log.csv"
+    if not path.exists():
+        return
+    rows = list(csv.DictReader(open(path)))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(ep, [float(r["loss"]) for r in rows], label="train loss")
+    ax[0].set_xlabel("epoch"), ax[0].legend()
+    ax[1].plot(ep, [float(r["val_acc"]) for r in rows], label="val accuracy")
+    ax[1].plot(ep, [float(r["val_auc"]) for r in rows], label="val AUC")
+    ax[1].set_xlabel("epoch"), ax[1].legend(), ax[1].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "curves.png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real LFW copy and sample media beside the repo (../shared/datasets)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+
+
+def _need(path: Path, what: str) -> Path:
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path} — set LFW_ROOT / SIAMESE_SAMPLES or place ../shared/datasets"
+    if os.environ.get("CI"):
+        pytest.fail(msg)  # CI always has the shared data: a missing copy is a failure, not a skip
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> Path:
+    return _need(Path(os.environ.get("LFW_ROOT", SHARED / "lfw")), "LFW")
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return _need(Path(os.environ.get("SIAMESE_SAMPLES", SHARED / "samples")), "sample media")
+
+
+@pytest.fixture(scope="session")
+def yunet():
+    from siamese.faces import YuNetDetector
+
+    return YuNetDetector()

@@ -1,0 +1,74 @@
+import hashlib
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from siamese.pipeline import detect_folder, read_manifest
+
+
+def _digest(folder):
+    return {p.relative_to(folder): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def messy_folder(tmp_path, samples, lfw_root):
+    src = tmp_path / "photos"
+    (src / "trip").mkdir(parents=True)
+    shutil.copy(samples / "photos" / "two_people.jpg", src / "two_people.jpg")
+    shutil.copy(lfw_root / "lfw" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg", src / "trip" / "a.jpg")
+    grey = cv2.imread(str(src / "trip" / "a.jpg"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(src / "trip" / "grey.png"), grey)
+    data = (src / "two_people.jpg").read_bytes()
+    (src / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (src / "notes.jpg").write_bytes(b"this is not a picture")
+    cv2.imwrite(str(src / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(src / "wall.png"), np.full((300, 300, 3), 200, np.uint8))
+    return src
+
+
+def test_a_messy_folder_is_processed_and_counted(messy_folder, tmp_path, yunet):
+    before = _digest(messy_folder)
+    out = tmp_path / "faces"
+    s = detect_folder(messy_folder, out, yunet, size=96, progress=False)
+    assert s["sources"] == 7
+    assert s["faces"] == 4  # two_people (2) + colour and grey Aaron
+    assert s["errors"] == 3
+    assert s["errors_by_reason"].get("truncated") == 1 and s["errors_by_reason"].get("too_small") == 1
+    assert s["sources_without_face"] == 1 and s["sources_with_many_faces"] == 1
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == 4
+    assert {r["source"] for r in rows} == {"two_people.jpg", "trip/a.jpg", "trip/grey.png"}
+    for r in rows:
+        crop = cv2.imread(str(out / r["crop"]))
+        assert crop.shape == (96, 96, 3)
+        assert float(r["score"]) >= 0.5 and float(r["w"]) > 20
+    assert _digest(messy_folder) == before  # the user's photos are untouched
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_rerun_refuses_to_overwrite_unless_asked(messy_folder, tmp_path, yunet):
+    out = tmp_path / "faces"
+    detect_folder(messy_folder, out, yunet, progress=False)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        detect_folder(messy_folder, out, yunet, progress=False)
+    assert detect_folder(messy_folder, out, yunet, progress=False, overwrite=True)["faces"] == 4
+
+
+def test_video_frames_are_sampled_and_timed(samples, tmp_path, yunet):
+    out = tmp_path / "clip"
+    s = detect_folder(samples / "video" / "short_hamilton_clip.mp4", out, yunet, every_s=2.0,
+                      progress=False)
+    assert 4 <= s["frames"] <= 6  # 9.2 s clip, one frame every 2 s
+    rows = read_manifest(out / "manifest.csv")
+    assert s["faces"] == len(rows) >= 4
+    times = sorted({float(r["time_s"]) for r in rows})
+    assert times[0] < 2.1 and all(t <= 9.3 for t in times)
+
+
+def test_empty_folder_gives_an_empty_valid_manifest(tmp_path, yunet):
+    (tmp_path / "empty").mkdir()
+    s = detect_folder(tmp_path / "empty", tmp_path / "out", yunet, progress=False)
+    assert s["sources"] == 0 and read_manifest(tmp_path / "out" / "manifest.csv") == []
