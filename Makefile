@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+PREPARE_ARGS ?=
 
 # LFW: data.root=... > $LFW_ROOT > data/lfw. Where this repo sits beside a shared copy
 # (../shared/datasets/lfw) and data/lfw does not exist, use that copy.
@@ -16,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect train bench clean
+.PHONY: help venv test test-slow data prepare detect collect train bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +46,12 @@ detect: venv ## faces in INPUT (photo/folder/video) -> OUT/crops + OUT/manifest.
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make detect INPUT=photos/ OUT=faces/"; exit 2; }
 	$(PY) -m siamese.cli detect "$(INPUT)" --out "$(OUT)" $(ARGS)
 
-train: venv ## train the Siamese network (default: <1 h on 2 CPU cores; resumes if re-run)
+collect: venv ## capture PERSON's face from SOURCE (camera index or video) into data/faces/
+	@test -n "$(PERSON)" || { echo "usage: make collect PERSON=alice [SOURCE=0]"; exit 2; }
+	$(PY) -m siamese.cli collect "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+
+train: venv ## build the LFW cache if needed, then train (resumes if re-run; ARGS=overrides)
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
 	$(PY) -m siamese.cli train $(ARGS)
 
 bench: venv ## print detection ms per image and the LFW cache build time

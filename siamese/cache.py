@@ -105,7 +105,8 @@ def _process(item: tuple[int, str]):
 # --- driver side -------------------------------------------------------------------------
 def build(lfw: LFW, cache_dir: str | os.PathLike, detector: dict, size: int = 112,
           padding: float = 0.0, workers: int = 2, chunk: int = 512,
-          limit: int | None = None, progress: bool = True) -> dict:
+          limit: int | None = None, refs: list[ImageRef] | None = None,
+          progress: bool = True) -> dict:
     """Detect and align every LFW image into `cache_dir`, resuming a previous partial build.
 
     Args:
@@ -115,6 +116,7 @@ def build(lfw: LFW, cache_dir: str | os.PathLike, detector: dict, size: int = 11
         size: crop side in pixels; padding: extra context (see `siamese.faces.template`).
         workers: processes; chunk: images per checkpoint of progress.
         limit: only the first `limit` images (sorted by person) — for tests and smoke runs.
+        refs: only these images (sorted first) — for tests that need particular faces.
         progress: show a tqdm bar.
 
     Returns:
@@ -124,7 +126,8 @@ def build(lfw: LFW, cache_dir: str | os.PathLike, detector: dict, size: int = 11
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    refs = lfw.images()[:limit] if limit else lfw.images()
+    refs = sorted(refs, key=lambda r: (r.person, r.index)) if refs is not None else lfw.images()
+    refs = refs[:limit] if limit else refs
     n = len(refs)
     config = {"lfw_root": str(lfw.root), "detector": detector, "size": int(size),
               "padding": float(padding), "images": n}

@@ -50,6 +50,21 @@ def detect(cfg: DictConfig) -> dict:
     return summary
 
 
+def collect(cfg: DictConfig) -> dict:
+    """Capture aligned crops of `cfg.person` from `cfg.source` into `cfg.out_root/<person>/`."""
+    from hydra.utils import instantiate
+
+    from siamese.pipeline import collect as run
+
+    r = run(cfg.source, cfg.person, cfg.out_root, instantiate(cfg.detector), count=cfg.count,
+            every_s=cfg.every_s, size=cfg.align.size, padding=cfg.align.padding,
+            min_size=cfg.min_size, min_frontal=cfg.min_frontal, progress=cfg.progress)
+    print(f"kept {r['kept']} faces of {cfg.person} in {r['dir']} from {r['frames']} frames "
+          f"({r['skipped_no_face']} without a face, {r['skipped_many_faces']} with no single clear "
+          f"face, {r['skipped_small']} too small, {r['skipped_profile']} in profile)")
+    return r
+
+
 def train(cfg: DictConfig) -> dict:
     """Train (or resume) the Siamese network in `cfg.run_dir`; returns the test metrics."""
     from siamese.train import train as run
@@ -99,6 +114,11 @@ def detect_main(cfg: DictConfig) -> None:
     _friendly(detect)(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONF, config_name="collect")
+def collect_main(cfg: DictConfig) -> None:
+    _friendly(collect)(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train")
 def train_main(cfg: DictConfig) -> None:
     _friendly(train)(cfg)
@@ -113,6 +133,8 @@ COMMANDS = {
     "prepare": (prepare_main, "detect + align all of LFW into the training cache (resumable)", []),
     "detect": (detect_main, "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"]),
+    "collect": (collect_main, "capture your own face from a webcam/video into data/faces/NAME",
+                ["source"]),
     "train": (train_main, "train the Siamese network (resumes the same run if interrupted)", []),
     "bench": (bench_main, "detection ms per image and LFW cache build time", []),
 }

@@ -254,6 +254,19 @@ def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
     return min(inside, key=lambda f: (float(np.linalg.norm(f.center - c)), -f.box[2] * f.box[3]))
 
 
+def frontalness(face: Face) -> float:
+    """How frontal a face looks, from its landmarks: 1.0 frontal, 0.0 full profile.
+
+    The nose tip sits midway between the eyes in a frontal view and slides towards (and past)
+    one eye as the head turns, so 1 - |nose offset| / (half the eye distance), clipped to [0, 1].
+    Roughly: 0.8+ near-frontal, 0.5 about 30 degrees of yaw, below 0.3 a profile.
+    """
+    le, re_, nose = face.landmarks[0], face.landmarks[1], face.landmarks[2]
+    half = max(float(np.linalg.norm(re_ - le)) / 2, 1e-6)
+    offset = abs(float(nose[0] - (le[0] + re_[0]) / 2))
+    return float(np.clip(1.0 - offset / half, 0.0, 1.0))
+
+
 def make_detector(name: str = "yunet", **kwargs) -> Detector:
     """Build a detector by name ("yunet" or "haar") — for code that does not use Hydra."""
     kinds = {"yunet": YuNetDetector, "haar": HaarDetector}

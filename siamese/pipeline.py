@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.faces import Detector, Face, align
+from siamese.faces import Detector, Face, align, frontalness
 from siamese.images import ImageError, atomic_write_text, list_images, read_image, write_image
 from siamese.video import FrameSource, SourceError
 
@@ -133,3 +133,110 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Rows of a manifest written by `detect_folder`, as dicts of strings."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def dominant_face(faces: list[Face], ratio: float = 2.0) -> Face | None:
+    """The one clear face of a frame: the only face, or one at least `ratio` times the area of
+    the next largest (a user in front of a webcam with people far behind). None otherwise."""
+    if not faces:
+        return None
+    by_area = sorted(faces, key=lambda f: -float(f.box[2] * f.box[3]))
+    if len(by_area) == 1:
+        return by_area[0]
+    a0, a1 = (float(f.box[2] * f.box[3]) for f in by_area[:2])
+    return by_area[0] if a0 >= ratio * a1 else None
+
+
+def collect(source: str | int, person: str, out_root: str | os.PathLike, detector: Detector,
+            count: int = 50, every_s: float = 0.2, size: int = 112, padding: float = 0.0,
+            min_size: int = 60, min_frontal: float = 0.4, progress: bool = True) -> dict:
+    """Capture aligned crops of one person from a webcam, video file or stream.
+
+    Keeps a frame only when it has one clear face (see `dominant_face`) of at least `min_size`
+    pixels, aligns it and saves it as `out_root/<person>/<person>_NNNN.jpg`, numbering on from
+    any images already there (nothing is overwritten). Training mixes these people in with
+    `own_faces=<out_root>`.
+
+    Args:
+        source: camera index, video path or stream URL (see `siamese.video.parse_source`).
+        person: a name; letters, digits, '-', '_' and '.' only (it becomes a folder name).
+        out_root: folder holding one sub-folder per person.
+        count: stop after this many kept faces.
+        every_s: at most one frame per this many seconds (consecutive frames are near copies).
+        min_size: skip faces smaller than this (px); min_frontal: skip faces turned further
+            away than this `siamese.faces.frontalness` (profiles align badly).
+
+    Returns:
+        {"kept", "frames", "skipped_no_face", "skipped_many_faces", "skipped_small",
+        "skipped_profile", "dir"}.
+    """
+    import re
+
+    from tqdm import tqdm
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", person) or ".." in person:
+        raise ValueError(f"person name {person!r}: use letters, digits, '-', '_' or '.' "
+                         "(it becomes a folder name)")
+    folder = Path(out_root) / person
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in folder.glob(f"{person}_*.jpg")
+             if (m := re.fullmatch(rf"{re.escape(person)}_(\d+)\.jpg", p.name))]
+    next_no = max(taken, default=0) + 1
+    stats = Counter()
+    with FrameSource(source, every_s=every_s) as src:
+        bar = tqdm(total=count, desc=f"collect {person}", unit="face", disable=not progress)
+        for fr in src:
+            stats["frames"] += 1
+            faces = detector.detect(fr.image)
+            face = dominant_face(faces)
+            if face is None:
+                stats["skipped_no_face" if not faces else "skipped_many_faces"] += 1
+                continue
+            if min(face.box[2], face.box[3]) < min_size:
+                stats["skipped_small"] += 1
+                continue
+            if frontalness(face) < min_frontal:
+                stats["skipped_profile"] += 1
+                continue
+            write_image(folder / f"{person}_{next_no:04d}.jpg",
+                        align(fr.image, face.landmarks, size, padding))
+            next_no += 1
+            stats["kept"] += 1
+            bar.update()
+            if stats["kept"] >= count:
+                break
+        bar.close()
+    result = {"kept": stats["kept"], "frames": stats["frames"],
+              "skipped_profile": stats["skipped_profile"],
+              "skipped_no_face": stats["skipped_no_face"],
+              "skipped_many_faces": stats["skipped_many_faces"],
+              "skipped_small": stats["skipped_small"], "dir": str(folder)}
+    log.info("collect %s: %s", person, result)
+    return result
+
+
+def read_face_folders(root: str | os.PathLike, size: int) -> tuple[np.ndarray, list[str]]:
+    """Aligned crops saved by `collect` (`root/<person>/*.jpg`), resized to `size`.
+
+    Returns:
+        ((N, size, size, 3) uint8 RGB, N person names). Unreadable files are skipped with a
+        log line. A missing root raises FileNotFoundError naming it.
+    """
+    import cv2
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder of collected faces — run "
+                                "`siamese collect SOURCE --person NAME` first or set own_faces=null")
+    images, names = [], []
+    for path in list_images(root):
+        if len(path.relative_to(root).parts) < 2:  # only root/<person>/<file>
+            continue
+        try:
+            im = read_image(path)
+        except ImageError as err:
+            log.warning("skipped %s", err)
+            continue
+        images.append(cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA))
+        names.append(path.relative_to(root).parts[0])
+    return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), names

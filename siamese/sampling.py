@@ -57,6 +57,21 @@ class FaceSet:
         return FaceSet(self.images[mask], labels, keep_names)
 
 
+def add_people(faces: FaceSet, images: np.ndarray, names: list[str], prefix: str = "") -> FaceSet:
+    """`faces` plus new identities: `images` (M, S, S, 3) uint8 of the people in `names` (M,).
+
+    New people get labels after the existing ones; `prefix` keeps their names apart (a user
+    called "George_W_Bush" stays a different person from LFW's).
+    """
+    if not len(images):
+        return faces
+    new = sorted(set(names))
+    index = {n: len(faces.names) + k for k, n in enumerate(new)}
+    labels = np.concatenate([faces.labels, [index[n] for n in names]]).astype(np.int64)
+    return FaceSet(np.concatenate([faces.images, images]), labels,
+                   faces.names + [prefix + n for n in new])
+
+
 def split_people(names: list[str], counts: np.ndarray, fraction: float,
                  rng: np.random.Generator, min_images: int = 2) -> tuple[list[str], list[str]]:
     """Hold out a share of identities (with >= `min_images` images) for validation.

@@ -232,6 +232,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     faces, val_faces = everyone.subset(train_people), everyone.subset(val_people)
     if cfg.limit_people:  # smoke runs: a few people only
         faces = faces.subset(faces.names[: cfg.limit_people])
+    if cfg.own_faces:  # the user's own captured faces (`siamese collect`), training only
+        from siamese.pipeline import read_face_folders
+        from siamese.sampling import add_people
+
+        own, own_names = read_face_folders(cfg.own_faces, cfg.model.input_size)
+        faces = add_people(faces, own, own_names, prefix="own:")
+        log.info("mixed in %d own faces of %d people from %s", len(own), len(set(own_names)),
+                 cfg.own_faces)
     val_idx = fixed_pairs(val_faces, cfg.val_pairs, cfg.seed)
     val = (val_faces.images, val_idx[:, :2], val_idx[:, 2].astype(bool))
     log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
@@ -294,7 +302,12 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str) ->
     images, idx, same = val
     emb = embed(embedding, images)
     thr, _ = best_threshold(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same)
-    images, idx, same = pair_faces(fc, test_pairs, cfg.model.input_size)
+    cached = set(fc.refs)
+    usable = [p for p in test_pairs if p.a in cached and p.b in cached]
+    if len(usable) < len(test_pairs):  # only a partial (smoke-test) cache lacks faces
+        log.warning("%d of %d test pairs have faces missing from %s; scoring the rest",
+                    len(test_pairs) - len(usable), len(test_pairs), cfg.cache_dir)
+    images, idx, same = pair_faces(fc, usable, cfg.model.input_size)
     emb = embed(embedding, images)
     test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
     cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only

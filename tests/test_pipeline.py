@@ -72,3 +72,35 @@ def test_empty_folder_gives_an_empty_valid_manifest(tmp_path, yunet):
     (tmp_path / "empty").mkdir()
     s = detect_folder(tmp_path / "empty", tmp_path / "out", yunet, progress=False)
     assert s["sources"] == 0 and read_manifest(tmp_path / "out" / "manifest.csv") == []
+
+
+def test_collect_keeps_clear_frontal_faces_and_numbers_on(samples, tmp_path, yunet):
+    from siamese.pipeline import collect, read_face_folders
+
+    clip = samples / "video" / "short_hamilton_clip.mp4"
+    r = collect(str(clip), "lin", tmp_path, yunet, count=4, every_s=0.5, progress=False)
+    assert r["kept"] == 4 and r["frames"] >= 4
+    again = collect(str(clip), "lin", tmp_path, yunet, count=2, every_s=0.5, progress=False)
+    names = sorted(p.name for p in (tmp_path / "lin").iterdir())
+    assert again["kept"] == 2 and names == [f"lin_{i:04d}.jpg" for i in range(1, 7)]
+    images, people = read_face_folders(tmp_path, 32)
+    assert images.shape == (6, 32, 32, 3) and set(people) == {"lin"}
+
+
+def test_collect_refuses_a_path_like_name(samples, tmp_path, yunet):
+    from siamese.pipeline import collect
+
+    with pytest.raises(ValueError, match="person name"):
+        collect(str(samples / "video" / "short_hamilton_clip.mp4"), "../x", tmp_path, yunet)
+
+
+def test_dominant_face_needs_one_clear_face():
+    from siamese.faces import Face
+    from siamese.pipeline import dominant_face
+
+    def face(w):
+        return Face(np.array([0, 0, w, w], np.float32), np.zeros((5, 2), np.float32), 0.9)
+
+    big, small, similar = face(100), face(40), face(90)
+    assert dominant_face([small, big]) is big
+    assert dominant_face([big, similar]) is None and dominant_face([]) is None

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from siamese.metrics import accuracy, best_threshold, roc_auc, summary, tar_at_far
+
+
+def test_best_threshold_is_exact_on_separable_scores():
+    scores = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
+    same = [0, 0, 0, 1, 1, 1]
+    thr, acc = best_threshold(scores, same)
+    assert acc == 1.0 and 0.3 < thr < 0.7
+    assert accuracy(scores, same, thr) == 1.0
+
+
+def test_best_threshold_matches_brute_force():
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 2, 300)
+    scores = rng.normal(same * 1.0, 1.0).round(1)  # many ties
+    thr, acc = best_threshold(scores, same)
+    brute = max(accuracy(scores, same, t) for t in np.unique(scores))
+    assert acc == pytest.approx(brute) and accuracy(scores, same, thr) == pytest.approx(acc)
+
+
+def test_tar_at_far_respects_the_false_accept_budget():
+    rng = np.random.default_rng(1)
+    neg, pos = rng.normal(0, 1, 10000), rng.normal(3, 1, 1000)
+    scores = np.concatenate([neg, pos])
+    same = np.r_[np.zeros(10000), np.ones(1000)]
+    tar, thr = tar_at_far(scores, same, 1e-2)
+    assert (neg >= thr).mean() <= 1e-2
+    assert 0.70 < tar < 0.80  # analytic: P(N(3, 1) > 2.326) = 0.75
+    assert roc_auc(scores, same) > 0.95
+
+
+def test_summary_and_errors():
+    s = summary([0.2, 0.8], [0, 1])
+    assert s["accuracy"] == 1.0 and s["pairs"] == 2
+    with pytest.raises(ValueError, match="differ"):
+        accuracy([0.1], [0, 1], 0.5)

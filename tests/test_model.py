@@ -1,0 +1,69 @@
+import json
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from siamese.model import (build_embedding, build_head, build_siamese, build_trainer, embed,
+                           pair_scores)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    keras.utils.set_random_seed(0)
+    return build_embedding(32, dim=16, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1)), build_head(16)
+
+
+def test_shapes_and_unit_embeddings(parts):
+    emb, head = parts
+    x = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    e = embed(emb, x)
+    assert e.shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    p = pair_scores(head, e[:3], e[2:])
+    assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
+    siamese = build_siamese(emb, head)
+    out = siamese.predict_on_batch([x[:2] / 255.0, x[2:4] / 255.0])
+    assert out.shape == (2, 1)
+    assert {layer.name for layer in siamese.layers} >= {"embedding", "head"}
+
+
+def test_identical_faces_score_higher_than_different_ones(parts):
+    _, head = parts
+    a = np.eye(16, dtype=np.float32)[:4]
+    b = np.eye(16, dtype=np.float32)[4:8]
+    assert (pair_scores(head, a, a) > pair_scores(head, a, b)).all()
+
+
+def test_save_load_round_trip_gives_equal_outputs(parts, tmp_path):
+    emb, head = parts
+    x = np.random.default_rng(1).random((4, 32, 32, 3)).astype(np.float32)
+    for model, inp in ((emb, x), (head, [np.abs(x[:, 0, :16, 0]), x[:, 1, :16, 0]])):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        again = keras.saving.load_model(path)
+        np.testing.assert_allclose(again.predict_on_batch(inp), model.predict_on_batch(inp),
+                                   atol=1e-6)
+        config = zipfile.ZipFile(path).read("config.json").decode()
+        assert "Lambda" not in config  # registered layers only: safe to load
+
+
+def test_trainer_round_trip_with_custom_layers(parts, tmp_path):
+    emb, head = parts
+    trainer = build_trainer(emb, head, classes=7)
+    x = np.random.default_rng(2).random((3, 32, 32, 3)).astype(np.float32)
+    inputs = {"image_a": x, "image_b": x[::-1], "label_a": np.array([0, 1, 2]),
+              "label_b": np.array([3, 4, 5])}
+    out = trainer.predict_on_batch(inputs)
+    assert out["id_a"].shape == (3, 7) and out["same"].shape == (3, 1)
+    trainer.save(tmp_path / "t.keras")
+    again = keras.saving.load_model(tmp_path / "t.keras")
+    np.testing.assert_allclose(again.predict_on_batch(inputs)["id_b"], out["id_b"], atol=1e-5)
+
+
+def test_koch_reference_network_builds():
+    emb = build_embedding(100, dim=64, backbone="koch")
+    assert emb.output_shape == (None, 64)
+    with pytest.raises(ValueError, match="backbone"):
+        build_embedding(32, backbone="nope")

@@ -1,0 +1,80 @@
+"""A short real training run on a tiny LFW subset, and resuming after a kill."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["limit_people=100", "val_pairs=60", "val_fraction=0.3", "model.input_size=32", "model.dim=32",
+        "model.widths=[8,16,16,32]", "model.blocks=[1,1,1,1]", "train.batch_size=16",
+        "train.pairs_per_epoch=64", "train.hard_start_epoch=1"]
+
+
+def _cache_dir(tmp_path_factory, lfw_root):
+    # A small real cache, aligned by the real detector: 150 training people and the faces of
+    # 60 View 1 test pairs (30 same, 30 different).
+    from siamese import cache
+    from siamese.data import LFW
+
+    lfw = LFW(lfw_root)
+    people = dict(list(lfw.people("view1_train").items())[:150])
+    pairs = lfw.pairs("view1_test")
+    pairs = [p for p in pairs if p.same][:30] + [p for p in pairs if not p.same][:30]
+    refs = set(lfw.identities(people)) | {r for p in pairs for r in (p.a, p.b)}
+    out = tmp_path_factory.mktemp("cache")
+    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=64, workers=1,
+                refs=list(refs), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory, lfw_root):
+    return _cache_dir(tmp_path_factory, lfw_root), lfw_root
+
+
+def _train(run_dir, cache, epochs, *extra):
+    cache_dir, lfw_root = cache
+    cmd = [sys.executable, "-m", "siamese.cli", "train", f"run_dir={run_dir}", f"data.root={lfw_root}",
+           f"cache_dir={cache_dir}", f"train.epochs={epochs}", *TINY, *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
+    run = tmp_path / "run"
+    p = _train(run, tiny_cache, 3)
+    state = run / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()[0][-3000:]
+    p.send_signal(signal.SIGKILL)  # killed mid-run, after at least one finished epoch
+    p.wait()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3
+
+    p = _train(run, tiny_cache, 3)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out[-3000:]
+    assert f"resuming {run} after epoch {done}" in out
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "log.csv"))]
+    assert sorted(set(epochs)) == [0, 1, 2]  # every epoch logged; none skipped
+    metrics = json.loads((run / "metrics.json").read_text())
+    # The tiny cache holds only some of the View 1 test faces: those pairs are scored.
+    assert metrics["epochs_run"] == 3 and metrics["test"]["pairs"] == 60
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    for f in ("model/embedding.keras", "model/head.keras", "model/model.json", "curves.png",
+              "config.yaml", "best.keras"):
+        assert (run / f).exists(), f
+    assert list((run / "tensorboard").rglob("events.*"))
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["input_size"] == 32 and 0 < card["threshold"] < 1
