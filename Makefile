@@ -17,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train bench clean
+.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,17 @@ collect: venv ## capture PERSON's face from SOURCE (camera index or video) into 
 train: venv ## build the LFW cache if needed, then train (resumes if re-run; ARGS=overrides)
 	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
 	$(PY) -m siamese.cli train $(ARGS)
+
+evaluate: venv ## evaluate MODEL (default: the shipped model) on LFW View 1 + View 2; ARGS=overrides
+	$(PY) -m siamese.cli evaluate $(if $(MODEL),"$(MODEL)") $(ARGS)
+
+export: venv ## export RUN (a training run dir) to .keras/SavedModel/ONNX/TFLite + model card
+	@test -n "$(RUN)" || { echo "usage: make export RUN=checkpoints/<run> [ARGS=out=DIR]"; exit 2; }
+	$(PY) -m siamese.cli export "$(RUN)" $(ARGS)
+
+unrestricted: venv ## LFW View 2 unrestricted: ten trainings (hours on CPU; ARGS=+experiment=smoke to check)
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
+	$(PY) -m siamese.cli unrestricted $(ARGS)
 
 bench: venv ## print detection ms per image and the LFW cache build time
 	$(PY) -m siamese.cli bench $(ARGS)

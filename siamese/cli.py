@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -77,6 +78,77 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+def unrestricted(cfg: DictConfig) -> dict:
+    """Train one model per View 2 fold (without that fold's people) and report mean +- std."""
+    import json
+
+    import numpy as np
+
+    from siamese.images import atomic_write_text
+    from siamese.train import train as run
+
+    folds = []
+    for k in cfg.folds:
+        fold_cfg = cfg.copy()
+        fold_cfg.fold, fold_cfg.protocol = int(k), "view2"
+        m = run(fold_cfg, Path(cfg.run_dir) / f"fold{k}")
+        folds.append({"fold": int(k), **m["test"]})
+        print(f"fold {k}: accuracy {m['test']['accuracy']:.4f} (AUC {m['test']['auc']})")
+    acc = np.array([f["accuracy"] for f in folds])
+    result = {"protocol": "view2 unrestricted", "accuracy_mean": round(float(acc.mean()), 4),
+              "accuracy_std": round(float(acc.std()), 4), "folds": folds}
+    atomic_write_text(Path(cfg.run_dir) / "unrestricted.json", json.dumps(result, indent=2))
+    print(f"View 2 unrestricted over {len(folds)} folds: accuracy {result['accuracy_mean']:.4f} "
+          f"± {result['accuracy_std']:.4f} -> {cfg.run_dir}/unrestricted.json")
+    return result
+
+
+def evaluate(cfg: DictConfig, out_dir: str | None = None) -> dict:
+    """Evaluate `cfg.model` on the chosen LFW protocols and/or a folder; returns metrics."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from siamese import cache
+    from siamese.data import LFW
+    from siamese.evaluate import evaluate as run
+    from siamese.evaluate import seen_people
+    from siamese.export import Embedder
+
+    out_dir = out_dir or HydraConfig.get().runtime.output_dir
+    embedder = Embedder.load(cfg.model_path)
+    lfw = fc = None
+    if cfg.protocols:
+        lfw, fc = LFW(cfg.data.root), cache.load(cfg.cache_dir)
+        want = embedder.meta.get("alignment", {}).get("padding", 0.0)
+        if fc.config["padding"] != want:
+            raise ValueError(f"{cfg.cache_dir}: faces aligned with padding {fc.config['padding']}, "
+                             f"the model expects {want} — build a matching cache (align.padding={want})")
+    metrics = run(embedder, out_dir, lfw=lfw, fc=fc, protocols=list(cfg.protocols),
+                  folder_root=cfg.folder, detector=instantiate(cfg.detector) if cfg.folder else None,
+                  n_pairs=cfg.n_pairs, seed=cfg.seed, seen=seen_people(Path(cfg.model_path)),
+                  model_name=str(cfg.model_path))
+    for name, r in metrics["results"].items():
+        if "accuracy_mean" in r:
+            print(f"{name}: accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} (10-fold) on "
+                  f"{r['pairs']} pairs, {r['refused_pairs']} refused (people seen in training)")
+        else:
+            print(f"{name}: accuracy {r['accuracy']:.4f} at threshold {r['threshold']:.3f}, AUC {r['auc']}, "
+                  f"EER {r['eer']}, TAR@FAR1e-3 {r['tar_at_far_1e-3']}, on {r['pairs']} pairs"
+                  + (f", {r['refused_pairs']} refused" if r.get("refused_pairs") else ""))
+    print(f"report: {out_dir}/report.md")
+    return metrics
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export a trained run to .keras, SavedModel, ONNX and TFLite with its model card."""
+    from siamese.export import export_from_config
+
+    paths = export_from_config(cfg)
+    for fmt, path in paths.items():
+        print(f"{fmt:<11} {path}")
+    return paths
+
+
 def bench(cfg: DictConfig) -> list[dict]:
     """Time detection per image and report the LFW cache build; prints a table."""
     from siamese.bench import run
@@ -124,6 +196,21 @@ def train_main(cfg: DictConfig) -> None:
     _friendly(train)(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONF, config_name="unrestricted")
+def unrestricted_main(cfg: DictConfig) -> None:
+    _friendly(unrestricted)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="evaluate")
+def evaluate_main(cfg: DictConfig) -> None:
+    _friendly(evaluate)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="export")
+def export_main(cfg: DictConfig) -> None:
+    _friendly(export)(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="bench")
 def bench_main(cfg: DictConfig) -> None:
     _friendly(bench)(cfg)
@@ -136,6 +223,11 @@ COMMANDS = {
     "collect": (collect_main, "capture your own face from a webcam/video into data/faces/NAME",
                 ["source"]),
     "train": (train_main, "train the Siamese network (resumes the same run if interrupted)", []),
+    "evaluate": (evaluate_main, "LFW View 1 + View 2 10-fold (and your folder): metrics, report, plots",
+                 ["model_path"]),
+    "unrestricted": (unrestricted_main, "View 2 unrestricted: 10 trainings, one per fold (long)", []),
+    "export": (export_main, "a run -> .keras, SavedModel, ONNX, TFLite + threshold + model card",
+               ["run_dir"]),
     "bench": (bench_main, "detection ms per image and LFW cache build time", []),
 }
 

@@ -235,6 +235,20 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """Aligned crops to another size: (N, S, S, 3) uint8 -> (N, size, size, 3) uint8.
+
+    Area interpolation when shrinking (no aliasing), linear when enlarging.
+    """
+    if images.shape[1] == size:
+        return np.ascontiguousarray(images)
+    interp = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, im in enumerate(images):
+        out[i] = cv2.resize(im, (size, size), interpolation=interp)
+    return out
+
+
 def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
     """The face an LFW-style photo is about: the one whose box holds the image centre.
 

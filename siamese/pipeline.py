@@ -240,3 +240,36 @@ def read_face_folders(root: str | os.PathLike, size: int) -> tuple[np.ndarray, l
         images.append(cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA))
         names.append(path.relative_to(root).parts[0])
     return (np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)), names
+
+
+def model_crops(embedder, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+    """Crops of `faces` exactly as the model saw faces in training.
+
+    Training aligned at the cache's size and padding, then shrank to the model's input size;
+    doing the same here (not a direct warp to the small size) keeps the pixels' statistics the
+    same. Both settings are read from the model's model.json.
+
+    Args:
+        embedder: a `siamese.export.Embedder` (anything with `meta` and `input_size`).
+        image: (H, W, 3) uint8 RGB.
+        faces: detections in `image`.
+
+    Returns:
+        (n, S, S, 3) uint8 RGB, S = embedder.input_size.
+    """
+    from siamese.faces import resize_faces
+
+    al = embedder.meta.get("alignment", {})
+    size, padding = int(al.get("cache_size", 112)), float(al.get("padding", 0.0))
+    if not faces:
+        return np.zeros((0, embedder.input_size, embedder.input_size, 3), np.uint8)
+    crops = np.stack([align(image, f.landmarks, size, padding) for f in faces])
+    return resize_faces(crops, embedder.input_size)
+
+
+def embed_faces(embedder, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+    """(n, D) unit embeddings of `faces` in `image` (flip test-time augmentation included)."""
+    crops = model_crops(embedder, image, faces)
+    if not len(crops):
+        return np.zeros((0, 0), np.float32)
+    return embedder.embed(crops)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from siamese import cache
 from siamese.data import LFW, Pair, assert_disjoint
+from siamese.faces import resize_faces
 from siamese.images import atomic_write_text
 from siamese.sampling import FaceSet, fixed_pairs, most_similar, sample_pairs, split_people
 
@@ -36,19 +37,6 @@ log = logging.getLogger(__name__)
 
 
 # --- data ---------------------------------------------------------------------------------
-def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, S, S, 3) uint8 -> (N, size, size, 3) uint8 (area interpolation when shrinking)."""
-    import cv2
-
-    if images.shape[1] == size:
-        return np.ascontiguousarray(images)
-    interp = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for i, im in enumerate(images):
-        out[i] = cv2.resize(im, (size, size), interpolation=interp)
-    return out
-
-
 def protocol_split(lfw: LFW, protocol: str, fold: int = 0) -> tuple[list[str], list[Pair]]:
     """Training people and test pairs of an LFW protocol.
 
@@ -155,22 +143,26 @@ def _keras_parts():
             st = self.state
             st["epoch"] = epoch + 1
             st["train_seconds"] = st.get("train_seconds", 0.0) + seconds
-            improved = acc > st.get("best_val_acc", -1.0)
-            if improved:
-                st.update(best_val_acc=acc, best_epoch=epoch + 1, wait=0)
+            if acc > st.get("best_val_acc", -1.0):
+                st.update(best_val_acc=acc, best_epoch=epoch + 1)
                 _save(self.model, self.run_dir / "best.keras")
-            else:
-                st["wait"] = st.get("wait", 0) + 1
             _save(self.model, self.run_dir / "last.keras")
             # state.json last: it is what says the epoch is complete.
             atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
             log.info("epoch %d: val_acc %.4f auc %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
                      logs["val_auc"], st["best_val_acc"], st["best_epoch"], seconds)
-            if st["wait"] >= self.cfg.train.patience:
-                log.info("early stop: no val_acc gain for %d epochs", st["wait"])
+            if _should_stop(st, self.cfg.train):
+                log.info("early stop: no val_acc gain for %d epochs", self.cfg.train.patience)
                 self.model.stop_training = True
 
     return PairBatches, Loop
+
+
+def _should_stop(state: dict, tc) -> bool:
+    """Early stopping: `patience` epochs without a validation gain, counted only from
+    `early_stop_after` of the schedule on (the cosine LR's late epochs bring most gains)."""
+    start = int(np.ceil(tc.early_stop_after * tc.epochs))
+    return state["epoch"] - max(state.get("best_epoch", 0), start) >= tc.patience
 
 
 def _save(model, path: Path) -> None:
@@ -276,21 +268,23 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
                  keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
     if keras.config.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
-    done = state.get("finished") or state["epoch"] >= tc.epochs or state.get("wait", 0) >= tc.patience
+    done = state.get("finished") or state["epoch"] >= tc.epochs or _should_stop(state, tc)
     if not done:
         trainer.fit(data, epochs=tc.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
                     verbose=1 if sys.stdout.isatty() else 2)
     state["finished"] = True
     atomic_write_text(state_path, json.dumps(state, indent=2))
-    return finish(cfg, run_dir, fc, val, test_pairs, state, policy)
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people)
 
 
-def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str) -> dict:
+def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
+           seen: list[str]) -> dict:
     """Best model -> exported parts, threshold from validation, test metrics, curves."""
     import keras
 
     from siamese.metrics import best_threshold, summary
     from siamese.model import embed, pair_scores
+    from siamese.plots import training_curves
 
     best = keras.saving.load_model(run_dir / "best.keras")
     embedding, head = best.get_layer("embedding"), best.get_layer("head")
@@ -317,6 +311,10 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str) ->
             "threshold": thr, "threshold_from": "validation people held out of training",
             "flip_tta": True}
     atomic_write_text(model_dir / "model.json", json.dumps(card, indent=2))
+    # Everyone the model saw (training + validation people): evaluation refuses test pairs of
+    # these people, so a number can never come from faces the model was fitted on.
+    atomic_write_text(model_dir / "people.json", json.dumps(
+        {"protocol": cfg.protocol, "fold": cfg.fold, "dataset": "lfw", "seen": sorted(seen)}))
     metrics = {"protocol": cfg.protocol, "fold": cfg.fold if cfg.protocol == "view2" else None,
                "test": test, "test_cosine_best_threshold": cos,
                "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"],
@@ -325,32 +323,6 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str) ->
                "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                "backend": keras.config.backend(), "precision": policy}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    _plot_curves(run_dir)
+    training_curves(run_dir / "log.csv", run_dir / "curves.png")
     log.info("test: %s", test)
     return metrics
-
-
-def _plot_curves(run_dir: Path) -> None:
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = run_dir / "log.csv"
-    if not path.exists():
-        return
-    rows = list(csv.DictReader(open(path)))
-    if not rows:
-        return
-    ep = [int(r["epoch"]) + 1 for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(ep, [float(r["loss"]) for r in rows], label="train loss")
-    ax[0].set_xlabel("epoch"), ax[0].legend()
-    ax[1].plot(ep, [float(r["val_acc"]) for r in rows], label="val accuracy")
-    ax[1].plot(ep, [float(r["val_auc"]) for r in rows], label="val AUC")
-    ax[1].set_xlabel("epoch"), ax[1].legend(), ax[1].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
-    plt.close(fig)

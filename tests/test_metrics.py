@@ -37,3 +37,29 @@ def test_summary_and_errors():
     assert s["accuracy"] == 1.0 and s["pairs"] == 2
     with pytest.raises(ValueError, match="differ"):
         accuracy([0.1], [0, 1], 0.5)
+
+
+def test_eer_and_confusion():
+    from siamese.metrics import confusion, eer
+
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    same = np.array([0, 0, 1, 1])
+    e, _ = eer(scores, same)
+    assert e == pytest.approx(0.5)
+    c = confusion(scores, same, 0.3)
+    assert c["precision"] == pytest.approx(2 / 3) and c["recall"] == 1.0 and c["far"] == 0.5
+
+
+def test_kfold_thresholds_come_from_the_other_folds():
+    from siamese.metrics import kfold
+
+    # Fold 0 alone would be perfect at 0.5; the other folds put the threshold at 0.25,
+    # so fold 0's score must use 0.25 and miss its negatives at 0.3 and 0.4.
+    scores = np.array([0.3, 0.4, 0.6, 0.7, 0.1, 0.2, 0.3, 0.35, 0.1, 0.2, 0.3, 0.35])
+    same = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1])
+    r = kfold(scores, same, [0] * 4 + [1] * 4 + [2] * 4)
+    assert r["folds"][0]["threshold"] == pytest.approx(0.25)
+    assert r["folds"][0]["accuracy"] == 0.5
+    accs = [f["accuracy"] for f in r["folds"]]
+    assert r["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-4)
+    assert r["accuracy_std"] == pytest.approx(np.std(accs), abs=1e-4)
