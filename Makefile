@@ -55,6 +55,7 @@ train: venv ## build the LFW cache if needed, then train (resumes if re-run; ARG
 	$(PY) -m siamese.cli train $(ARGS)
 
 evaluate: venv ## evaluate MODEL (default: the shipped model) on LFW View 1 + View 2; ARGS=overrides
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
 	$(PY) -m siamese.cli evaluate $(if $(MODEL),"$(MODEL)") $(ARGS)
 
 export: venv ## export RUN (a training run dir) to .keras/SavedModel/ONNX/TFLite + model card

@@ -156,6 +156,8 @@ def export(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def _write_formats(src: Path, tmp: Path, formats: list[str]) -> dict[str, str]:
     paths = {}
+    if (src / "people.json").exists():  # who the model saw: evaluation refuses their pairs
+        shutil.copy2(src / "people.json", tmp / "people.json")
     if "keras" in formats:
         for part in ("embedding", "head"):
             shutil.copy2(src / f"{part}.keras", tmp / f"{part}.keras")

@@ -1,0 +1,62 @@
+"""The model that ships in siamese/assets/default_model: intact, consistent, honest."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from siamese.export import Embedder
+
+SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
+
+
+def test_files_match_their_recorded_checksums():
+    meta = json.loads((SHIPPED / "model.json").read_text())
+    assert set(meta["formats"]) >= {"keras", "onnx"}
+    for name, digest in meta["files"].items():
+        assert hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest() == digest, name
+    size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20
+
+
+def test_it_knows_who_it_saw_and_they_are_view1_training_people(lfw_root):
+    from siamese.data import LFW
+
+    seen = set(json.loads((SHIPPED / "people.json").read_text())["seen"])
+    lfw = LFW(lfw_root)
+    assert seen == set(lfw.people("view1_train"))
+    assert not seen & {p.a.person for p in lfw.pairs("view1_test")}
+
+
+@pytest.fixture(scope="module")
+def real_faces(lfw_root):
+    from siamese.faces import YuNetDetector, central_face
+    from siamese.images import read_image
+    from siamese.pipeline import model_crops
+
+    model = Embedder.load(SHIPPED, prefer=("keras",))
+    det = YuNetDetector()
+    crops = []
+    for person, n in (("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Abdullah_Gul", 1), ("Adam_Sandler", 1)):
+        image = read_image(lfw_root / "lfw" / person / f"{person}_{n:04d}.jpg")
+        crops.append(model_crops(model, image, [central_face(det.detect(image), image.shape)])[0])
+    return np.stack(crops)
+
+
+def test_onnx_and_keras_agree_on_real_faces(real_faces):
+    k = Embedder.load(SHIPPED, prefer=("keras",))
+    o = Embedder.load(SHIPPED, prefer=("onnx",))
+    assert (k.format, o.format) == ("keras", "onnx")
+    ek, eo = k.embed(real_faces), o.embed(real_faces)
+    assert np.abs(ek - eo).max() < 1e-4
+    assert np.abs(k.score(ek[:2], ek[1:3]) - o.score(eo[:2], eo[1:3])).max() < 1e-4
+
+
+def test_same_person_outscores_different_people(real_faces):
+    model = Embedder.load(SHIPPED)
+    e = model.embed(real_faces)
+    same = model.score(e[:1], e[1:2])[0]          # Aaron Peirsol twice
+    diff = model.score(e[[0, 0, 2]], e[[2, 3, 3]])  # three different pairs
+    assert same > diff.max()
