@@ -17,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted bench clean
+.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,14 @@ export: venv ## export RUN (a training run dir) to .keras/SavedModel/ONNX/TFLite
 unrestricted: venv ## LFW View 2 unrestricted: ten trainings (hours on CPU; ARGS=+experiment=smoke to check)
 	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
 	$(PY) -m siamese.cli unrestricted $(ARGS)
+
+cluster: venv ## group the faces in INPUT (photo folder or video) by person -> OUT/person_NNN/
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make cluster INPUT=photos/|clip.mp4 OUT=people/"; exit 2; }
+	$(PY) -m siamese.cli cluster "$(INPUT)" --out "$(OUT)" $(ARGS)
+
+bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
+	$(PY) -m siamese.cluster_bench compare
+	$(PY) -m siamese.cluster_bench scale
 
 bench: venv ## print detection ms per image and the LFW cache build time
 	$(PY) -m siamese.cli bench $(ARGS)

@@ -149,6 +149,13 @@ def export(cfg: DictConfig) -> dict:
     return paths
 
 
+def cluster(cfg: DictConfig) -> dict:
+    """Group the faces of a photo folder or a video by person into `cfg.out/person_NNN/`."""
+    from siamese.cluster import cluster_from_config
+
+    return cluster_from_config(cfg)
+
+
 def bench(cfg: DictConfig) -> list[dict]:
     """Time detection per image and report the LFW cache build; prints a table."""
     from siamese.bench import run
@@ -211,6 +218,11 @@ def export_main(cfg: DictConfig) -> None:
     _friendly(export)(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONF, config_name="cluster")
+def cluster_main(cfg: DictConfig) -> None:
+    _friendly(cluster)(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="bench")
 def bench_main(cfg: DictConfig) -> None:
     _friendly(bench)(cfg)
@@ -228,6 +240,8 @@ COMMANDS = {
     "unrestricted": (unrestricted_main, "View 2 unrestricted: 10 trainings, one per fold (long)", []),
     "export": (export_main, "a run -> .keras, SavedModel, ONNX, TFLite + threshold + model card",
                ["run_dir"]),
+    "cluster": (cluster_main, "group the faces of photos / a video by person -> OUT/person_NNN/",
+                ["input"]),
     "bench": (bench_main, "detection ms per image and LFW cache build time", []),
 }
 

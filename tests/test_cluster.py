@@ -1,0 +1,284 @@
+"""Face clustering: the algorithms on planted clusters, the metrics on hand-computed cases, and
+the whole command on the shared sample photos and the news clip."""
+
+import hashlib
+import json
+import math
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from siamese import graph
+from siamese.cluster import MANIFEST_COLUMNS, cluster, read_manifest
+from siamese.tracks import iou
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _planted(n_groups=6, size=8, singletons=3, dim=32, seed=0):
+    """Tight groups (cosine ~0.9 inside, ~0 across) plus a few loners."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_groups + singletons, dim))
+    truth = np.r_[np.repeat(np.arange(n_groups), size), n_groups + np.arange(singletons)]
+    x = centres[truth] / np.linalg.norm(centres[truth], axis=1, keepdims=True)
+    x = x + 0.3 * rng.standard_normal(x.shape) / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    perm = rng.permutation(len(x))
+    return x[perm].astype(np.float32), truth[perm]
+
+
+def _same_partition(a, b):
+    """Equal up to renaming the groups."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("algorithm", graph.ALGORITHMS)
+def test_planted_clusters_are_recovered_and_loners_unassigned(algorithm):
+    x, truth = _planted()
+    labels = graph.cluster_embeddings(x, graph.cosine, 0.6, algorithm, k=10, eps=0.3)
+    loners = truth >= 6
+    assert (labels[loners] == -1).all()
+    assert (labels[~loners] >= 0).all()
+    assert _same_partition(labels[~loners], truth[~loners])
+    assert labels.max() == 5  # numbered 0.. with no gaps
+
+
+def test_components_chain_where_whispers_do_not():
+    # Two tight groups joined by a single weak bridge edge: components merges them,
+    # Chinese whispers keeps them apart (majority of the weight stays inside each group).
+    pairs = [(a, b) for g in (range(0, 5), range(5, 10)) for a in g for b in g if a < b]
+    pairs = np.array(pairs + [(4, 5)])
+    w = np.r_[np.ones(len(pairs) - 1), 0.1]
+    assert len(set(graph.connected_components(10, pairs).tolist())) == 1
+    cw = graph.chinese_whispers(10, pairs, w)
+    assert len(set(cw[:5].tolist())) == 1 and len(set(cw[5:].tolist())) == 1 and cw[0] != cw[9]
+
+
+def test_knn_matches_brute_force_in_small_chunks():
+    x, _ = _planted()
+    idx, sim = graph.knn(x, 5, chunk_bytes=4 * len(x) * 7)  # 7 rows per chunk
+    full = x @ x.T
+    np.fill_diagonal(full, -np.inf)
+    ref = np.argsort(-full, axis=1)[:, :5]
+    assert (np.sort(idx, 1) == np.sort(ref, 1)).all()
+    assert (np.diff(sim, axis=1) <= 1e-6).all()
+    assert graph.knn(x[:1], 5)[0].shape == (1, 0)
+
+
+def test_cannot_link_splits_a_merged_group():
+    x, truth = _planted(n_groups=2, size=6, singletons=0)
+    # Pretend the model confuses everyone: one group; but two faces share a photo.
+    a, b = np.flatnonzero(truth == 0)[0], np.flatnonzero(truth == 1)[0]
+    merged = np.zeros(len(x), np.int64)
+    labels, evicted = graph.split_conflicts(merged, x, graph.cosine, 0.6, np.array([[a, b]]))
+    assert labels[a] != labels[b] and evicted >= 1
+    # ... and cluster_embeddings honours it even at a threshold that joins everyone.
+    labels = graph.cluster_embeddings(x, graph.cosine, -1.0, "components", cannot_link=[[a, b]])
+    assert labels[a] != labels[b]
+
+
+def test_relabel_orders_by_size_and_drops_singletons():
+    assert graph.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
+
+
+# ---- metrics on cases small enough to do by hand -----------------------------------------------
+
+TRUTH = ["a", "a", "a", "b", "b"]
+PRED = [0, 0, 1, 1, 1]
+
+
+def test_pairwise_scores_by_hand():
+    # true pairs: 3 (a) + 1 (b); put together: 1 + 3; both: {a1 a2}, {b1 b2} -> 2.
+    assert graph.pairwise_scores(TRUTH, PRED) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert graph.pairwise_scores(TRUTH, [0, 0, 0, 1, 1])["f1"] == 1.0
+    alone = graph.pairwise_scores(TRUTH, [-1] * 5)  # nothing put together: vacuous precision
+    assert alone == {"precision": 1.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_bcubed_scores_by_hand():
+    # precision per face: a1, a2: 2/2; a3: 1/3; b1, b2: 2/3. recall: a1, a2: 2/3; a3: 1/3; b: 1.
+    p = (1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5
+    r = (2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5
+    s = graph.bcubed_scores(TRUTH, PRED)
+    assert s["precision"] == pytest.approx(p) and s["recall"] == pytest.approx(r)
+    assert s["f1"] == pytest.approx(2 * p * r / (p + r))
+    singles = graph.bcubed_scores(TRUTH, [-1] * 5)  # each -1 is its own group
+    assert singles["precision"] == 1.0 and singles["recall"] == pytest.approx((3 * 1 / 3 + 2 * 1 / 2) / 5)
+
+
+def test_nmi_by_hand():
+    ln = math.log
+    h = -(0.6 * ln(0.6) + 0.4 * ln(0.4))  # both labelings split 3/2
+    mi = 0.4 * ln(0.4 / (0.6 * 0.4)) + 0.2 * ln(0.2 / (0.6 * 0.6)) + 0.4 * ln(0.4 / (0.4 * 0.6))
+    assert graph.nmi(TRUTH, PRED) == pytest.approx(mi / h)
+    assert graph.nmi(TRUTH, [5, 5, 5, 2, 2]) == pytest.approx(1.0)
+    s = graph.clustering_scores(TRUTH, PRED)
+    assert (s["clusters"], s["people"], s["unassigned"]) == (2, 2, 0)
+
+
+def test_iou_by_hand():
+    np.testing.assert_allclose(iou([[0, 0, 10, 10]], [[5, 0, 10, 10], [20, 20, 5, 5]]), [[50 / 150, 0.0]])
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def embedder():
+    from siamese.export import Embedder
+
+    return Embedder.load(REPO / "siamese" / "assets" / "default_model")
+
+
+def _digest(folder):
+    return {p.relative_to(folder): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def knn_run(tmp_path_factory, samples, embedder, yunet):
+    src = samples / "knn_examples" / "train"
+    before = _digest(src)
+    out = tmp_path_factory.mktemp("knn") / "people"
+    summary = cluster(src, out, embedder, yunet, labels=True, progress=False)
+    return src, out, summary, before
+
+
+def test_labelled_folder_is_scored(knn_run):
+    src, out, s, _ = knn_run
+    m = s["metrics"]
+    n_photos = sum(1 for p in src.rglob("*") if p.is_file())
+    assert m["people"] == 5 and m["scored_faces"] == n_photos  # one face in each of these photos
+    for key in ("pairwise_precision", "pairwise_recall", "pairwise_f1", "bcubed_precision",
+                "bcubed_recall", "bcubed_f1", "nmi"):
+        assert 0.0 <= m[key] <= 1.0
+    # The summary's numbers are those of the manifest's own rows.
+    rows = [r for r in read_manifest(out / "manifest.csv") if r["label"]]
+    pred = [int(r["cluster"].split("_")[1]) if r["cluster"] != "unassigned" else -1 for r in rows]
+    again = graph.clustering_scores([r["label"] for r in rows], pred)
+    assert again["bcubed_f1"] == m["bcubed_f1"] and again["nmi"] == m["nmi"]
+
+
+def test_output_layout_and_manifest(knn_run):
+    src, out, s, before = knn_run
+    assert _digest(src) == before  # the user's photos are untouched
+    rows = read_manifest(out / "manifest.csv")
+    assert list(rows[0]) == MANIFEST_COLUMNS and len(rows) == s["faces"]
+    crops = {r["crop"] for r in rows if r["crop"]}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*_face*.jpg")}
+    assert crops == on_disk
+    people = sorted(p.name for p in out.glob("person_*"))
+    assert len(people) == s["people"] and people == [f"person_{i:03d}" for i in range(1, len(people) + 1)]
+    for person in people:
+        assert (out / person / "contact_sheet.jpg").is_file()
+        mine = [r for r in rows if r["cluster"] == person]
+        assert mine and all(r["crop"].startswith(person + "/") for r in mine)
+        assert all(0.0 < float(r["score_to_centre"]) <= 1.0 for r in mine)
+        assert all(Path(r["crop"]).name.startswith(Path(r["source"]).parent.name) for r in mine)
+    assert cv2.imread(str(out / "overview.jpg")).shape[0] >= 112 * s["people"]
+    assert json.loads((out / "summary.json").read_text())["people"] == s["people"]
+    assert not list(out.parent.glob(".people.*"))  # no temp dir left behind
+
+
+def test_rerun_refuses_unless_overwrite(knn_run, embedder, yunet, tmp_path, samples):
+    src, out, _, _ = knn_run
+    with pytest.raises(FileExistsError, match="overwrite"):
+        cluster(src, out, embedder, yunet, progress=False)
+    # overwrite replaces only what this command wrote, never an unrelated folder
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(samples / "reference_faces" / "obama_small.jpg", one)
+    with pytest.raises(FileExistsError, match="not a previous cluster result"):
+        cluster(one, mine, embedder, yunet, overwrite=True, progress=False)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    res = tmp_path / "res"
+    cluster(one, res, embedder, yunet, progress=False)
+    (res / "marker").write_text("old")
+    s = cluster(one, res, embedder, yunet, overwrite=True, progress=False)
+    assert s["faces"] == 1 and not (res / "marker").exists()
+    assert read_manifest(res / "manifest.csv")[0]["cluster"] == "unassigned"  # one face: no group
+
+
+def test_no_faces_and_bad_files_are_counted(tmp_path, embedder, yunet, samples):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "wall.png"), np.full((200, 200, 3), 200, np.uint8))
+    cv2.imwrite(str(src / "tiny.png"), np.zeros((8, 8, 3), np.uint8))
+    (src / "notes.jpg").write_bytes(b"this is not a picture")
+    data = (samples / "reference_faces" / "obama_small.jpg").read_bytes()
+    (src / "cut.jpg").write_bytes(data[: len(data) // 3])
+    s = cluster(src, tmp_path / "out", embedder, yunet, progress=False)
+    assert s["faces"] == 0 and s["people"] == 0 and s["sources"] == 4
+    assert s["errors"] == 3 and s["errors_by_reason"]["too_small"] == 1
+    assert s["errors_by_reason"].get("truncated", 0) + s["errors_by_reason"].get("corrupt", 0) == 1
+    assert (tmp_path / "out" / "manifest.csv").read_text().strip() == ",".join(MANIFEST_COLUMNS)
+    assert read_manifest(tmp_path / "out" / "manifest.csv") == []
+    assert (tmp_path / "out" / "overview.jpg").is_file()
+
+
+def test_bad_arguments_say_what_to_fix(tmp_path, embedder, yunet, samples):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        cluster(tmp_path / "nope", tmp_path / "out", embedder, yunet)
+    with pytest.raises(ValueError, match="labels=true"):
+        cluster(samples / "video" / "oval_office_news_clip.mp4", tmp_path / "o", embedder, yunet, labels=True)
+    with pytest.raises(ValueError, match="algorithm"):
+        cluster(samples / "photos", tmp_path / "o", embedder, yunet, algorithm="kmeans")
+    with pytest.raises(ValueError, match="would contain the input"):
+        cluster(samples / "photos", samples, embedder, yunet)
+
+
+def test_news_clip_gives_one_folder_per_person(tmp_path, samples, embedder, yunet):
+    # By eye (contact sheets at every_s = 0.5, 1, 2 and 3): four men — Mirziyoyev, Trump and two
+    # aides — each in exactly one folder, none mixed.
+    clip = samples / "video" / "oval_office_news_clip.mp4"
+    before = clip.stat().st_mtime_ns, hashlib.md5(clip.read_bytes()).hexdigest()
+    out = tmp_path / "news"
+    s = cluster(clip, out, embedder, yunet, every_s=3.0, keep_all_crops=True, progress=False)
+    assert (clip.stat().st_mtime_ns, hashlib.md5(clip.read_bytes()).hexdigest()) == before
+    assert s["kind"] == "video" and s["frames"] == 6 and s["tracks"] < s["faces"]
+    assert 3 <= s["people"] <= 5
+    rows = read_manifest(out / "manifest.csv")
+    assert len(rows) == s["faces"] and all(r["crop"] for r in rows)  # keep_all_crops
+    # No folder holds two faces of one frame (two people), and a track stays in one folder.
+    per_frame, folders_of_track = defaultdict(list), defaultdict(set)
+    for r in rows:
+        if r["cluster"] != "unassigned":
+            per_frame[r["cluster"], r["frame"]].append(r)
+        folders_of_track[r["track"]].add(r["cluster"])
+    assert all(len(v) == 1 for v in per_frame.values())
+    assert all(len(v) == 1 for v in folders_of_track.values())
+    best = [r for r in rows if r["best"] == "1"]
+    assert len(best) == s["tracks"] and all("/all/" not in r["crop"] for r in best)
+    assert all(r["crop"].startswith(f"{r['cluster']}/all/") for r in rows if r["best"] == "0")
+    assert all("_t" in r["crop"] and f"f{int(r['frame']):06d}" in r["crop"] for r in rows)
+    # The reference photo of Mirziyoyev matches one of the folders.
+    from siamese.faces import central_face
+    from siamese.images import read_image
+    from siamese.pipeline import embed_faces
+
+    ref = read_image(samples / "reference_faces" / "mirziyoyev.jpg")
+    face = central_face(yunet.detect(ref), ref.shape) or yunet.detect(ref)[0]
+    e = embed_faces(embedder, ref, [face])
+    centre = {}
+    for person in {r["cluster"] for r in best if r["cluster"] != "unassigned"}:
+        crops = np.stack([cv2.resize(read_image(out / r["crop"]), (embedder.input_size,) * 2,
+                                     interpolation=cv2.INTER_AREA) for r in best if r["cluster"] == person])
+        c = embedder.embed(crops).mean(0)
+        centre[person] = float(embedder.score(e, (c / np.linalg.norm(c))[None])[0])
+    assert max(centre.values()) >= embedder.threshold
+
+
+def test_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("cluster", overrides=["input=x", "out=y"])
+    assert cfg.algorithm in graph.ALGORITHMS and cfg.threshold is None
+    assert cfg.model_path == str(Path(cfg.paths.default_model))
