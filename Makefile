@@ -17,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster bench clean
+.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster gallery recognize openset bench-gallery bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,20 @@ cluster: venv ## group the faces in INPUT (photo folder or video) by person -> O
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(PY) -m siamese.cluster_bench compare
 	$(PY) -m siamese.cluster_bench scale
+
+gallery: venv ## known-faces gallery: ACTION=import|add|list|remove|reembed|calibrate [SRC=..] [PERSON=..]
+	$(PY) -m siamese.cli gallery $(or $(ACTION),list) $(if $(SRC),"$(SRC)") $(if $(PERSON),--person "$(PERSON)") $(ARGS)
+
+recognize: venv ## name the faces in INPUT (photo or folder) against the gallery, or "unknown"
+	@test -n "$(INPUT)" || { echo "usage: make recognize INPUT=photos/ [ARGS=json=true]"; exit 2; }
+	$(PY) -m siamese.cli recognize "$(INPUT)" $(ARGS)
+
+openset: venv ## open-set identification on unseen LFW people: top-1/5, DIR@FAR 1%/10%, unknowns accepted
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
+	$(PY) -m siamese.cli openset $(ARGS)
+
+bench-gallery: venv ## gallery at 1M embeddings: 10k-add, insert/load time, ms per query
+	$(PY) -c "from siamese.openset import bench_gallery; bench_gallery()"
 
 bench: venv ## print detection ms per image and the LFW cache build time
 	$(PY) -m siamese.cli bench $(ARGS)

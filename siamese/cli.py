@@ -156,6 +156,27 @@ def cluster(cfg: DictConfig) -> dict:
     return cluster_from_config(cfg)
 
 
+def gallery(cfg: DictConfig) -> dict:
+    """Add, import, list, remove, re-embed or calibrate the SQLite gallery of known faces."""
+    from siamese.enrol import gallery_command
+
+    return gallery_command(cfg)
+
+
+def recognize(cfg: DictConfig) -> dict:
+    """Name every face in `cfg.input` against the gallery, or "unknown"; one line per face."""
+    from siamese.recognize import recognize_command
+
+    return recognize_command(cfg)
+
+
+def openset(cfg: DictConfig) -> dict:
+    """Open-set identification on unseen LFW people (or a folder); writes open_set.json."""
+    from siamese.openset import open_set_command
+
+    return open_set_command(cfg)
+
+
 def bench(cfg: DictConfig) -> list[dict]:
     """Time detection per image and report the LFW cache build; prints a table."""
     from siamese.bench import run
@@ -223,6 +244,21 @@ def cluster_main(cfg: DictConfig) -> None:
     _friendly(cluster)(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONF, config_name="gallery")
+def gallery_main(cfg: DictConfig) -> None:
+    _friendly(gallery)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="recognize")
+def recognize_main(cfg: DictConfig) -> None:
+    _friendly(recognize)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="recognize")
+def openset_main(cfg: DictConfig) -> None:
+    _friendly(openset)(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="bench")
 def bench_main(cfg: DictConfig) -> None:
     _friendly(bench)(cfg)
@@ -242,6 +278,10 @@ COMMANDS = {
                ["run_dir"]),
     "cluster": (cluster_main, "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"]),
+    "gallery": (gallery_main, "known faces in SQLite: add|import|list|remove|reembed|calibrate",
+                ["action", "path"]),
+    "recognize": (recognize_main, "who is in these photos? a name or 'unknown' per face", ["input"]),
+    "openset": (openset_main, "open-set identification on unseen LFW people: top-1/5, DIR@FAR", []),
     "bench": (bench_main, "detection ms per image and LFW cache build time", []),
 }
 

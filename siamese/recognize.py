@@ -1,0 +1,484 @@
+"""Who is this? Every face in a photo against the gallery: a name, or an honest "unknown".
+
+Three methods, all ending in `score >= threshold` (scores and decisions kept apart):
+
+- "nn" (the distance method): a cosine shortlist of the `shortlist` nearest gallery embeddings,
+  each scored by the Siamese head (P(same)); a person's score is their best. Score in [0, 1].
+- "svc" (the FaceNet seed): a linear SVC one-vs-rest on the gallery embeddings; score is the top
+  class's margin (unbounded; 0 = on the boundary). Needs two or more people, else "nn" is used.
+- "combined": the head's best score decides known-vs-unknown, the SVC picks the name.
+
+The threshold is calibrated, not guessed: `calibrate` sets it so that at most `far_target` (1 %)
+of faces of people never enrolled are accepted, measured on LFW people the model never saw
+(View 1 DevTest people minus its people.json), one face each, scored against *this* gallery. It is
+stored in the gallery's meta with how it was obtained and recomputed when the gallery changes
+(the impostor embeddings are stored too, so that takes milliseconds). Without LFW the model's own
+verification threshold is used, with a warning: it was chosen for one-to-one checks and accepts
+far more strangers against a gallery of many people.
+
+An empty gallery gives "unknown" (score 0.0) for every face, with a warning. A photo without a
+face gives no rows (counted in the summary). No TensorFlow on this path.
+
+Held here: `Index`, `Svc`, `Recognizer`; calibration (`threshold_at_far`, `calibrate`, `lfw_faces`
+for the impostors, `ensure_calibration`, `load_recognizer`); `recognize`, `annotate` and
+`recognize_command`. Open-set evaluation and the gallery benchmark are in `siamese.openset`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METHODS = ("nn", "svc", "combined")
+UNKNOWN = "unknown"
+
+
+class Index:
+    """Cosine search over (N, D) unit float32 rows held in one contiguous matrix.
+
+    Exact float32 matrix-vector products are memory-bound (N * D * 4 bytes per query). With `int8`
+    (default from 50,000 rows) the scan reads an 8-bit copy instead (ONNX Runtime's
+    MatMulInteger, a quarter of the bytes) and re-scores its best k + 32 rows in float32, so the
+    top k are the exact ones unless more than 32 rows sit within the rounding error (1/127) of
+    them. Measured by `openset.bench_gallery` at 1,000,000 x 128 on the shared 2-core machine: exact
+    26.8 ms, int8 12.6 ms median per query, same top-1 row for 100 % of queries. An IVF index
+    (1,000 k-means cells, 32 probed) was measured and dropped: 1.0 ms, but the same top-1 row
+    as exact search for only 64 % of queries.
+    """
+
+    def __init__(self, vectors: np.ndarray, int8: bool | None = None):
+        self.vectors = np.ascontiguousarray(vectors, np.float32)
+        self._scan = None
+        if int8 or (int8 is None and len(self.vectors) >= 50_000):
+            self._scan = _int8_scan(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n, k) int64, cosines (n, k) float32), best first; -1 / -inf pad when N < k."""
+        q = np.atleast_2d(np.asarray(queries, np.float32))
+        n, big = len(q), len(self.vectors)
+        idx, sims = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+        c = min(big, k + 32 if self._scan else k)  # candidates per query, before exact re-scoring
+        step = max(1, 2**25 // max(big, 1))  # queries per block: <= 128 MB of scores
+        for i in range(0, n if big else 0, step):
+            qb = q[i:i + step]
+            if self._scan is not None:
+                s = self._scan(qb)  # (N, b) int32, ordered as the cosines up to rounding
+            else:  # one query: a matrix-vector product (gemv), a little faster than gemm
+                s = (self.vectors @ qb[0])[:, None] if len(qb) == 1 else self.vectors @ qb.T
+            # the c best rows, unordered (no negated copy of the N scores: partition at N - c)
+            top = (np.argpartition(s, big - c, axis=0)[big - c:].T if c < big
+                   else np.tile(np.arange(big), (len(qb), 1)))
+            ts = np.einsum("bcd,bd->bc", self.vectors[top], qb)  # exact float32 cosines
+            order = np.argsort(-ts, axis=1)[:, :k]
+            kk = order.shape[1]
+            idx[i:i + len(qb), :kk] = np.take_along_axis(top, order, 1)
+            sims[i:i + len(qb), :kk] = np.take_along_axis(ts, order, 1)
+        return idx, sims
+
+
+def _int8_scan(vectors: np.ndarray):
+    """A function (b, D) float32 queries -> (N, b) int32 scores ordered as `vectors @ q.T`, up to
+    rounding: rows as uint8 (x * 127 + 128), queries as int8, multiplied by ONNX Runtime's
+    MatMulInteger. The +128 adds 128 * sum(q) to every row's score: the order is unchanged."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    d = vectors.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["rows", "q"], ["scores"])], "int8_scan",
+        [helper.make_tensor_value_info("rows", TensorProto.UINT8, ["N", d]),
+         helper.make_tensor_value_info("q", TensorProto.INT8, [d, "B"])],
+        [helper.make_tensor_value_info("scores", TensorProto.INT32, ["N", "B"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # memory-bound: a second thread gains little, and its pool
+    # spin-waits, which costs a lot on a busy machine
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rows = (np.clip(np.rint(vectors * 127), -127, 127) + 128).astype(np.uint8)
+
+    def scan(queries: np.ndarray) -> np.ndarray:
+        q = np.clip(np.rint(queries.T * 127), -127, 127).astype(np.int8)
+        return session.run(None, {"rows": rows, "q": np.ascontiguousarray(q)})[0]
+
+    return scan
+
+
+@dataclass
+class Svc:
+    """A linear SVC as plain arrays (stored in the gallery db; no pickle): decision = x @ coef.T +
+    intercept, one row per class (label index)."""
+
+    coef: np.ndarray       # (C, D) float32
+    intercept: np.ndarray  # (C,) float32
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: np.ndarray, C: float = 1.0) -> "Svc":
+        """One-vs-rest LinearSVC on (N, D) embeddings with labels 0..C-1 (C >= 2)."""
+        import warnings
+
+        from sklearn.svm import LinearSVC
+
+        with warnings.catch_warnings():  # one face per person is "many classes": expected here
+            warnings.simplefilter("ignore", UserWarning)
+            m = LinearSVC(C=C).fit(vectors, labels)
+        w, b = m.coef_.astype(np.float32), m.intercept_.astype(np.float32)
+        if len(m.classes_) == 2:  # sklearn keeps one row for two classes: make it one per class
+            w, b = np.concatenate([-w, w]), np.concatenate([-b, b])
+        return cls(w, b)
+
+    def decision(self, queries: np.ndarray) -> np.ndarray:
+        """(n, C) float32 margins."""
+        return np.atleast_2d(queries).astype(np.float32) @ self.coef.T + self.intercept
+
+
+class Recognizer:
+    """A gallery in memory, ready to answer: `identify(embeddings)`.
+
+    Args:
+        embedder: `siamese.export.Embedder` (only `score` and `threshold` are used).
+        vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
+        method: "nn", "svc" or "combined" (see the module doc).
+        svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
+        thresholds: {"nn": head score, "svc": margin} from `calibrate`; missing "nn" falls back
+            to the model's verification threshold, missing "svc" to margin 0.
+        shortlist: gallery embeddings per query scored by the head.
+        int8: `Index`'s 8-bit scan (None: from 50,000 embeddings).
+    """
+
+    def __init__(self, embedder, vectors, labels, names, *, method: str = "nn", svc: Svc | None = None,
+                 thresholds: dict | None = None, shortlist: int = 32, int8: bool | None = None):
+        if method not in METHODS:
+            raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+        self.embedder, self.names = embedder, list(names)
+        self.index, self.shortlist = Index(vectors, int8), int(shortlist)
+        self.labels = np.asarray(labels, np.int64)
+        if method != "nn" and len(self.names) < 2:
+            if self.names:
+                log.warning("method %s needs two or more people in the gallery: using nn", method)
+            method = "nn"
+        if method != "nn" and svc is None:
+            svc = Svc.fit(self.index.vectors, self.labels)
+        self.method, self.svc = method, svc
+        self.thresholds = {"nn": float(embedder.threshold), "svc": 0.0, **(thresholds or {})}
+
+    def rank(self, queries: np.ndarray, kind: str = "nn", top: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """The `top` people for each query, best first: (labels (n, top) int64, -1 padded;
+        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc")."""
+        q = np.atleast_2d(np.asarray(queries, np.float32))
+        if kind == "svc":
+            d = self.svc.decision(q)
+            lab = np.argsort(-d, axis=1)[:, :top]
+            out_l, out_s = np.full((len(q), top), -1), np.full((len(q), top), -np.inf, np.float32)
+            out_l[:, :lab.shape[1]], out_s[:, :lab.shape[1]] = lab, np.take_along_axis(d, lab, 1)
+            return out_l, out_s
+        n, k = len(q), self.shortlist
+        rows, _ = self.index.search(q, k)
+        ok = rows >= 0
+        b = self.index.vectors[np.where(ok, rows, 0)].reshape(-1, q.shape[1])
+        s = (self.embedder.score(np.repeat(q, k, axis=0), b).reshape(n, k) if n and ok.any()
+             else np.zeros((n, k), np.float32))
+        s = np.where(ok, s, -np.inf).astype(np.float32)
+        lab = np.where(ok, self.labels[np.where(ok, rows, 0)], -1)
+        order = np.argsort(-s, axis=1, kind="stable")
+        s, lab = np.take_along_axis(s, order, 1), np.take_along_axis(lab, order, 1)
+        out_l, out_s = np.full((n, top), -1), np.full((n, top), -np.inf, np.float32)
+        for i in range(n):  # a person's score is their best embedding's: keep first occurrences
+            _, first = np.unique(lab[i], return_index=True)
+            first = np.sort(first[lab[i, first] >= 0])[:top]
+            out_l[i, :len(first)], out_s[i, :len(first)] = lab[i, first], s[i, first]
+        return out_l, out_s
+
+    def evidence(self, queries: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ranked labels (n, 5), accept score (n,)) of `method` (default: this one's)."""
+        method = method or self.method
+        lab, s = self.rank(queries, "svc" if method == "svc" else "nn")
+        if method == "combined":
+            return self.rank(queries, "svc")[0], s[:, 0]
+        return lab, s[:, 0]
+
+    def identify(self, queries: np.ndarray) -> list[tuple[str, float, bool, str]]:
+        """[(name or "unknown", score, known, best candidate's name)] per query embedding."""
+        q = np.atleast_2d(queries)
+        if not self.names:
+            return [(UNKNOWN, 0.0, False, "")] * len(q)
+        lab, score = self.evidence(q)
+        thr = self.thresholds["svc" if self.method == "svc" else "nn"]
+        out = []
+        for label, s in zip(lab[:, 0], score):
+            cand = self.names[label] if label >= 0 else ""
+            out.append((cand if s >= thr else UNKNOWN, float(s), bool(s >= thr), cand))
+        return out
+
+
+def threshold_at_far(scores: np.ndarray, far: float) -> float:
+    """The lowest threshold at which at most `far` of `scores` are >= it (accepted)."""
+    # float32 throughout: scores are float32, and numpy compares them with a Python float in
+    # float32, where a float64 nudge above s[k] would round back onto it.
+    s = np.sort(np.asarray(scores, np.float32))[::-1]
+    if not len(s):
+        raise ValueError("no impostor scores to calibrate on")
+    k = int(np.floor(far * len(s) + 1e-9))
+    return float(np.nextafter(s[k], np.float32(np.inf))) if k < len(s) else float(s[-1])
+
+
+def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float = 0.01,
+              kind: str = "nn") -> dict:
+    """The unknown threshold for `recognizer`'s gallery at a false-accept rate.
+
+    Args:
+        recognizer: the gallery to calibrate.
+        impostors: (m, D) embeddings of faces of people not in the gallery (one per person).
+        far_target: the share of such people that may be wrongly accepted, e.g. 0.01.
+        kind: "nn" (head score) or "svc" (margin).
+
+    Returns:
+        {"threshold", "far_target", "far_measured" (on these impostors), "impostors" (m),
+        "gallery_people"}. With m < 10 / far_target the threshold is noisy (logged).
+    """
+    _, scores = recognizer.rank(impostors, kind, top=1)
+    thr = threshold_at_far(scores[:, 0], far_target)
+    if len(impostors) < 10 / far_target:
+        log.warning("calibrating FAR %.3g on only %d impostors: the threshold is noisy", far_target,
+                    len(impostors))
+    return {"threshold": thr, "far_target": far_target,
+            "far_measured": round(float((scores[:, 0] >= thr).mean()), 4),
+            "impostors": int(len(impostors)), "gallery_people": len(recognizer.names)}
+
+
+def lfw_faces(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int | None = None,
+              per_person: int | None = 1, seed: int = 0) -> tuple[np.ndarray, list[str], str]:
+    """Aligned crops of LFW people the model never saw: View 1 DevTest people minus those in the
+    model's people.json; `people` random ones (None: all), `per_person` random faces each
+    (None: all). From the face cache when `cache_dir` holds one aligned as the model expects,
+    else detected in the photos (slower: ~10 ms a face).
+
+    Returns:
+        ((n, S, S, 3) uint8 RGB crops at the model's input size, n person names, a description).
+    """
+    from siamese import cache
+    from siamese.data import LFW, ImageRef
+    from siamese.evaluate import seen_people
+    from siamese.faces import central_face, resize_faces
+    from siamese.images import ImageError, read_image
+    from siamese.pipeline import model_crops
+
+    lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
+    seen = seen_people(Path(embedder.path))
+    pool = {p: n for p, n in lfw.people("view1_test").items() if p not in seen}
+    names = sorted(pool)
+    if people is not None and people < len(names):
+        names = sorted(rng.choice(names, people, replace=False).tolist())
+    refs = [ImageRef(p, int(i) + 1) for p in names for i in
+            (rng.choice(pool[p], min(per_person or pool[p], pool[p]), replace=False) if per_person
+             else range(pool[p]))]
+    al = embedder.meta.get("alignment", {})
+    fc = None
+    if cache_dir and (Path(cache_dir) / "build.json").is_file():
+        fc = cache.load(cache_dir)
+        if (fc.config["size"], fc.config["padding"]) != (al.get("cache_size", 112), al.get("padding", 0.0)):
+            log.warning("%s is aligned differently from the model: detecting in the photos", cache_dir)
+            fc = None
+    if fc is not None:
+        crops = resize_faces(np.asarray(fc.images[np.sort(fc.rows(refs))]), embedder.input_size)
+        refs = [fc.refs[i] for i in np.sort(fc.rows(refs))]
+        return crops, [r.person for r in refs], f"LFW face cache {cache_dir}"
+    if detector is None:
+        from siamese.faces import YuNetDetector
+
+        detector = YuNetDetector()
+    crops, kept = [], []
+    for r in refs:
+        try:
+            image = read_image(lfw.path(r))
+        except ImageError as err:
+            log.warning("skipped %s", err)
+            continue
+        face = central_face(detector.detect(image), image.shape)
+        if face is not None:
+            crops.append(model_crops(embedder, image, [face])[0])
+            kept.append(r.person)
+    s = embedder.input_size
+    return (np.stack(crops) if crops else np.zeros((0, s, s, 3), np.uint8)), kept, f"LFW photos {lfw.root}"
+
+
+def _tokens(name: str) -> tuple[str, ...]:
+    return tuple(t for t in re.split(r"[\W_]+", name.lower()) if t)
+
+
+def ensure_calibration(gallery, embedder, far_target: float = 0.01, calibration=None, lfw_root=None,
+                       detector=None, svc: Svc | None = None, recognizer: Recognizer | None = None):
+    """The gallery's stored calibration, recomputed if the gallery, `far_target` or the wanted
+    kinds changed. The LFW impostors are embedded once and stored; LFW people whose name equals
+    an enrolled name are left out. Returns None (with a warning) for an empty gallery or when no
+    LFW copy is found. `calibration`: {"cache_dir", "people", "seed"}."""
+    from siamese.data import DatasetError
+
+    vectors, labels, names, rev = gallery.embeddings()
+    if not len(vectors):
+        return None
+    cal = gallery.get("calibration")
+    if cal and cal["revision"] == rev and cal["far_target"] == far_target and (svc is None or "svc" in cal):
+        return cal
+    imp, imp_names = gallery.impostors()
+    if not len(imp):
+        c = dict(calibration or {})
+        try:
+            crops, imp_names, source = lfw_faces(embedder, lfw_root, cache_dir=c.get("cache_dir"),
+                                                 detector=detector, people=c.get("people", 1000),
+                                                 seed=c.get("seed", 0))
+        except (DatasetError, FileNotFoundError) as err:
+            log.warning("cannot calibrate the unknown threshold without LFW (%s): using the model's "
+                        "verification threshold %.3f, which accepts more strangers", err, embedder.threshold)
+            return None
+        imp = embedder.embed(crops)
+        gallery.set_impostors(imp, imp_names, f"{source}: {len(imp_names)} people, one face each")
+    enrolled = {_tokens(n) for n in names}
+    keep = np.array([_tokens(n) not in enrolled for n in imp_names], bool)
+    rec = recognizer or Recognizer(embedder, vectors, labels, names, svc=svc)
+    cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
+           "nn": calibrate(rec, imp[keep], far_target, "nn")}
+    if svc is not None:
+        cal["svc"] = calibrate(rec, imp[keep], far_target, "svc")
+    with gallery.transaction(bump=False):
+        gallery.set("calibration", cal)
+    return cal
+
+
+def load_recognizer(gallery, embedder, method: str = "nn", far_target: float = 0.01, calibration=None,
+                    lfw_root=None, detector=None, shortlist: int = 32) -> Recognizer:
+    """A `Recognizer` over the gallery's current snapshot: SVC arrays reused from the db when the
+    gallery has not changed (else refitted and stored), threshold from `ensure_calibration`."""
+    vectors, labels, names, rev = gallery.embeddings()
+    if not len(vectors):
+        log.warning("%s is empty: every face will be 'unknown' — add people with `siamese gallery "
+                    "import DIR`", gallery.path)
+    svc = None
+    if method != "nn" and len(names) >= 2:
+        stored = gallery.classifier()
+        if stored and stored["revision"] == rev and stored["classes"] == names:
+            svc = Svc(stored["coef"], stored["intercept"])
+        else:
+            svc = Svc.fit(vectors, labels)
+            gallery.set_classifier(rev, names, svc.coef, svc.intercept)
+    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist)
+    cal = ensure_calibration(gallery, embedder, far_target, calibration, lfw_root, detector, svc, rec)
+    rec.thresholds.update({k: cal[k]["threshold"] for k in ("nn", "svc") if cal and k in cal})
+    return rec
+
+
+@dataclass
+class Match:
+    """One face: `source` image, face number, `name` (or "unknown"), `score` (see METHODS),
+    `box` [x, y, w, h] px, `known` (score >= threshold), `candidate` (best name, even if unknown)."""
+
+    source: str
+    face: int
+    name: str
+    score: float
+    box: list
+    known: bool
+    candidate: str
+
+    def line(self) -> str:
+        """`path, name, score, [x, y, w, h]`: one plain line, like the seed's `(test/vp.jpg, vp)`."""
+        return f"{self.source}, {self.name}, {self.score:.3f}, [{', '.join(f'{v:g}' for v in self.box)}]"
+
+
+def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
+              overwrite: bool = False) -> tuple[list[Match], dict]:
+    """Name every face in photos.
+
+    Args:
+        inputs: a photo, a folder (recursive) or a list of them.
+        recognizer: from `load_recognizer` (or built on arrays).
+        detector: a `siamese.faces.Detector`.
+        annotate_dir: if set, write each photo with boxes and names there (same relative path);
+            an existing non-empty folder is refused unless `overwrite`.
+
+    Returns:
+        (matches left to right per photo, summary {"images", "faces", "known", "without_face"
+        (paths), "unreadable"}). Unreadable photos are logged and counted, never raised.
+    """
+    from siamese.images import ImageError, list_images, read_image, write_image
+    from siamese.pipeline import embed_faces
+
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    out = Path(annotate_dir) if annotate_dir else None
+    if out is not None and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty — choose another annotate_dir or pass overwrite=true")
+    matches, summary = [], {"images": 0, "faces": 0, "known": 0, "without_face": [], "unreadable": 0}
+    for root in map(Path, inputs):
+        for path in list_images(root):
+            summary["images"] += 1
+            try:
+                image = read_image(path)
+            except ImageError as err:
+                log.warning("skipped %s", err)
+                summary["unreadable"] += 1
+                continue
+            faces = sorted(detector.detect(image), key=lambda f: float(f.box[0]))
+            if not faces:
+                summary["without_face"].append(str(path))
+                continue
+            found = [Match(str(path), k, n, round(s, 4), np.round(f.box, 1).tolist(), kn, c)
+                     for k, (f, (n, s, kn, c)) in enumerate(
+                         zip(faces, recognizer.identify(embed_faces(recognizer.embedder, image, faces))))]
+            matches += found
+            if out is not None:
+                rel = path.relative_to(root) if root.is_dir() else Path(path.name)
+                write_image((out / rel).with_suffix(".jpg"), annotate(image, found))
+    summary["faces"], summary["known"] = len(matches), sum(m.known for m in matches)
+    return matches, summary
+
+
+def annotate(image: np.ndarray, matches: list[Match]) -> np.ndarray:
+    """A copy of `image` (RGB) with each face's box and name: green known, red unknown."""
+    import cv2
+
+    im = image.copy()
+    t = max(1, round(max(im.shape[:2]) / 500))
+    for m in matches:
+        x, y, w, h = (int(round(v)) for v in m.box)
+        colour = (0, 200, 0) if m.known else (220, 0, 0)
+        cv2.rectangle(im, (x, y), (x + w, y + h), colour, t)
+        cv2.putText(im, f"{m.name} {m.score:.2f}", (x, max(12, y - 4 * t)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * t, colour, t, cv2.LINE_AA)
+    return im
+
+# --- command-line entry points (thin Hydra mains in siamese.cli call these) ---------------------
+def recognize_command(cfg) -> dict:
+    """`siamese recognize IMAGES [--method nn] [--json true] [--annotate-dir DIR]`."""
+    from hydra.utils import instantiate
+
+    from siamese.export import Embedder
+    from siamese.gallery import Gallery, model_identity
+
+    embedder, detector = Embedder.load(cfg.model_path), instantiate(cfg.detector)
+    gallery = Gallery(cfg.db, model_identity(embedder), create=False)
+    rec = load_recognizer(gallery, embedder, cfg.method, cfg.far_target, cfg.calibration,
+                          cfg.data.root, detector, cfg.shortlist)
+    inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
+    matches, summary = recognize(inputs, rec, detector, annotate_dir=cfg.annotate_dir,
+                                 overwrite=cfg.overwrite)
+    thr = rec.thresholds["svc" if rec.method == "svc" else "nn"]
+    result = {"method": rec.method, "threshold": thr, "calibration": gallery.get("calibration"),
+              "matches": [asdict(m) for m in matches], **summary}
+    if cfg.json:
+        print(json.dumps(result, indent=2))
+    elif matches:
+        print("\n".join(m.line() for m in matches))
+    print(f"{summary['faces']} faces in {summary['images']} photos: {summary['known']} known, "
+          f"{summary['faces'] - summary['known']} unknown (method {rec.method}, threshold {thr:.4f})"
+          + (f"; no face in {len(summary['without_face'])}" if summary["without_face"] else "")
+          + (f"; {summary['unreadable']} unreadable" if summary["unreadable"] else ""), file=sys.stderr)
+    return result

@@ -1,0 +1,241 @@
+"""The SQLite gallery: enrolment outcomes, model identity, concurrency, remove, re-embed."""
+
+import multiprocessing as mp
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from siamese.enrol import add_images, add_video, import_folder, reembed
+from siamese.gallery import Gallery, GalleryError, ModelMismatch, check_name, model_identity
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE = {"fingerprint": "f" * 64, "dim": 8, "path": "fake"}
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from siamese.export import Embedder
+
+    return Embedder.load(REPO / "siamese" / "assets" / "default_model")
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, samples, yunet, embedder):
+    """A gallery db of the five knn_examples/train people (copy it before changing it)."""
+    db = tmp_path_factory.mktemp("gallery") / "known.sqlite"
+    with Gallery(db, model_identity(embedder)) as g:
+        result = import_folder(g, embedder, yunet, samples / "knn_examples" / "train")
+    return db, result
+
+
+@pytest.fixture
+def gallery(imported, tmp_path, embedder):
+    shutil.copy(imported[0], tmp_path / "g.sqlite")
+    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+        yield g
+
+
+def _unit(n, d=8, seed=0):
+    v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_import_folder_per_person_and_reimport_is_a_no_op(imported, gallery, samples, yunet, embedder):
+    db, result = imported
+    assert {p: r["added"] for p, r in result.items()} == {
+        "alex_lacamoire": 1, "biden": 2, "kit_harington": 2, "obama": 2, "rose_leslie": 2}
+    assert dict(gallery.people()) == {p: r["added"] for p, r in result.items()}
+    v, labels, names, _ = gallery.embeddings()
+    assert v.shape == (9, embedder.dim) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert [names[i] for i in labels].count("obama") == 2
+    again = import_folder(gallery, embedder, yunet, samples / "knn_examples" / "train")
+    assert sum(r["added"] for r in again.values()) == 0
+    assert sum(r["duplicates"] for r in again.values()) == 9  # same files: deduplicated by SHA-256
+    assert gallery.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_import_one_image_per_person_layout(tmp_path, samples, yunet, embedder):
+    known = tmp_path / "known"
+    known.mkdir()
+    shutil.copy(samples / "reference_faces" / "mirziyoyev.jpg", known / "Shavkat Mirziyoyev.jpg")
+    shutil.copy(samples / "reference_faces" / "obama_small.jpg", known / "obama.jpg")
+    (known / "rose_leslie").mkdir()
+    shutil.copy(samples / "knn_examples" / "train" / "rose_leslie" / "img1.jpg", known / "rose_leslie")
+    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+        r = import_folder(g, embedder, yunet, known)
+        assert dict(g.people()) == {"Shavkat Mirziyoyev": 1, "obama": 1, "rose_leslie": 1}
+    assert r["obama"]["new_person"]
+
+
+def test_same_person_twice_merges_and_other_persons_file_is_refused(gallery, samples, yunet, embedder):
+    r = add_images(gallery, embedder, yunet, "obama", [samples / "reference_faces" / "obama_small.jpg"])
+    assert r["added"] == 1 and not r["new_person"]
+    assert dict(gallery.people())["obama"] == 3
+    r = add_images(gallery, embedder, yunet, "not obama",
+                   [samples / "knn_examples" / "train" / "obama" / "obama.jpg"])
+    assert r["added"] == 0 and r["enrolled_as_other"] == 1
+
+
+def test_no_face_several_faces_and_unreadable_are_skipped_and_counted(gallery, samples, yunet,
+                                                                     embedder, tmp_path):
+    import cv2
+
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((300, 300, 3), 200, np.uint8))
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    before = gallery.people()
+    r = add_images(gallery, embedder, yunet, "someone",
+                   [wall, samples / "photos" / "two_people.jpg", tmp_path / "notes.jpg",
+                    tmp_path / "missing.jpg"])
+    assert (r["added"], r["no_face"], r["several_faces"], r["unreadable"]) == (0, 1, 1, 2)
+    assert [p for p in gallery.people() if p not in before] == [("someone", 0)]
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", "", "  ", "unknown", "Unknown", ".hidden",
+                                 "x" * 101, "tab\tname"])
+def test_names_with_path_characters_are_rejected(bad):
+    with pytest.raises(GalleryError, match="rename it"):
+        check_name(bad)
+
+
+def test_good_names_are_kept():
+    assert check_name(" Zoë O'Brien-Smith ") == "Zoë O'Brien-Smith"
+    assert check_name("alex_lacamoire") == "alex_lacamoire"
+
+
+def test_import_with_a_bad_person_name_writes_nothing(tmp_path, samples, yunet, embedder):
+    known = tmp_path / "known"
+    (known / "a..b").mkdir(parents=True)
+    shutil.copy(samples / "reference_faces" / "obama_small.jpg", known / "a..b" / "x.jpg")
+    shutil.copy(samples / "reference_faces" / "mirziyoyev.jpg", known / "fine.jpg")
+    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+        with pytest.raises(GalleryError, match="a..b"):
+            import_folder(g, embedder, yunet, known)
+        assert g.people() == []
+
+
+def test_embeddings_of_another_model_are_refused_with_the_reembed_command(gallery, embedder):
+    path = gallery.path
+    gallery.close()
+    with pytest.raises(ModelMismatch, match="siamese gallery reembed"):
+        Gallery(path, {**model_identity(embedder), "fingerprint": "0" * 64})
+    with pytest.raises(GalleryError, match="needs|open the gallery with a model"):
+        Gallery(path).add("x", _unit(1, embedder.dim))  # no model given: read-only use
+
+
+def test_an_empty_gallery_adopts_a_new_model(tmp_path):
+    Gallery(tmp_path / "g.sqlite", FAKE).close()
+    other = {**FAKE, "fingerprint": "0" * 64}
+    with Gallery(tmp_path / "g.sqlite", other) as g:
+        assert g.model == other
+
+
+def test_missing_gallery_is_one_clear_error(tmp_path):
+    with pytest.raises(GalleryError, match="no gallery here"):
+        Gallery(tmp_path / "nope.sqlite", create=False)
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+def _adder(db: str, who: str, n: int, seed: int) -> None:
+    with Gallery(db, FAKE, timeout=60) as g:
+        for i in range(n):  # many small transactions, interleaving with the other process
+            g.add(f"{who} {i}", _unit(2, seed=seed + i),
+                  [{"sha256": f"{who}{i}a"}, {"sha256": f"{who}{i}b"}])
+            g.add("shared", _unit(1, seed=seed + 1000 + i), [{"sha256": f"{who}-shared-{i}"}])
+
+
+def test_two_processes_and_two_threads_adding_at_once_all_land(tmp_path):
+    db = str(tmp_path / "g.sqlite")
+    Gallery(db, FAKE).close()
+    ctx = mp.get_context("spawn")  # a fresh interpreter each: no connection shared across fork
+    procs = [ctx.Process(target=_adder, args=(db, f"p{k}", 25, 100 * k)) for k in range(2)]
+    threads = [threading.Thread(target=_adder, args=(db, f"t{k}", 25, 10_000 + 100 * k))
+               for k in range(2)]
+    for w in procs + threads:
+        w.start()
+    for w in procs + threads:
+        w.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    with Gallery(db) as g:
+        people = dict(g.people())
+        assert len(people) == 4 * 25 + 1
+        assert people["shared"] == 4 * 25 and people["p1 24"] == 2
+        assert g.revision == 2 * 4 * 25  # every add was one transaction
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_remove_deletes_the_person_and_all_their_data(gallery):
+    n_before = len(gallery.embeddings()[0])
+    assert gallery.remove("biden") == 2
+    assert "biden" not in dict(gallery.people())
+    assert len(gallery.embeddings()[0]) == n_before - 2
+    assert gallery.db.execute("SELECT COUNT(*) FROM embeddings e LEFT JOIN people p ON "
+                              "p.id = e.person_id WHERE p.id IS NULL").fetchone()[0] == 0
+    with pytest.raises(GalleryError, match="no person 'biden'"):
+        gallery.remove("biden")
+
+
+def test_add_from_a_video_keeps_frames_and_remove_deletes_them(tmp_path, samples, yunet, embedder):
+    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+        r = add_video(g, embedder, yunet, "lin", samples / "video" / "short_hamilton_clip.mp4",
+                      count=2, every_s=1.0, min_size=40)
+        assert r["added"] == 2 and r["frames"] >= 2
+        frames = list(g.frames_dir.rglob("*.jpg"))
+        assert len(frames) == 2 and all(s["source"] in map(str, frames) for s in g.sources())
+        g.remove("lin")
+        assert not list(g.frames_dir.rglob("*.jpg"))
+
+
+def test_reembed_recomputes_from_sources_and_names_the_missing_one(tmp_path, samples, yunet, embedder,
+                                                                 caplog):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in (samples / "knn_examples" / "train" / "biden").iterdir():
+        shutil.copy(p, photos / p.name)
+    db = tmp_path / "g.sqlite"
+    with Gallery(db, {**model_identity(embedder), "fingerprint": "0" * 64}) as g:  # "old model"
+        add_images(g, embedder, yunet, "biden", sorted(photos.iterdir()))
+        old, _, _, _ = g.embeddings()
+    (photos / "biden2.jpg").unlink()
+    with pytest.raises(ModelMismatch):
+        Gallery(db, model_identity(embedder))
+    with Gallery(db) as g:
+        r = reembed(g, embedder)
+    assert r["reembedded"] == 1 and r["missing"] == [str((photos / "biden2.jpg").resolve())]
+    assert "biden2.jpg" in caplog.text
+    with Gallery(db, model_identity(embedder)) as g:  # now accepted
+        new, _, _, _ = g.embeddings()
+        assert dict(g.people()) == {"biden": 1}
+    assert np.allclose(new[0], old[0], atol=1e-5)  # same weights, same crop: the same vector
+
+
+def test_a_source_that_cannot_open_adds_no_one(tmp_path, yunet, embedder):
+    from siamese.video import SourceError
+
+    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+        with pytest.raises(SourceError, match="missing.mp4"):
+            add_video(g, embedder, yunet, "ghost", tmp_path / "missing.mp4")
+        assert g.people() == []
+
+
+def test_gallery_command_lists_and_removes(gallery, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from siamese.enrol import gallery_command
+
+    path = gallery.path
+    gallery.close()
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("gallery", overrides=[f"db={path}"])
+    assert gallery_command(cfg)["people"]["biden"] == 2
+    out = capsys.readouterr().out.splitlines()
+    assert "biden, 2" in out and out[-1].startswith("5 people, 9 embeddings")
+    cfg.action, cfg.path = "remove", "biden"  # `siamese gallery remove biden`
+    assert gallery_command(cfg) == {"removed": "biden", "embeddings": 2}
+    cfg.action = "list"
+    assert "biden" not in gallery_command(cfg)["people"]
