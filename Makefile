@@ -17,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster gallery recognize openset bench-gallery bench clean
+.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,21 @@ cluster: venv ## group the faces in INPUT (photo folder or video) by person -> O
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(PY) -m siamese.cluster_bench compare
 	$(PY) -m siamese.cluster_bench scale
+
+enroll: venv ## enrol PERSON for verification from SOURCE (camera index, video, photo or folder)
+	@test -n "$(PERSON)" || { echo "usage: make enroll PERSON=alice [SOURCE=0|clip.mp4|photos/]"; exit 2; }
+	$(PY) -m siamese.cli enroll "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+
+verify: venv ## is PERSON in front of SOURCE (camera index, video, URL)? window, or video + jsonl
+	@test -n "$(PERSON)" || { echo "usage: make verify PERSON=alice [SOURCE=0|clip.mp4]"; exit 2; }
+	$(PY) -m siamese.cli verify "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+
+calibrate: venv ## fit MODEL's verification threshold on unseen LFW people -> MODEL/verify.json
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
+	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 $(ARGS)
+
+bench-verify: venv ## FPS and ms per stage of live verification on the Hamilton sample clip
+	$(PY) -m siamese.verify bench
 
 gallery: venv ## known-faces gallery: ACTION=import|add|list|remove|reembed|calibrate [SRC=..] [PERSON=..]
 	$(PY) -m siamese.cli gallery $(or $(ACTION),list) $(if $(SRC),"$(SRC)") $(if $(PERSON),--person "$(PERSON)") $(ARGS)

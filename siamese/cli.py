@@ -156,6 +156,20 @@ def cluster(cfg: DictConfig) -> dict:
     return cluster_from_config(cfg)
 
 
+def enroll(cfg: DictConfig) -> dict:
+    """Enrol `cfg.person` for verification from a camera, video, photo or folder."""
+    from siamese.enrolled import enroll_from_config
+
+    return enroll_from_config(cfg)
+
+
+def verify(cfg: DictConfig) -> dict:
+    """Is the enrolled person in front of `cfg.source`? A window, or verify.mp4 + verify.jsonl."""
+    from siamese.verify import verify as run
+
+    return run(cfg)
+
+
 def gallery(cfg: DictConfig) -> dict:
     """Add, import, list, remove, re-embed or calibrate the SQLite gallery of known faces."""
     from siamese.enrol import gallery_command
@@ -244,6 +258,16 @@ def cluster_main(cfg: DictConfig) -> None:
     _friendly(cluster)(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONF, config_name="enroll")
+def enroll_main(cfg: DictConfig) -> None:
+    _friendly(enroll)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="verify")
+def verify_main(cfg: DictConfig) -> None:
+    _friendly(verify)(cfg)
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="gallery")
 def gallery_main(cfg: DictConfig) -> None:
     _friendly(gallery)(cfg)
@@ -278,6 +302,9 @@ COMMANDS = {
                ["run_dir"]),
     "cluster": (cluster_main, "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"]),
+    "enroll": (enroll_main, "enrol a person: camera/video/photos -> data/enrolled/NAME", ["source"]),
+    "verify": (verify_main, "live: is the enrolled person there? VERIFIED/UNVERIFIED per face",
+               ["source"]),
     "gallery": (gallery_main, "known faces in SQLite: add|import|list|remove|reembed|calibrate",
                 ["action", "path"]),
     "recognize": (recognize_main, "who is in these photos? a name or 'unknown' per face", ["input"]),

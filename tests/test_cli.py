@@ -13,7 +13,8 @@ from siamese.cli import _rewrite
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 REQUIRED = {"detect": ["input=x", "out=y"], "collect": ["person=me"], "export": ["run_dir=x"],
-            "cluster": ["input=x", "out=y"], "recognize": ["input=x"]}  # values marked ??? in the config
+            "cluster": ["input=x", "out=y"], "recognize": ["input=x"],
+            "enroll": ["person=me"], "verify": ["person=me"]}  # values marked ??? in the config
 PRIMARY = sorted(p.stem for p in CONF.glob("*.yaml"))
 
 
