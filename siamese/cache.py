@@ -208,7 +208,7 @@ def load(cache_dir: str | os.PathLike) -> FaceCache:
         FileNotFoundError: the cache is missing or unfinished — with the command that builds it.
     """
     cache_dir = Path(cache_dir)
-    hint = f"run `make prepare` (or `siamese prepare`) to build it"
+    hint = "run `make prepare` (or `siamese prepare`) to build it"
     if not (cache_dir / "build.json").exists():
         raise FileNotFoundError(f"{cache_dir}: no finished face cache here — {hint}")
     meta = np.load(cache_dir / "meta.npy")

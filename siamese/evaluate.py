@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -101,21 +102,14 @@ def folder_faces(root: str | Path, detector, size: int = 112) -> tuple[np.ndarra
         ((N, size, size, 3) uint8, N person names, counts {"photos", "no_face", "errors"}).
     """
     from siamese.faces import align
-    from siamese.images import ImageError, list_images, read_image
+    from siamese.images import iter_images, list_images
 
     root = Path(root)
     images, names, counts = [], [], {"photos": 0, "no_face": 0, "errors": 0}
-    for path in list_images(root):
+    paths = [p for p in list_images(root) if len(p.relative_to(root).parts) >= 2]
+    skipped: Counter = Counter()
+    for path, image in iter_images(paths, skipped):
         rel = path.relative_to(root)
-        if len(rel.parts) < 2:
-            continue
-        counts["photos"] += 1
-        try:
-            image = read_image(path)
-        except ImageError as err:
-            log.warning("skipped %s", err)
-            counts["errors"] += 1
-            continue
         faces = detector.detect(image)
         if not faces:
             counts["no_face"] += 1
@@ -123,6 +117,7 @@ def folder_faces(root: str | Path, detector, size: int = 112) -> tuple[np.ndarra
         face = max(faces, key=lambda f: float(f.box[2] * f.box[3]))
         images.append(align(image, face.landmarks, size))
         names.append(rel.parts[0])
+    counts.update(photos=len(paths), errors=sum(skipped.values()))
     if not images:
         raise ValueError(f"{root}: no faces found in any <person>/<image> file")
     return np.stack(images), names, counts

@@ -276,6 +276,25 @@ def central_face(faces: list[Face], shape: tuple[int, ...]) -> Face | None:
     return min(inside, key=lambda f: (float(np.linalg.norm(f.center - c)), -f.box[2] * f.box[3]))
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes.
+
+    Args:
+        a: (n, 4) boxes `x, y, w, h`; b: (m, 4) boxes.
+
+    Returns:
+        (n, m) float32 in [0, 1].
+    """
+    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    y2 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    return (inter / np.maximum(union, 1e-6)).astype(np.float32)
+
+
 def frontalness(face: Face) -> float:
     """How frontal a face looks, from its landmarks: 1.0 frontal, 0.0 full profile.
 

@@ -8,10 +8,13 @@ message and a `reason` to count failures by. No TensorFlow here, so it imports i
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import struct
 import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -297,3 +300,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """`atomic_write_bytes` for text (written as is: no newline translation)."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def iter_images(paths: Iterable[str | os.PathLike], skipped: Counter | None = None,
+                **read_kw) -> Iterator[tuple[Path, np.ndarray]]:
+    """Read photos one by one, skipping the unreadable: bad input never stops a batch.
+
+    Each skipped file gets one log line (`ImageError`'s "<path>: <problem>") and is counted in
+    `skipped` by its reason.
+
+    Args:
+        paths: the files (wrap them in a progress bar if you like).
+        skipped: a Counter to add `{reason: count}` of skipped files to.
+        read_kw: passed to `read_image` (max_pixels, min_side).
+
+    Yields:
+        (path, (H, W, 3) uint8 RGB image).
+    """
+    for path in paths:
+        try:
+            image = read_image(path, **read_kw)
+        except ImageError as err:
+            logging.getLogger(__name__).warning("skipped %s", err)
+            if skipped is not None:
+                skipped[err.reason] += 1
+            continue
+        yield Path(path), image

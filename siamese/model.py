@@ -14,6 +14,7 @@ same code runs on TensorFlow, JAX and PyTorch backends.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 PACKAGE = "siamese"
@@ -184,14 +185,12 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
                        name="trainer")
 
 
-def to_input(images) -> "np.ndarray":
+def to_input(images) -> np.ndarray:
     """The one conversion into the model: (N, S, S, 3) uint8 RGB -> float32 in [0, 1]."""
-    import numpy as np
-
     return np.asarray(images, dtype=np.float32) / 255.0
 
 
-def embed(embedding: keras.Model, images, batch_size: int = 256, flip: bool = True) -> "np.ndarray":
+def embed(embedding: keras.Model, images, batch_size: int = 256, flip: bool = True) -> np.ndarray:
     """Embeddings of aligned faces, optionally averaged with their mirror image.
 
     Args:
@@ -204,8 +203,6 @@ def embed(embedding: keras.Model, images, batch_size: int = 256, flip: bool = Tr
     Returns:
         (N, D) float32 unit vectors.
     """
-    import numpy as np
-
     out = []
     for s in range(0, len(images), batch_size):
         x = to_input(images[s:s + batch_size])
@@ -217,10 +214,8 @@ def embed(embedding: keras.Model, images, batch_size: int = 256, flip: bool = Tr
     return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def pair_scores(head: keras.Model, emb_a, emb_b, batch_size: int = 4096) -> "np.ndarray":
+def pair_scores(head: keras.Model, emb_a, emb_b, batch_size: int = 4096) -> np.ndarray:
     """(n,) head probabilities that each pair of embeddings is the same person."""
-    import numpy as np
-
     out = [np.asarray(head.predict_on_batch([emb_a[s:s + batch_size], emb_b[s:s + batch_size]]))
            for s in range(0, len(emb_a), batch_size)]
     return np.concatenate(out).ravel() if out else np.zeros(0, np.float32)

@@ -181,7 +181,7 @@ def bench_gallery(n: int = 1_000_000, per_person: int = 10, add_people: int = 10
         got = timed(lambda i: fast.search(q[i], 1)[0][0, 0], "top-1 query, int8 scan + float32 re-score")
         rows.append({"step": "int8: same top-1 row as exact", "value": f"{np.mean(got == truth):.3f}"})
         rec = Recognizer(embedder, vectors, labels, names)
-        timed(lambda i: rec.identify(q[i]), f"identify, nn (shortlist 32 + head), default index")
+        timed(lambda i: rec.identify(q[i]), "identify, nn (shortlist 32 + head), default index")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(_table(rows))

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from siamese.faces import Detector, Face, align, frontalness
-from siamese.images import ImageError, atomic_write_text, list_images, read_image, write_image
+from siamese.images import (ImageError, atomic_write_text, iter_images, list_images, read_image,
+                            write_image)
 from siamese.video import FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,9 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
     else:
         paths = list_images(input)
         root = input if input.is_dir() else input.parent
-        for path in tqdm(paths, desc="photos", unit="img", disable=not progress):
-            counts["sources"] += 1
-            try:
-                image = read_image(path)
-            except ImageError as err:
-                log.warning("skipped %s", err)
-                errors[err.reason] += 1
-                continue
+        counts["sources"] = len(paths)
+        for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
+                                       errors):
             rel = path.relative_to(root)
             handle(str(rel), rel.with_suffix("").as_posix().replace("/", "__"), image, "", "")
 

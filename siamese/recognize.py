@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 import os
 import re
 import sys
@@ -409,7 +410,7 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
         (matches left to right per photo, summary {"images", "faces", "known", "without_face"
         (paths), "unreadable"}). Unreadable photos are logged and counted, never raised.
     """
-    from siamese.images import ImageError, list_images, read_image, write_image
+    from siamese.images import iter_images, list_images, write_image
     from siamese.pipeline import embed_faces
 
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -418,14 +419,10 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
         raise FileExistsError(f"{out} is not empty — choose another annotate_dir or pass overwrite=true")
     matches, summary = [], {"images": 0, "faces": 0, "known": 0, "without_face": [], "unreadable": 0}
     for root in map(Path, inputs):
-        for path in list_images(root):
-            summary["images"] += 1
-            try:
-                image = read_image(path)
-            except ImageError as err:
-                log.warning("skipped %s", err)
-                summary["unreadable"] += 1
-                continue
+        paths = list_images(root)
+        summary["images"] += len(paths)
+        skipped: Counter = Counter()
+        for path, image in iter_images(paths, skipped):
             faces = sorted(detector.detect(image), key=lambda f: float(f.box[0]))
             if not faces:
                 summary["without_face"].append(str(path))
@@ -437,6 +434,7 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
             if out is not None:
                 rel = path.relative_to(root) if root.is_dir() else Path(path.name)
                 write_image((out / rel).with_suffix(".jpg"), annotate(image, found))
+        summary["unreadable"] += sum(skipped.values())
     summary["faces"], summary["known"] = len(matches), sum(m.known for m in matches)
     return matches, summary
 

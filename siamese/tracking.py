@@ -19,32 +19,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from siamese.faces import Face
+from siamese.faces import Face, box_iou
 
-__all__ = ["FaceTracker", "Track", "iou"]
+__all__ = ["FaceTracker", "Track"]
 
 _LK = dict(winSize=(15, 15), maxLevel=2,
            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 _GRID = np.array([(u, v) for v in (0.25, 0.5, 0.75) for u in (0.25, 0.5, 0.75)], np.float32)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes.
-
-    Args:
-        a: (n, 4) boxes `x, y, w, h`; b: (m, 4) boxes.
-
-    Returns:
-        (n, m) float32 in [0, 1].
-    """
-    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y2 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return (inter / np.maximum(union, 1e-6)).astype(np.float32)
 
 
 @dataclass
@@ -172,7 +153,7 @@ class FaceTracker:
         """
         pairs = []
         if self.tracks and faces:
-            overlap = iou([t.face.box for t in self.tracks], [f.box for f in faces])
+            overlap = box_iou([t.face.box for t in self.tracks], [f.box for f in faces])
             pairs = sorted(((overlap[i, j], i, j) for i in range(len(self.tracks))
                             for j in range(len(faces)) if overlap[i, j] >= self.iou_min),
                            reverse=True)

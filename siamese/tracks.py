@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese.faces import Detector, Face, align, frontalness
-from siamese.images import ImageError, list_images, read_image, write_image
+from siamese.faces import Detector, Face, align, box_iou, frontalness
+from siamese.images import iter_images, list_images, write_image
 from siamese.pipeline import embed_faces, is_video
 from siamese.video import FrameSource
 
@@ -66,18 +66,6 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) intersection over union of (n, 4) and (m, 4) `x, y, w, h` boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-    y1 = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def _histogram(image: np.ndarray) -> np.ndarray:
     hsv = cv2.cvtColor(cv2.resize(image, (160, 90), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2HSV)
     h = cv2.calcHist([hsv], [0, 1], None, [32, 32], [0, 180, 0, 256])
@@ -96,7 +84,7 @@ def link(prev: list[FaceItem], cur: list[FaceItem], score_fn, threshold: float) 
     """
     if not prev or not cur:
         return {}
-    ov = iou(np.stack([p.face.box for p in prev]), np.stack([c.face.box for c in cur]))
+    ov = box_iou(np.stack([p.face.box for p in prev]), np.stack([c.face.box for c in cur]))
     a, b = np.meshgrid(np.arange(len(prev)), np.arange(len(cur)), indexing="ij")
     s = np.asarray(score_fn(np.stack([prev[i].emb for i in a.ravel()]),
                             np.stack([cur[j].emb for j in b.ravel()]))).reshape(ov.shape)
@@ -162,14 +150,9 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
     root = input if input.is_dir() else input.parent
     paths = [p for p in list_images(input) if not any(p.resolve().is_relative_to(x) for x in exclude)]
     used: set[str] = set()
-    for path in tqdm(paths, desc="photos", unit="img", disable=not progress):
-        counts["sources"] += 1
-        try:
-            image = read_image(path)
-        except ImageError as err:
-            log.warning("skipped %s", err)
-            errors[err.reason] += 1
-            continue
+    counts["sources"] += len(paths)
+    for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
+                                   errors):
         counts["frames"] += 1
         rel = path.relative_to(root)
         stem = rel.with_suffix("").as_posix().replace("/", "__")

@@ -34,7 +34,8 @@ from siamese.enrolled import load_enrolled
 from siamese.faces import Detector, Face
 from siamese.images import read_image
 from siamese.pipeline import model_crops
-from siamese.tracking import FaceTracker, iou
+from siamese.faces import box_iou
+from siamese.tracking import FaceTracker
 from siamese.video import FrameSource
 
 __all__ = ["Verifier", "bench_verify", "judge", "run", "verify"]
@@ -216,7 +217,7 @@ class Verifier:
                  for fc in self.detector.detect(window)]
         if not found:
             return face
-        overlap = iou(face.box, [fc.box for fc in found])[0]
+        overlap = box_iou(face.box, [fc.box for fc in found])[0]
         return found[int(overlap.argmax())] if overlap.max() >= 0.3 else face
 
     def _lap(self, stage: str, since: float) -> float:

@@ -14,7 +14,7 @@ import pytest
 
 from siamese import graph
 from siamese.cluster import MANIFEST_COLUMNS, cluster, read_manifest
-from siamese.tracks import iou
+from siamese.faces import box_iou as iou
 
 REPO = Path(__file__).resolve().parents[1]
 

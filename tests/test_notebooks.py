@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom (on the small slice of LFW it is written for)."""
 
-import os
 from pathlib import Path
 
 import nbformat

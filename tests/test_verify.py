@@ -21,7 +21,8 @@ from siamese.export import Embedder
 from siamese.faces import YuNetDetector
 from siamese.gallery import model_identity
 from siamese.images import read_image
-from siamese.tracking import FaceTracker, iou
+from siamese.faces import box_iou as iou
+from siamese.tracking import FaceTracker
 from siamese.verify import Verifier, judge, run, verify
 from siamese.video import SourceError, iter_frames
 
