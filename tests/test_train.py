@@ -78,3 +78,29 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert list((run / "tensorboard").rglob("events.*"))
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["input_size"] == 32 and 0 < card["threshold"] < 1
+
+
+def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lfw_root):
+    # A cache holding 150 people of the other folds and 60 of fold 2's pairs, then one smoke fold.
+    from siamese import cache
+    from siamese.data import LFW
+
+    lfw = LFW(lfw_root)
+    folds = lfw.view2()
+    others = dict(list(folds[0].people.items())[:150])
+    pairs = [p for p in folds[2].pairs if p.same][:30] + [p for p in folds[2].pairs if not p.same][:30]
+    refs = set(lfw.identities(others)) | {r for p in pairs for r in (p.a, p.b)}
+    cache.build(lfw, tmp_path / "cache", {"_target_": "siamese.faces.YuNetDetector"}, size=64,
+                workers=1, refs=list(refs), progress=False)
+    run = tmp_path / "unrestricted"
+    cmd = [sys.executable, "-m", "siamese.cli", "unrestricted", "+experiment=smoke", "folds=[2]",
+           f"run_dir={run}", f"data.root={lfw_root}", f"cache_dir={tmp_path / 'cache'}",
+           "model.input_size=32"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads((run / "unrestricted.json").read_text())
+    # Every fold-2 pair whose two faces are cached is scored (the 60 chosen, maybe a few more).
+    assert [f["fold"] for f in result["folds"]] == [2] and result["folds"][0]["pairs"] >= 60
+    seen = set(json.loads((run / "fold2" / "model" / "people.json").read_text())["seen"])
+    assert seen and not seen & set(folds[2].people)  # fold 2's people were never trained on
