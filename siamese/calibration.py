@@ -30,7 +30,7 @@ __all__ = ["calibrate", "calibrated_threshold", "main"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
+from siamese import DEFAULT_MODEL  # noqa: E402
 
 
 def calibrated_threshold(embedder, detection_threshold: float | None = None) -> float | None:

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("siamese")
 
-CONF = "../conf"
+# Absolute: a relative config_path is looked up as a Python package, found only from the repo root.
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def prepare(cfg: DictConfig) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 
 from siamese import graph
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model"
+from siamese import DEFAULT_MODEL  # noqa: E402
 DEFAULT_CACHE = "data/cache/lfw_yunet_112_p0.0"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese import DEFAULT_MODEL
 from siamese.recognize import METHODS, Index, Recognizer, Svc, lfw_faces, threshold_at_far
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def bench_gallery(n: int = 1_000_000, per_person: int = 10, add_people: int = 10
     from siamese.export import Embedder
     from siamese.gallery import Gallery, model_identity
 
-    embedder = Embedder.load(model_path or Path(__file__).parent / "assets" / "default_model")
+    embedder = Embedder.load(model_path or DEFAULT_MODEL)
     rng, d, rows = np.random.default_rng(seed), embedder.dim, []
     unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
     sigma = np.sqrt((1 / 0.6 - 1) / d)  # two noisy copies of a person: cosine ~0.6

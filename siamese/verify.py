@@ -236,7 +236,9 @@ def annotate(image: np.ndarray, result: dict, person: str = "",
         cv2.rectangle(bgr, (x, y), (x + w, y + h), GREEN if ok else RED, 2)
         label = f"{person + ' ' if ok and person else ''}{'VERIFIED' if ok else 'UNVERIFIED'} " \
                 f"{f['score']:.2f} ({100 * f['share']:.0f}%)"
-        cv2.putText(bgr, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+        # Above the box, or below it when the box touches the top (the status line lives there).
+        ty = y - 6 if y >= 34 else min(y + h + 16, bgr.shape[0] - 4)
+        cv2.putText(bgr, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     GREEN if ok else RED, 1, cv2.LINE_AA)
     top = "no face" if result["state"] == "no_face" else result["state"]
     if fps:
