@@ -87,3 +87,17 @@ def test_make_help_lists_every_target():
     in_makefile = set(re.findall(r"^([a-z][a-z-]*):(?!=)", (REPO / "Makefile").read_text(), re.M))
     assert {"test", "prepare", "detect", "bench", "data", "train"} <= targets
     assert in_makefile == targets
+
+
+def test_commands_work_from_any_directory(tmp_path, samples):
+    # The configs and the shipped model are found from the package, not the working directory.
+    photo = samples / "photos" / "two_people.jpg"
+    r = _run("detect", str(photo), "--out", "faces", "progress=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "faces" / "manifest.csv").exists()
+    r = _run("gallery", "import", str(samples / "knn_examples" / "train"), "db=g.sqlite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    obama = samples / "knn_examples" / "test" / "obama1.jpg"
+    r = _run("recognize", str(obama), "db=g.sqlite", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{obama}, obama," in r.stdout
