@@ -128,6 +128,12 @@ def evaluate(cfg: DictConfig, out_dir: str | None = None) -> dict:
                   folder_root=cfg.folder, detector=instantiate(cfg.detector) if cfg.folder else None,
                   n_pairs=cfg.n_pairs, seed=cfg.seed, seen=seen_people(Path(cfg.model_path)),
                   model_name=str(cfg.model_path))
+    from siamese.plots import training_curves
+
+    model_path = Path(cfg.model_path)
+    run_dir = model_path.parent if model_path.name == "model" else model_path
+    if training_curves(run_dir / "log.csv", Path(out_dir) / "curves.png"):  # a training run's
+        print(f"training curves: {out_dir}/curves.png")
     for name, r in metrics["results"].items():
         if "accuracy_mean" in r:
             print(f"{name}: accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} (10-fold) on "
