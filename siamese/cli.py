@@ -225,98 +225,39 @@ def _friendly(fn):
     return wrapper
 
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="prepare")
-def prepare_main(cfg: DictConfig) -> None:
-    _friendly(prepare)(cfg)
+def _app(config_name: str, fn):
+    """A thin Hydra entry point: conf/<config_name>.yaml -> `fn(cfg)`, user errors as one line."""
 
+    @hydra.main(version_base="1.3", config_path=CONF, config_name=config_name)
+    def main(cfg: DictConfig) -> None:
+        _friendly(fn)(cfg)
 
-@hydra.main(version_base="1.3", config_path=CONF, config_name="detect")
-def detect_main(cfg: DictConfig) -> None:
-    _friendly(detect)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="collect")
-def collect_main(cfg: DictConfig) -> None:
-    _friendly(collect)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="train")
-def train_main(cfg: DictConfig) -> None:
-    _friendly(train)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="unrestricted")
-def unrestricted_main(cfg: DictConfig) -> None:
-    _friendly(unrestricted)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="evaluate")
-def evaluate_main(cfg: DictConfig) -> None:
-    _friendly(evaluate)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="export")
-def export_main(cfg: DictConfig) -> None:
-    _friendly(export)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="cluster")
-def cluster_main(cfg: DictConfig) -> None:
-    _friendly(cluster)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="enroll")
-def enroll_main(cfg: DictConfig) -> None:
-    _friendly(enroll)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="verify")
-def verify_main(cfg: DictConfig) -> None:
-    _friendly(verify)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="gallery")
-def gallery_main(cfg: DictConfig) -> None:
-    _friendly(gallery)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="recognize")
-def recognize_main(cfg: DictConfig) -> None:
-    _friendly(recognize)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="recognize")
-def openset_main(cfg: DictConfig) -> None:
-    _friendly(openset)(cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONF, config_name="bench")
-def bench_main(cfg: DictConfig) -> None:
-    _friendly(bench)(cfg)
+    main.__name__ = f"{fn.__name__}_main"
+    return main
 
 
 COMMANDS = {
-    "prepare": (prepare_main, "detect + align all of LFW into the training cache (resumable)", []),
-    "detect": (detect_main, "faces in a photo/folder/video -> aligned crops + manifest.csv",
+    "prepare": (_app("prepare", prepare), "detect + align all of LFW into the training cache (resumable)", []),
+    "detect": (_app("detect", detect), "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"]),
-    "collect": (collect_main, "capture your own face from a webcam/video into data/faces/NAME",
+    "collect": (_app("collect", collect), "capture your own face from a webcam/video into data/faces/NAME",
                 ["source"]),
-    "train": (train_main, "train the Siamese network (resumes the same run if interrupted)", []),
-    "evaluate": (evaluate_main, "LFW View 1 + View 2 10-fold (and your folder): metrics, report, plots",
+    "train": (_app("train", train), "train the Siamese network (resumes the same run if interrupted)", []),
+    "evaluate": (_app("evaluate", evaluate), "LFW View 1 + View 2 10-fold (and your folder): metrics, report, plots",
                  ["model_path"]),
-    "unrestricted": (unrestricted_main, "View 2 unrestricted: 10 trainings, one per fold (long)", []),
-    "export": (export_main, "a run -> .keras, SavedModel, ONNX, TFLite + threshold + model card",
+    "unrestricted": (_app("unrestricted", unrestricted), "View 2 unrestricted: 10 trainings, one per fold (long)", []),
+    "export": (_app("export", export), "a run -> .keras, SavedModel, ONNX, TFLite + threshold + model card",
                ["run_dir"]),
-    "cluster": (cluster_main, "group the faces of photos / a video by person -> OUT/person_NNN/",
+    "cluster": (_app("cluster", cluster), "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"]),
-    "enroll": (enroll_main, "enrol a person: camera/video/photos -> data/enrolled/NAME", ["source"]),
-    "verify": (verify_main, "live: is the enrolled person there? VERIFIED/UNVERIFIED per face",
+    "enroll": (_app("enroll", enroll), "enrol a person: camera/video/photos -> data/enrolled/NAME", ["source"]),
+    "verify": (_app("verify", verify), "live: is the enrolled person there? VERIFIED/UNVERIFIED per face",
                ["source"]),
-    "gallery": (gallery_main, "known faces in SQLite: add|import|list|remove|reembed|calibrate",
+    "gallery": (_app("gallery", gallery), "known faces in SQLite: add|import|list|remove|reembed|calibrate",
                 ["action", "path"]),
-    "recognize": (recognize_main, "who is in these photos? a name or 'unknown' per face", ["input"]),
-    "openset": (openset_main, "open-set identification on unseen LFW people: top-1/5, DIR@FAR", []),
-    "bench": (bench_main, "detection ms per image and LFW cache build time", []),
+    "recognize": (_app("recognize", recognize), "who is in these photos? a name or 'unknown' per face", ["input"]),
+    "openset": (_app("recognize", openset), "open-set identification on unseen LFW people: top-1/5, DIR@FAR", []),
+    "bench": (_app("bench", bench), "detection ms per image and LFW cache build time", []),
 }
 
 
@@ -355,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: siamese COMMAND [ARGS] [key=value ...]   (Hydra overrides; add --cfg job "
               "to print the config)\n\ncommands:")
         for name, (_, help_, pos) in COMMANDS.items():
-            print(f"  {name:<10} {' '.join(p.upper() for p in pos):<8} {help_}")
+            print(f"  {name:<13} {' '.join(p.upper() for p in pos):<12} {help_}")
         sys.exit(0 if not argv or argv[0] in ("-h", "--help", "help") else 2)
     fn, _, positional = COMMANDS[argv[0]]
     sys.argv = [f"siamese {argv[0]}", *_rewrite(argv[1:], positional)]
