@@ -48,8 +48,15 @@ def _train(run_dir, cache, epochs, *extra):
 
 
 def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
+    # The user's own collected faces (data/faces/<person>/*.jpg) are mixed in as a new person.
+    import shutil
+
+    own = tmp_path / "faces" / "me"
+    own.mkdir(parents=True)
+    for i, f in enumerate(sorted((tiny_cache[1] / "lfw" / "Aaron_Peirsol").glob("*.jpg"))[:3]):
+        shutil.copy(f, own / f"me_{i:04d}.jpg")
     run = tmp_path / "run"
-    p = _train(run, tiny_cache, 3)
+    p = _train(run, tiny_cache, 3, f"own_faces={tmp_path / 'faces'}")
     state = run / "state.json"
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:
@@ -62,10 +69,11 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < 3
 
-    p = _train(run, tiny_cache, 3)
+    p = _train(run, tiny_cache, 3, f"own_faces={tmp_path / 'faces'}")
     out = p.communicate(timeout=300)[0]
     assert p.returncode == 0, out[-3000:]
     assert f"resuming {run} after epoch {done}" in out
+    assert "mixed in 3 own faces of 1 people" in out
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "log.csv"))]
     assert sorted(set(epochs)) == [0, 1, 2]  # every epoch logged; none skipped
     metrics = json.loads((run / "metrics.json").read_text())
