@@ -242,6 +242,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     tc = cfg.train
     steps = max(1, tc.pairs_per_epoch // tc.batch_size)
     if state:
+        saved = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+        if saved is not None and OmegaConf.to_container(saved.model) != OmegaConf.to_container(cfg.model):
+            raise ValueError(f"{run_dir} holds a run with other model settings ({saved.model}) — "
+                             "choose another run_name=... (or delete that run dir)")
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
         trainer = keras.saving.load_model(last)
     else:

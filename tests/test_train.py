@@ -87,6 +87,11 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["input_size"] == 32 and 0 < card["threshold"] < 1
 
+    # The same run dir with other model settings is refused, not silently resumed.
+    p = _train(run, tiny_cache, 3, "model.dim=16")
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 2 and "other model settings" in out
+
 
 def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lfw_root):
     # A cache holding 150 people of the other folds and 60 of fold 2's pairs, then one smoke fold.
