@@ -22,7 +22,12 @@ PACKAGE = "siamese"
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class L2Normalize(layers.Layer):
-    """Scale each vector to unit length: (batch, D) -> (batch, D)."""
+    """Scale each vector to unit length: (batch, D) -> (batch, D). Always float32 (under mixed
+    precision its inputs are cast up: a float16 sum of squares loses the unit length)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
 
     def call(self, x):
         return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
@@ -49,6 +54,7 @@ class CosineMarginLogits(layers.Layer):
     """
 
     def __init__(self, classes: int, scale: float = 30.0, margin: float = 0.35, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # logits of scale 30 and a margin: keep float32
         super().__init__(**kwargs)
         self.classes, self.scale, self.margin = classes, scale, margin
 

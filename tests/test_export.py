@@ -205,7 +205,9 @@ def test_mixed_precision_models_export_in_float32(tmp_path):
     m = ex.Embedder.load(tmp_path / "out")
     images = _random_images(4)
     mixed = keras.saving.load_model(model / "embedding.keras")
-    assert mixed.output.dtype == "float16"
+    # float16 compute inside; the final L2 normalisation is kept in float32 by design.
+    assert any(layer.compute_dtype == "float16" for layer in mixed.layers)
+    assert mixed.output.dtype == "float32"
     assert np.abs(m.embed(images) - embed(mixed, images)).max() < 1e-2  # float16 rounding
 
 

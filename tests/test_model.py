@@ -66,3 +66,23 @@ def test_koch_reference_network_builds():
     assert emb.output_shape == (None, 64)
     with pytest.raises(ValueError, match="backbone"):
         build_embedding(32, backbone="nope")
+
+
+def test_trainer_trains_under_mixed_precision():
+    # The GPU default (mixed_float16), exercised on the CPU: the custom layers stay float32.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        emb = build_embedding(32, dim=16, widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1))
+        trainer = build_trainer(emb, build_head(16), classes=5)
+        trainer.compile("adam", loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                      "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                      "same": "binary_crossentropy"})
+        x = np.random.default_rng(3).random((4, 32, 32, 3)).astype(np.float32)
+        labels = np.array([0, 1, 2, 3])
+        losses = trainer.train_on_batch(
+            {"image_a": x, "image_b": x[::-1], "label_a": labels, "label_b": labels[::-1]},
+            {"id_a": labels, "id_b": labels[::-1], "same": np.zeros((4, 1), np.float32)})
+        assert np.isfinite(np.asarray(losses, dtype=np.float64)).all()
+        assert emb.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
