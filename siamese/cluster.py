@@ -37,7 +37,7 @@ import numpy as np
 from siamese import graph
 from siamese.faces import Detector
 from siamese.images import atomic_write_text, read_image, write_image
-from siamese.pipeline import is_video
+from siamese.pipeline import is_video, read_manifest  # noqa: F401  (cluster manifests too)
 from siamese.tracks import FaceItem, cannot_link, gather_faces, gather_tracks
 
 log = logging.getLogger(__name__)
@@ -274,12 +274,6 @@ def _write_table(path: Path, rows: list[list]) -> None:
     writer.writerow(MANIFEST_COLUMNS)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of `out/manifest.csv` as dicts of strings (columns: MANIFEST_COLUMNS)."""
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def cluster_from_config(cfg) -> dict:

@@ -65,15 +65,6 @@ def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceS
     return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names)
 
 
-def pair_faces(fc: cache.FaceCache, pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images of the unique faces in `pairs`, and the (n, 2) rows into them, and (n,) same."""
-    refs = sorted({r for p in pairs for r in (p.a, p.b)}, key=lambda r: (r.person, r.index))
-    local = {r: i for i, r in enumerate(refs)}
-    images = resize_faces(fc.images[fc.rows(refs)], size)
-    idx = np.array([(local[p.a], local[p.b]) for p in pairs], np.int64)
-    return images, idx, np.array([p.same for p in pairs], bool)
-
-
 # --- the pieces that need Keras -----------------------------------------------------------
 def _keras_parts():
     import keras
@@ -286,6 +277,7 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
     """Best model -> exported parts, threshold from validation, test metrics, curves."""
     import keras
 
+    from siamese.evaluate import lfw_pair_faces
     from siamese.metrics import best_threshold, summary
     from siamese.model import embed, pair_scores
     from siamese.plots import training_curves
@@ -305,7 +297,8 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
     if len(usable) < len(test_pairs):  # only a partial (smoke-test) cache lacks faces
         log.warning("%d of %d test pairs have faces missing from %s; scoring the rest",
                     len(test_pairs) - len(usable), len(test_pairs), cfg.cache_dir)
-    images, idx, same = pair_faces(fc, usable, cfg.model.input_size)
+    images, idx, same = lfw_pair_faces(fc, usable)
+    images = resize_faces(images, cfg.model.input_size)
     emb = embed(embedding, images)
     test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
     cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only

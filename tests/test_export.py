@@ -72,7 +72,8 @@ def _tflite(path: Path, x: np.ndarray) -> np.ndarray:
 
         Interpreter = getattr(tf.lite, "Interpreter", None)
         if Interpreter is None:
-            pytest.skip("no TFLite interpreter (tf.lite.Interpreter gone; install ai-edge-litert)")
+            pytest.fail("no TFLite interpreter (tf.lite.Interpreter gone): install ai-edge-litert "
+                        "so the exported .tflite can be checked")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
         it = Interpreter(model_path=str(path))
