@@ -1,5 +1,7 @@
-"""Calibration of the verification threshold on LFW people the model never saw -> verify.json.
+"""Calibration on people the model never trained on: verification (verify.json) and clustering
+(cluster.json), each saved beside the model.
 
+Verification. 
 `calibrate` enrols N images of each unseen peopleDevTest person, probes with their other images
 (genuine) and with other such people's (impostors), and picks the cut on the share of matching
 enrolled images (`siamese.verify.judge`) with the best accuracy, or the lowest cut within a
@@ -8,6 +10,12 @@ saved as `verify.json` beside the model; `calibrated_threshold` reads it back fo
 `siamese.verify.Verifier` (and ignores one fitted for another model).
 
     python -m siamese.calibration MODEL [--cache DIR] [--far F] [--out PATH] [--overwrite]
+
+Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`)
+on the model's validation people — held out of training, listed in its people.json — and saves
+them as `cluster.json`, which `clustering_settings` reads back for `siamese.cluster`. Training writes it; for an older model:
+
+    python -m siamese.calibration MODEL --clustering [--cache DIR] [--overwrite]
 
 No TensorFlow here: the shipped model runs on ONNX Runtime.
 """
@@ -26,11 +34,27 @@ from siamese.faces import Detector, align, resize_faces
 from siamese.gallery import model_identity
 from siamese.images import atomic_write_text, read_image
 
-__all__ = ["calibrate", "calibrated_threshold", "main"]
+__all__ = ["calibrate", "calibrated_threshold", "calibrate_clustering", "clustering_settings",
+           "fit_clustering", "main"]
 
 log = logging.getLogger(__name__)
 
 from siamese import DEFAULT_MODEL  # noqa: E402
+
+
+def _read_for(path: Path, embedder) -> dict | None:
+    """A calibration file beside the model, or None if missing or fitted for another model."""
+    if not path.is_file():
+        return None
+    try:
+        cal = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a calibration ({err}) — re-run `python -m "
+                         f"siamese.calibration {embedder.path} --overwrite`") from None
+    if (cal.get("model") or {}).get("fingerprint") != model_identity(embedder)["fingerprint"]:
+        log.warning("%s was calibrated for another model — ignoring it; re-run calibrate", path)
+        return None
+    return cal
 
 
 def calibrated_threshold(embedder, detection_threshold: float | None = None) -> float | None:
@@ -41,17 +65,14 @@ def calibrated_threshold(embedder, detection_threshold: float | None = None) -> 
     for the model's own.
     """
     path = embedder.path / "verify.json"
-    if not path.is_file():
+    cal = _read_for(path, embedder)
+    if cal is None:
         return None
     try:
-        cal = json.loads(path.read_text())
         threshold = float(cal["verification_threshold"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a calibration ({err}) — re-run `python -m "
                          f"siamese.calibration {embedder.path} --overwrite`") from None
-    if (cal.get("model") or {}).get("fingerprint") != model_identity(embedder)["fingerprint"]:
-        log.warning("%s was calibrated for another model — ignoring it; re-run calibrate", path)
-        return None
     fitted = cal.get("detection_threshold")
     if detection_threshold is not None and fitted is not None and \
             abs(detection_threshold - fitted) > 1e-6:
@@ -199,13 +220,132 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     return result
 
 
+def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict:
+    """The agglomerative settings (`siamese.graph.agglomerative`) for labelled faces.
+
+    floor, the bar for big groups: halfway between the mean cosine of same-person pairs and of
+    different-person pairs. A big group's mean similarity to another settles near one or the
+    other, and a validation set of mostly small groups cannot fit this bar itself (it barely
+    has big groups; measured in docs/benchmarks.md).
+    threshold, the bar for two single faces: a grid search for the best BCubed F1.
+
+    Args:
+        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
+        thresholds: to try (default: the floor, then 0.10 to 0.95 in steps of 0.025 above it).
+        k: kNN shortlist.
+
+    Returns:
+        {"threshold", "floor", "k", "bcubed_f1", "same_mean", "different_mean",
+        "grid": [[threshold, f1], ...]}.
+    """
+    from siamese.graph import agglomerative, knn
+    from siamese.metrics import bcubed_scores
+
+    emb = np.asarray(emb, np.float64)
+    ids, inverse, sizes = np.unique(np.asarray(truth), return_inverse=True, return_counts=True)
+    n = len(emb)
+    per = np.zeros((len(ids), emb.shape[1]))
+    np.add.at(per, inverse, emb)
+    same_pairs = float((sizes * (sizes - 1)).sum())
+    if not same_pairs:
+        raise ValueError("clustering calibration needs someone with two or more faces")
+    # Sums over ordered pairs i != j of x_i . x_j, from the per-person and overall sums.
+    same_sum = float(((per ** 2).sum(1) - sizes).sum())
+    all_sum = float((emb.sum(0) ** 2).sum() - n)
+    same_mean = same_sum / same_pairs
+    diff_mean = (all_sum - same_sum) / (n * (n - 1) - same_pairs)
+    floor = round((same_mean + diff_mean) / 2, 4)
+    if thresholds is None:  # 0.10 to 0.95 in steps of 0.025, none below the floor
+        thresholds = [floor, *(t for t in np.round(np.arange(0.1, 0.951, 0.025), 3) if t > floor)]
+    emb32 = emb.astype(np.float32)
+    near = knn(emb32, k)
+    grid = [[float(t), round(bcubed_scores(truth, agglomerative(emb32, float(t), floor, k, near))["f1"], 4)]
+            for t in thresholds if t >= floor]
+    if not grid:
+        raise ValueError(f"no threshold to try at or above the floor {floor:.3f}")
+    t, f1 = max(grid, key=lambda r: (r[1], r[0]))  # ties: the stricter threshold
+    return {"threshold": t, "floor": floor, "k": k, "bcubed_f1": f1,
+            "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
+
+
+def clustering_settings(embedder) -> dict | None:
+    """{"threshold", "floor", "k", ...} from `cluster.json` beside the model, or None when
+    there is none for this model."""
+    cal = _read_for(embedder.path / "cluster.json", embedder)
+    if cal is not None and not {"threshold", "floor", "k"} <= set(cal):
+        raise ValueError(f"{embedder.path / 'cluster.json'}: missing threshold/floor/k — re-run "
+                         f"`python -m siamese.calibration {embedder.path} --clustering --overwrite`")
+    return cal
+
+
+def validation_people(model_dir: str | os.PathLike) -> list[str]:
+    """The people held out of training for validation, from the model's people.json."""
+    for p in (Path(model_dir) / "people.json", Path(model_dir) / "model" / "people.json"):
+        if p.is_file():
+            people = json.loads(p.read_text()).get("validation")
+            if people:
+                return list(people)
+            raise ValueError(f"{p}: no validation people listed — retrain, or calibrate on "
+                             "labelled faces with fit_clustering")
+    raise ValueError(f"{model_dir}: no people.json — cannot tell which people the model never saw")
+
+
+def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
+                         detector: Detector | None = None, faces: np.ndarray | None = None,
+                         labels=None, out: str | os.PathLike | None = None,
+                         overwrite: bool = False) -> dict:
+    """Fit the agglomerative clustering settings on the model's validation people; save them.
+
+    Args:
+        embedder: a `siamese.export.Embedder`.
+        lfw_root, cache_dir, detector: where the validation people's LFW faces come from (as for
+            `calibrate`); unused when `faces` is given.
+        faces, labels: or the faces themselves, (n, S, S, 3) uint8 at the model's input size,
+            and (n,) person ids (training passes its validation set).
+        out: None = `cluster.json` beside the model; False = nowhere. overwrite: replace it.
+
+    Returns:
+        {"threshold", "floor", "k", "bcubed_f1", "people", "faces", "data", "grid", "model"}.
+    """
+    from siamese import cache
+    from siamese.data import LFW
+    from siamese.faces import YuNetDetector
+
+    target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
+    if target is not None and target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
+    if faces is None:
+        lfw = LFW(lfw_root)
+        people = validation_people(embedder.path)
+        counts = lfw.people("view1_train")
+        refs = lfw.identities({p: counts[p] for p in people if p in counts})
+        fc = cache.load(cache_dir) if cache_dir else None
+        faces = _lfw_crops(lfw, refs, embedder, fc, detector or (None if fc else YuNetDetector()))
+        labels, data = [r.person for r in refs], "LFW validation people (held out of training)"
+    else:
+        data = "validation people (held out of training)"
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("clustering calibration needs faces of at least two people")
+    result = {**fit_clustering(embedder.embed(faces), labels),
+              "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
+              "model": model_identity(embedder)}
+    if target is not None:
+        atomic_write_text(target, json.dumps(result, indent=1))
+    log.info("clustering: threshold %.3f, floor %.3f -> BCubed F1 %.4f on %d validation people "
+             "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
+             result["people"], result["faces"])
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m siamese.calibration [MODEL] [--cache DIR] [--far F] [--out PATH] ...`."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m siamese.calibration",
                                      description="fit the verification threshold -> "
-                                                 "MODEL/verify.json")
+                                                 "MODEL/verify.json (or with --clustering the "
+                                                 "clustering settings -> MODEL/cluster.json)")
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     parser.add_argument("--lfw", default=None, help="LFW root (default: LFW_ROOT or data/lfw)")
     parser.add_argument("--cache", default=None, help="aligned LFW face cache (much faster)")
@@ -215,15 +355,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="default: MODEL/verify.json")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--clustering", action="store_true",
+                        help="fit the clustering settings instead -> MODEL/cluster.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         from siamese.export import Embedder
 
-        r = calibrate(Embedder.load(args.model), args.lfw, cache_dir=args.cache,
-                      n_enroll=args.n_enroll, far=args.far, repeats=args.repeats, seed=args.seed,
-                      out=args.out, overwrite=args.overwrite)
-        print(json.dumps({k: v for k, v in r.items() if k not in ("levels", "model")}, indent=2))
+        if args.clustering:
+            r = calibrate_clustering(Embedder.load(args.model), args.lfw, cache_dir=args.cache,
+                                     out=args.out, overwrite=args.overwrite)
+        else:
+            r = calibrate(Embedder.load(args.model), args.lfw, cache_dir=args.cache,
+                          n_enroll=args.n_enroll, far=args.far, repeats=args.repeats,
+                          seed=args.seed, out=args.out, overwrite=args.overwrite)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("levels", "grid", "model")},
+                         indent=2))
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

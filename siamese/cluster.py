@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese import graph
+from siamese import graph, metrics
 from siamese.faces import Detector
 from siamese.images import atomic_write_text, read_image, write_image
 from siamese.pipeline import is_video, read_manifest  # noqa: F401  (cluster manifests too)
@@ -50,8 +50,9 @@ SHEET_MAX = 200        # crops per contact sheet (a person folder can hold more)
 
 
 def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
-            detector: Detector | None = None, *, algorithm: str = "chinese_whispers",
-            threshold: float | None = None, k: int = 10, eps: float = 0.4, min_samples: int = 2,
+            detector: Detector | None = None, *, algorithm: str = "agglomerative",
+            threshold: float | None = None, floor: float | None = None, k: int = 10,
+            eps: float = 0.4, min_samples: int = 2,
             every_s: float = 1.0, keep_all_crops: bool = False, labels: bool = False,
             overwrite: bool = False, min_sharpness: float = 10.0, crop_size: int = 112,
             crop_padding: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
@@ -62,11 +63,14 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         out: the output folder; must not exist (or be empty) unless `overwrite`.
         embedder: a `siamese.export.Embedder` (default: the shipped model).
         detector: a `siamese.faces.Detector` (default: YuNet).
-        algorithm: one of `siamese.graph.ALGORITHMS`; chinese_whispers was best on unseen LFW
-            people (see `siamese.cluster_bench.compare_algorithms`).
-        threshold: head score for "same person" edges/merges; None = `embedder.threshold`,
-            the model's own, chosen on validation people.
-        k: cosine shortlist per face for the graph algorithms.
+        algorithm: one of `siamese.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
+            was best on unseen LFW people (see `siamese.cluster_bench.compare_algorithms`).
+        threshold, floor: agglomerative: the mean cosine two single faces need to merge, and
+            the lower bar for big groups (`siamese.graph.agglomerative`); None = the model's
+            calibrated ones (`cluster.json`, fitted on its validation people; without it the
+            command falls back to chinese_whispers, with a warning). chinese_whispers /
+            components: head score for an edge, None = `embedder.threshold`, the model's own.
+        k: cosine shortlist per face.
         eps, min_samples: DBSCAN only.
         every_s: videos: one frame per this many seconds.
         keep_all_crops: videos: also save every face of every track under `person_NNN/all/`.
@@ -101,7 +105,7 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         raise ValueError(f"every_s must be a positive number of seconds, got {every_s!r}")
     embedder = embedder or Embedder.load(Path(__file__).parent / "assets" / "default_model")
     detector = detector or YuNetDetector()
-    threshold = float(embedder.threshold if threshold is None else threshold)
+    algorithm, threshold, floor, source = _settings(embedder, algorithm, threshold, floor)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -122,7 +126,8 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         tlab = np.full(len(tracks), -1, np.int64)
         tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, threshold, algorithm, k=k,
                                               eps=eps, min_samples=min_samples, seed=seed,
-                                              cannot_link=cl_kept)
+                                              floor=floor, cannot_link=cl_kept,
+                                              link_threshold=embedder.threshold)
         tlab = _people(tlab, tracks, sharp)
         t2 = time.perf_counter()
         rows, sizes = _write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
@@ -134,9 +139,8 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
                    "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
                    "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
                    "different_people_pairs": len(cl), "algorithm": algorithm,
-                   "threshold": round(threshold, 6),
-                   "threshold_from": "model" if threshold == embedder.threshold else "given",
-                   "k": k, **({"eps": eps, "min_samples": min_samples} if algorithm == "dbscan" else {}),
+                   "threshold": round(threshold, 6), "threshold_from": source,
+                   **({"floor": round(floor, 6)} if algorithm == "agglomerative" else {}), "k": k, **({"eps": eps, "min_samples": min_samples} if algorithm == "dbscan" else {}),
                    "min_sharpness": min_sharpness, "every_s": every_s if video else None,
                    "model": str(embedder.path), "errors": sum(errors.values()),
                    "errors_by_reason": dict(errors),
@@ -145,7 +149,7 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
             scored = [i for i, it in enumerate(items) if it.label]
             track_of = {t["id"]: n for n, t in enumerate(tracks)}
             pred = np.array([tlab[track_of[items[i].track]] for i in scored], np.int64)
-            summary["metrics"] = {**graph.clustering_scores([items[i].label for i in scored], pred),
+            summary["metrics"] = {**metrics.clustering_scores([items[i].label for i in scored], pred),
                                   "scored_faces": len(scored)}
         if not items:
             log.warning("%s: no faces found — wrote an empty manifest", input)
@@ -276,6 +280,26 @@ def _write_table(path: Path, rows: list[list]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _settings(embedder, algorithm: str, threshold: float | None,
+              floor: float | None) -> tuple[str, float, float | None, str]:
+    """(algorithm, threshold, floor, where the threshold came from) with the defaults filled in
+    from the model: cluster.json for agglomerative, its pair threshold for the graph ones."""
+    from siamese.calibration import clustering_settings
+
+    if algorithm == "agglomerative" and threshold is None:
+        cal = clustering_settings(embedder)
+        if cal is not None:
+            return (algorithm, float(cal["threshold"]),
+                    float(cal["floor"] if floor is None else floor), "cluster.json")
+        log.warning("%s has no cluster.json for agglomerative clustering — using chinese_whispers "
+                    "at the model's threshold; calibrate with `python -m siamese.calibration %s "
+                    "--clustering`", embedder.path, embedder.path)
+        algorithm = "chinese_whispers"
+    if threshold is None:
+        return algorithm, float(embedder.threshold), floor, "model"
+    return algorithm, float(threshold), floor, "given"
+
+
 def cluster_from_config(cfg) -> dict:
     """`siamese cluster INPUT --out DIR`: builds the model and detector from `cfg`, then `cluster`."""
     from hydra.utils import instantiate
@@ -283,7 +307,8 @@ def cluster_from_config(cfg) -> dict:
     from siamese.export import Embedder
 
     s = cluster(cfg.input, cfg.out, Embedder.load(cfg.model_path), instantiate(cfg.detector),
-                algorithm=cfg.algorithm, threshold=cfg.threshold, k=cfg.k, eps=cfg.eps,
+                algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
+                eps=cfg.eps,
                 min_samples=cfg.min_samples, every_s=cfg.every_s, keep_all_crops=cfg.keep_all_crops,
                 labels=cfg.labels, overwrite=cfg.overwrite, min_sharpness=cfg.min_sharpness,
                 crop_size=cfg.align.size,

@@ -1,8 +1,9 @@
 """Benchmarks for face clustering: which algorithm, and how far it scales. Each prints a table
 and returns its rows (dicts); none is a test.
 
-    python -m siamese.cluster_bench compare   # algorithms on LFW people the model never saw
-    python -m siamese.cluster_bench scale     # 10,000 and 100,000 faces, time and peak memory
+    python -m siamese.cluster_bench compare [model_path=M] [min_images=10] [max_images=N]
+                                              # algorithms on LFW people the model never saw
+    python -m siamese.cluster_bench scale [N ...] [algorithm=agglomerative]   # time and peak memory
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese import graph
+from siamese import graph, metrics
 
 from siamese import DEFAULT_MODEL  # noqa: E402
 DEFAULT_CACHE = "data/cache/lfw_yunet_112_p0.0"
@@ -54,29 +55,34 @@ def unseen_lfw_faces(embedder, cache_dir: str | Path = DEFAULT_CACHE, lfw_root=N
 
 def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | Path = DEFAULT_CACHE,
                        lfw_root=None, min_images: int = 10, max_images: int | None = None) -> list[dict]:
-    """Every algorithm at the model's own threshold on unseen LFW people: the quality table.
+    """Every algorithm at the model's own settings on unseen LFW people: the quality table.
 
-    DBSCAN is shown at several eps to show how much it depends on one (its eps is a cosine
-    radius the model knows nothing about).
+    Agglomerative uses the model's cluster.json (threshold and floor fitted on its validation
+    people, never on these), and is also shown with one bar for all sizes; the graph
+    algorithms use the model's pair threshold. DBSCAN is shown at several eps to show how much
+    it depends on one (its eps is a cosine radius the model knows nothing about).
     """
+    from siamese.calibration import clustering_settings
     from siamese.export import Embedder
 
     emb_ = Embedder.load(model_path)
     emb, truth = unseen_lfw_faces(emb_, cache_dir, lfw_root, min_images, max_images)
-    thr = emb_.threshold
-    runs = [("chinese_whispers", {"k": 10}), ("chinese_whispers", {"k": 20}),
-            ("components", {"k": 10}), ("components", {"k": 3}),
-            *[("dbscan", {"eps": e, "min_samples": 2}) for e in (0.3, 0.4, 0.5, 0.6)],
-            ("agglomerative", {})]
+    thr, cal = emb_.threshold, clustering_settings(emb_)
+    runs = [("chinese_whispers", thr, {"k": 10}), ("chinese_whispers", thr, {"k": 20}),
+            ("components", thr, {"k": 10}), ("components", thr, {"k": 3}),
+            *[("dbscan", None, {"eps": e, "min_samples": 2}) for e in (0.3, 0.4, 0.5, 0.6)]]
+    if cal is not None:  # as calibrated, and as classic average linkage (one bar for all sizes)
+        runs = [("agglomerative", cal["threshold"], {"k": cal["k"], "floor": cal["floor"]}),
+                ("agglomerative", cal["threshold"], {"k": cal["k"]}), *runs]
     rows = []
-    for algorithm, params in runs:
+    for algorithm, t_, params in runs:
         t = time.perf_counter()
-        labels = graph.cluster_embeddings(emb, emb_.score, thr, algorithm, **params)
+        labels = graph.cluster_embeddings(emb, emb_.score, t_ or 0.0, algorithm, **params)
         sec = time.perf_counter() - t
-        s = graph.clustering_scores(truth, labels)
+        s = metrics.clustering_scores(truth, labels)
         rows.append({"algorithm": algorithm,
-                     "params": " ".join(f"{k}={v}" for k, v in params.items()) or "average linkage",
-                     "threshold": "-" if algorithm == "dbscan" else round(thr, 3),
+                     "params": " ".join(f"{k}={v}" for k, v in params.items()),
+                     "threshold": "-" if t_ is None else round(t_, 3),
                      "pw_P": f"{s['pairwise_precision']:.3f}", "pw_R": f"{s['pairwise_recall']:.3f}",
                      "pw_F1": f"{s['pairwise_f1']:.3f}", "B3_P": f"{s['bcubed_precision']:.3f}",
                      "B3_R": f"{s['bcubed_recall']:.3f}", "B3_F1": f"{s['bcubed_f1']:.3f}",
@@ -111,10 +117,11 @@ def _scale_one(n: int, algorithm: str, scorer: str, model_path: str) -> dict:
     else:
         score_fn, thr = graph.cosine, 0.45
     t = time.perf_counter()
-    labels = graph.cluster_embeddings(emb, score_fn, thr, algorithm)
+    labels = graph.cluster_embeddings(emb, score_fn, thr, algorithm,
+                                      floor=0.2 if algorithm == "agglomerative" else None)
     sec = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    s = graph.clustering_scores(truth, labels) if scorer == "cosine" else {}
+    s = metrics.clustering_scores(truth, labels) if scorer == "cosine" else {}
     return {"faces": n, "algorithm": algorithm, "scorer": scorer, "seconds": round(sec, 1),
             "peak_rss_mb": round(peak / 1024), "rss_before_mb": round(rss0 / 1024),
             "n2_matrix_mb": round(n * n * 4 / 2**20),
@@ -122,14 +129,15 @@ def _scale_one(n: int, algorithm: str, scorer: str, model_path: str) -> dict:
             "people": s.get("people", "-")}
 
 
-def scale(sizes=(10_000, 100_000), algorithm: str = "chinese_whispers",
+def scale(sizes=(10_000, 100_000), algorithm: str = "agglomerative",
           scorers=("cosine", "head"), model_path: str | Path = DEFAULT_MODEL) -> list[dict]:
     """Time and peak memory (resource.getrusage, each run in a fresh process) of clustering
     planted-cluster embeddings, after embedding. `n2_matrix_mb` is what one n x n float32
     matrix would need; the graph algorithms never build it.
 
     The "head" scorer uses the model's head on synthetic vectors (for its cost, not its
-    decisions), so only the cosine rows report quality.
+    decisions), so only the cosine rows report quality. Agglomerative clustering always works on
+    cosine (threshold 0.45, floor 0.2 here).
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -148,9 +156,12 @@ if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "compare"
     if what == "compare":
         kw = dict(a.split("=", 1) for a in sys.argv[2:])
-        compare_algorithms(min_images=int(kw.get("min_images", 10)),
+        compare_algorithms(kw.get("model_path", DEFAULT_MODEL), min_images=int(kw.get("min_images", 10)),
                            max_images=int(kw["max_images"]) if "max_images" in kw else None)
-    elif what == "scale":
-        scale(tuple(int(a) for a in sys.argv[2:]) or (10_000, 100_000))
+    elif what == "scale":  # scale [N ...] [algorithm=NAME]
+        kw = dict(a.split("=", 1) for a in sys.argv[2:] if "=" in a)
+        algorithm = kw.get("algorithm", "agglomerative")
+        scale(tuple(int(a) for a in sys.argv[2:] if "=" not in a) or (10_000, 100_000), algorithm,
+              ("cosine",) if algorithm == "agglomerative" else ("cosine", "head"))
     else:
         sys.exit("usage: python -m siamese.cluster_bench compare|scale [args]")

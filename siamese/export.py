@@ -156,8 +156,11 @@ def export(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def _write_formats(src: Path, tmp: Path, formats: list[str]) -> dict[str, str]:
     paths = {}
-    if (src / "people.json").exists():  # who the model saw: evaluation refuses their pairs
-        shutil.copy2(src / "people.json", tmp / "people.json")
+    # Who the model saw (evaluation refuses their pairs) and its calibrations, which name the
+    # model by a fingerprint of its .keras files, so they hold for the export too.
+    for name in ("people.json", "verify.json", "cluster.json"):
+        if (src / name).exists():
+            shutil.copy2(src / name, tmp / name)
     if "keras" in formats:
         for part in ("embedding", "head"):
             shutil.copy2(src / f"{part}.keras", tmp / f"{part}.keras")

@@ -269,12 +269,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
                     verbose=1 if sys.stdout.isatty() else 2)
     state["finished"] = True
     atomic_write_text(state_path, json.dumps(state, indent=2))
-    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people)
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people,
+                  validation=val_faces)
 
 
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
-           seen: list[str]) -> dict:
-    """Best model -> exported parts, threshold from validation, test metrics, curves."""
+           seen: list[str], validation: FaceSet) -> dict:
+    """Best model -> exported parts, threshold from validation, clustering settings from the
+    validation people (cluster.json), test metrics, curves."""
     import keras
 
     from siamese.evaluate import lfw_pair_faces
@@ -311,7 +313,17 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
     # Everyone the model saw (training + validation people): evaluation refuses test pairs of
     # these people, so a number can never come from faces the model was fitted on.
     atomic_write_text(model_dir / "people.json", json.dumps(
-        {"protocol": cfg.protocol, "fold": cfg.fold, "dataset": "lfw", "seen": sorted(seen)}))
+        {"protocol": cfg.protocol, "fold": cfg.fold, "dataset": "lfw", "seen": sorted(seen),
+         "validation": list(validation.names)}))
+    if len(validation.names) >= 2:
+        from siamese.calibration import calibrate_clustering
+        from siamese.export import Embedder
+
+        try:
+            calibrate_clustering(Embedder.load(model_dir, prefer=("keras",)),
+                                 faces=validation.images, labels=validation.labels, overwrite=True)
+        except ValueError as err:  # e.g. a smoke run's validation people, all single photos
+            log.warning("no cluster.json: %s", err)
     metrics = {"protocol": cfg.protocol, "fold": cfg.fold if cfg.protocol == "view2" else None,
                "test": test, "test_cosine_best_threshold": cos,
                "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"],

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese import graph
+from siamese import graph, metrics
 from siamese.cluster import MANIFEST_COLUMNS, cluster, read_manifest
 from siamese.faces import box_iou as iou
 
@@ -82,6 +82,61 @@ def test_cannot_link_splits_a_merged_group():
     assert labels[a] != labels[b]
 
 
+def test_agglomerative_is_exact_average_linkage():
+    """With every face a neighbour of every other, the running-sum version is sklearn's full
+    average linkage on cosine distance (merge while the mean cosine >= threshold)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 8)).astype(np.float32)  # loose, overlapping blobs: many merges
+    x[:30] += 1.5
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for t in (0.2, 0.5, 0.8):
+        ours = graph.agglomerative(x, t, k=59)
+        ref = AgglomerativeClustering(None, metric="cosine", linkage="average",
+                                      distance_threshold=1 - t).fit_predict(x)
+        assert _same_partition(ours, graph.relabel(ref)), t
+        assert len(set(ours.tolist())) > 2  # a real test: neither all apart nor all merged
+
+
+def _two_groups(size, cross, dim=64, seed=0):
+    """Two groups of `size` unit vectors: cosine ~0.9 within, `cross` between (their means)."""
+    rng = np.random.default_rng(seed)
+    u, v = np.linalg.qr(rng.standard_normal((dim, 2)))[0].T
+    centres = [u, cross * u + np.sqrt(1 - cross ** 2) * v]
+    x = np.concatenate([np.repeat(c[None], size, 0) for c in centres])
+    x += 0.3 * rng.standard_normal(x.shape) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_bar_falls_to_the_floor_for_big_groups():
+    # Two big groups 0.35 apart in mean cosine: the bar for two single faces (0.5) keeps them
+    # apart; with floor 0.2 the bar for 10 x 10 faces is 0.2 + 0.3 / 10 = 0.23, so they join.
+    x = _two_groups(10, 0.35)
+    assert len(set(graph.agglomerative(x, 0.5, k=19).tolist())) == 2
+    assert len(set(graph.agglomerative(x, 0.5, 0.2, k=19).tolist())) == 1
+    # Two single faces at the same similarity need the full bar: they stay apart.
+    pair = _two_groups(1, 0.35)
+    assert graph.agglomerative(pair, 0.5, 0.2).tolist() == [-1, -1]
+
+
+def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
+    from siamese.calibration import fit_clustering
+
+    x, truth = _planted()
+    r = fit_clustering(x, truth)
+    s = x @ x.T
+    same = truth[:, None] == truth[None]
+    off = ~np.eye(len(x), dtype=bool)
+    assert r["same_mean"] == pytest.approx(s[same & off].mean(), abs=1e-4)
+    assert r["different_mean"] == pytest.approx(s[~same].mean(), abs=1e-4)
+    assert r["floor"] == pytest.approx((r["same_mean"] + r["different_mean"]) / 2, abs=1e-4)
+    assert r["bcubed_f1"] == 1.0 and r["threshold"] >= r["floor"]
+    assert metrics.bcubed_scores(truth, graph.agglomerative(x, r["threshold"], r["floor"]))["f1"] == 1.0
+    with pytest.raises(ValueError, match="two or more faces"):
+        fit_clustering(x[:3], [0, 1, 2])
+
+
 def test_relabel_orders_by_size_and_drops_singletons():
     assert graph.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
 
@@ -94,9 +149,9 @@ PRED = [0, 0, 1, 1, 1]
 
 def test_pairwise_scores_by_hand():
     # true pairs: 3 (a) + 1 (b); put together: 1 + 3; both: {a1 a2}, {b1 b2} -> 2.
-    assert graph.pairwise_scores(TRUTH, PRED) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
-    assert graph.pairwise_scores(TRUTH, [0, 0, 0, 1, 1])["f1"] == 1.0
-    alone = graph.pairwise_scores(TRUTH, [-1] * 5)  # nothing put together: vacuous precision
+    assert metrics.pairwise_scores(TRUTH, PRED) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert metrics.pairwise_scores(TRUTH, [0, 0, 0, 1, 1])["f1"] == 1.0
+    alone = metrics.pairwise_scores(TRUTH, [-1] * 5)  # nothing put together: vacuous precision
     assert alone == {"precision": 1.0, "recall": 0.0, "f1": 0.0}
 
 
@@ -104,10 +159,10 @@ def test_bcubed_scores_by_hand():
     # precision per face: a1, a2: 2/2; a3: 1/3; b1, b2: 2/3. recall: a1, a2: 2/3; a3: 1/3; b: 1.
     p = (1 + 1 + 1 / 3 + 2 / 3 + 2 / 3) / 5
     r = (2 / 3 + 2 / 3 + 1 / 3 + 1 + 1) / 5
-    s = graph.bcubed_scores(TRUTH, PRED)
+    s = metrics.bcubed_scores(TRUTH, PRED)
     assert s["precision"] == pytest.approx(p) and s["recall"] == pytest.approx(r)
     assert s["f1"] == pytest.approx(2 * p * r / (p + r))
-    singles = graph.bcubed_scores(TRUTH, [-1] * 5)  # each -1 is its own group
+    singles = metrics.bcubed_scores(TRUTH, [-1] * 5)  # each -1 is its own group
     assert singles["precision"] == 1.0 and singles["recall"] == pytest.approx((3 * 1 / 3 + 2 * 1 / 2) / 5)
 
 
@@ -115,9 +170,9 @@ def test_nmi_by_hand():
     ln = math.log
     h = -(0.6 * ln(0.6) + 0.4 * ln(0.4))  # both labelings split 3/2
     mi = 0.4 * ln(0.4 / (0.6 * 0.4)) + 0.2 * ln(0.2 / (0.6 * 0.6)) + 0.4 * ln(0.4 / (0.4 * 0.6))
-    assert graph.nmi(TRUTH, PRED) == pytest.approx(mi / h)
-    assert graph.nmi(TRUTH, [5, 5, 5, 2, 2]) == pytest.approx(1.0)
-    s = graph.clustering_scores(TRUTH, PRED)
+    assert metrics.nmi(TRUTH, PRED) == pytest.approx(mi / h)
+    assert metrics.nmi(TRUTH, [5, 5, 5, 2, 2]) == pytest.approx(1.0)
+    s = metrics.clustering_scores(TRUTH, PRED)
     assert (s["clusters"], s["people"], s["unassigned"]) == (2, 2, 0)
 
 
@@ -159,7 +214,7 @@ def test_labelled_folder_is_scored(knn_run):
     # The summary's numbers are those of the manifest's own rows.
     rows = [r for r in read_manifest(out / "manifest.csv") if r["label"]]
     pred = [int(r["cluster"].split("_")[1]) if r["cluster"] != "unassigned" else -1 for r in rows]
-    again = graph.clustering_scores([r["label"] for r in rows], pred)
+    again = metrics.clustering_scores([r["label"] for r in rows], pred)
     assert again["bcubed_f1"] == m["bcubed_f1"] and again["nmi"] == m["nmi"]
 
 
@@ -273,6 +328,43 @@ def test_news_clip_gives_one_folder_per_person(tmp_path, samples, embedder, yune
         c = embedder.embed(crops).mean(0)
         centre[person] = float(embedder.score(e, (c / np.linalg.norm(c))[None])[0])
     assert max(centre.values()) >= embedder.threshold
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, embedder):
+    """A copy of the shipped model whose validation people are four LFW people (22 photos)."""
+    model = tmp_path_factory.mktemp("model") / "m"
+    shutil.copytree(embedder.path, model, ignore=shutil.ignore_patterns("cluster.json"))
+    people = json.loads((model / "people.json").read_text())
+    people["validation"] = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]
+    (model / "people.json").write_text(json.dumps(people))
+    return model
+
+
+def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_root, yunet,
+                                                               samples, tmp_path, caplog):
+    from siamese.calibration import calibrate_clustering, clustering_settings
+    from siamese.export import Embedder
+
+    emb = Embedder.load(small_model)
+    # Without cluster.json, the default algorithm says so and falls back to Chinese whispers.
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "a", emb, yunet, progress=False)
+    assert s["algorithm"] == "chinese_whispers" and "no cluster.json" in caplog.text
+    r = calibrate_clustering(emb, lfw_root, detector=yunet)
+    assert (r["people"], r["faces"]) == (4, 22)
+    saved = clustering_settings(emb)
+    assert saved["threshold"] == r["threshold"] and saved["floor"] == r["floor"]
+    assert r["floor"] <= r["threshold"] and 0.0 <= r["bcubed_f1"] <= 1.0
+    with pytest.raises(FileExistsError, match="overwrite"):
+        calibrate_clustering(emb, lfw_root, detector=yunet)
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "b", emb, yunet, progress=False)
+    assert (s["algorithm"], s["threshold"], s["floor"], s["threshold_from"]) == \
+        ("agglomerative", r["threshold"], r["floor"], "cluster.json")
+    # A calibration made for another model is ignored, loudly.
+    other = json.loads((small_model / "cluster.json").read_text())
+    other["model"]["fingerprint"] = "0" * 64
+    (small_model / "cluster.json").write_text(json.dumps(other))
+    assert clustering_settings(emb) is None and "another model" in caplog.text
 
 
 def test_config_composes():

@@ -24,9 +24,11 @@ def test_files_match_their_recorded_checksums():
 def test_it_knows_who_it_saw_and_they_are_view1_training_people(lfw_root):
     from siamese.data import LFW
 
-    seen = set(json.loads((SHIPPED / "people.json").read_text())["seen"])
+    people = json.loads((SHIPPED / "people.json").read_text())
+    seen = set(people["seen"])
     lfw = LFW(lfw_root)
     assert seen == set(lfw.people("view1_train"))
+    assert len(people["validation"]) == 118 and set(people["validation"]) <= seen  # held out
     assert not seen & {p.a.person for p in lfw.pairs("view1_test")}
 
 

@@ -86,6 +86,14 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert list((run / "tensorboard").rglob("events.*"))
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["input_size"] == 32 and 0 < card["threshold"] < 1
+    # Clustering settings fitted on the validation people, who are listed and were not trained on.
+    from siamese.calibration import clustering_settings
+    from siamese.export import Embedder
+
+    people = json.loads((run / "model" / "people.json").read_text())
+    assert len(people["validation"]) == 14 and set(people["validation"]) <= set(people["seen"])
+    cal = clustering_settings(Embedder.load(run / "model"))
+    assert cal["faces"] >= 28 and cal["people"] == 14 and cal["floor"] <= cal["threshold"]
 
     # The same run dir with other model settings is refused, not silently resumed.
     p = _train(run, tiny_cache, 3, "model.dim=16")
