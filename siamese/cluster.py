@@ -124,10 +124,13 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         pos[keep] = np.arange(len(keep))
         cl_kept = pos[cl][(pos[cl] >= 0).all(1)] if len(cl) else cl
         tlab = np.full(len(tracks), -1, np.int64)
+        # A track is one appearance: clustered as one item whose similarity is over its faces.
+        tsum = np.stack([t["sum"] for t in tracks]) if tracks else temb
+        tfaces = np.array([len(t["members"]) for t in tracks])
         tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, threshold, algorithm, k=k,
                                               eps=eps, min_samples=min_samples, seed=seed,
-                                              floor=floor, cannot_link=cl_kept,
-                                              link_threshold=embedder.threshold)
+                                              floor=floor, sums=tsum[keep], counts=tfaces[keep],
+                                              cannot_link=cl_kept, link_threshold=embedder.threshold)
         tlab = _people(tlab, tracks, sharp)
         t2 = time.perf_counter()
         rows, sizes = _write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)

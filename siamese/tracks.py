@@ -171,18 +171,20 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
 
 
 def gather_tracks(items: list[FaceItem]) -> list[dict]:
-    """One entry per track: id, member indices, mean embedding, best member (sharp x frontal)."""
+    """One entry per track: id, member indices, mean embedding ("emb", unit length), the sum of
+    its faces' embeddings ("sum", for clustering over faces), best member (sharp x frontal)."""
     members: dict[int, list[int]] = {}
     for i, it in enumerate(items):
         members.setdefault(it.track, []).append(i)
     out = []
     for tid, idx in members.items():
-        e = np.mean([items[i].emb for i in idx], axis=0)
+        total = np.sum([items[i].emb for i in idx], axis=0)
+        e = total / len(idx)
         top = max(items[i].sharpness for i in idx) or 1.0
         # Sharpness only ranks within a track (its scale depends on the face and the lighting).
         best = max(idx, key=lambda i: (0.1 + items[i].frontal) * (0.1 + items[i].sharpness / top)
                    * items[i].inside)
-        out.append({"id": tid, "members": idx, "best": best,
+        out.append({"id": tid, "members": idx, "best": best, "sum": total.astype(np.float32),
                     "emb": (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)})
     return out
 
