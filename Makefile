@@ -82,9 +82,10 @@ verify: venv ## is PERSON in front of SOURCE (camera index, video, URL)? window,
 	@test -n "$(PERSON)" || { echo "usage: make verify PERSON=alice [SOURCE=0|clip.mp4]"; exit 2; }
 	$(PY) -m siamese.cli verify "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
-calibrate: venv ## fit MODEL's verification threshold on unseen LFW people -> MODEL/verify.json
+calibrate: venv ## fit MODEL's verification threshold (verify.json) and clustering settings (cluster.json)
 	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
 	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 $(ARGS)
+	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 --clustering $(ARGS)
 
 bench-verify: venv ## FPS and ms per stage of live verification on the Hamilton sample clip
 	$(PY) -m siamese.verify bench
