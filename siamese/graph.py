@@ -260,74 +260,15 @@ def agglomerative(emb: np.ndarray, threshold: float, floor: float | None = None,
     Returns:
         (n,) labels, -1 for items left alone.
     """
-    import heapq
+    from siamese.linkage import average_linkage
 
     emb = np.asarray(emb, np.float32)
     n = len(emb)
     if n < 2:
         return np.full(n, -1, np.int64)
-    floor = threshold if floor is None else min(floor, threshold)
     idx, _ = neighbours if neighbours is not None else knn(emb, k)
-    a = np.repeat(np.arange(n), idx.shape[1])
-    b = idx.ravel()
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], 1), axis=0)
-    sums = emb.astype(np.float64) if sums is None else np.asarray(sums, np.float64).copy()
-    faces = np.ones(n) if counts is None else np.asarray(counts, np.float64).copy()
-    items = np.ones(n)
-    adj: list[set[int]] = [set() for _ in range(n)]
-    for i, j in pairs.tolist():
-        adj[i].add(j)
-        adj[j].add(i)
-    apart: list[set[int]] = [set() for _ in range(n)]
-    for i, j in np.asarray(cannot_link if cannot_link is not None else [], np.int64).reshape(-1, 2).tolist():
-        apart[i].add(j)
-        apart[j].add(i)
-    version, parent = np.zeros(n, np.int64), np.arange(n)
-
-    def past_bar(i: int, others: np.ndarray) -> np.ndarray:
-        """Mean face similarity of group i to each of `others`, minus their bar."""
-        sim = (sums[others] @ sums[i]) / (faces[others] * faces[i])
-        return sim - (floor + (threshold - floor) / np.sqrt(items[others] * items[i]))
-
-    heap = []  # (-(similarity - bar), group, group, their versions when pushed)
-    for i in range(n):
-        nb = np.array([m for m in adj[i] if m > i and m not in apart[i]], np.int64)
-        if len(nb):
-            p = past_bar(i, nb)
-            heap += [(-v, i, m, 0, 0) for m, v in zip(nb[p >= 0].tolist(), p[p >= 0].tolist())]
-    heapq.heapify(heap)
-    while heap:
-        _, i, j, vi, vj = heapq.heappop(heap)
-        if version[i] != vi or version[j] != vj or parent[i] != i or parent[j] != j:
-            continue  # stale: one of the two has merged since
-        if len(adj[i]) < len(adj[j]):
-            i, j = j, i  # fold the group with fewer links into the other
-        sums[i] += sums[j]
-        faces[i] += faces[j]
-        items[i] += items[j]
-        parent[j] = i
-        version[i] += 1
-        for m in adj[j]:
-            adj[m].discard(j)
-            if m != i:
-                adj[m].add(i)
-                adj[i].add(m)
-        adj[i].discard(j)
-        adj[j] = set()
-        for m in apart[j]:
-            apart[m].discard(j)
-            apart[m].add(i)
-        apart[i] |= apart[j]
-        apart[j] = set()
-        nb = np.array([m for m in adj[i] if m not in apart[i]], np.int64)
-        if len(nb):
-            p = past_bar(i, nb)
-            for m, v in zip(nb[p >= 0].tolist(), p[p >= 0].tolist()):
-                heapq.heappush(heap, (-v, i, m, int(version[i]), int(version[m])))
-    root = parent
-    while (root[root] != root).any():
-        root = root[root]
-    return relabel(root)
+    floor = threshold if floor is None else min(floor, threshold)
+    return relabel(average_linkage(emb, threshold, floor, idx, sums, counts, cannot_link))
 
 
 def split_conflicts(labels: np.ndarray, emb: np.ndarray, score_fn: ScoreFn, threshold: float,
