@@ -17,7 +17,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
+.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,10 @@ unrestricted: venv ## LFW View 2 unrestricted: ten trainings (hours on CPU; ARGS
 cluster: venv ## group the faces in INPUT (photo folder or video) by person -> OUT/person_NNN/
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make cluster INPUT=photos/|clip.mp4 OUT=people/"; exit 2; }
 	$(PY) -m siamese.cli cluster "$(INPUT)" --out "$(OUT)" $(ARGS)
+
+ensemble: venv ## combine trained models into one: make ensemble OUT=checkpoints/ens MODELS="run1 run2 ..."
+	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
+	$(PY) -m siamese.ensemble "$(OUT)" $(MODELS) --cache data/cache/lfw_yunet_112_p0.0 $(ARGS)
 
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(PY) -m siamese.cluster_bench compare

@@ -296,13 +296,18 @@ class Embedder:
         """Load the first format of `prefer` that is present and importable.
 
         Args:
-            path: an export dir, a run's `model/` dir, or a run dir (its newer of export/, model/).
+            path: an export dir, a run's `model/` dir, a run dir (its newer of export/, model/),
+                or an ensemble dir (`siamese.ensemble`: returns an `Ensemble`).
             prefer: formats to try in order; "onnx" needs embedding.onnx, head.onnx and
                 onnxruntime; "keras" needs embedding.keras, head.keras.
             threads: ONNX Runtime intra-op threads; None leaves ORT's default (all cores).
         """
         root = find_model_dir(path)
         meta = json.loads((root / "model.json").read_text())
+        if "ensemble" in meta:  # several models as one (siamese.ensemble)
+            from siamese.ensemble import Ensemble
+
+            return Ensemble.from_dir(root, meta, prefer, threads)
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
                 raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")

@@ -74,6 +74,8 @@ def model_identity(embedder) -> dict:
     SHA-256 of its embedding and head weight files, .keras if present (so the ONNX and Keras
     loads of one model, and its exports, agree), else .onnx."""
     root, files = Path(embedder.path), embedder.meta.get("files", {})
+    if "ensemble" in embedder.meta:  # siamese.ensemble: over its members' fingerprints
+        return {"fingerprint": embedder.fingerprint(), "dim": int(embedder.dim), "path": str(root)}
     for ext in ("keras", "onnx"):
         names = [f"embedding.{ext}", f"head.{ext}"]
         if all(n in files or (root / n).is_file() for n in names):

@@ -1,0 +1,101 @@
+"""Several models as one (siamese.ensemble): built from model dirs, loaded by Embedder.load,
+used by clustering. Two copies of the shipped model make the checks exact: the ensemble of a
+model with itself must embed and score exactly as the model does."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from siamese.ensemble import Ensemble, build
+from siamese.export import Embedder
+from siamese.faces import align
+from siamese.gallery import model_identity
+from siamese.images import read_image
+
+SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
+VALIDATION = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]  # 22 LFW photos
+
+
+def _copy(dst: Path, validation) -> Path:
+    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("cluster.json", "verify.json"))
+    people = json.loads((dst / "people.json").read_text())
+    people["validation"] = validation
+    (dst / "people.json").write_text(json.dumps(people))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, lfw_root, yunet):
+    root = tmp_path_factory.mktemp("ens")
+    a, b = _copy(root / "a", VALIDATION), _copy(root / "b", VALIDATION[:3] + ["Clare_Short"])
+    build(root / "ens", [a, b], lfw_root, detector=yunet)
+    return root
+
+
+@pytest.fixture(scope="module")
+def faces(samples, yunet):
+    out = []
+    for p in sorted((samples / "knn_examples" / "train").rglob("*.jp*g")):
+        image = read_image(p)
+        out += [align(image, f.landmarks, 112) for f in yunet.detect(image)[:1]]
+    return np.stack(out)
+
+
+def test_an_ensemble_of_a_model_with_itself_is_that_model(built, faces):
+    ens, one = Embedder.load(built / "ens"), Embedder.load(built / "a")
+    assert isinstance(ens, Ensemble) and len(ens.members) == 2 and ens.dim == 2 * one.dim
+    e = ens.embed(faces)
+    from siamese.faces import resize_faces
+
+    e1 = one.embed(resize_faces(faces, one.input_size))
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(e @ e.T, e1 @ e1.T, atol=1e-5)  # the same cosines
+    i, j = np.triu_indices(len(e), 1)
+    np.testing.assert_allclose(ens.score(e[i], e[j]), one.score(e1[i], e1[j]), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        ens.embed(resize_faces(faces, 64))
+
+
+def test_build_writes_a_relocatable_dir_with_its_own_thresholds(built):
+    meta = json.loads((built / "ens" / "model.json").read_text())
+    assert meta["ensemble"] == ["../a", "../b"] and meta["input_size"] == 112
+    assert 0.0 < meta["threshold"] < 1.0 and "held out of every member" in meta["threshold_from"]
+    people = json.loads((built / "ens" / "people.json").read_text())
+    assert people["validation"] == sorted(VALIDATION[:3])  # only people both held out
+    cal = json.loads((built / "ens" / "cluster.json").read_text())
+    assert cal["people"] == 3 and cal["floor"] <= cal["threshold"]
+    ens, one = Embedder.load(built / "ens"), Embedder.load(built / "a")
+    fp = model_identity(ens)["fingerprint"]
+    assert fp != model_identity(one)["fingerprint"] and fp == cal["model"]["fingerprint"]
+    moved = built / "moved"  # members found relative to the ensemble dir
+    moved.mkdir()
+    shutil.copytree(built / "ens", moved / "ens")
+    for m in ("a", "b"):
+        (moved / m).symlink_to(built / m)
+    assert model_identity(Embedder.load(moved / "ens"))["fingerprint"] == fp
+
+
+def test_build_refuses_what_cannot_make_an_ensemble(built, tmp_path, lfw_root, yunet):
+    with pytest.raises(ValueError, match="two or more"):
+        build(tmp_path / "x", [built / "a"], lfw_root, detector=yunet)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build(built / "ens", [built / "a", built / "b"], lfw_root, detector=yunet)
+    lone = _copy(tmp_path / "c", ["Clare_Short"])
+    with pytest.raises(ValueError, match="fewer than two validation people"):
+        build(tmp_path / "y", [built / "a", lone], lfw_root, detector=yunet)
+    bare = _copy(tmp_path / "d", [])
+    with pytest.raises(ValueError, match="no validation people"):
+        build(tmp_path / "z", [built / "a", bare], lfw_root, detector=yunet)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z" / "model.json").exists()
+
+
+def test_clustering_runs_on_an_ensemble(built, samples, yunet, tmp_path):
+    from siamese.cluster import cluster
+
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "out", Embedder.load(built / "ens"),
+                yunet, labels=True, progress=False)
+    assert s["algorithm"] == "agglomerative" and s["threshold_from"] == "cluster.json"
+    assert s["metrics"]["scored_faces"] == 9
