@@ -60,7 +60,8 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     Agglomerative uses the model's cluster.json (threshold and floor fitted on its validation
     people, never on these), and is also shown with one bar for all sizes; the graph
     algorithms use the model's pair threshold. DBSCAN is shown at several eps to show how much
-    it depends on one (its eps is a cosine radius the model knows nothing about).
+    it depends on one (its eps is a cosine radius the model knows nothing about). B3_F1_90% is
+    `siamese.metrics.bcubed_interval`: how much F1 moves over resamples of the people.
     """
     from siamese.calibration import clustering_settings
     from siamese.export import Embedder
@@ -86,6 +87,7 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
                      "pw_P": f"{s['pairwise_precision']:.3f}", "pw_R": f"{s['pairwise_recall']:.3f}",
                      "pw_F1": f"{s['pairwise_f1']:.3f}", "B3_P": f"{s['bcubed_precision']:.3f}",
                      "B3_R": f"{s['bcubed_recall']:.3f}", "B3_F1": f"{s['bcubed_f1']:.3f}",
+                     "B3_F1_90%": "{:.3f}-{:.3f}".format(*metrics.bcubed_interval(truth, labels)),
                      "NMI": f"{s['nmi']:.3f}", "clusters": s["clusters"], "unassigned": s["unassigned"],
                      "people": s["people"], "seconds": round(sec, 2)})
     print(f"{len(emb)} faces of {len(set(truth))} unseen LFW people ({min_images}..{max_images or ''} "

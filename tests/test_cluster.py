@@ -181,6 +181,19 @@ def test_bcubed_scores_by_hand():
     assert singles["precision"] == 1.0 and singles["recall"] == pytest.approx((3 * 1 / 3 + 2 * 1 / 2) / 5)
 
 
+def test_bcubed_interval_brackets_the_score_and_is_exact_when_perfect():
+    assert metrics.bcubed_interval(TRUTH, [0, 0, 0, 1, 1]) == (1.0, 1.0)
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(30), rng.integers(2, 12, 30))
+    pred = np.where(rng.random(len(truth)) < 0.2, rng.integers(0, 30, len(truth)), truth)
+    lo, hi = metrics.bcubed_interval(truth, pred)
+    f1 = metrics.bcubed_scores(truth, pred)["f1"]
+    assert lo < f1 < hi and hi - lo < 0.2
+    assert metrics.bcubed_interval(truth, pred) == (lo, hi)  # seeded: the same every run
+    half = metrics.bcubed_interval(truth, pred, level=0.5)
+    assert lo <= half[0] < half[1] <= hi  # a lower level, a narrower interval inside
+
+
 def test_nmi_by_hand():
     ln = math.log
     h = -(0.6 * ln(0.6) + 0.4 * ln(0.4))  # both labelings split 3/2
