@@ -1,11 +1,10 @@
 """Calibration on people the model never trained on: verification (verify.json) and clustering
 (cluster.json), each saved beside the model.
 
-Verification. 
-`calibrate` enrols N images of each unseen peopleDevTest person, probes with their other images
-(genuine) and with other such people's (impostors), and picks the cut on the share of matching
-enrolled images (`siamese.verify.judge`) with the best accuracy, or the lowest cut within a
-false-accept rate. The result, with the model's identity (`siamese.gallery.model_identity`), is
+Verification. `calibrate` enrols N images of each unseen peopleDevTest person, probes with their
+other images (genuine) and with other such people's (impostors), and picks the cut on the share of
+matching enrolled images (`siamese.verify.judge`) with the best accuracy, or the lowest cut within
+a false-accept rate. The result, with the model's identity (`siamese.gallery.model_identity`), is
 saved as `verify.json` beside the model; `calibrated_threshold` reads it back for
 `siamese.verify.Verifier` (and ignores one fitted for another model).
 
@@ -13,7 +12,8 @@ saved as `verify.json` beside the model; `calibrated_threshold` reads it back fo
 
 Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`)
 on the model's validation people — held out of training, listed in its people.json — and saves
-them as `cluster.json`, which `clustering_settings` reads back for `siamese.cluster`. Training writes it; for an older model:
+them as `cluster.json`, which `clustering_settings` reads back for `siamese.cluster`. Training
+writes it; for an older model:
 
     python -m siamese.calibration MODEL --clustering [--cache DIR] [--overwrite]
 

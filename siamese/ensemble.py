@@ -87,14 +87,14 @@ class Ensemble(Embedder):
 
 def _people(members: list[Embedder]) -> dict:
     """Who any member saw, and the validation people every member held out."""
+    from siamese.calibration import validation_people
+    from siamese.evaluate import seen_people
+
     seen, validation = set(), None
     for m in members:
-        p = json.loads((m.path / "people.json").read_text()) if (m.path / "people.json").is_file() else {}
-        if not p.get("validation"):
-            raise ValueError(f"{m.path}: its people.json lists no validation people — the "
-                             "ensemble's thresholds are fitted on people every member held out")
-        seen |= set(p.get("seen", []))
-        validation = set(p["validation"]) if validation is None else validation & set(p["validation"])
+        held_out = set(validation_people(m.path))  # the ensemble's thresholds are fitted on these
+        seen |= seen_people(m.path)
+        validation = held_out if validation is None else validation & held_out
     if not validation or len(validation) < 2:
         raise ValueError("the members share fewer than two validation people — train them with "
                          "the same seed and val_fraction (their split of DevTrain)")

@@ -179,13 +179,12 @@ def gather_tracks(items: list[FaceItem]) -> list[dict]:
     out = []
     for tid, idx in members.items():
         total = np.sum([items[i].emb for i in idx], axis=0)
-        e = total / len(idx)
         top = max(items[i].sharpness for i in idx) or 1.0
         # Sharpness only ranks within a track (its scale depends on the face and the lighting).
         best = max(idx, key=lambda i: (0.1 + items[i].frontal) * (0.1 + items[i].sharpness / top)
                    * items[i].inside)
         out.append({"id": tid, "members": idx, "best": best, "sum": total.astype(np.float32),
-                    "emb": (e / max(np.linalg.norm(e), 1e-12)).astype(np.float32)})
+                    "emb": (total / max(np.linalg.norm(total), 1e-12)).astype(np.float32)})
     return out
 
 
