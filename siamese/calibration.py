@@ -35,7 +35,7 @@ from siamese.gallery import model_identity
 from siamese.images import atomic_write_text, read_image
 
 __all__ = ["calibrate", "calibrated_threshold", "calibrate_clustering", "clustering_settings",
-           "fit_clustering", "main"]
+           "fit_clustering", "validation_faces", "validation_people", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,26 @@ def validation_people(model_dir: str | os.PathLike) -> list[str]:
     raise ValueError(f"{model_dir}: no people.json — cannot tell which people the model never saw")
 
 
+def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
+                     detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The LFW (DevTrain) photos of `people`, aligned for `embedder`: from a face cache when
+    given, else detected with `detector` (default YuNet).
+
+    Returns:
+        ((n, S, S, 3) uint8 faces at `embedder.input_size`, (n,) person names).
+    """
+    from siamese import cache
+    from siamese.data import LFW
+    from siamese.faces import YuNetDetector
+
+    lfw = LFW(lfw_root)
+    counts = lfw.people("view1_train")
+    refs = lfw.identities({p: counts[p] for p in people if p in counts})
+    fc = cache.load(cache_dir) if cache_dir else None
+    faces = _lfw_crops(lfw, refs, embedder, fc, detector or (None if fc else YuNetDetector()))
+    return faces, np.array([r.person for r in refs])
+
+
 def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
                          labels=None, out: str | os.PathLike | None = None,
@@ -307,21 +327,13 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     Returns:
         {"threshold", "floor", "k", "bcubed_f1", "people", "faces", "data", "grid", "model"}.
     """
-    from siamese import cache
-    from siamese.data import LFW
-    from siamese.faces import YuNetDetector
-
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
     if faces is None:
-        lfw = LFW(lfw_root)
-        people = validation_people(embedder.path)
-        counts = lfw.people("view1_train")
-        refs = lfw.identities({p: counts[p] for p in people if p in counts})
-        fc = cache.load(cache_dir) if cache_dir else None
-        faces = _lfw_crops(lfw, refs, embedder, fc, detector or (None if fc else YuNetDetector()))
-        labels, data = [r.person for r in refs], "LFW validation people (held out of training)"
+        faces, labels = validation_faces(embedder, validation_people(embedder.path), lfw_root,
+                                         cache_dir=cache_dir, detector=detector)
+        data = "LFW validation people (held out of training)"
     else:
         data = "validation people (held out of training)"
     labels = np.asarray(labels)

@@ -78,11 +78,11 @@ class Ensemble(Embedder):
                        axis=0).astype(np.float32)
 
     def fingerprint(self) -> str:
-        """One SHA-256 over the members' fingerprints (`siamese.gallery.model_identity`)."""
-        from siamese.gallery import model_identity
-
-        fps = [model_identity(m)["fingerprint"] for m in self.members]
-        return hashlib.sha256(("ensemble:" + ":".join(fps)).encode()).hexdigest()
+        """One SHA-256 over the members' fingerprints, in order."""
+        if self._fingerprint is None:
+            fps = ":".join(m.fingerprint() for m in self.members)
+            self._fingerprint = hashlib.sha256(f"ensemble:{fps}".encode()).hexdigest()
+        return self._fingerprint
 
 
 def _people(members: list[Embedder]) -> dict:
@@ -120,10 +120,7 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
         ValueError: fewer than two models, different alignments, no shared validation people.
         FileExistsError: `out` holds a model and not `overwrite`.
     """
-    from siamese import cache
-    from siamese.calibration import _lfw_crops, calibrate_clustering
-    from siamese.data import LFW
-    from siamese.faces import YuNetDetector
+    from siamese.calibration import calibrate_clustering, validation_faces
     from siamese.metrics import best_threshold
 
     out = Path(out)
@@ -143,12 +140,8 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
             "alignment": align, "threshold": 0.5, "flip_tta": True,
             "ensemble": [os.path.relpath(Path(m.path).resolve(), out.resolve()) for m in members]}
     ens = Ensemble(out, meta, members)
-    lfw = LFW(lfw_root)
-    counts = lfw.people("view1_train")
-    refs = lfw.identities({p: counts[p] for p in people["validation"] if p in counts})
-    fc = cache.load(cache_dir) if cache_dir else None
-    faces = _lfw_crops(lfw, refs, ens, fc, detector or (None if fc else YuNetDetector()))
-    labels = np.array([r.person for r in refs])
+    faces, labels = validation_faces(ens, people["validation"], lfw_root, cache_dir=cache_dir,
+                                     detector=detector)
     emb = ens.embed(faces)
     i, j = np.triu_indices(len(emb), 1)
     same = labels[i] == labels[j]

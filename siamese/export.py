@@ -289,6 +289,7 @@ class Embedder:
         self.path, self.meta, self.format, self.dim = path, meta, fmt, int(dim)
         self.input_size, self.threshold = int(meta["input_size"]), float(meta["threshold"])
         self._embed, self._head = embed_fn, head_fn
+        self._fingerprint: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, prefer: tuple[str, ...] = ("onnx", "keras"),
@@ -350,6 +351,28 @@ class Embedder:
         out = [self._head(a[i:i + batch_size], b[i:i + batch_size])
                for i in range(0, len(a), batch_size)]
         return np.concatenate(out).ravel().astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def fingerprint(self) -> str:
+        """Which network this is: one SHA-256 over the SHA-256 of its embedding and head weight
+        files, .keras if present (so the ONNX and Keras loads of one model, and its exports,
+        agree), else .onnx. Computed once per load (the files are megabytes).
+
+        Raises:
+            FileNotFoundError: neither pair of weight files is there.
+        """
+        if self._fingerprint is None:
+            root, files = Path(self.path), self.meta.get("files", {})
+            for ext in ("keras", "onnx"):
+                names = [f"embedding.{ext}", f"head.{ext}"]
+                if all(n in files or (root / n).is_file() for n in names):
+                    digests = [files.get(n) or sha256(root / n) for n in names]
+                    self._fingerprint = hashlib.sha256(
+                        f"{ext}:{digests[0]}:{digests[1]}".encode()).hexdigest()
+                    break
+            else:
+                raise FileNotFoundError(f"{root}: no embedding/head weights to fingerprint — "
+                                        "load an exported model")
+        return self._fingerprint
 
     def verify(self, emb_a: np.ndarray, emb_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores (n,) float32, decisions (n,) bool) with decision = score >= threshold."""

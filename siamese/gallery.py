@@ -21,7 +21,6 @@ images with the stored landmarks. Names are display labels, never paths: `check_
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -70,20 +69,13 @@ def check_name(name: str) -> str:
 
 
 def model_identity(embedder) -> dict:
-    """{"fingerprint", "dim", "path"} of an `Embedder`: the fingerprint is one SHA-256 over the
-    SHA-256 of its embedding and head weight files, .keras if present (so the ONNX and Keras
-    loads of one model, and its exports, agree), else .onnx."""
-    root, files = Path(embedder.path), embedder.meta.get("files", {})
-    if "ensemble" in embedder.meta:  # siamese.ensemble: over its members' fingerprints
-        return {"fingerprint": embedder.fingerprint(), "dim": int(embedder.dim), "path": str(root)}
-    for ext in ("keras", "onnx"):
-        names = [f"embedding.{ext}", f"head.{ext}"]
-        if all(n in files or (root / n).is_file() for n in names):
-            digests = [files.get(n) or hashlib.sha256((root / n).read_bytes()).hexdigest()
-                       for n in names]
-            fp = hashlib.sha256(f"{ext}:{digests[0]}:{digests[1]}".encode()).hexdigest()
-            return {"fingerprint": fp, "dim": int(embedder.dim), "path": str(root)}
-    raise GalleryError(f"{root}: no embedding/head weights to fingerprint — load an exported model")
+    """{"fingerprint", "dim", "path"} of an `Embedder` (`Embedder.fingerprint`: the same for the
+    ONNX and Keras loads of one model and for its exports)."""
+    try:
+        fp = embedder.fingerprint()
+    except FileNotFoundError as err:
+        raise GalleryError(str(err)) from None
+    return {"fingerprint": fp, "dim": int(embedder.dim), "path": str(embedder.path)}
 
 
 def _now() -> str:
