@@ -72,7 +72,7 @@ def sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()  # model files: tens of MB at most
 
 
-def _load_float32(path: Path):
+def load_float32(path: Path):
     """A .keras model with every layer in float32, whatever policy it was trained under."""
     import keras
 
@@ -167,10 +167,10 @@ def _write_formats(src: Path, tmp: Path, formats: list[str]) -> dict[str, str]:
         paths["keras"] = "embedding.keras"
     if formats == ["keras"]:
         return paths
-    embedding = _load_float32(src / "embedding.keras")
+    embedding = load_float32(src / "embedding.keras")
     if "onnx" in formats:
         _export_onnx(embedding, tmp / "embedding.onnx")
-        _export_onnx(_load_float32(src / "head.keras"), tmp / "head.onnx")
+        _export_onnx(load_float32(src / "head.keras"), tmp / "head.onnx")
         paths["onnx"] = "embedding.onnx"
     if "savedmodel" in formats or "tflite" in formats:
         sm = tmp / ("embedding_savedmodel" if "savedmodel" in formats else ".savedmodel")
@@ -396,7 +396,7 @@ def _onnx(root: Path, threads: int | None):
 
 
 def _keras(root: Path):
-    emb, head = _load_float32(root / "embedding.keras"), _load_float32(root / "head.keras")
+    emb, head = load_float32(root / "embedding.keras"), load_float32(root / "head.keras")
     return (lambda x: np.asarray(emb.predict_on_batch(x)),
             lambda a, b: np.asarray(head.predict_on_batch([a, b])),
             emb.output_shape[-1])

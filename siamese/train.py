@@ -16,11 +16,13 @@ continues exactly where the last finished epoch left off.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +67,21 @@ def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceS
     return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names)
 
 
+def _protocol_data(cfg: DictConfig, rng: np.random.Generator):
+    """The faces of a run: (cache, training people, test pairs, training FaceSet, validation
+    FaceSet, validation pairs (images, (n, 2) rows, (n,) same)). The validation people are drawn
+    with `rng` (seeded by cfg.seed), so a run and its re-finishing hold out the same people."""
+    lfw = LFW(cfg.data.root)
+    fc = cache.load(cfg.cache_dir)
+    people, test_pairs = protocol_split(lfw, cfg.protocol, cfg.fold)
+    everyone = load_faces(cfg, fc, people)
+    train_people, val_people = split_people(everyone.names, everyone.counts, cfg.val_fraction, rng)
+    faces, val_faces = everyone.subset(train_people), everyone.subset(val_people)
+    val_idx = fixed_pairs(val_faces, cfg.val_pairs, cfg.seed)
+    val = (val_faces.images, val_idx[:, :2], val_idx[:, 2].astype(bool))
+    return fc, people, test_pairs, faces, val_faces, val
+
+
 # --- the pieces that need Keras -----------------------------------------------------------
 def _keras_parts():
     import keras
@@ -73,11 +90,20 @@ def _keras_parts():
         """Batches of pairs for `build_trainer`, reproducible by (seed, epoch, batch)."""
 
         def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
-                     hard_share: float):
-            super().__init__(workers=1, use_multiprocessing=False)
+                     hard_share: float, workers: int = 1):
+            # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
+            # process would copy the JAX/TF runtime. Each thread augments with its own copy of
+            # the pipeline (its random state is per copy), so batches stay reproducible.
+            super().__init__(workers=workers, use_multiprocessing=False)
             self.faces, self.batch_size, self.steps, self.seed = faces, batch_size, steps, seed
             self.augment, self.hard_share = augment, hard_share
             self.epoch, self.similar = 0, None
+            self._local = threading.local()
+
+        def _augment(self):
+            if not hasattr(self._local, "augment"):
+                self._local.augment = copy.deepcopy(self.augment)
+            return self._local.augment
 
         def __len__(self):
             return self.steps
@@ -85,8 +111,9 @@ def _keras_parts():
         def _images(self, rows, rng):
             ims = self.faces.images[rows]
             if self.augment is not None:
-                self.augment.set_random_seed(int(rng.integers(2**31)))
-                ims = np.stack([self.augment(image=im)["image"] for im in ims])
+                augment = self._augment()
+                augment.set_random_seed(int(rng.integers(2**31)))
+                ims = np.stack([augment(image=im)["image"] for im in ims])
             return ims.astype(np.float32) / 255.0  # the model's input convention
 
         def __getitem__(self, i):
@@ -207,12 +234,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     rng = np.random.default_rng(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
 
-    lfw = LFW(cfg.data.root)
-    fc = cache.load(cfg.cache_dir)
-    people, test_pairs = protocol_split(lfw, cfg.protocol, cfg.fold)
-    everyone = load_faces(cfg, fc, people)
-    train_people, val_people = split_people(everyone.names, everyone.counts, cfg.val_fraction, rng)
-    faces, val_faces = everyone.subset(train_people), everyone.subset(val_people)
+    fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, rng)
     if cfg.limit_people:  # smoke runs: a few people only
         faces = faces.subset(faces.names[: cfg.limit_people])
     if cfg.own_faces:  # the user's own captured faces (`siamese collect`), training only
@@ -223,10 +245,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
         faces = add_people(faces, own, own_names, prefix="own:")
         log.info("mixed in %d own faces of %d people from %s", len(own), len(set(own_names)),
                  cfg.own_faces)
-    val_idx = fixed_pairs(val_faces, cfg.val_pairs, cfg.seed)
-    val = (val_faces.images, val_idx[:, :2], val_idx[:, 2].astype(bool))
     log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
-             cfg.protocol, len(faces.names), len(faces), len(val_people), len(val_idx))
+             cfg.protocol, len(faces.names), len(faces), len(val_faces.names), len(val[1]))
 
     state_path, last = run_dir / "state.json", run_dir / "last.keras"
     state = json.loads(state_path.read_text()) if state_path.exists() and last.exists() else {}
@@ -258,7 +278,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
     PairBatches, Loop = _keras_parts()
-    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share)
+    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
+                       workers=tc.get("workers", 1))
     callbacks = [Loop(run_dir, data, val, state, cfg),
                  keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
     if keras.config.backend() == "tensorflow":
@@ -269,27 +290,72 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
                     verbose=1 if sys.stdout.isatty() else 2)
     state["finished"] = True
     atomic_write_text(state_path, json.dumps(state, indent=2))
+    save_parts(run_dir)
     return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people,
                   validation=val_faces)
 
 
+def save_parts(run_dir: Path) -> None:
+    """best.keras (the whole trainer) -> run_dir/model/{embedding,head}.keras in float32.
+
+    Float32 whatever the training policy: thresholds and test numbers then come from the model
+    users load (a mixed-precision run's float16/bfloat16 scores would give a slightly different,
+    quantised threshold), CPUs run it fastest, and export expects it."""
+    import keras
+
+    from siamese.export import load_float32
+
+    best = keras.saving.load_model(run_dir / "best.keras")
+    model_dir = run_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    for part in ("embedding", "head"):
+        _save(best.get_layer(part), model_dir / f"{part}.keras")
+        _save(load_float32(model_dir / f"{part}.keras"), model_dir / f"{part}.keras")
+
+
+def refinish(run_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+             lfw_root: str | os.PathLike | None = None) -> dict:
+    """Redo a run's last step (`finish`) on this machine's cache, from its model/ parts.
+
+    For runs trained elsewhere (a GPU machine, `tools/gpu_train.sh`) on a lossy copy of the
+    cache: the threshold, cluster.json and test numbers are recomputed on the real faces, with
+    the validation people the run held out (same seed, same split). Returns the new metrics.
+    """
+    from siamese.export import load_float32
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.cache_dir, cfg.data.root = str(cache_dir), lfw_root
+    state = json.loads((run_dir / "state.json").read_text())
+    for part in ("embedding", "head"):  # parts cut from a run stopped early keep its policy
+        path = run_dir / "model" / f"{part}.keras"
+        _save(load_float32(path), path)
+    trained = run_dir / "metrics.json"  # what the training machine measured, on its copy
+    trained = json.loads(trained.read_text()) if trained.exists() else {}
+    fc, people, test_pairs, _, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    metrics = finish(cfg, run_dir, fc, val, test_pairs, state, cfg.mixed_precision, seen=people,
+                     validation=val_faces)
+    metrics.update(backend=trained.get("backend", "unknown"),
+                   peak_memory_mb=trained.get("peak_memory_mb"), refinished=True,
+                   test_on_training_machine=trained.get("test"))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
            seen: list[str], validation: FaceSet) -> dict:
-    """Best model -> exported parts, threshold from validation, clustering settings from the
-    validation people (cluster.json), test metrics, curves."""
+    """The parts in run_dir/model (`save_parts`) -> threshold from validation, clustering
+    settings from the validation people (cluster.json), test metrics, curves."""
     import keras
 
     from siamese.evaluate import lfw_pair_faces
+    from siamese.export import load_float32
     from siamese.metrics import best_threshold, summary
     from siamese.model import embed, pair_scores
     from siamese.plots import training_curves
 
-    best = keras.saving.load_model(run_dir / "best.keras")
-    embedding, head = best.get_layer("embedding"), best.get_layer("head")
     model_dir = run_dir / "model"
-    model_dir.mkdir(exist_ok=True)
-    _save(embedding, model_dir / "embedding.keras")
-    _save(head, model_dir / "head.keras")
+    embedding, head = (load_float32(model_dir / f) for f in ("embedding.keras", "head.keras"))
 
     images, idx, same = val
     emb = embed(embedding, images)

@@ -69,7 +69,7 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < 3
 
-    p = _train(run, tiny_cache, 3, f"own_faces={tmp_path / 'faces'}")
+    p = _train(run, tiny_cache, 3, f"own_faces={tmp_path / 'faces'}", "train.workers=2")
     out = p.communicate(timeout=300)[0]
     assert p.returncode == 0, out[-3000:]
     assert f"resuming {run} after epoch {done}" in out
@@ -94,6 +94,15 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert len(people["validation"]) == 14 and set(people["validation"]) <= set(people["seen"])
     cal = clustering_settings(Embedder.load(run / "model"))
     assert cal["faces"] >= 28 and cal["people"] == 14 and cal["floor"] <= cal["threshold"]
+
+    # Re-finishing (what runs trained on a GPU machine get here) recomputes the same numbers
+    # from the parts on the same cache, and keeps what the training machine measured.
+    from siamese.train import refinish
+
+    (run / "model" / "cluster.json").unlink()
+    again = refinish(run, tiny_cache[0], tiny_cache[1])
+    assert again["test"] == metrics["test"] and again["test_on_training_machine"] == metrics["test"]
+    assert (run / "model" / "cluster.json").exists()
 
     # The same run dir with other model settings is refused, not silently resumed.
     p = _train(run, tiny_cache, 3, "model.dim=16")
@@ -125,3 +134,25 @@ def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lf
     assert [f["fold"] for f in result["folds"]] == [2] and result["folds"][0]["pairs"] >= 60
     seen = set(json.loads((run / "fold2" / "model" / "people.json").read_text())["seen"])
     assert seen and not seen & set(folds[2].people)  # fold 2's people were never trained on
+
+
+def test_cache_pack_round_trip(tmp_path, tiny_cache):
+    # tools/cache_pack.py carries a cache to a GPU machine as WebP: the unpacked cache has the
+    # protocol's faces, in order, close to the originals (lossy, a few grey levels).
+    import numpy as np
+
+    from siamese import cache
+
+    cache_dir, lfw_root = tiny_cache
+    pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
+    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root)],
+                 ["unpack", str(pack), str(out)]):
+        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = cache.load(cache_dir), cache.load(out)
+    assert b.refs == a.refs  # the tiny cache holds only View 1 training people and test pairs
+    assert b.images.shape == a.images.shape
+    assert np.abs(b.images.astype(float) - a.images).mean() < 4.0
+    assert (b.meta == a.meta).all() and b.config == a.config

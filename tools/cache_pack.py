@@ -1,0 +1,92 @@
+"""Carry the aligned-face cache to a machine where `make prepare` cannot run (a GPU box without
+the LFW photos or the detector): pack the rows a protocol needs as WebP, unpack them there into
+an ordinary cache dir that `siamese train cache_dir=...` reads.
+
+    python tools/cache_pack.py pack data/cache/lfw_yunet_112_p0.0 .gpu/view1.npz --lfw LFW_ROOT
+    python tools/cache_pack.py unpack .gpu/view1.npz /tmp/cache      # on the other machine
+
+The pack holds the training people and the test-pair images of `--protocol` (View 1: 9,525 +
+1,690 faces, about 30 MB at WebP quality 92; the raw cache is 478 MB). WebP is lossy: a model
+trained on unpacked faces is evaluated again on the real cache before its numbers are reported.
+No pickle: plain arrays only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from siamese import cache
+from siamese.data import LFW
+from siamese.train import protocol_split
+
+
+def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: int,
+         quality: int) -> None:
+    fc = cache.load(cache_dir)
+    people, pairs = protocol_split(LFW(lfw_root), protocol, fold)
+    wanted = set(people)
+    refs = {p.a for p in pairs} | {p.b for p in pairs}
+    rows = np.array([i for i, r in enumerate(fc.refs) if r.person in wanted or r in refs])
+    blobs = []
+    for i in rows:  # RGB in the cache; OpenCV encodes BGR
+        ok, buf = cv2.imencode(".webp", np.ascontiguousarray(fc.images[i][..., ::-1]),
+                               [cv2.IMWRITE_WEBP_QUALITY, quality])
+        if not ok:
+            raise RuntimeError(f"{cache_dir}: row {i} could not be encoded")
+        blobs.append(buf.ravel())
+    with open(Path(cache_dir) / "index.csv", newline="") as f:
+        lines = f.read().splitlines()
+    header, body = lines[0], lines[1:]
+    np.savez(out, rows=rows, offsets=np.cumsum([0] + [len(b) for b in blobs]),
+             data=np.concatenate(blobs), meta=fc.meta[rows],
+             index=np.array([header] + [body[i] for i in rows]),
+             config=np.array(json.dumps(fc.config)))
+    print(f"{out}: {len(rows)} faces, {Path(out).stat().st_size / 2**20:.1f} MiB")
+
+
+def unpack(pack_path: str, cache_dir: str) -> None:
+    z = np.load(pack_path, allow_pickle=False)
+    offsets, data = z["offsets"], z["data"]
+    faces = np.stack([cv2.imdecode(data[offsets[k]:offsets[k + 1]], cv2.IMREAD_COLOR)[..., ::-1]
+                      for k in range(len(offsets) - 1)])
+    out = Path(cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "faces.npy", faces)
+    np.save(out / "meta.npy", z["meta"])
+    index = [str(x) for x in z["index"]]
+    reader = csv.reader(io.StringIO("\n".join(index[1:])))
+    with open(out / "index.csv", "w", newline="") as f:  # rows renumbered 0..n-1
+        w = csv.writer(f)
+        w.writerow(index[0].split(","))
+        for k, row in enumerate(reader):
+            w.writerow([k] + row[1:])
+    (out / "config.json").write_text(str(z["config"]))
+    (out / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
+    print(f"{cache_dir}: {len(faces)} faces")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("cache_dir"), p.add_argument("out")
+    p.add_argument("--lfw", default=None), p.add_argument("--protocol", default="view1")
+    p.add_argument("--fold", type=int, default=0), p.add_argument("--quality", type=int, default=92)
+    u = sub.add_parser("unpack")
+    u.add_argument("pack"), u.add_argument("cache_dir")
+    a = ap.parse_args()
+    if a.cmd == "pack":
+        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality)
+    else:
+        unpack(a.pack, a.cache_dir)
+
+
+if __name__ == "__main__":
+    main()
