@@ -68,6 +68,9 @@ def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
                             "training run dir (checkpoints/NAME), its model/ dir, or an export dir")
 
 
+CALIBRATIONS = ("verify.json", "cluster.json")  # fitted after training, beside the model files
+
+
 def sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()  # model files: tens of MB at most
 
@@ -142,8 +145,10 @@ def export(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     try:
         paths = _write_formats(src, tmp, formats)
         (tmp / "MODEL_CARD.md").write_text(model_card(meta, card or {}, formats))
-        files = {p.relative_to(tmp).as_posix(): sha256(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        # The calibrations (verify.json, cluster.json) are settings, refitted in place by
+        # `make calibrate`: not hashed, so their digests never go stale.
+        files = {p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*"))
+                 if p.is_file() and p.name not in CALIBRATIONS}
         (tmp / "model.json").write_text(json.dumps({**meta, "formats": formats, "files": files},
                                                    indent=2))
         _swap_into_place(tmp, out)
@@ -158,7 +163,7 @@ def _write_formats(src: Path, tmp: Path, formats: list[str]) -> dict[str, str]:
     paths = {}
     # Who the model saw (evaluation refuses their pairs) and its calibrations, which name the
     # model by a fingerprint of its .keras files, so they hold for the export too.
-    for name in ("people.json", "verify.json", "cluster.json"):
+    for name in ("people.json", *CALIBRATIONS):
         if (src / name).exists():
             shutil.copy2(src / name, tmp / name)
     if "keras" in formats:
