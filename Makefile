@@ -92,7 +92,7 @@ calibrate: venv ## fit MODEL's verification threshold (verify.json) and clusteri
 	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 --clustering $(ARGS)
 
 bench-verify: venv ## FPS and ms per stage of live verification on the Hamilton sample clip
-	$(PY) -m siamese.verify bench
+	$(PY) -m siamese.bench verify
 
 gallery: venv ## known-faces gallery: ACTION=import|add|list|remove|reembed|calibrate [SRC=..] [PERSON=..]
 	$(PY) -m siamese.cli gallery $(or $(ACTION),list) $(if $(SRC),"$(SRC)") $(if $(PERSON),--person "$(PERSON)") $(ARGS)

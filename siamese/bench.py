@@ -1,4 +1,5 @@
-"""Benchmarks that print a table: detection speed per image and the LFW cache build.
+"""Benchmarks that print a table: detection speed per image, the LFW cache build (`make bench`)
+and live verification, stage by stage (`verify_speed`, `make bench-verify`).
 
 Speed is measured here, never asserted in tests. Numbers depend on the machine; the README
 and docs/benchmarks.md record what this printed on the project's reference machine.
@@ -7,8 +8,11 @@ and docs/benchmarks.md record what this printed on the project's reference machi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,3 +99,69 @@ def run(cfg: DictConfig) -> list[dict]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory of this benchmark: {peak:.0f} MB; cpu count {os.cpu_count()}")
     return rows
+
+
+def verify_speed(video: str | os.PathLike | None = None,
+                 model_path: str | os.PathLike | None = None,
+                 configs: list[dict] | None = None, threads: int = 1) -> list[dict]:
+    """End-to-end FPS and per-stage ms per frame of `run` (headless, writing video and log).
+
+    Args:
+        video: default the samples' short_hamilton_clip.mp4 (640x360, 275 frames).
+        model_path: default the shipped model.
+        configs: `Verifier` settings to compare, each a dict with a "name"; default: a
+            face_recognition-like baseline (full-size detection and an embedding every frame),
+            the defaults (detection on a <= 640 px copy every 3 frames, flow between, re-embed
+            every 10), detection at 320 px, and the defaults judging every face, not one.
+        threads: ONNX Runtime threads for the embedder.
+
+    Returns:
+        One row per config: fps, ms per frame, and ms per frame of each stage (decode, detect,
+        track, align (landmark refinement + warp), embed, compare, annotate_write); also
+        printed as a table.
+    """
+    from siamese.calibration import DEFAULT_MODEL
+    from siamese.export import Embedder
+    from siamese.faces import YuNetDetector
+    from siamese.images import read_image
+    from siamese.pipeline import model_crops
+    from siamese.verify import Verifier, run
+
+    video = Path(video or SAMPLES / "video" / "short_hamilton_clip.mp4")
+    model_path = model_path or DEFAULT_MODEL
+    embedder = Embedder.load(model_path, threads=threads)
+    detector = YuNetDetector(max_side=None)
+    src = read_image(SAMPLES / "reference_faces" / "lin-manuel-miranda.png")
+    enrolled = embedder.embed(model_crops(embedder, src, detector.detect(src)[:1]))
+    configs = configs or [
+        {"name": "baseline: detect + embed every frame", "detect_every": 1,
+         "detect_max_side": None, "embed_every": 1, "max_faces": 1},
+        {"name": "defaults: detect 640 px / 3 frames, embed / 10", "max_faces": 1},
+        {"name": "detect 320 px / 3 frames (+ refine), embed / 10", "detect_max_side": 320,
+         "max_faces": 1},
+        {"name": "defaults, every face judged", "max_faces": None},
+    ]
+    rows = []
+    for c in configs:
+        c = dict(c)
+        name = c.pop("name")
+        v = Verifier(embedder, enrolled, detector, person="lin", verification_threshold=0.5, **c)
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run(v, video, tmp, show=False)
+        ms = {k: round(v.timings[k] / r["frames"], 2) for k in
+              ("decode", "detect", "track", "align", "embed", "compare", "annotate_write")}
+        rows.append({"config": name, "fps": r["fps"], "ms_per_frame": round(1000 / r["fps"], 2),
+                     **ms, "frames": r["frames"]})
+    print(f"\nVerification of {video.name}, end to end (decode -> write video + jsonl), "
+          f"{embedder.format}, {threads} embedder thread(s), OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS')}; ms per frame\n")
+    print(_table(rows))
+    return rows
+
+
+if __name__ == "__main__":  # `make bench-verify`; detection and the cache: `make bench`
+    if sys.argv[1:] != ["verify"]:
+        sys.exit("usage: python -m siamese.bench verify  (live verification: FPS and ms per stage "
+                 "on the Hamilton clip)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    verify_speed()

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from siamese import DEFAULT_MODEL
-from siamese.recognize import METHODS, Index, Recognizer, Svc, lfw_faces, threshold_at_far
+from siamese.index import Index
+from siamese.recognize import METHODS, Recognizer, Svc, lfw_faces, threshold_at_far
 
 log = logging.getLogger(__name__)
 

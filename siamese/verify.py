@@ -5,7 +5,8 @@
     (`siamese.enrolled`) -> fuse a track's last few comparisons -> VERIFIED / UNVERIFIED per face
 
 Here: `judge`, `Verifier` (a frame), `run` (a source: window, verify.jsonl, verify.mp4), `verify`
-(`conf/verify.yaml`) and `bench_verify`. Two thresholds decide, kept apart from the scores:
+(`conf/verify.yaml`); its speed is `siamese.bench.verify_speed`. Two thresholds decide, kept
+apart from the scores:
 - the *detection threshold* on the Siamese head's score: above it, one enrolled image counts as
   a match (default: the model's own pair threshold, `embedder.threshold`);
 - the *verification threshold* on the share of enrolled images that match: at or above it the
@@ -21,7 +22,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,16 +29,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese.calibration import DEFAULT_MODEL, calibrated_threshold
+from siamese.calibration import calibrated_threshold
 from siamese.enrolled import load_enrolled
 from siamese.faces import Detector, Face
-from siamese.images import read_image
 from siamese.pipeline import model_crops
 from siamese.faces import box_iou
 from siamese.tracking import FaceTracker
 from siamese.video import FrameSource
 
-__all__ = ["Verifier", "bench_verify", "judge", "run", "verify"]
+__all__ = ["Verifier", "judge", "run", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -387,68 +386,3 @@ def verify(cfg) -> dict:
         print(f"{r['failed_frames']} frame(s) could not be decoded and were skipped")
     return {**r, "detection_threshold": verifier.detection_threshold,
             "verification_threshold": verifier.verification_threshold}
-
-
-# --- speed ------------------------------------------------------------------------------------
-
-def bench_verify(video: str | os.PathLike | None = None,
-                 model_path: str | os.PathLike | None = None,
-                 configs: list[dict] | None = None, threads: int = 1) -> list[dict]:
-    """End-to-end FPS and per-stage ms per frame of `run` (headless, writing video and log).
-
-    Args:
-        video: default the samples' short_hamilton_clip.mp4 (640x360, 275 frames).
-        model_path: default the shipped model.
-        configs: `Verifier` settings to compare, each a dict with a "name"; default: a
-            face_recognition-like baseline (full-size detection and an embedding every frame),
-            the defaults (detection on a <= 640 px copy every 3 frames, flow between, re-embed
-            every 10), detection at 320 px, and the defaults judging every face, not one.
-        threads: ONNX Runtime threads for the embedder.
-
-    Returns:
-        One row per config: fps, ms per frame, and ms per frame of each stage (decode, detect,
-        track, align (landmark refinement + warp), embed, compare, annotate_write); also
-        printed as a table.
-    """
-    from siamese.bench import SAMPLES, _table
-    from siamese.export import Embedder
-    from siamese.faces import YuNetDetector
-
-    video = Path(video or SAMPLES / "video" / "short_hamilton_clip.mp4")
-    model_path = model_path or DEFAULT_MODEL
-    embedder = Embedder.load(model_path, threads=threads)
-    detector = YuNetDetector(max_side=None)
-    src = read_image(SAMPLES / "reference_faces" / "lin-manuel-miranda.png")
-    enrolled = embedder.embed(model_crops(embedder, src, detector.detect(src)[:1]))
-    configs = configs or [
-        {"name": "baseline: detect + embed every frame", "detect_every": 1,
-         "detect_max_side": None, "embed_every": 1, "max_faces": 1},
-        {"name": "defaults: detect 640 px / 3 frames, embed / 10", "max_faces": 1},
-        {"name": "detect 320 px / 3 frames (+ refine), embed / 10", "detect_max_side": 320,
-         "max_faces": 1},
-        {"name": "defaults, every face judged", "max_faces": None},
-    ]
-    rows = []
-    for c in configs:
-        c = dict(c)
-        name = c.pop("name")
-        v = Verifier(embedder, enrolled, detector, person="lin", verification_threshold=0.5, **c)
-        with tempfile.TemporaryDirectory() as tmp:
-            r = run(v, video, tmp, show=False)
-        ms = {k: round(v.timings[k] / r["frames"], 2) for k in
-              ("decode", "detect", "track", "align", "embed", "compare", "annotate_write")}
-        rows.append({"config": name, "fps": r["fps"], "ms_per_frame": round(1000 / r["fps"], 2),
-                     **ms, "frames": r["frames"]})
-    print(f"\nVerification of {video.name}, end to end (decode -> write video + jsonl), "
-          f"{embedder.format}, {threads} embedder thread(s), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS')}; ms per frame\n")
-    print(_table(rows))
-    return rows
-
-
-if __name__ == "__main__":  # calibration has its own: `python -m siamese.calibration MODEL`
-    if sys.argv[1:] != ["bench"]:
-        sys.exit("usage: python -m siamese.verify bench  (FPS and ms per stage, Hamilton clip; "
-                 "calibration: python -m siamese.calibration MODEL)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    bench_verify()

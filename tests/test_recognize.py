@@ -10,7 +10,8 @@ import pytest
 from siamese.enrol import import_folder
 from siamese.gallery import Gallery, model_identity
 from siamese.openset import evaluate_open_set
-from siamese.recognize import Index, Recognizer, Svc, calibrate, load_recognizer, recognize, threshold_at_far
+from siamese.index import Index
+from siamese.recognize import Recognizer, Svc, calibrate, load_recognizer, recognize, threshold_at_far
 
 REPO = Path(__file__).resolve().parents[1]
 
