@@ -81,7 +81,14 @@ def load_float32(path: Path):
 
     import siamese.model  # noqa: F401  (registers the custom layers for deserialisation)
 
-    model = keras.saving.load_model(path, compile=False)
+    return float32_clone(keras.saving.load_model(path, compile=False))
+
+
+def float32_clone(model):
+    """`model` itself when all its layers compute in float32, else a float32 copy (same weights:
+    mixed precision keeps float32 weights, so nothing is lost)."""
+    import keras
+
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
 
@@ -93,7 +100,7 @@ def load_float32(path: Path):
         return [as_float32(v) for v in node] if isinstance(node, list) else node
 
     clone = keras.Model.from_config(as_float32(model.get_config()))
-    clone.set_weights(model.get_weights())  # mixed precision keeps float32 weights: no loss
+    clone.set_weights(model.get_weights())
     return clone
 
 

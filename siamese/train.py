@@ -93,7 +93,7 @@ def _keras_parts():
                      hard_share: float, workers: int = 1):
             # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
             # process would copy the JAX/TF runtime. Each thread augments with its own copy of
-            # the pipeline (its random state is per copy), so batches stay reproducible.
+            # the pipeline: seeding one shared pipeline from several threads would race.
             super().__init__(workers=workers, use_multiprocessing=False)
             self.faces, self.batch_size, self.steps, self.seed = faces, batch_size, steps, seed
             self.augment, self.hard_share = augment, hard_share
@@ -303,14 +303,13 @@ def save_parts(run_dir: Path) -> None:
     quantised threshold), CPUs run it fastest, and export expects it."""
     import keras
 
-    from siamese.export import load_float32
+    from siamese.export import float32_clone
 
     best = keras.saving.load_model(run_dir / "best.keras")
     model_dir = run_dir / "model"
     model_dir.mkdir(exist_ok=True)
     for part in ("embedding", "head"):
-        _save(best.get_layer(part), model_dir / f"{part}.keras")
-        _save(load_float32(model_dir / f"{part}.keras"), model_dir / f"{part}.keras")
+        _save(float32_clone(best.get_layer(part)), model_dir / f"{part}.keras")
 
 
 def refinish(run_dir: str | os.PathLike, cache_dir: str | os.PathLike,

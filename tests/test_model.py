@@ -68,7 +68,7 @@ def test_koch_reference_network_builds():
         build_embedding(32, backbone="nope")
 
 
-def test_trainer_trains_under_mixed_precision():
+def test_trainer_trains_under_mixed_precision(tmp_path):
     # The GPU default (mixed_float16), exercised on the CPU: the custom layers stay float32.
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -84,5 +84,15 @@ def test_trainer_trains_under_mixed_precision():
             {"id_a": labels, "id_b": labels[::-1], "same": np.zeros((4, 1), np.float32)})
         assert np.isfinite(np.asarray(losses, dtype=np.float64)).all()
         assert emb.output.dtype == "float32"
+        trainer.save(tmp_path / "best.keras")
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    # The saved parts compute in float32 (what users load and CPUs run), with the same weights.
+    from siamese.train import save_parts
+
+    save_parts(tmp_path)
+    part = keras.saving.load_model(tmp_path / "model" / "embedding.keras")
+    assert {layer.dtype_policy.name for layer in part.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(part.get_weights(), emb.get_weights()))
+    ref = emb.predict_on_batch(x).astype(np.float32)
+    assert np.abs(part.predict_on_batch(x) - ref).max() < 0.05  # float16 vs float32 compute
