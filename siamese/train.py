@@ -305,7 +305,7 @@ def save_parts(run_dir: Path) -> None:
 
     from siamese.export import float32_clone
 
-    best = keras.saving.load_model(run_dir / "best.keras")
+    best = keras.saving.load_model(run_dir / "best.keras", compile=False)  # no optimizer needed
     model_dir = run_dir / "model"
     model_dir.mkdir(exist_ok=True)
     for part in ("embedding", "head"):
