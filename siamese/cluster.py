@@ -37,7 +37,7 @@ import numpy as np
 from siamese import graph, metrics
 from siamese.faces import Detector
 from siamese.images import atomic_write_text, read_image, write_image
-from siamese.pipeline import is_video, read_manifest  # noqa: F401  (cluster manifests too)
+from siamese.pipeline import is_video
 from siamese.tracks import FaceItem, cannot_link, gather_faces, gather_tracks
 
 log = logging.getLogger(__name__)

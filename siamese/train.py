@@ -303,6 +303,7 @@ def save_parts(run_dir: Path) -> None:
     quantised threshold), CPUs run it fastest, and export expects it."""
     import keras
 
+    import siamese.model  # noqa: F401  (registers the custom layers for deserialisation)
     from siamese.export import float32_clone
 
     best = keras.saving.load_model(run_dir / "best.keras", compile=False)  # no optimizer needed
@@ -320,7 +321,10 @@ def refinish(run_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     cache: the threshold, cluster.json and test numbers are recomputed on the real faces, with
     the validation people the run held out (same seed, same split). Returns the new metrics.
     """
-    from siamese.export import load_float32
+    import keras
+
+    import siamese.model  # noqa: F401  (registers the custom layers for deserialisation)
+    from siamese.export import float32_clone
 
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -328,7 +332,10 @@ def refinish(run_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     state = json.loads((run_dir / "state.json").read_text())
     for part in ("embedding", "head"):  # parts cut from a run stopped early keep its policy
         path = run_dir / "model" / f"{part}.keras"
-        _save(load_float32(path), path)
+        model = keras.saving.load_model(path, compile=False)
+        f32 = float32_clone(model)
+        if f32 is not model:  # rewrite only a converted part: a .keras file's bytes are the
+            _save(f32, path)  # model's fingerprint (its galleries, enrolments, calibrations)
     trained = run_dir / "metrics.json"  # what the training machine measured, on its copy
     trained = json.loads(trained.read_text()) if trained.exists() else {}
     fc, people, test_pairs, _, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))

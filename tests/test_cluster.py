@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from siamese import graph, metrics
-from siamese.cluster import MANIFEST_COLUMNS, cluster, read_manifest
+from siamese.cluster import MANIFEST_COLUMNS, cluster
+from siamese.pipeline import read_manifest
 from siamese.faces import box_iou as iou
 
 REPO = Path(__file__).resolve().parents[1]

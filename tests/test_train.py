@@ -100,9 +100,12 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     from siamese.train import refinish
 
     (run / "model" / "cluster.json").unlink()
+    weights = (run / "model" / "embedding.keras").read_bytes()
     again = refinish(run, tiny_cache[0], tiny_cache[1])
     assert again["test"] == metrics["test"] and again["test_on_training_machine"] == metrics["test"]
     assert (run / "model" / "cluster.json").exists()
+    # Float32 parts are left as they are: their bytes are the model's fingerprint.
+    assert (run / "model" / "embedding.keras").read_bytes() == weights
 
     # The same run dir with other model settings is refused, not silently resumed.
     p = _train(run, tiny_cache, 3, "model.dim=16")

@@ -34,19 +34,12 @@ for log in /tmp/*.log; do
     echo "== $log"
     grep -E "epoch [0-9]+:|test accuracy|Error|error|Traceback" "$log" | tail -40
 done
-# A run stopped before its end has no model/ yet: take the best epoch's parts out of best.keras.
+# A run stopped before its end has no model/ yet: its best epoch's parts (siamese.train.save_parts),
+# left for tools/refinish.py to calibrate and score.
 for run in /tmp/runs/*; do
-    [ -f "$run/model/embedding.keras" ] || [ ! -f "$run/best.keras" ] || python3 - "$run" <<'PY'
-import sys, keras
-from pathlib import Path
-import siamese.model  # noqa: F401  (custom layers)
-run = Path(sys.argv[1])
-best = keras.saving.load_model(run / "best.keras", compile=False)
-(run / "model").mkdir(exist_ok=True)
-for part in ("embedding", "head"):
-    best.get_layer(part).save(run / "model" / f"{part}.keras")
-print(run, "stopped early: best epoch's parts saved, not calibrated")
-PY
+    [ -f "$run/model/embedding.keras" ] || [ ! -f "$run/best.keras" ] ||
+        python3 -c "import sys; from pathlib import Path; from siamese.train import save_parts; \
+save_parts(Path(sys.argv[1])); print(sys.argv[1], 'stopped early: best epoch saved')" "$run"
 done
 cp /tmp/*.log /tmp/runs/ 2>/dev/null
 tar czf /tmp/runs.tgz -C /tmp --exclude=best.keras --exclude=last.keras --exclude=tensorboard runs
