@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+SIAMESE := $(VENV)/bin/siamese
 ARGS ?=
 PREPARE_ARGS ?=
 
@@ -30,86 +31,86 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
-test: venv ## run the fast test suite (what CI runs)
+test: venv ## lint, then run the fast test suite (what CI runs)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
 test-slow: venv ## run the slow tests too (full-LFW checks)
 	$(PY) -m pytest -m "slow or not slow" $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
-	$(PY) -m siamese.data fetch --link data/lfw
+	$(SIAMESE) data fetch
 
 prepare: venv ## detect + align all of LFW into data/cache (resumable; ARGS=hydra overrides)
-	$(PY) -m siamese.cli prepare $(ARGS)
+	$(SIAMESE) prepare $(ARGS)
 
 detect: venv ## faces in INPUT (photo/folder/video) -> OUT/crops + OUT/manifest.csv
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make detect INPUT=photos/ OUT=faces/"; exit 2; }
-	$(PY) -m siamese.cli detect "$(INPUT)" --out "$(OUT)" $(ARGS)
+	$(SIAMESE) detect "$(INPUT)" --out "$(OUT)" $(ARGS)
 
 collect: venv ## capture PERSON's face from SOURCE (camera index or video) into data/faces/
 	@test -n "$(PERSON)" || { echo "usage: make collect PERSON=alice [SOURCE=0]"; exit 2; }
-	$(PY) -m siamese.cli collect "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+	$(SIAMESE) collect "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
 train: venv ## build the LFW cache if needed, then train (resumes if re-run; ARGS=overrides)
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.cli train $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) train $(ARGS)
 
 evaluate: venv ## evaluate MODEL (default: the shipped model) on LFW View 1 + View 2; ARGS=overrides
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.cli evaluate $(if $(MODEL),"$(MODEL)") $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) evaluate $(if $(MODEL),"$(MODEL)") $(ARGS)
 
 export: venv ## export RUN (a training run dir) to .keras/SavedModel/ONNX/TFLite + model card
 	@test -n "$(RUN)" || { echo "usage: make export RUN=checkpoints/<run> [ARGS=out=DIR]"; exit 2; }
-	$(PY) -m siamese.cli export "$(RUN)" $(ARGS)
+	$(SIAMESE) export "$(RUN)" $(ARGS)
 
 unrestricted: venv ## LFW View 2 unrestricted: ten trainings (hours on CPU; ARGS=+experiment=smoke to check)
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.cli unrestricted $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) unrestricted $(ARGS)
 
 cluster: venv ## group the faces in INPUT (photo folder or video) by person -> OUT/person_NNN/
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make cluster INPUT=photos/|clip.mp4 OUT=people/"; exit 2; }
-	$(PY) -m siamese.cli cluster "$(INPUT)" --out "$(OUT)" $(ARGS)
+	$(SIAMESE) cluster "$(INPUT)" --out "$(OUT)" $(ARGS)
 
 ensemble: venv ## combine trained models into one: make ensemble OUT=checkpoints/ens MODELS="run1 run2 ..."
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.ensemble "$(OUT)" $(MODELS) --cache data/cache/lfw_yunet_112_p0.0 $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) ensemble "$(OUT)" models="[$(shell echo $(MODELS) | tr ' ' ',')]" $(ARGS)
 
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
-	$(PY) -m siamese.cluster_bench compare
-	$(PY) -m siamese.cluster_bench scale
+	$(SIAMESE) bench cluster $(ARGS)
+	$(SIAMESE) bench cluster-scale $(ARGS)
 
-enroll: venv ## enrol PERSON for verification from SOURCE (camera index, video, photo or folder)
+enroll: venv ## enrol PERSON into the gallery from SOURCE (camera index, video, photo or folder)
 	@test -n "$(PERSON)" || { echo "usage: make enroll PERSON=alice [SOURCE=0|clip.mp4|photos/]"; exit 2; }
-	$(PY) -m siamese.cli enroll "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+	$(SIAMESE) enroll "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
 verify: venv ## is PERSON in front of SOURCE (camera index, video, URL)? window, or video + jsonl
 	@test -n "$(PERSON)" || { echo "usage: make verify PERSON=alice [SOURCE=0|clip.mp4]"; exit 2; }
-	$(PY) -m siamese.cli verify "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+	$(SIAMESE) verify "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
 calibrate: venv ## fit MODEL's verification threshold (verify.json) and clustering settings (cluster.json)
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 $(ARGS)
-	$(PY) -m siamese.calibration $(or $(MODEL),siamese/assets/default_model) --cache data/cache/lfw_yunet_112_p0.0 --clustering $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) calibrate $(if $(MODEL),"$(MODEL)") overwrite=true $(ARGS)
 
 bench-verify: venv ## FPS and ms per stage of live verification on the Hamilton sample clip
-	$(PY) -m siamese.bench verify
+	$(SIAMESE) bench verify $(ARGS)
 
 gallery: venv ## known-faces gallery: ACTION=import|add|list|remove|reembed|calibrate [SRC=..] [PERSON=..]
-	$(PY) -m siamese.cli gallery $(or $(ACTION),list) $(if $(SRC),"$(SRC)") $(if $(PERSON),--person "$(PERSON)") $(ARGS)
+	$(SIAMESE) gallery $(or $(ACTION),list) $(if $(SRC),"$(SRC)") $(if $(PERSON),--person "$(PERSON)") $(ARGS)
 
 recognize: venv ## name the faces in INPUT (photo or folder) against the gallery, or "unknown"
 	@test -n "$(INPUT)" || { echo "usage: make recognize INPUT=photos/ [ARGS=json=true]"; exit 2; }
-	$(PY) -m siamese.cli recognize "$(INPUT)" $(ARGS)
+	$(SIAMESE) recognize "$(INPUT)" $(ARGS)
 
 openset: venv ## open-set identification on unseen LFW people: top-1/5, DIR@FAR 1%/10%, unknowns accepted
-	$(PY) -m siamese.cli prepare $(PREPARE_ARGS)
-	$(PY) -m siamese.cli openset $(ARGS)
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) openset $(ARGS)
 
 bench-gallery: venv ## gallery at 1M embeddings: 10k-add, insert/load time, ms per query
-	$(PY) -c "from siamese.openset import bench_gallery; bench_gallery()"
+	$(SIAMESE) bench gallery $(ARGS)
 
 bench: venv ## print detection ms per image and the LFW cache build time
-	$(PY) -m siamese.cli bench $(ARGS)
+	$(SIAMESE) bench detect $(ARGS)
 
 clean: ## remove the virtualenv and Python caches (never data/ or checkpoints/)
 	rm -rf $(VENV) .pytest_cache

@@ -22,11 +22,10 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from siamese import cache, plots
-from siamese.data import LFW
-from siamese.evaluate import lfw_pair_faces, score_pairs
-from siamese.export import Embedder
-from siamese.faces import resize_faces
+from siamese.data import LFW, cache
+from siamese.eval import plots
+from siamese.eval.evaluate import lfw_pair_scores
+from siamese.model import Embedder
 
 REPO = Path.cwd() if (Path.cwd() / "conf").exists() else Path.cwd().parent
 N_PEOPLE = 12          # people with the most images, for the embedding map
@@ -52,7 +51,7 @@ fc = cache.load(cache_dir)
 grid = np.concatenate([np.concatenate(list(fc.images[i * 10:(i + 1) * 10]), 1) for i in range(3)], 0)
 plt.figure(figsize=(12, 4)); plt.imshow(grid); plt.axis("off"); plt.show()"""),
     ("md", "## Protocol pairs: View 1 test, same person (top) and different people (bottom)"),
-    ("code", """images, idx, same = lfw_pair_faces(fc, pairs)
+    ("code", """images, idx, same = fc.pair_faces(pairs)
 show = np.r_[np.flatnonzero(same)[:6], np.flatnonzero(~same)[:6]]
 fig, axes = plt.subplots(2, 6, figsize=(12, 4.5))
 for ax, i in zip(axes.ravel(), show):
@@ -69,7 +68,7 @@ plt.imshow(np.concatenate([face] + [augment(image=face)["image"] for _ in range(
 
 model = Embedder.load(REPO / "siamese" / "assets" / "default_model")
 rows = [i for i, r in enumerate(fc.refs) if r.person in set(top)]
-emb = model.embed(resize_faces(np.asarray(fc.images[rows]), model.input_size))
+emb = model.embed(model.prepare(fc.images[rows]))
 xy = PCA(2).fit_transform(emb)
 names = [fc.refs[i].person for i in rows]
 plt.figure(figsize=(7, 5))
@@ -78,7 +77,7 @@ for p in top:
     plt.scatter(xy[m, 0], xy[m, 1], s=12, label=p.replace("_", " "))
 plt.legend(fontsize=6, ncol=2); plt.title(f"{model.format} embeddings, {len(rows)} faces"); plt.show()"""),
     ("md", "## ROC on the slice's View 1 test pairs (the full evaluation: `make evaluate`)"),
-    ("code", """scores = score_pairs(model, images, idx)
+    ("code", """_, _, scores, same = lfw_pair_scores(model, lfw, fc, pairs)
 out = plots.roc({"View 1 slice": (scores, same)}, Path(tempfile.mkdtemp()) / "roc.png")
 plt.figure(figsize=(5, 4.2)); plt.imshow(plt.imread(out)); plt.axis("off"); plt.show()
 print("accuracy at the model's threshold:", np.mean((scores >= model.threshold) == same))"""),

@@ -1,24 +1,42 @@
 """siamese: train, evaluate and use your own Siamese face-verification network.
 
-Modules are named after what they hold (see README, "Layout"); import from them directly, e.g.
-`from siamese.faces import YuNetDetector`. Importing the package itself loads nothing heavy.
+The package is layered, each subpackage importing only the ones before it (docs/architecture.md):
+`io` (files, images, videos) <- `faces` (detect, align, track, capture) <- `data` (LFW, the face
+cache, sampling) <- `model` (networks, the `Embedder`) <- `gallery` <- `verify`, `cluster` <- `eval`
+<- `train` <- `commands` (Hydra glue) <- `cli`. Importing the package itself loads nothing heavy.
 """
 
-from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = PACKAGE_DIR / "assets" / "default_model"
+
+def _paths():
+    from siamese.io import paths  # imported when first needed: `import siamese` stays light
+
+    return paths
+
+
+def _lfw_cache(root, detector="yunet", size=112, padding=0.0) -> str:
+    return str(_paths().lfw_cache(root, detector, size, padding))
+
+
+def __getattr__(name: str):
+    if name in ("DEFAULT_MODEL", "PACKAGE_DIR"):
+        return getattr(_paths(), name)
+    raise AttributeError(f"module 'siamese' has no attribute {name!r}")
 
 
 def _register_resolvers() -> None:
-    # `${siamese:default_model}` in conf/ names the shipped model wherever the command runs from.
+    # `${siamese:default_model}` in conf/ names the shipped model wherever the command runs from;
+    # `${siamese_cache:ROOT,DETECTOR,SIZE,PADDING}` is an LFW face cache's folder (one definition:
+    # siamese.io.paths.lfw_cache).
     try:
         from omegaconf import OmegaConf
     except ImportError:  # config-free use of the package
         return
     if not OmegaConf.has_resolver("siamese"):
         OmegaConf.register_new_resolver("siamese", lambda key: str(
-            {"default_model": DEFAULT_MODEL, "package_dir": PACKAGE_DIR}[key]))
+            {"default_model": _paths().DEFAULT_MODEL, "package_dir": _paths().PACKAGE_DIR}[key]))
+    if not OmegaConf.has_resolver("siamese_cache"):
+        OmegaConf.register_new_resolver("siamese_cache", _lfw_cache)
 
 
 _register_resolvers()

@@ -30,6 +30,6 @@ def samples() -> Path:
 
 @pytest.fixture(scope="session")
 def yunet():
-    from siamese.faces import YuNetDetector
+    from siamese.faces.detect import YuNetDetector
 
     return YuNetDetector()

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from siamese import cache
-from siamese.data import LFW
+from siamese.data import cache
+from siamese.data.lfw import LFW
 
 DETECTOR = {"_target_": "siamese.faces.YuNetDetector", "min_score": 0.5, "max_side": 960}
 

@@ -13,8 +13,9 @@ from siamese.cli import _rewrite
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 REQUIRED = {"detect": ["input=x", "out=y"], "collect": ["person=me"], "export": ["run_dir=x"],
-            "cluster": ["input=x", "out=y"], "recognize": ["input=x"],
-            "enroll": ["person=me"], "verify": ["person=me"]}  # values marked ??? in the config
+            "cluster": ["input=x", "out=y"], "recognize": ["input=x"], "verify": ["person=me"],
+            "ensemble": ["out=x", "models=[a,b]"], "refinish": ["runs=[x]"]}  # values marked ??? in the config
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PRIMARY = sorted(p.stem for p in CONF.glob("*.yaml"))
 
 
@@ -37,6 +38,34 @@ def test_every_config_composes_and_resolves(name, detector):
             from hydra.utils import instantiate
 
             assert hasattr(instantiate(cfg.detector), "detect")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("name", ["train", "unrestricted"])
+def test_every_experiment_composes_and_resolves(name, experiment):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(name, overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        for key in plain:
+            if key != "hydra" and OmegaConf.is_config(cfg[key]):
+                OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
+        assert cfg.run_dir and cfg.model.input_size > 0 and cfg.train.epochs > 0
+
+
+def test_one_cache_path_everywhere():
+    """Every config that reads the LFW face cache names the one `prepare` builds by default."""
+    from siamese.io.paths import lfw_cache
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        prepare = compose("prepare", return_hydra_config=True)
+        HydraConfig.instance().set_config(prepare)
+        built = prepare.cache_dir
+        readers = {"train": compose("train").cache_dir, "evaluate": compose("evaluate").cache_dir,
+                   "calibrate": compose("calibrate").cache_dir, "bench": compose("bench").cache_dir,
+                   "gallery": compose("gallery").calibration.cache_dir,
+                   "recognize": compose("recognize", overrides=["input=x"]).calibration.cache_dir}
+    assert set(readers.values()) == {built} == {str(lfw_cache("data/cache"))}, readers
 
 
 def test_prepare_cache_dir_names_detector_and_size():
@@ -67,7 +96,7 @@ def test_help_lists_commands():
 def test_bad_input_is_one_clear_line(tmp_path):
     r = _run("detect", str(tmp_path / "missing_folder"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2
-    err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "missing_folder" in err[0] and "Traceback" not in r.stderr
 
 

@@ -12,10 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese import graph, metrics
-from siamese.cluster import MANIFEST_COLUMNS, cluster
-from siamese.pipeline import read_manifest
-from siamese.faces import box_iou as iou
+from siamese.cluster import graph, linkage, neighbours
+from siamese.cluster import scores as metrics
+from siamese.cluster.group import cluster
+from siamese.cluster.output import MANIFEST_COLUMNS
+from siamese.faces.detect import box_iou as iou
+from siamese.faces.folder import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,7 @@ def _same_partition(a, b):
 @pytest.mark.parametrize("algorithm", graph.ALGORITHMS)
 def test_planted_clusters_are_recovered_and_loners_unassigned(algorithm):
     x, truth = _planted()
-    labels = graph.cluster_embeddings(x, graph.cosine, 0.6, algorithm, k=10, eps=0.3)
+    labels = graph.cluster_embeddings(x, neighbours.cosine, 0.6, algorithm, k=10, eps=0.3)
     loners = truth >= 6
     assert (labels[loners] == -1).all()
     assert (labels[~loners] >= 0).all()
@@ -62,13 +64,13 @@ def test_components_chain_where_whispers_do_not():
 
 def test_knn_matches_brute_force_in_small_chunks():
     x, _ = _planted()
-    idx, sim = graph.knn(x, 5, chunk_bytes=4 * len(x) * 7)  # 7 rows per chunk
+    idx, sim = neighbours.knn(x, 5, chunk_bytes=4 * len(x) * 7)  # 7 rows per chunk
     full = x @ x.T
     np.fill_diagonal(full, -np.inf)
     ref = np.argsort(-full, axis=1)[:, :5]
     assert (np.sort(idx, 1) == np.sort(ref, 1)).all()
     assert (np.diff(sim, axis=1) <= 1e-6).all()
-    assert graph.knn(x[:1], 5)[0].shape == (1, 0)
+    assert neighbours.knn(x[:1], 5)[0].shape == (1, 0)
 
 
 def test_cannot_link_splits_a_merged_group():
@@ -76,14 +78,14 @@ def test_cannot_link_splits_a_merged_group():
     # Pretend the model confuses everyone: one group; but two faces share a photo.
     a, b = np.flatnonzero(truth == 0)[0], np.flatnonzero(truth == 1)[0]
     merged = np.zeros(len(x), np.int64)
-    labels, evicted = graph.split_conflicts(merged, x, graph.cosine, 0.6, np.array([[a, b]]))
+    labels, evicted = graph.split_conflicts(merged, x, neighbours.cosine, 0.6, np.array([[a, b]]))
     assert labels[a] != labels[b] and evicted >= 1
     # ... and cluster_embeddings honours it even at a threshold that joins everyone.
     for algorithm in ("components", "agglomerative"):
-        labels = graph.cluster_embeddings(x, graph.cosine, -1.0, algorithm, cannot_link=[[a, b]])
+        labels = graph.cluster_embeddings(x, neighbours.cosine, -1.0, algorithm, cannot_link=[[a, b]])
         assert labels[a] != labels[b], algorithm
     # Agglomerative never merges such groups: the rest still joins one side or the other.
-    labels = graph.agglomerative(x, -1.0, k=11, cannot_link=np.array([[a, b]]))
+    labels = linkage.agglomerative(x, -1.0, k=11, cannot_link=np.array([[a, b]]))
     assert len(set(labels.tolist())) == 2 and (labels >= 0).all()
 
 
@@ -92,10 +94,10 @@ def test_agglomerative_judges_tracks_by_their_faces():
     # (cosine 1), but a face of one is like a face of the other only half the time (mean 0.5).
     e = np.eye(4, dtype=np.float32)[:2]
     mean = (e.sum(0) / np.linalg.norm(e.sum(0)))[None].repeat(2, 0)
-    assert graph.agglomerative(mean, 0.6).tolist() == [0, 0]
+    assert linkage.agglomerative(mean, 0.6).tolist() == [0, 0]
     sums = e.sum(0)[None].repeat(2, 0)
-    assert graph.agglomerative(mean, 0.6, sums=sums, counts=[2, 2]).tolist() == [-1, -1]
-    assert graph.agglomerative(mean, 0.45, sums=sums, counts=[2, 2]).tolist() == [0, 0]
+    assert linkage.agglomerative(mean, 0.6, sums=sums, counts=[2, 2]).tolist() == [-1, -1]
+    assert linkage.agglomerative(mean, 0.45, sums=sums, counts=[2, 2]).tolist() == [0, 0]
 
 
 def test_agglomerative_is_exact_average_linkage():
@@ -108,10 +110,10 @@ def test_agglomerative_is_exact_average_linkage():
     x[:30] += 1.5
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     for t in (0.2, 0.5, 0.8):
-        ours = graph.agglomerative(x, t, k=59)
+        ours = linkage.agglomerative(x, t, k=59)
         ref = AgglomerativeClustering(None, metric="cosine", linkage="average",
                                       distance_threshold=1 - t).fit_predict(x)
-        assert _same_partition(ours, graph.relabel(ref)), t
+        assert _same_partition(ours, neighbours.relabel(ref)), t
         assert len(set(ours.tolist())) > 2  # a real test: neither all apart nor all merged
 
 
@@ -129,15 +131,15 @@ def test_the_bar_falls_to_the_floor_for_big_groups():
     # Two big groups 0.35 apart in mean cosine: the bar for two single faces (0.5) keeps them
     # apart; with floor 0.2 the bar for 10 x 10 faces is 0.2 + 0.3 / 10 = 0.23, so they join.
     x = _two_groups(10, 0.35)
-    assert len(set(graph.agglomerative(x, 0.5, k=19).tolist())) == 2
-    assert len(set(graph.agglomerative(x, 0.5, 0.2, k=19).tolist())) == 1
+    assert len(set(linkage.agglomerative(x, 0.5, k=19).tolist())) == 2
+    assert len(set(linkage.agglomerative(x, 0.5, 0.2, k=19).tolist())) == 1
     # Two single faces at the same similarity need the full bar: they stay apart.
     pair = _two_groups(1, 0.35)
-    assert graph.agglomerative(pair, 0.5, 0.2).tolist() == [-1, -1]
+    assert linkage.agglomerative(pair, 0.5, 0.2).tolist() == [-1, -1]
 
 
 def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
-    from siamese.calibration import fit_clustering
+    from siamese.eval.calibration import fit_clustering
 
     x, truth = _planted()
     r = fit_clustering(x, truth)
@@ -148,13 +150,13 @@ def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
     assert r["different_mean"] == pytest.approx(s[~same].mean(), abs=1e-4)
     assert r["floor"] == pytest.approx((r["same_mean"] + r["different_mean"]) / 2, abs=1e-4)
     assert r["bcubed_f1"] == 1.0 and r["threshold"] >= r["floor"]
-    assert metrics.bcubed_scores(truth, graph.agglomerative(x, r["threshold"], r["floor"]))["f1"] == 1.0
+    assert metrics.bcubed_scores(truth, linkage.agglomerative(x, r["threshold"], r["floor"]))["f1"] == 1.0
     with pytest.raises(ValueError, match="two or more faces"):
         fit_clustering(x[:3], [0, 1, 2])
 
 
 def test_relabel_orders_by_size_and_drops_singletons():
-    assert graph.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
+    assert neighbours.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
 
 
 # ---- metrics on cases small enough to do by hand -----------------------------------------------
@@ -213,7 +215,7 @@ def test_iou_by_hand():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from siamese.export import Embedder
+    from siamese.model.embedder import Embedder
 
     return Embedder.load(REPO / "siamese" / "assets" / "default_model")
 
@@ -344,13 +346,12 @@ def test_news_clip_gives_one_folder_per_person(tmp_path, samples, embedder, yune
     assert all(r["crop"].startswith(f"{r['cluster']}/all/") for r in rows if r["best"] == "0")
     assert all("_t" in r["crop"] and f"f{int(r['frame']):06d}" in r["crop"] for r in rows)
     # The reference photo of Mirziyoyev matches one of the folders.
-    from siamese.faces import central_face
-    from siamese.images import read_image
-    from siamese.pipeline import embed_faces
+    from siamese.faces.detect import central_face
+    from siamese.io.images import read_image
 
     ref = read_image(samples / "reference_faces" / "mirziyoyev.jpg")
     face = central_face(yunet.detect(ref), ref.shape) or yunet.detect(ref)[0]
-    e = embed_faces(embedder, ref, [face])
+    e = embedder.embed_faces(ref, [face])
     centre = {}
     for person in {r["cluster"] for r in best if r["cluster"] != "unassigned"}:
         crops = np.stack([cv2.resize(read_image(out / r["crop"]), (embedder.input_size,) * 2,
@@ -373,8 +374,9 @@ def small_model(tmp_path_factory, embedder):
 
 def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_root, yunet,
                                                                samples, tmp_path, caplog):
-    from siamese.calibration import calibrate_clustering, clustering_settings
-    from siamese.export import Embedder
+    from siamese.cluster.group import clustering_settings
+    from siamese.eval.calibration import calibrate_clustering
+    from siamese.model.embedder import Embedder
 
     emb = Embedder.load(small_model)
     # Without cluster.json, the default algorithm says so and falls back to Chinese whispers.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from siamese import data
-from siamese.data import LFW, DatasetError, ImageRef, Pair, assert_disjoint, check_disjoint, resolve_root
+from siamese.data import fetch as data
+from siamese.data.lfw import LFW, DatasetError, ImageRef, Pair, assert_disjoint, check_disjoint, resolve_root
 
 PROTOCOL_FILES = list(data.CHECKSUMS)
 
@@ -100,10 +100,11 @@ def test_checksums_on_shared_copy(lfw: LFW) -> None:
     assert data.verify_checksums(lfw.root) == {name: True for name in PROTOCOL_FILES}
 
 
-def test_check_cli(lfw: LFW, capsys: pytest.CaptureFixture[str]) -> None:
-    assert data.main(["check", str(lfw.root)]) == 0
-    out = capsys.readouterr().out
-    assert "13233 images of 5749 people" in out and "2200 pairs (1100 same)" in out
+def test_check_counts_the_shared_copy(lfw: LFW) -> None:
+    r = data.check(lfw.root)
+    assert (r["images"], r["people"]) == (13233, 5749)
+    assert r["splits"]["view1_train"]["pairs"] == 2200 and r["splits"]["view1_train"]["same"] == 1100
+    assert r["view2"] == {"folds": 10, "pairs": 6000} and all(r["md5"].values())
 
 
 def test_unknown_split(lfw: LFW) -> None:
@@ -150,11 +151,15 @@ def test_missing_pairs_file(tiny: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "text", "pattern"),
     [
-        ("pairsDevTrain.txt", "1\nAnn_A\t1\t2\nAnn_A 1 Bob_B 1 extra\n", r"pairsDevTrain\.txt line 3: expected 'Name i j' or"),
-        ("pairsDevTrain.txt", "1\nAnn_A\t0\t2\nAnn_A\t1\tBob_B\t1\n", r"pairsDevTrain\.txt line 2: an image index must be .*'0'"),
-        ("pairsDevTrain.txt", "1\nAnn_A\t1\tBob_B\t1\nAnn_A\t1\t2\n", r"pairsDevTrain\.txt line 2: expected 'Name i j' \(matched\)"),
+        ("pairsDevTrain.txt", "1\nAnn_A\t1\t2\nAnn_A 1 Bob_B 1 extra\n",
+         r"pairsDevTrain\.txt line 3: expected 'Name i j' or"),
+        ("pairsDevTrain.txt", "1\nAnn_A\t0\t2\nAnn_A\t1\tBob_B\t1\n",
+         r"pairsDevTrain\.txt line 2: an image index must be .*'0'"),
+        ("pairsDevTrain.txt", "1\nAnn_A\t1\tBob_B\t1\nAnn_A\t1\t2\n",
+         r"pairsDevTrain\.txt line 2: expected 'Name i j' \(matched\)"),
         ("pairsDevTrain.txt", "1\n\nAnn_A\t1\t2\nAnn_A\tx\tBob_B\t1\n", r"pairsDevTrain\.txt line 4: an image index"),
-        ("pairsDevTrain.txt", "1\nAnn_A\t1\t2\nAnn_A\t1\tAnn_A\t2\n", r"pairsDevTrain\.txt line 3: a mismatched pair names one"),
+        ("pairsDevTrain.txt", "1\nAnn_A\t1\t2\nAnn_A\t1\tAnn_A\t2\n",
+         r"pairsDevTrain\.txt line 3: a mismatched pair names one"),
         ("peopleDevTrain.txt", "1\nAnn_A\t-2\n", r"peopleDevTrain\.txt line 2: the image count must be .*'-2'"),
         ("peopleDevTrain.txt", "1\nAnn_A\n", r"peopleDevTrain\.txt line 2: expected 'Name count'"),
     ],
@@ -222,10 +227,11 @@ def test_fetch_skips_verified_files(lfw: LFW, tmp_path: Path, monkeypatch: pytes
     assert data.fetch(tmp_path) == tmp_path
 
 
-def test_fetch_cli_links_existing_copy(lfw: LFW, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_links_an_existing_copy(lfw: LFW, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LFW_ROOT", str(lfw.root))
-    assert data.main(["fetch"]) == 0
-    assert not (tmp_path / "data" / "lfw").exists()  # without --link it only says where the copy is
-    assert data.main(["fetch", "--link"]) == 0
+    assert data.link_existing("data/lfw", link=False) == ("elsewhere", lfw.root.absolute())
+    assert not (tmp_path / "data" / "lfw").exists()  # without link it only says where the copy is
+    assert data.link_existing("data/lfw")[0] == "linked"
     assert (tmp_path / "data" / "lfw").resolve() == lfw.root.resolve()
+    assert data.link_existing("data/lfw")[0] == "exists"  # never replaced

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese.ensemble import Ensemble, build
-from siamese.export import Embedder
-from siamese.faces import align
-from siamese.gallery import model_identity
-from siamese.images import read_image
+from siamese.faces.align import align
+from siamese.io.images import read_image
+from siamese.model.embedder import Embedder
+from siamese.model.ensemble import Ensemble
+from siamese.train.ensemble import build
 
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
 VALIDATION = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]  # 22 LFW photos
@@ -48,7 +48,7 @@ def test_an_ensemble_of_a_model_with_itself_is_that_model(built, faces):
     ens, one = Embedder.load(built / "ens"), Embedder.load(built / "a")
     assert isinstance(ens, Ensemble) and len(ens.members) == 2 and ens.dim == 2 * one.dim
     e = ens.embed(faces)
-    from siamese.faces import resize_faces
+    from siamese.faces.align import resize_faces
 
     e1 = one.embed(resize_faces(faces, one.input_size))
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
@@ -68,14 +68,14 @@ def test_build_writes_a_relocatable_dir_with_its_own_thresholds(built):
     cal = json.loads((built / "ens" / "cluster.json").read_text())
     assert cal["people"] == 3 and cal["floor"] <= cal["threshold"]
     ens, one = Embedder.load(built / "ens"), Embedder.load(built / "a")
-    fp = model_identity(ens)["fingerprint"]
-    assert fp != model_identity(one)["fingerprint"] and fp == cal["model"]["fingerprint"]
+    fp = ens.identity()["fingerprint"]
+    assert fp != one.identity()["fingerprint"] and fp == cal["model"]["fingerprint"]
     moved = built / "moved"  # members found relative to the ensemble dir
     moved.mkdir()
     shutil.copytree(built / "ens", moved / "ens")
     for m in ("a", "b"):
         (moved / m).symlink_to(built / m)
-    assert model_identity(Embedder.load(moved / "ens"))["fingerprint"] == fp
+    assert Embedder.load(moved / "ens").identity()["fingerprint"] == fp
 
 
 def test_build_refuses_what_cannot_make_an_ensemble(built, tmp_path, lfw_root, yunet):
@@ -93,7 +93,7 @@ def test_build_refuses_what_cannot_make_an_ensemble(built, tmp_path, lfw_root, y
 
 
 def test_clustering_runs_on_an_ensemble(built, samples, yunet, tmp_path):
-    from siamese.cluster import cluster
+    from siamese.cluster.group import cluster
 
     s = cluster(samples / "knn_examples" / "train", tmp_path / "out", Embedder.load(built / "ens"),
                 yunet, labels=True, progress=False)

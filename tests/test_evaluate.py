@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from siamese import cache
-from siamese.data import LFW
-from siamese.evaluate import evaluate, view1
-from siamese.export import Embedder
+from siamese.data import cache
+from siamese.data.lfw import LFW
+from siamese.eval.evaluate import evaluate, view1
+from siamese.model.embedder import Embedder
 
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
 

@@ -11,8 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from siamese import export as ex
-from siamese.model import build_embedding, build_head, embed, pair_scores
+from siamese.model import Embedder
+from siamese.model import export as ex
+from siamese.model.modeldir import sha256
+from siamese.model.networks import build_embedding, build_head, embed, pair_scores
 
 REPO = Path(__file__).resolve().parents[1]
 S, D = 32, 16
@@ -53,8 +55,8 @@ def _random_images(n=8):
 
 
 def _lfw_faces(lfw_root, yunet):
-    from siamese.faces import align
-    from siamese.images import read_image
+    from siamese.faces.align import align
+    from siamese.io.images import read_image
 
     out = []
     for name in FACES:
@@ -112,7 +114,7 @@ def test_every_format_matches_keras(exported, images, request):
     scores = h.run(None, {"emb_a": a, "emb_b": b})[0]
     assert np.abs(scores - head.predict_on_batch([a, b])).max() < TOL
     # the loader does the same maths as siamese.model.embed / pair_scores
-    m = ex.Embedder.load(out)
+    m = Embedder.load(out)
     e = m.embed(images)
     assert np.abs(e - embed(emb, images)).max() < TOL
     assert np.abs(m.score(e, e[::-1]) - pair_scores(head, e, e[::-1])).max() < TOL
@@ -124,9 +126,9 @@ def test_embedder_prefers_onnx_and_falls_back_to_keras(exported, tmp_path):
     shutil.copytree(out, keras_only)
     for f in ("embedding.onnx", "head.onnx"):
         (keras_only / f).unlink()
-    fast, slow = ex.Embedder.load(out), ex.Embedder.load(keras_only)
+    fast, slow = Embedder.load(out), Embedder.load(keras_only)
     assert (fast.format, slow.format) == ("onnx", "keras")
-    assert ex.Embedder.load(out, prefer=("keras",)).format == "keras"
+    assert Embedder.load(out, prefer=("keras",)).format == "keras"
     images = _random_images()
     e1, e2 = fast.embed(images), slow.embed(images)
     assert e1.shape == (8, D) and e1.dtype == np.float32
@@ -141,7 +143,7 @@ def test_embedder_prefers_onnx_and_falls_back_to_keras(exported, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         fast.embed(images.astype(np.float32))
     # a run dir loads its model/ (no export yet)
-    assert ex.Embedder.load(model.parent).path == model
+    assert Embedder.load(model.parent).path == model
 
 
 def test_refuses_to_overwrite_and_replaces_when_asked(exported, tmp_path):
@@ -177,14 +179,14 @@ def test_model_card_and_checksums(exported):
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert set(meta["files"]) == on_disk - {"model.json"}
     for name, digest in meta["files"].items():
-        assert ex.sha256(out / name) == digest, name
-    assert ex.sha256(out / "embedding.keras") == ex.sha256(model / "embedding.keras")  # a copy
+        assert sha256(out / name) == digest, name
+    assert sha256(out / "embedding.keras") == sha256(model / "embedding.keras")  # a copy
 
 
 def test_onnx_path_never_imports_tensorflow(exported):
     code = (
         "import sys, numpy as np\n"
-        "from siamese.export import Embedder\n"
+        "from siamese.model import Embedder\n"
         f"m = Embedder.load({str(exported[1])!r})\n"
         f"e = m.embed(np.zeros((3, {S}, {S}, 3), np.uint8))\n"
         "m.verify(e, e)\n"
@@ -203,7 +205,7 @@ def test_mixed_precision_models_export_in_float32(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     ex.export(model, tmp_path / "out", formats=("onnx",))
-    m = ex.Embedder.load(tmp_path / "out")
+    m = Embedder.load(tmp_path / "out")
     images = _random_images(4)
     mixed = keras.saving.load_model(model / "embedding.keras")
     # float16 compute inside; the final L2 normalisation is kept in float32 by design.
@@ -224,9 +226,11 @@ def test_config_composes_and_exports_a_run(exported, tmp_path):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("export", overrides=[f"run_dir={run}", "formats=[keras,onnx]"])
     assert cfg.out is None and cfg.overwrite is False
-    paths = ex.export_from_config(cfg)
+    from siamese.commands.training import export as export_command
+
+    paths = export_command(cfg)
     assert paths["onnx"] == run / "export" / "embedding.onnx"
     card = (run / "export" / "MODEL_CARD.md").read_text()
     assert "view1" in card and "| accuracy | 0.655 |" in card
     assert "siamese train limit_people=300" in card and "first 300 training people" in card
-    assert ex.Embedder.load(run).format == "onnx"  # a run dir loads its (newer) export
+    assert Embedder.load(run).format == "onnx"  # a run dir loads its (newer) export

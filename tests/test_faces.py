@@ -1,9 +1,8 @@
 import numpy as np
-import pytest
 
-from siamese.faces import (Face, HaarDetector, align, central_face, similarity_transform,
-                           template)
-from siamese.images import read_image
+from siamese.faces.align import align, similarity_transform, template
+from siamese.faces.detect import Face, HaarDetector, central_face
+from siamese.io.images import read_image
 
 
 def test_two_people_photo_has_both_faces(samples, yunet):
@@ -17,7 +16,7 @@ def test_two_people_photo_has_both_faces(samples, yunet):
 
 
 def test_big_photo_is_detected_on_a_downscaled_copy_in_source_pixels(samples):
-    from siamese.faces import YuNetDetector
+    from siamese.faces.detect import YuNetDetector
 
     image = read_image(samples / "photos" / "obama_and_biden.jpg")  # 2000x1428
     full = YuNetDetector(max_side=None).detect(image)
@@ -48,7 +47,7 @@ def test_template_scales_and_pads():
 
 
 def test_aligned_crop_puts_landmarks_on_the_template(lfw_root, yunet):
-    from siamese.faces import YuNetDetector
+    from siamese.faces.detect import YuNetDetector
 
     image = read_image(lfw_root / "lfw" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg")
     face = central_face(yunet.detect(image), image.shape)
@@ -86,7 +85,7 @@ def test_central_face_prefers_the_box_holding_the_centre():
 
 
 def test_detection_finds_the_central_face_on_a_random_lfw_sample(lfw_root, yunet):
-    from siamese.data import LFW
+    from siamese.data.lfw import LFW
 
     lfw = LFW(lfw_root)
     refs = lfw.images()
@@ -108,10 +107,3 @@ def test_haar_detector_gives_box_and_placed_landmarks(lfw_root):
 
 def test_no_face_in_a_blank_image(yunet):
     assert yunet.detect(np.full((200, 300, 3), 127, np.uint8)) == []
-
-
-def test_unknown_detector_name_is_a_clear_error():
-    from siamese.faces import make_detector
-
-    with pytest.raises(ValueError, match="yunet"):
-        make_detector("nope")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from siamese import images
-from siamese.images import IMAGE_SUFFIXES, ImageError, list_images, read_image, write_image
+from siamese.io import images
+from siamese.io.images import IMAGE_SUFFIXES, ImageError, list_images, read_image, write_image
 
 RED_RGB = (255, 0, 0)
 
@@ -350,11 +350,3 @@ def test_write_image_rejects_bad_input(tmp_path, rgb):
     with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8 RGB"):
         write_image(tmp_path / "face.png", rgb.astype(np.float32))
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_text_and_bytes(tmp_path):
-    images.atomic_write_text(tmp_path / "deep" / "notes.txt", "héllo\nwörld\n")
-    assert (tmp_path / "deep" / "notes.txt").read_text(encoding="utf-8") == "héllo\nwörld\n"
-    images.atomic_write_bytes(tmp_path / "blob.bin", b"\x00\x01")
-    assert (tmp_path / "blob.bin").read_bytes() == b"\x00\x01"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin", "deep"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from siamese.metrics import accuracy, best_threshold, roc_auc, summary, tar_at_far
+from siamese.eval.metrics import accuracy, best_threshold, roc_auc, summary, tar_at_far
 
 
 def test_best_threshold_is_exact_on_separable_scores():
@@ -40,7 +40,7 @@ def test_summary_and_errors():
 
 
 def test_eer_and_confusion():
-    from siamese.metrics import confusion, eer
+    from siamese.eval.metrics import confusion, eer
 
     scores = np.array([0.1, 0.4, 0.35, 0.8])
     same = np.array([0, 0, 1, 1])
@@ -51,7 +51,7 @@ def test_eer_and_confusion():
 
 
 def test_kfold_thresholds_come_from_the_other_folds():
-    from siamese.metrics import kfold
+    from siamese.eval.metrics import kfold
 
     # Fold 0 alone would be perfect at 0.5; the other folds put the threshold at 0.25,
     # so fold 0's score must use 0.25 and miss its negatives at 0.3 and 0.4.

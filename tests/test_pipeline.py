@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese.pipeline import detect_folder, read_manifest
+from siamese.faces.folder import detect_folder, read_manifest
 
 
 def _digest(folder):
@@ -75,7 +75,7 @@ def test_empty_folder_gives_an_empty_valid_manifest(tmp_path, yunet):
 
 
 def test_collect_keeps_clear_frontal_faces_and_numbers_on(samples, tmp_path, yunet):
-    from siamese.pipeline import collect, read_face_folders
+    from siamese.faces.capture import collect, read_face_folders
 
     clip = samples / "video" / "short_hamilton_clip.mp4"
     r = collect(str(clip), "lin", tmp_path, yunet, count=4, every_s=0.5, progress=False)
@@ -88,15 +88,15 @@ def test_collect_keeps_clear_frontal_faces_and_numbers_on(samples, tmp_path, yun
 
 
 def test_collect_refuses_a_path_like_name(samples, tmp_path, yunet):
-    from siamese.pipeline import collect
+    from siamese.faces.capture import collect
 
     with pytest.raises(ValueError, match="person name"):
         collect(str(samples / "video" / "short_hamilton_clip.mp4"), "../x", tmp_path, yunet)
 
 
 def test_dominant_face_needs_one_clear_face():
-    from siamese.faces import Face
-    from siamese.pipeline import dominant_face
+    from siamese.faces.capture import dominant_face
+    from siamese.faces.detect import Face
 
     def face(w):
         return Face(np.array([0, 0, w, w], np.float32), np.zeros((5, 2), np.float32), 0.9)

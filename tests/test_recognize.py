@@ -7,18 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese.enrol import import_folder
-from siamese.gallery import Gallery, model_identity
-from siamese.openset import evaluate_open_set
-from siamese.index import Index
-from siamese.recognize import Recognizer, Svc, calibrate, load_recognizer, recognize, threshold_at_far
+from siamese.eval.openset import evaluate_open_set
+from siamese.gallery.calibrate import refresh
+from siamese.gallery.enrol import import_folder
+from siamese.gallery.index import Index
+from siamese.gallery.recognize import Recognizer, Svc, calibrate, load_recognizer, recognize, threshold_at_far
+from siamese.gallery.store import Gallery
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from siamese.export import Embedder
+    from siamese.model.embedder import Embedder
 
     return Embedder.load(REPO / "siamese" / "assets" / "default_model")
 
@@ -27,16 +28,16 @@ def embedder():
 def known_db(tmp_path_factory, samples, yunet, embedder, lfw_root):
     """knn_examples/train enrolled and calibrated on 80 unseen LFW people (photos, not the cache)."""
     db = tmp_path_factory.mktemp("recognize") / "known.sqlite"
-    with Gallery(db, model_identity(embedder)) as g:
+    with Gallery(db, embedder.identity()) as g:
         import_folder(g, embedder, yunet, samples / "knn_examples" / "train")
-        load_recognizer(g, embedder, "combined", 0.01, {"people": 80, "cache_dir": None}, lfw_root, yunet)
+        refresh(g, embedder, 0.01, lfw_root=lfw_root, detector=yunet, people=80)  # what `gallery import` does
     return db
 
 
 @pytest.fixture
 def gallery(known_db, tmp_path, embedder):
     shutil.copy(known_db, tmp_path / "g.sqlite")
-    with Gallery(tmp_path / "g.sqlite", model_identity(embedder)) as g:
+    with Gallery(tmp_path / "g.sqlite", embedder.identity()) as g:
         yield g
 
 
@@ -79,7 +80,7 @@ def test_a_stranger_is_unknown_at_the_calibrated_threshold(gallery, samples, yun
 
 
 def test_an_empty_gallery_answers_unknown_with_a_warning(tmp_path, samples, yunet, embedder, caplog):
-    with Gallery(tmp_path / "empty.sqlite", model_identity(embedder)) as g:
+    with Gallery(tmp_path / "empty.sqlite", embedder.identity()) as g:
         rec = load_recognizer(g, embedder, "combined")
     matches, _ = recognize(samples / "photos" / "two_people.jpg", rec, yunet)
     assert [(m.name, m.score, m.known) for m in matches] == [("unknown", 0.0, False)] * 2
@@ -124,15 +125,31 @@ def test_svc_round_trips_through_the_db_without_pickle(gallery, embedder):
     refit = Svc.fit(v, labels)
     assert np.allclose(Svc(stored["coef"], stored["intercept"]).decision(v), refit.decision(v), atol=1e-4)
     assert (rec.svc.decision(v).argmax(1) == labels).all()  # the gallery's own faces
-    gallery.remove("biden")  # a change: the next load refits on the new revision
+    gallery.remove("biden")  # a change: the next load refits in memory, the stored one stays
     rec2 = load_recognizer(gallery, embedder, "svc")
-    assert gallery.classifier()["classes"] == rec2.names == [n for n in names if n != "biden"]
+    assert rec2.names == [n for n in names if n != "biden"] != gallery.classifier()["classes"] == names
+    assert rec2.calibration["revision"] == gallery.revision  # measured again, in memory
+    assert gallery.get("calibration")["revision"] == gallery.revision - 1  # not written
+
+
+def test_recognizing_never_writes_the_gallery(gallery, samples, yunet, embedder):
+    """A read command reads: the db file is byte-identical after loading and recognising with
+    every method, even after a change made the stored calibration stale."""
+    gallery.remove("biden")
+    path = gallery.path
+    gallery.close()
+    before = path.read_bytes()
+    with Gallery(path, create=False) as g:
+        for method in ("nn", "svc", "combined"):
+            for far in (0.01, 0.05):
+                recognize(samples / "knn_examples" / "test", load_recognizer(g, embedder, method, far), yunet)
+    assert path.read_bytes() == before
 
 
 def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_root):
     from hydra import compose, initialize_config_dir
 
-    from siamese.recognize import recognize_command
+    from siamese.commands.people import recognize as recognize_command
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("recognize", overrides=[f"input={samples / 'knn_examples' / 'test' / 'obama1.jpg'}",
@@ -221,7 +238,7 @@ def test_int8_index_finds_what_exact_search_finds():
 
 @pytest.mark.slow
 def test_open_set_on_unseen_lfw_people(embedder, lfw_root):
-    from siamese.openset import open_set_lfw
+    from siamese.eval.openset import open_set_lfw
 
     cache = REPO / "data" / "cache" / "lfw_yunet_112_p0.0"
     r = open_set_lfw(embedder, lfw_root, cache if cache.is_dir() else None)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from siamese.sampling import FaceSet, add_people, fixed_pairs, most_similar, sample_pairs, split_people
+from siamese.data.sampling import FaceSet, add_people, fixed_pairs, most_similar, sample_pairs, split_people
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese.export import Embedder
+from siamese.model.embedder import Embedder
 
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
 
@@ -24,7 +24,7 @@ def test_files_match_their_recorded_checksums():
 
 
 def test_it_knows_who_it_saw_and_they_are_view1_training_people(lfw_root):
-    from siamese.data import LFW
+    from siamese.data.lfw import LFW
 
     people = json.loads((SHIPPED / "people.json").read_text())
     seen = set(people["seen"])
@@ -36,16 +36,15 @@ def test_it_knows_who_it_saw_and_they_are_view1_training_people(lfw_root):
 
 @pytest.fixture(scope="module")
 def real_faces(lfw_root):
-    from siamese.faces import YuNetDetector, central_face
-    from siamese.images import read_image
-    from siamese.pipeline import model_crops
+    from siamese.faces.detect import YuNetDetector, central_face
+    from siamese.io.images import read_image
 
     model = Embedder.load(SHIPPED, prefer=("keras",))
     det = YuNetDetector()
     crops = []
     for person, n in (("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Abdullah_Gul", 1), ("Adam_Sandler", 1)):
         image = read_image(lfw_root / "lfw" / person / f"{person}_{n:04d}.jpg")
-        crops.append(model_crops(model, image, [central_face(det.detect(image), image.shape)])[0])
+        crops.append(model.crops(image, [central_face(det.detect(image), image.shape)])[0])
     return np.stack(crops)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from siamese import cache
-from siamese.data import LFW
+from siamese.data import cache
+from siamese.data.lfw import LFW
 
 
 @pytest.mark.slow

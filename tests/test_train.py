@@ -20,8 +20,8 @@ TINY = ["limit_people=100", "val_pairs=60", "val_fraction=0.3", "model.input_siz
 def _cache_dir(tmp_path_factory, lfw_root):
     # A small real cache, aligned by the real detector: 150 training people and the faces of
     # 60 View 1 test pairs (30 same, 30 different).
-    from siamese import cache
-    from siamese.data import LFW
+    from siamese.data import cache
+    from siamese.data.lfw import LFW
 
     lfw = LFW(lfw_root)
     people = dict(list(lfw.people("view1_train").items())[:150])
@@ -87,8 +87,8 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     card = json.loads((run / "model" / "model.json").read_text())
     assert card["input_size"] == 32 and 0 < card["threshold"] < 1
     # Clustering settings fitted on the validation people, who are listed and were not trained on.
-    from siamese.calibration import clustering_settings
-    from siamese.export import Embedder
+    from siamese.cluster.group import clustering_settings
+    from siamese.model.embedder import Embedder
 
     people = json.loads((run / "model" / "people.json").read_text())
     assert len(people["validation"]) == 14 and set(people["validation"]) <= set(people["seen"])
@@ -97,7 +97,7 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
 
     # Re-finishing (what runs trained on a GPU machine get here) recomputes the same numbers
     # from the parts on the same cache, and keeps what the training machine measured.
-    from siamese.train import refinish
+    from siamese.train.refinish import refinish
 
     (run / "model" / "cluster.json").unlink()
     weights = (run / "model" / "embedding.keras").read_bytes()
@@ -115,8 +115,8 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
 
 def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lfw_root):
     # A cache holding 150 people of the other folds and 60 of fold 2's pairs, then one smoke fold.
-    from siamese import cache
-    from siamese.data import LFW
+    from siamese.data import cache
+    from siamese.data.lfw import LFW
 
     lfw = LFW(lfw_root)
     folds = lfw.view2()
@@ -144,7 +144,7 @@ def test_cache_pack_round_trip(tmp_path, tiny_cache):
     # protocol's faces, in order, close to the originals (lossy, a few grey levels).
     import numpy as np
 
-    from siamese import cache
+    from siamese.data import cache
 
     cache_dir, lfw_root = tiny_cache
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"

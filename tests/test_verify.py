@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from siamese.calibration import calibrate
-from siamese.enrolled import enroll, enroll_from_config, load_enrolled
-from siamese.export import Embedder
-from siamese.faces import YuNetDetector
-from siamese.gallery import model_identity
-from siamese.images import read_image
-from siamese.faces import box_iou as iou
-from siamese.tracking import FaceTracker
-from siamese.verify import Verifier, judge, run, verify
-from siamese.video import SourceError, iter_frames
+from siamese.eval.calibration import calibrate
+from siamese.faces.detect import YuNetDetector
+from siamese.faces.detect import box_iou as iou
+from siamese.faces.track import FaceTracker
+from siamese.gallery.enrol import enroll
+from siamese.gallery.store import Gallery, GalleryError
+from siamese.io.images import read_image
+from siamese.io.video import SourceError, iter_frames
+from siamese.model.embedder import Embedder
+from siamese.verify.live import run
+from siamese.verify.verifier import Verifier, judge
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "siamese" / "assets" / "default_model"
@@ -69,91 +70,123 @@ def test_empty_gallery_verifies_nobody():
     assert shares.tolist() == [0.0, 0.0] and ok.tolist() == [False, False]
 
 
-# --- enrolment --------------------------------------------------------------------------------
+# --- enrolment (into the gallery: the one store) ------------------------------------------------
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "x y", "..", "é"])
+def _enrol(db, source, name, detector, embedder, **kw):
+    with Gallery(db, embedder.identity()) as g:
+        return enroll(g, embedder, detector, name, source, **kw)
+
+
+def _enrolled(db, name, embedder):
+    with Gallery(db, embedder.identity()) as g:
+        return g.person(name)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "", ".hidden", "..", "unknown"])
 def test_bad_person_names_are_refused(name, tmp_path, embedder, detector, samples):
+    db = tmp_path / "g.sqlite"
     with pytest.raises(ValueError, match="person name"):
-        enroll(samples / "knn_examples" / "train" / "obama", name, tmp_path, detector, embedder)
-    with pytest.raises(ValueError, match="person name"):
-        load_enrolled(tmp_path, name)
-    assert not any(tmp_path.iterdir()) and not (tmp_path.parent / "x").exists()
+        _enrol(db, samples / "knn_examples" / "train" / "obama", name, detector, embedder)
+    with Gallery(db, embedder.identity()) as g:
+        assert g.people() == []
+        with pytest.raises(ValueError, match="person name"):
+            g.person(name)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("g.sqlite")) == []
 
 
-def test_enrol_from_a_folder_adds_then_replaces(tmp_path, embedder, detector, samples):
+def test_enrol_from_a_folder_adds_and_skips_what_it_has(tmp_path, embedder, detector, samples):
     photos = tmp_path / "photos"
     shutil.copytree(samples / "knn_examples" / "train" / "obama", photos)
     shutil.copy(samples / "photos" / "two_people.jpg", photos / "two.jpg")  # two equal faces
     (photos / "notes.jpg").write_bytes(b"not a picture")
     cv2.imwrite(str(photos / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     before = _digest(photos)
-    gallery = tmp_path / "gallery"
+    db = tmp_path / "gallery.sqlite"
 
-    r = enroll(photos, "obama", gallery, detector, embedder)
-    assert (r["kept"], r["total"], r["seen"]) == (2, 2, 4)
-    assert r["skipped"] == {"many_faces": 1, "no_face": 1, "unreadable": 1}
-    folder = gallery / "obama"
-    meta = json.loads((folder / "person.json").read_text())
-    emb = np.load(folder / "embeddings.npy")
-    assert emb.shape == (2, embedder.dim) and meta["count"] == 2
+    r = _enrol(db, photos, "obama", detector, embedder)
+    assert (r["added"], r["many_faces"], r["no_face"], r["unreadable"]) == (2, 1, 1, 1)
+    emb = _enrolled(db, "obama", embedder)
+    assert emb.shape == (2, embedder.dim)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert meta["model"] == model_identity(embedder)
-    crops = sorted((folder / "crops").glob("*.jpg"))
-    assert [c.name for c in crops] == ["obama_0001.jpg", "obama_0002.jpg"]
-    assert read_image(crops[0]).shape == (112, 112, 3)
     assert _digest(photos) == before  # the user's photos are only read
 
-    first = crops[0].read_bytes()
-    r = enroll(photos / "obama.jpg", "obama", gallery, detector, embedder)  # adds, never overwrites
-    assert (r["kept"], r["total"]) == (1, 3)
-    assert (folder / "crops" / "obama_0001.jpg").read_bytes() == first
-    assert load_enrolled(gallery, "obama", embedder).shape == (3, embedder.dim)
-
-    r = enroll([photos / "obama2.jpg"], "obama", gallery, detector, embedder, replace=True)
-    assert (r["kept"], r["total"]) == (1, 1)
-    assert [c.name for c in (folder / "crops").glob("*.jpg")] == ["obama_0001.jpg"]
-    assert load_enrolled(gallery, "obama", embedder).shape == (1, embedder.dim)
-    assert not [p for p in gallery.iterdir() if p.name.startswith(".")]  # no temporary dirs left
+    r = _enrol(db, photos / "obama.jpg", "obama", detector, embedder)  # the same file again
+    assert (r["added"], r["duplicates"]) == (0, 1)
+    shutil.copy(samples / "reference_faces" / "obama_small.jpg", tmp_path / "new.jpg")
+    r = _enrol(db, [tmp_path / "new.jpg"], "obama", detector, embedder)  # adds, never replaces
+    assert r["added"] == 1 and _enrolled(db, "obama", embedder).shape == (3, embedder.dim)
 
 
 def test_enrol_nothing_usable_writes_nothing(tmp_path, embedder, detector):
     cv2.imwrite(str(tmp_path / "wall.png"), np.full((200, 200, 3), 90, np.uint8))
-    r = enroll(tmp_path / "wall.png", "nobody", tmp_path / "g", detector, embedder)
-    assert r["kept"] == 0 and r["skipped"] == {"no_face": 1}
-    assert not (tmp_path / "g" / "nobody").exists()
-    with pytest.raises(FileNotFoundError, match="nobody enrolled"):
-        load_enrolled(tmp_path / "g", "nobody")
+    db = tmp_path / "g.sqlite"
+    r = _enrol(db, tmp_path / "wall.png", "nobody", detector, embedder)
+    assert r["added"] == 0 and r["no_face"] == 1
+    with pytest.raises(GalleryError, match="nobody enrolled"):
+        _enrolled(db, "nobody", embedder)
     with pytest.raises(FileNotFoundError, match="missing.jpg: not found"):
-        enroll(tmp_path / "missing.jpg", "nobody", tmp_path / "g", detector, embedder)
+        _enrol(db, tmp_path / "missing.jpg", "nobody", detector, embedder)
     with pytest.raises(SourceError, match="missing.mp4: not found"):
-        enroll(tmp_path / "missing.mp4", "nobody", tmp_path / "g", detector, embedder)
+        _enrol(db, tmp_path / "missing.mp4", "nobody", detector, embedder)
     with pytest.raises(SourceError, match="camera 99"):
-        enroll(99, "nobody", tmp_path / "g", detector, embedder)
-    assert not (tmp_path / "g").exists()
+        _enrol(db, 99, "nobody", detector, embedder)
+    with Gallery(db, create=False) as g:
+        assert g.people() == [] and not g.frames_dir.exists()
 
 
 def test_enrol_from_a_video_keeps_frontal_single_faces(tmp_path, embedder, detector, samples):
     # Frames 2 s apart over the clip: the Lin close-ups qualify; crowds and profiles do not.
-    r = enroll(samples / "video" / "short_hamilton_clip.mp4", "lin", tmp_path, detector, embedder,
-               count=3, every_s=2.0)
-    assert r["kept"] >= 1 and r["kept"] + sum(r["skipped"].values()) == r["seen"]
-    meta = json.loads((tmp_path / "lin" / "person.json").read_text())
-    assert all(i["frame"] is not None and i["frontalness"] >= 0.5 for i in meta["images"])
+    db = tmp_path / "g.sqlite"
+    r = _enrol(db, samples / "video" / "short_hamilton_clip.mp4", "lin", detector, embedder,
+               video={"count": 3, "every_s": 2.0, "min_frontal": 0.5})
+    skipped = sum(r[k] for k in ("no_face", "many_faces", "small", "profile"))
+    assert r["added"] >= 1 and r["added"] + skipped == r["frames"]
+    with Gallery(db, create=False) as g:
+        frames = sorted((g.frames_dir).rglob("*.jpg"))  # the re-embed sources
+        assert len(frames) == r["added"] and all(s["source"] in map(str, frames) for s in g.sources())
 
 
-def test_another_model_is_refused_with_a_re_enrol_message(tmp_path, embedder, detector, samples):
-    ref = samples / "reference_faces" / "obama_small.jpg"
-    enroll(ref, "obama", tmp_path, detector, embedder)
-    meta_path = tmp_path / "obama" / "person.json"
-    meta = json.loads(meta_path.read_text())
-    meta["model"]["fingerprint"] = "0" * 64  # as if enrolled with another network
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="re-enroll"):
-        load_enrolled(tmp_path, "obama", embedder)
-    with pytest.raises(ValueError, match="re-enroll"):
-        enroll(ref, "obama", tmp_path, detector, embedder)  # adding to it is refused too
-    assert enroll(ref, "obama", tmp_path, detector, embedder, replace=True)["total"] == 1
-    assert load_enrolled(tmp_path, "obama", embedder).shape == (1, embedder.dim)
+def test_an_old_enrolment_folder_is_imported_on_first_use_and_left_alone(tmp_path, embedder,
+                                                                         detector, samples, capsys):
+    """`data/enrolled/NAME/` from before the gallery was the one store: verify imports it."""
+    from siamese.commands.people import verify as verify_command
+    from siamese.faces.align import align
+    from siamese.io.images import write_image
+
+    old = tmp_path / "enrolled" / "lin"
+    image = read_image(samples / "reference_faces" / "lin-manuel-miranda.png")
+    face = detector.detect(image)[0]
+    write_image(old / "crops" / "lin_0001.jpg", align(image, face.landmarks, 112))
+    (old / "embeddings.npy").write_bytes(b"made by another model: never read")
+    (old / "person.json").write_text(json.dumps({"person": "lin", "count": 1, "images": [
+        {"crop": "crops/lin_0001.jpg", "source": "lin-manuel-miranda.png"}]}))
+    before = _digest(old)
+    cfg = _cfg("verify", [f"source={samples / 'video' / 'short_hamilton_clip.mp4'}", "person=lin",
+                          f"db={tmp_path / 'g.sqlite'}", f"legacy_enrolled={tmp_path / 'enrolled'}",
+                          f"out={tmp_path / 'run'}", "max_frames=3", "show=false"])
+    verify_command(cfg)
+    assert "imported 1 faces of lin from the old enrolment" in capsys.readouterr().out
+    assert _digest(old) == before  # read, never changed or deleted
+    assert _enrolled(tmp_path / "g.sqlite", "lin", embedder).shape == (1, embedder.dim)
+    cfg.out = str(tmp_path / "run2")
+    verify_command(cfg)  # the second time it is in the gallery already
+    assert "imported" not in capsys.readouterr().out
+
+
+def test_one_enrolment_serves_verify_and_recognize(tmp_path, embedder, detector, samples):
+    """A person enrolled once is verified and recognised from the same gallery."""
+    from siamese.gallery.recognize import load_recognizer, recognize
+
+    db = tmp_path / "g.sqlite"
+    _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
+    _enrol(db, samples / "knn_examples" / "train" / "biden", "biden", detector, embedder)
+    photo = read_image(samples / "photos" / "two_people.jpg")  # Obama left, Biden right
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
+    left, right = sorted(v.process(photo)["faces"], key=lambda f: f["box"][0])
+    assert (left["decision"], right["decision"]) == ("verified", "unverified")
+    with Gallery(db, create=False) as g:
+        matches, _ = recognize(samples / "photos" / "two_people.jpg", load_recognizer(g, embedder), detector)
+    assert [m.candidate for m in matches] == ["obama", "biden"]
 
 
 # --- tracking ---------------------------------------------------------------------------------
@@ -187,14 +220,13 @@ def test_flow_follows_a_face_between_detections_and_a_cut_starts_a_new_track(sam
 # --- the verifier -----------------------------------------------------------------------------
 
 def test_no_face_and_several_faces(tmp_path, embedder, detector, samples):
-    enroll(samples / "knn_examples" / "train" / "obama", "obama", tmp_path, detector, embedder)
-    v = Verifier(embedder, load_enrolled(tmp_path, "obama", embedder), detector,
-                 verification_threshold=0.5)
+    db = tmp_path / "g.sqlite"
+    _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
     blank = v.process(np.full((360, 640, 3), 40, np.uint8))
     assert blank["state"] == "no_face" and blank["faces"] == []
 
-    v = Verifier(embedder, load_enrolled(tmp_path, "obama", embedder), detector,
-                 verification_threshold=0.5)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
     r = v.process(read_image(samples / "photos" / "two_people.jpg"))  # Obama left, Biden right
     left, right = sorted(r["faces"], key=lambda f: f["box"][0])
     assert left["decision"] == "verified" and right["decision"] == "unverified"
@@ -217,8 +249,8 @@ def test_headless_outputs_exist_parse_and_are_not_overwritten(tmp_path, embedder
                                                                samples):
     clip = samples / "video" / "short_hamilton_clip.mp4"
     lin = samples / "reference_faces" / "lin-manuel-miranda.png"
-    enroll(lin, "lin", tmp_path, detector, embedder)
-    v = Verifier(embedder, load_enrolled(tmp_path, "lin", embedder), detector, person="lin",
+    _enrol(tmp_path / "g.sqlite", lin, "lin", detector, embedder)
+    v = Verifier(embedder, _enrolled(tmp_path / "g.sqlite", "lin", embedder), detector, person="lin",
                  verification_threshold=0.5)
     out = tmp_path / "run"
     r = run(v, clip, out, show=False, max_frames=30)
@@ -273,8 +305,8 @@ def hamilton_runs(tmp_path_factory, embedder, detector, samples):
     tmp = tmp_path_factory.mktemp("hamilton")
     rows = {}
     for person, ref in (("lin", "lin-manuel-miranda.png"), ("alex", "alex-lacamoire.png")):
-        enroll(samples / "reference_faces" / ref, person, tmp / "gallery", detector, embedder)
-        v = Verifier(embedder, load_enrolled(tmp / "gallery", person, embedder), detector,
+        _enrol(tmp / "g.sqlite", samples / "reference_faces" / ref, person, detector, embedder)
+        v = Verifier(embedder, _enrolled(tmp / "g.sqlite", person, embedder), detector,
                      person=person, verification_threshold=0.5)
         run(v, samples / "video" / "short_hamilton_clip.mp4", tmp / person, show=False)
         lines = (tmp / person / "verify.jsonl").read_text().splitlines()
@@ -330,8 +362,9 @@ def test_calibrate_writes_verify_json_that_the_verifier_reads(model_copy, lfw_ro
     assert saved["verification_threshold"] == r["verification_threshold"] in (0.25, 0.75)
     assert r["people"] == 8 and r["genuine_probes"] == r["impostor_probes"] > 0
     assert r["detection_threshold"] == pytest.approx(emb.threshold)
-    best = max(lv["accuracy"] for lv in r["levels"])
-    assert r["accuracy"] == best and 0 <= r["far"] <= 1 and 0 <= r["tar"] <= 1
+    best = max(r["levels"], key=lambda lv: lv["accuracy"])
+    assert r["accuracy"] == best["accuracy"] and (r["tar"], r["far"]) == (best["tar"], best["far"])
+    assert r["tar"] > r["far"]  # the model separates these unseen people at its chosen cut
     v = Verifier(emb, np.zeros((0, emb.dim), np.float32), detector)
     assert v.verification_threshold == r["verification_threshold"]
     with pytest.raises(FileExistsError, match="overwrite"):
@@ -352,22 +385,30 @@ def _cfg(name, overrides):
         return compose(name, overrides=overrides)
 
 
-def test_enroll_and_verify_entry_points(tmp_path, samples, capsys):
-    gallery = str(tmp_path / "gallery")
-    cfg = _cfg("enroll", [f"source={samples / 'knn_examples' / 'train' / 'obama'}",
-                          "person=obama", f"gallery={gallery}"])
-    assert enroll_from_config(cfg)["kept"] == 2
-    assert "enrolled 2 new image(s) of obama" in capsys.readouterr().out
+def test_enroll_and_verify_entry_points(tmp_path, samples, capsys, lfw_root):
+    from siamese.commands.people import gallery as gallery_command
+    from siamese.commands.people import verify
+
+    db = str(tmp_path / "gallery.sqlite")
+    # `siamese enroll PHOTOS --person obama` is `siamese gallery add PHOTOS --person obama`
+    cfg = _cfg("gallery", ["action=add", f"path={samples / 'knn_examples' / 'train' / 'obama'}",
+                           "person=obama", f"db={db}", f"data.root={lfw_root}", "calibration.people=20",
+                           "calibration.cache_dir=null"])
+    assert gallery_command(cfg)["people"]["obama"]["added"] == 2
+    out = capsys.readouterr().out
+    assert "obama: +2 faces" in out and "calibrated" in out
     cfg = _cfg("verify", [f"source={samples / 'video' / 'short_hamilton_clip.mp4'}",
-                          "person=obama", f"gallery={gallery}", f"out={tmp_path / 'run'}",
+                          "person=obama", f"db={db}", f"out={tmp_path / 'run'}",
                           "max_frames=10", "show=false", "verification_threshold=0.5"])
     r = verify(cfg)
     assert r["frames"] == 10 and (tmp_path / "run" / "verify.jsonl").exists()
     assert r["detection_threshold"] == pytest.approx(Embedder.load(MODEL).threshold)
-    cfg = _cfg("verify", ["source=99", "person=obama", f"gallery={gallery}",
-                          f"out={tmp_path / 'run2'}", "show=false"])
+    cfg = _cfg("verify", ["source=99", "person=obama", f"db={db}", f"out={tmp_path / 'run2'}", "show=false"])
     with pytest.raises(SourceError, match="camera 99"):
         verify(cfg)
-    cfg = _cfg("verify", ["person=nobody", f"gallery={gallery}", f"out={tmp_path / 'run3'}"])
-    with pytest.raises(FileNotFoundError, match="siamese enroll"):
+    cfg = _cfg("verify", ["person=nobody", f"db={db}", f"out={tmp_path / 'run3'}"])
+    with pytest.raises(GalleryError, match="siamese enroll"):
+        verify(cfg)
+    cfg = _cfg("verify", ["person=nobody", f"db={tmp_path / 'none.sqlite'}", f"out={tmp_path / 'run4'}"])
+    with pytest.raises(GalleryError, match="no gallery here"):
         verify(cfg)

@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese import video
-from siamese.video import Frame, FrameSource, SourceError, iter_frames, parse_source
+from siamese.io import video
+from siamese.io.video import Frame, FrameSource, SourceError, iter_frames, parse_source
 
-SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "samples")) / "video"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", SHARED / "samples")) / "video"
 HAMILTON = SAMPLES / "short_hamilton_clip.mp4"  # 640x360, 29.97 fps, 275 frames; index at the end
 OVAL = SAMPLES / "oval_office_news_clip.mp4"  # 640x360, 29.97 fps, 510 frames; index at the start
 

@@ -23,9 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese import cache
-from siamese.data import LFW
-from siamese.train import protocol_split
+from siamese.data import cache
+from siamese.data.lfw import LFW, protocol_split
 
 
 def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: int,

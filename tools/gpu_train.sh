@@ -34,11 +34,11 @@ for log in /tmp/*.log; do
     echo "== $log"
     grep -E "epoch [0-9]+:|test accuracy|Error|error|Traceback" "$log" | tail -40
 done
-# A run stopped before its end has no model/ yet: its best epoch's parts (siamese.train.save_parts),
-# left for tools/refinish.py to calibrate and score.
+# A run stopped before its end has no model/ yet: its best epoch's parts (siamese.train.trainer.save_parts),
+# left for `siamese refinish runs=[...]` to calibrate and score here.
 for run in /tmp/runs/*; do
     [ -f "$run/model/embedding.keras" ] || [ ! -f "$run/best.keras" ] ||
-        python3 -c "import sys; from pathlib import Path; from siamese.train import save_parts; \
+        python3 -c "import sys; from pathlib import Path; from siamese.train.trainer import save_parts; \
 save_parts(Path(sys.argv[1])); print(sys.argv[1], 'stopped early: best epoch saved')" "$run"
 done
 cp /tmp/*.log /tmp/runs/ 2>/dev/null

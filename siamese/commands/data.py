@@ -1,0 +1,44 @@
+"""`siamese prepare`, `siamese data fetch|check`, `siamese teach`: getting LFW ready."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from siamese.commands import plain
+from siamese.data import cache
+from siamese.data.fetch import check, link_existing
+from siamese.data.lfw import LFW
+
+
+def prepare(cfg: DictConfig) -> dict:
+    """Build (or resume) the aligned LFW face cache; returns its stats."""
+    stats = cache.build(LFW(cfg.data.root), cfg.cache_dir, plain(cfg.detector), size=cfg.align.size,
+                        padding=cfg.align.padding, workers=cfg.workers, limit=cfg.limit,
+                        progress=cfg.progress)
+    print(f"LFW cache {cfg.cache_dir}: {stats['detected']}/{stats['images']} central faces "
+          f"detected ({100 * stats['detection_rate']:.2f} %), {stats['fallback']} fallback, "
+          f"{stats['errors']} errors, {stats['seconds']} s")
+    return stats
+
+
+def data(cfg: DictConfig) -> dict:
+    """`siamese data fetch [--dest DIR] [link=false]` | `siamese data check [ROOT]`."""
+    if cfg.action == "fetch":
+        what, path = link_existing(cfg.dest, link=cfg.link)
+        print({"downloaded": f"LFW ready at {path}", "linked": f"linked {cfg.dest} -> LFW copy",
+               "exists": f"{path} already exists; leaving it alone",
+               "elsewhere": f"an LFW copy already exists at {path}: set LFW_ROOT={path}, or pass "
+                            f"link=true to link {cfg.dest} to it"}[what])
+        return {"action": what, "path": str(path)}
+    if cfg.action != "check":
+        raise ValueError(f"data action {cfg.action!r}: choose fetch or check")
+    r = check(cfg.root or cfg.data.root)
+    print(f"{r['root']}: {r['images']} images of {r['people']} people")
+    for split, c in r["splits"].items():
+        print(f"{split:<12}{c['people']} people, {c['images']} images, {c['pairs']} pairs ({c['same']} same)")
+    print(f"view2       {r['view2']['folds']} folds, {r['view2']['pairs']} pairs")
+    print("md5         " + ", ".join(f"{name} {'ok' if ok else 'BAD'}" for name, ok in r["md5"].items()))
+    if not all(r["md5"].values()):
+        raise ValueError(f"{r['root']}: protocol files differ from the official ones (md5 BAD above) — "
+                         "restore them (see README: Getting LFW)")
+    return r

@@ -1,0 +1,119 @@
+"""`siamese evaluate`, `calibrate`, `openset`, `bench`: measuring models and the pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from siamese.commands import detector, output_dir, plain
+from siamese.data import cache
+from siamese.data.lfw import LFW
+from siamese.eval.bench.clustering import compare_algorithms, scale
+from siamese.eval.bench.detect import run as bench_detection
+from siamese.eval.bench.gallery import bench_gallery
+from siamese.eval.bench.table import table
+from siamese.eval.bench.verify_speed import verify_speed
+from siamese.eval.calibration import calibrate as fit_verification
+from siamese.eval.calibration import calibrate_clustering
+from siamese.eval.evaluate import evaluate as run_evaluation
+from siamese.eval.openset import open_set_folder, open_set_lfw
+from siamese.eval.plots import training_curves
+from siamese.io.files import atomic_write_text
+from siamese.io.paths import CONF_DIR
+from siamese.model.embedder import Embedder
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate `cfg.model_path` on the chosen LFW protocols and/or a folder; returns metrics."""
+    out_dir = output_dir(cfg)
+    embedder = Embedder.load(cfg.model_path)
+    lfw, fc = (LFW(cfg.data.root), cache.load(cfg.cache_dir)) if cfg.protocols else (None, None)
+    metrics = run_evaluation(embedder, out_dir, lfw=lfw, fc=fc, protocols=list(cfg.protocols),
+                             folder_root=cfg.folder, detector=detector(cfg) if cfg.folder else None,
+                             n_pairs=cfg.n_pairs, seed=cfg.seed, seen=embedder.seen_people(),
+                             model_name=str(cfg.model_path))
+    model_path = Path(cfg.model_path)
+    run_dir = model_path.parent if model_path.name == "model" else model_path
+    if training_curves(run_dir / "log.csv", out_dir / "curves.png"):  # a training run's
+        print(f"training curves: {out_dir}/curves.png")
+    for name, r in metrics["results"].items():
+        if "accuracy_mean" in r:
+            print(f"{name}: accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} (10-fold) on "
+                  f"{r['pairs']} pairs, {r['refused_pairs']} refused (people seen in training)")
+        else:
+            print(f"{name}: accuracy {r['accuracy']:.4f} at threshold {r['threshold']:.3f}, AUC {r['auc']}, "
+                  f"EER {r['eer']}, TAR@FAR1e-3 {r['tar_at_far_1e-3']}, on {r['pairs']} pairs"
+                  + (f", {r['refused_pairs']} refused" if r.get("refused_pairs") else ""))
+    print(f"report: {out_dir}/report.md")
+    return metrics
+
+
+def calibrate(cfg: DictConfig) -> dict:
+    """Fit a model's verification threshold (verify.json) and clustering settings (cluster.json)."""
+    embedder = Embedder.load(cfg.model_path)
+    out = {}
+    if "verify" in cfg.fit:
+        v = cfg.verification
+        r = fit_verification(embedder, cfg.data.root, cache_dir=cfg.cache_dir, n_enroll=v.n_enroll,
+                             far=v.far, repeats=v.repeats, seed=cfg.seed, overwrite=cfg.overwrite)
+        print(f"{embedder.path}/verify.json: verification threshold {r['verification_threshold']:.3f} "
+              f"({r['criterion']}): accuracy {r['accuracy']:.4f}, TAR {r['tar']:.4f}, FAR {r['far']:.4f} "
+              f"on {r['people']} unseen people")
+        out["verify"] = r
+    if "cluster" in cfg.fit:
+        r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite)
+        print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
+              f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
+        out["cluster"] = r
+    return out
+
+
+def openset(cfg: DictConfig) -> dict:
+    """Open-set identification on unseen LFW people (or a folder); writes open_set.json."""
+    o, embedder = cfg.open_set, Embedder.load(cfg.model_path)
+    kw = dict(seed=o.seed, gallery_per_person=o.gallery_per_person, unknown_share=o.unknown_share,
+              far_target=cfg.far_target, shortlist=cfg.shortlist)
+    if o.dataset == "lfw":
+        r = open_set_lfw(embedder, cfg.data.root, cfg.calibration.cache_dir, detector(cfg), **kw)
+    else:
+        r = open_set_folder(embedder, detector(cfg), o.dataset, **kw)
+    print(f"{r['data']}: {r['gallery_people']} people enrolled ({r['gallery_faces']} faces), "
+          f"{r['known_probes']} known probes, {r['unknown_test']} unknown people tested "
+          f"(+{r['unknown_calibration']} calibrating), seed {r['seed']}")
+    cols = list(max(r["methods"].values(), key=len))  # svc has no model-threshold columns
+    print(table([{"method": m, **v} for m, v in r["methods"].items()], ["method", *cols]))
+    out = output_dir(cfg) / "open_set.json"
+    atomic_write_text(out, json.dumps(r, indent=2))
+    print(f"-> {out}")
+    return r
+
+
+def bench(cfg: DictConfig):
+    """`siamese bench detect|verify|cluster|cluster-scale|gallery`: a benchmark that prints a table."""
+    what = cfg.what
+    if what == "detect":
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+
+        detectors = {n: instantiate(OmegaConf.load(CONF_DIR / "detector" / f"{n}.yaml")) for n in cfg.detectors}
+        return bench_detection(cfg.data.root, detectors, cfg.images, cfg.seed, cfg.cache_dir)
+    if what == "verify":
+
+        return verify_speed(model_path=cfg.model_path)
+    if what == "cluster":
+
+        c = cfg.cluster
+        return compare_algorithms(cfg.model_path, cfg.cache_dir, cfg.data.root, c.min_images, c.max_images)
+    if what == "cluster-scale":
+
+        c = cfg.cluster
+        scorers = ("cosine",) if c.algorithm == "agglomerative" else ("cosine", "head")
+        return scale(tuple(plain(c.sizes)), c.algorithm, scorers, cfg.model_path)
+    if what == "gallery":
+
+        g = cfg.gallery
+        return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
+    raise ValueError(f"bench {what!r}: choose detect, verify, cluster, cluster-scale or gallery")

@@ -1,0 +1,31 @@
+"""`siamese detect`, `siamese collect`: faces out of photos, videos and cameras."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from siamese.commands import detector
+from siamese.faces.capture import collect as capture
+from siamese.faces.folder import detect_folder
+
+
+def detect(cfg: DictConfig) -> dict:
+    """Detect and align every face in `cfg.input` into `cfg.out`; returns the summary."""
+    summary = detect_folder(cfg.input, cfg.out, detector(cfg), size=cfg.align.size,
+                            padding=cfg.align.padding, save_crops=cfg.save_crops,
+                            every_s=cfg.every_s, overwrite=cfg.overwrite, progress=cfg.progress)
+    print(f"{summary['faces']} faces from {summary['sources']} source(s) -> {cfg.out}/manifest.csv "
+          f"({summary['sources_without_face']} without a face, {summary['errors']} skipped "
+          f"{summary['errors_by_reason'] or ''})")
+    return summary
+
+
+def collect(cfg: DictConfig) -> dict:
+    """Capture aligned crops of `cfg.person` from `cfg.source` into `cfg.out_root/<person>/`."""
+    r = capture(cfg.source, cfg.person, cfg.out_root, detector(cfg), count=cfg.count,
+                every_s=cfg.every_s, size=cfg.align.size, padding=cfg.align.padding,
+                min_size=cfg.min_size, min_frontal=cfg.min_frontal, progress=cfg.progress)
+    print(f"kept {r['kept']} faces of {cfg.person} in {r['dir']} from {r['frames']} frames "
+          f"({r['skipped_no_face']} without a face, {r['skipped_many_faces']} with no single clear "
+          f"face, {r['skipped_small']} too small, {r['skipped_profile']} in profile)")
+    return r

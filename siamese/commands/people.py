@@ -1,0 +1,178 @@
+"""`siamese cluster`, `gallery`, `enroll` (= `gallery add`), `verify`, `recognize`: the
+applications, all on the one gallery of known people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from siamese.cluster.group import cluster as cluster_faces
+from siamese.commands import detector, output_dir, plain
+from siamese.gallery.calibrate import refresh
+from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
+from siamese.gallery.legacy import import_enrolled
+from siamese.gallery.recognize import load_recognizer
+from siamese.gallery.recognize import recognize as name_faces
+from siamese.gallery.store import Gallery, GalleryError
+from siamese.model.embedder import Embedder
+from siamese.verify.live import run as play
+from siamese.verify.verifier import Verifier
+
+
+def cluster(cfg: DictConfig) -> dict:
+    """Group the faces of a photo folder or a video by person into `cfg.out/person_NNN/`."""
+    s = cluster_faces(cfg.input, cfg.out, Embedder.load(cfg.model_path), detector(cfg),
+                      algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
+                      eps=cfg.eps, min_samples=cfg.min_samples, every_s=cfg.every_s,
+                      keep_all_crops=cfg.keep_all_crops, labels=cfg.labels, overwrite=cfg.overwrite,
+                      min_sharpness=cfg.min_sharpness, crop_size=cfg.align.size,
+                      crop_padding=cfg.align.padding, seed=cfg.seed, progress=cfg.progress)
+    if not s["faces"]:
+        print(f"no faces found in {cfg.input} — wrote an empty {cfg.out}/manifest.csv")
+    what = f"{s['tracks']} tracks in {s['frames']} frames" if s["kind"] == "video" else f"{s['frames']} photos"
+    print(f"{s['faces']} faces ({what}) -> {s['people']} people {s['people_sizes']}, "
+          f"{s['unassigned']} unassigned; {s['algorithm']} at threshold {s['threshold']:.3f}; "
+          f"{s['errors']} skipped {s['errors_by_reason'] or ''} -> {cfg.out}/overview.jpg")
+    if "metrics" in s:
+        mt = s["metrics"]
+        print(f"vs folder labels ({mt['scored_faces']} faces, {mt['people']} people): pairwise F1 "
+              f"{mt['pairwise_f1']:.3f}, BCubed P/R/F1 {mt['bcubed_precision']:.3f}/"
+              f"{mt['bcubed_recall']:.3f}/{mt['bcubed_f1']:.3f}, NMI {mt['nmi']:.3f}")
+    return s
+
+
+def _print_adds(results: dict) -> None:
+    for person, r in results.items():
+        print(f"{person}: +{r['added']} faces" + "".join(
+            f", {r[k]} {k.replace('_', ' ')}" for k in REASONS[1:] if r[k]))
+        if not r["added"] and not r["duplicates"]:
+            print(f"nothing added for {person} — every photo or frame was skipped for the reasons above")
+
+
+def _calibrate(g: Gallery, embedder, cfg: DictConfig, redraw: bool = False) -> dict | None:
+    c = cfg.calibration
+    cal = refresh(g, embedder, cfg.far_target, lfw_root=cfg.data.root, cache_dir=c.cache_dir,
+                  people=c.people, seed=c.seed, redraw=redraw)
+    if cal:
+        nn = cal["nn"]
+        print(f"calibrated {g.path}: unknown threshold {nn['threshold']:.4f} accepts {nn['far_measured']:.1%} "
+              f"of {nn['impostors']} LFW people never enrolled (target {cal['far_target']:.0%})")
+    return cal
+
+
+def gallery(cfg: DictConfig) -> dict:
+    """`siamese gallery ACTION [PATH] [--person NAME]`: add, import, list, remove, reembed,
+    calibrate. Writing actions store the calibration and the SVC `recognize` then reads."""
+    action, db = cfg.action, Path(cfg.db)
+    if action == "list":
+        return _list(Gallery(db, create=False))
+    if action == "remove":
+        person = cfg.person or cfg.path
+        n = Gallery(db, create=False).remove(person)
+        print(f"removed {person} and {n} embeddings from {db}")
+        return {"removed": person, "embeddings": n}
+    if action not in ("add", "import", "reembed", "calibrate"):
+        raise GalleryError(f"gallery action {action!r}: choose add, import, list, remove, reembed or calibrate")
+    embedder = Embedder.load(cfg.model_path)
+    if action == "reembed":
+        g = Gallery(db, create=False)
+        r = reembed(g, embedder)
+        print(f"re-embedded {r['reembedded']} faces with {embedder.path}; skipped {len(r['missing'])} "
+              f"missing and {len(r['changed'])} changed sources, {r['no_source']} without one"
+              + (f"; now without faces: {', '.join(r['empty_people'])}" if r["empty_people"] else ""))
+    elif action == "calibrate":
+        g, r = Gallery(db, embedder.identity(), create=False), {}
+    else:
+        g = Gallery(db, embedder.identity())
+        if action == "add":
+            if not cfg.person or cfg.path is None:
+                raise GalleryError("gallery add needs PATH (photos, folder, video or camera index) and --person NAME")
+            results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
+                                          video=plain(cfg.video))}
+        else:
+            results = import_folder(g, embedder, detector(cfg), cfg.path)
+        _print_adds(results)
+        r = {"people": results}
+    r["calibration"] = _calibrate(g, embedder, cfg, redraw=action == "calibrate")
+    return r
+
+
+def _list(g: Gallery) -> dict:
+    people = g.people()
+    for name, n in people:
+        print(f"{name}, {n}")
+    cal = g.get("calibration") or {}
+    nn = cal.get("nn")
+    stale = bool(cal) and cal.get("revision") != g.revision
+    print(f"{len(people)} people, {sum(n for _, n in people)} embeddings in {g.path}; model "
+          f"{(g.model or {}).get('fingerprint', '-')[:12]}; unknown threshold "
+          + (f"{nn['threshold']:.4f} (FAR {cal['far_target']} on {nn['impostors']} LFW people)" if nn
+             else "not calibrated") + (" — stale: run `siamese gallery calibrate`" if stale else ""))
+    return {"people": dict(people)}
+
+
+def _enrolled(cfg: DictConfig, embedder: Embedder):
+    """The person's embeddings from the gallery; an old `data/enrolled/NAME/` enrolment is imported
+    into it on first use (with a notice; the folder is left as it was)."""
+    db, legacy = Path(cfg.db), Path(cfg.legacy_enrolled)
+    if not db.is_file() and not (legacy / str(cfg.person) / "person.json").is_file():
+        raise GalleryError(f"{db}: no gallery here, so nobody is enrolled — run `siamese enroll SOURCE "
+                           f"--person {cfg.person}`")
+    g = Gallery(db, embedder.identity())
+    try:
+        return g.person(cfg.person)
+    except GalleryError:
+        n = import_enrolled(g, embedder, legacy, str(cfg.person))
+        if not n:
+            raise
+        print(f"imported {n} faces of {cfg.person} from the old enrolment {legacy / str(cfg.person)} into {db} "
+              "(the folder is left as it was)")
+        return g.person(cfg.person)
+
+
+def verify(cfg: DictConfig) -> dict:
+    """Is the enrolled person in front of `cfg.source`? A window, or verify.mp4 + verify.jsonl."""
+    embedder = Embedder.load(cfg.model_path, threads=cfg.threads)
+    verifier = Verifier(embedder, _enrolled(cfg, embedder), detector(cfg), person=cfg.person,
+                        detection_threshold=cfg.detection_threshold,
+                        verification_threshold=cfg.verification_threshold,
+                        detect_every=cfg.detect_every, detect_max_side=cfg.detect_max_side,
+                        embed_every=cfg.embed_every, smooth=cfg.smooth, max_faces=cfg.max_faces)
+    show = cfg.show if cfg.show in ("auto", True, False) else str(cfg.show).lower() == "true"
+    r = play(verifier, cfg.source, output_dir(cfg), show=show, video=cfg.video, max_frames=cfg.max_frames)
+    print(f"{cfg.person}: verified in {r['verified_frames']} of {r['frames_with_face']} frames with a face "
+          f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; thresholds: "
+          f"detection {verifier.detection_threshold:.3f}, verification "
+          f"{verifier.verification_threshold:.3f}" + "".join(f"\n{k}: {r[k]}" for k in ("jsonl", "video") if k in r))
+    if r["failed_frames"]:
+        print(f"{r['failed_frames']} frame(s) could not be decoded and were skipped")
+    return {**r, "detection_threshold": verifier.detection_threshold,
+            "verification_threshold": verifier.verification_threshold}
+
+
+def recognize(cfg: DictConfig) -> dict:
+    """Name every face in `cfg.input` against the gallery, or "unknown"; one line per face.
+    Reads the gallery only (its calibration and SVC come from the `siamese gallery` commands)."""
+    embedder = Embedder.load(cfg.model_path)
+    gallery = Gallery(cfg.db, create=False)
+    gallery.require(embedder.identity())
+    rec = load_recognizer(gallery, embedder, cfg.method, cfg.far_target, cfg.shortlist)
+    inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
+    matches, summary = name_faces(inputs, rec, detector(cfg), annotate_dir=cfg.annotate_dir,
+                                  overwrite=cfg.overwrite)
+    thr = rec.thresholds["svc" if rec.method == "svc" else "nn"]
+    result = {"method": rec.method, "threshold": thr, "calibration": rec.calibration,
+              "matches": [asdict(m) for m in matches], **summary}
+    if cfg.json:
+        print(json.dumps(result, indent=2))
+    elif matches:
+        print("\n".join(m.line() for m in matches))
+    print(f"{summary['faces']} faces in {summary['images']} photos: {summary['known']} known, "
+          f"{summary['faces'] - summary['known']} unknown (method {rec.method}, threshold {thr:.4f})"
+          + (f"; no face in {len(summary['without_face'])}" if summary["without_face"] else "")
+          + (f"; {summary['unreadable']} unreadable" if summary["unreadable"] else ""), file=sys.stderr)
+    return result

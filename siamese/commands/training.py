@@ -1,0 +1,69 @@
+"""`siamese train`, `unrestricted`, `export`, `ensemble`, `refinish`: making models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from siamese.model.export import export as export_model
+from siamese.model.export import run_card
+from siamese.model.modeldir import find_model_dir
+from siamese.train import refinish as refinishing
+from siamese.train import trainer
+from siamese.train import unrestricted as protocol
+from siamese.train.ensemble import build
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train (or resume) the Siamese network in `cfg.run_dir`; returns the test metrics."""
+    metrics = trainer.train(cfg, cfg.run_dir)
+    t = metrics["test"]
+    print(f"{cfg.run_dir}: {cfg.protocol} test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, "
+          f"threshold {t['threshold']:.3f} from validation), best epoch {metrics['best_epoch']}, "
+          f"{metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB")
+    return metrics
+
+
+def unrestricted(cfg: DictConfig) -> dict:
+    """Train one model per View 2 fold (without that fold's people) and report mean +- std."""
+    result = protocol.unrestricted(cfg)
+    for f in result["folds"]:
+        print(f"fold {f['fold']}: accuracy {f['accuracy']:.4f} (AUC {f['auc']})")
+    print(f"View 2 unrestricted over {len(result['folds'])} folds: accuracy {result['accuracy_mean']:.4f} "
+          f"± {result['accuracy_std']:.4f} -> {cfg.run_dir}/unrestricted.json")
+    return result
+
+
+def export(cfg: DictConfig) -> dict:
+    """Export a trained run to .keras, SavedModel, ONNX and TFLite with its model card; out null
+    means `<run dir>/export`."""
+    src = find_model_dir(cfg.run_dir, exported=False)
+    run = src.parent if src.name == "model" else src
+    out = Path(cfg.out) if cfg.get("out") else run / "export"
+    paths = export_model(src, out, formats=tuple(cfg.formats), card=run_card(run), overwrite=cfg.overwrite)
+    for fmt, path in paths.items():
+        print(f"{fmt:<11} {path}")
+    return paths
+
+
+def ensemble(cfg: DictConfig) -> dict:
+    """Combine trained models into one ensemble dir with its own thresholds."""
+
+    ens = build(cfg.out, list(cfg.models), cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite)
+    print(f"{cfg.out}: {len(ens.members)} members, {ens.dim}-d, pair threshold {ens.threshold:.3f}; "
+          "cluster.json written")
+    return {"out": str(cfg.out), "members": len(ens.members), "threshold": ens.threshold}
+
+
+def refinish(cfg: DictConfig) -> dict:
+    """Redo the last step of runs trained on another machine (threshold, cluster.json, test numbers)."""
+
+    out = {}
+    for r in cfg.runs:
+        m = refinishing.refinish(r, cfg.cache_dir, cfg.data.root)
+        t = m["test"]
+        print(f"{r}: {m['protocol']} test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, threshold "
+              f"{t['threshold']:.3f} from validation), best epoch {m['best_epoch']}")
+        out[str(r)] = m
+    return out

@@ -1,0 +1,269 @@
+"""Calibration on people the model never trained on: verification (verify.json) and clustering
+(cluster.json), each saved beside the model (`siamese calibrate MODEL`).
+
+Verification. `calibrate` enrols N images of each unseen peopleDevTest person, probes with their
+other images (genuine) and with other such people's (impostors), and picks the cut on the share of
+matching enrolled images (`siamese.verify.judge`) with the best accuracy, or the lowest cut within
+a false-accept rate. The result, with the model's identity (`Embedder.identity`), is saved as
+`verify.json` beside the model; `siamese.verify.calibrated_threshold` reads it back (and ignores
+one fitted for another model).
+
+Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`)
+on the model's validation people — held out of training, listed in its people.json — and saves
+them as `cluster.json`, which `siamese.cluster.clustering_settings` reads back. Training writes it.
+
+Faces come from `siamese.data.unseen` (the LFW face cache when it is aligned as the model
+expects, else the photos). No TensorFlow here: the shipped model runs on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from siamese.cluster.graph import knn
+from siamese.cluster.linkage import agglomerative
+from siamese.cluster.scores import bcubed_scores
+from siamese.data.cache import load as load_cache
+from siamese.data.lfw import LFW
+from siamese.data.unseen import lfw_crops, unseen_people
+from siamese.faces.detect import Detector
+from siamese.io.files import atomic_write_text
+from siamese.verify.verifier import judge
+
+__all__ = ["calibrate", "calibrate_clustering", "fit_clustering", "validation_faces"]
+
+log = logging.getLogger(__name__)
+
+
+def _cache(cache_dir):
+    """The face cache at `cache_dir` when one is built there, else None (faces then come from the photos)."""
+    return load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
+
+
+def _plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repeats: int,
+          rng: np.random.Generator) -> list[tuple]:
+    """`repeats` random draws of, per person: (person, enrolled refs, genuine probe refs, impostor
+    probe refs: other people's probes, as many as the genuine ones)."""
+    plan = []
+    for _ in range(repeats):
+        draw = []
+        for p, n in people.items():
+            refs = lfw.identities({p: n})
+            order = rng.permutation(len(refs))
+            draw.append((p, [refs[i] for i in order[:n_enroll]],
+                         [refs[i] for i in order[n_enroll:n_enroll + max_probes]]))
+        for p, enrolled, genuine in draw:
+            pool = [r for q, _, g in draw if q != p for r in g]
+            pick = rng.choice(len(pool), min(len(genuine), len(pool)), replace=False)
+            plan.append((p, enrolled, genuine, [pool[i] for i in pick]))
+    return plan
+
+
+def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per probe of the plan: (share of enrolled images matching at the model's pair threshold,
+    same person?, did the first enrolled image alone match?)."""
+    shares, same, single = [], [], []
+    for _, enrolled, genuine, imp in plan:
+        e = np.stack([emb[r] for r in enrolled])
+        for probes, label in ((genuine, True), (imp, False)):
+            x = np.stack([emb[r] for r in probes])
+            scores = embedder.score(np.tile(e, (len(x), 1)),
+                                    np.repeat(x, len(e), axis=0)).reshape(len(x), len(e))
+            shares += judge(scores, embedder.threshold, 0.5)[0].tolist()
+            single += (scores[:, 0] >= embedder.threshold).tolist()
+            same += [label] * len(x)
+    return np.array(shares), np.array(same), np.array(single)
+
+
+def _levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
+    """Accuracy, TAR and FAR at each cut between the possible shares k / N."""
+    levels = []
+    for cut in (np.arange(n_enroll) + 0.5) / n_enroll:
+        acc = float(((shares >= cut) == same).mean())
+        levels.append({"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4),
+                       "threshold": round(float(cut), 4), "accuracy": round(acc, 4),
+                       "tar": round(float((shares[same] >= cut).mean()), 4),
+                       "far": round(float((shares[~same] >= cut).mean()), 4)})
+    return levels
+
+
+def _choose(levels: list[dict], far: float | None) -> dict:
+    """The best-accuracy level, or the lowest cut whose FAR is within `far` (else the strictest)."""
+    if far is None:
+        return max(levels, key=lambda r: (r["accuracy"], -r["far"]))
+    ok = [r for r in levels if r["far"] <= far]
+    if not ok:
+        log.warning("no share cut reaches FAR <= %g (at best %.4f): using the strictest", far, levels[-1]["far"])
+    return ok[0] if ok else levels[-1]
+
+
+def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
+              detector: Detector | None = None, n_enroll: int = 10, max_probes: int = 10,
+              far: float | None = None, repeats: int = 5, limit_people: int | None = None,
+              seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+    """Fit the verification threshold on LFW people the model never saw, and save it.
+
+    For each peopleDevTest person with at least `n_enroll` + 1 images (and not in the model's
+    people.json), `n_enroll` random images are enrolled and up to `max_probes` others probe;
+    as many impostor probes come from the other such people. A probe's share is the fraction of
+    enrolled images whose head score reaches the model's pair threshold (`siamese.verify.judge`).
+
+    Args:
+        embedder: a `siamese.model.Embedder`.
+        lfw_root: LFW (default: LFW_ROOT, else data/lfw).
+        cache_dir: the LFW face cache, used when it is aligned as the model expects.
+        detector: for faces not served by the cache (default YuNet).
+        n_enroll: enrolled images per person (the Verifier's default enrolment is 10).
+        max_probes: genuine probes per person and draw.
+        far: target false-accept rate per probe; None maximises accuracy.
+        repeats: random enrol / probe draws pooled.
+        limit_people: use only the first this many eligible people (tests).
+        seed: for the random enrol / probe split and the impostor draw.
+        out: where to write the result; None = `verify.json` beside the model; False = nowhere.
+        overwrite: replace an existing `out`.
+
+    Returns:
+        {"verification_threshold", "detection_threshold", "n_enroll", "criterion", "people",
+        "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{share cut,
+        tar, far, accuracy}], "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
+    """
+    target = None if out is False else Path(out) if out else embedder.path / "verify.json"
+    if target is not None and target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists — pass overwrite=true to recalibrate")
+    if n_enroll < 2:
+        raise ValueError(f"n_enroll={n_enroll}: the share of one image is all or nothing — use 2 or more")
+    lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
+    people = unseen_people(lfw, embedder.seen_people(), "view1_test", min_images=n_enroll + 1)
+    people = dict(list(people.items())[:limit_people])
+    if len(people) < 2:
+        raise ValueError(f"{lfw.root}: only {len(people)} unseen peopleDevTest people with "
+                         f"{n_enroll + 1}+ images — lower n_enroll")
+    plan = _plan(lfw, people, n_enroll, max_probes, repeats, rng)
+    refs = sorted({r for _, e, g, imp in plan for r in (*e, *g, *imp)}, key=lambda r: (r.person, r.index))
+    vectors, kept = embedder.embed_refs(lfw, refs, _cache(cache_dir), detector)
+    if len(kept) < len(refs):
+        raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
+                         "check the LFW copy (`siamese data check`)")
+    shares, same, single = _shares(embedder, plan, dict(zip(kept, vectors)))
+    levels = _levels(shares, same, n_enroll)
+    best = _choose(levels, far)
+    result = {"verification_threshold": best["threshold"], "detection_threshold": embedder.threshold,
+              "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
+              "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
+              "impostor_probes": int((~same).sum()), **{k: best[k] for k in ("accuracy", "tar", "far")},
+              "single_image": {"accuracy": round(float((single == same).mean()), 4),
+                               "tar": round(float(single[same].mean()), 4),
+                               "far": round(float(single[~same].mean()), 4)},
+              "levels": levels, "data": f"LFW peopleDevTest (unseen), seed {seed}",
+              "model": embedder.identity()}
+    if target is not None:
+        atomic_write_text(target, json.dumps(result, indent=2))
+    log.info("verification threshold %.3f (%s): accuracy %.4f, TAR %.4f, FAR %.4f on %d people",
+             result["verification_threshold"], result["criterion"], result["accuracy"],
+             result["tar"], result["far"], result["people"])
+    return result
+
+
+def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict:
+    """The agglomerative settings (`siamese.cluster.linkage.agglomerative`) for labelled faces.
+
+    floor, the bar for big groups: halfway between the mean cosine of same-person pairs and of
+    different-person pairs. A big group's mean similarity to another settles near one or the
+    other, and a validation set of mostly small groups cannot fit this bar itself (it barely
+    has big groups; measured in docs/benchmarks.md).
+    threshold, the bar for two single faces: a grid search for the best BCubed F1.
+
+    Args:
+        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
+        thresholds: to try (default: the floor, then 0.10 to 0.95 in steps of 0.025 above it).
+        k: kNN shortlist.
+
+    Returns:
+        {"threshold", "floor", "k", "bcubed_f1", "same_mean", "different_mean",
+        "grid": [[threshold, f1], ...]}.
+    """
+
+    emb = np.asarray(emb, np.float64)
+    ids, inverse, sizes = np.unique(np.asarray(truth), return_inverse=True, return_counts=True)
+    n = len(emb)
+    per = np.zeros((len(ids), emb.shape[1]))
+    np.add.at(per, inverse, emb)
+    same_pairs = float((sizes * (sizes - 1)).sum())
+    if not same_pairs:
+        raise ValueError("clustering calibration needs someone with two or more faces")
+    # Sums over ordered pairs i != j of x_i . x_j, from the per-person and overall sums.
+    same_sum = float(((per ** 2).sum(1) - sizes).sum())
+    all_sum = float((emb.sum(0) ** 2).sum() - n)
+    same_mean = same_sum / same_pairs
+    diff_mean = (all_sum - same_sum) / (n * (n - 1) - same_pairs)
+    floor = round((same_mean + diff_mean) / 2, 4)
+    if thresholds is None:  # 0.10 to 0.95 in steps of 0.025, none below the floor
+        thresholds = [floor, *(t for t in np.round(np.arange(0.1, 0.951, 0.025), 3) if t > floor)]
+    emb32 = emb.astype(np.float32)
+    near = knn(emb32, k)
+    grid = [[float(t), round(bcubed_scores(truth, agglomerative(emb32, float(t), floor, k, near))["f1"], 4)]
+            for t in thresholds if t >= floor]
+    if not grid:
+        raise ValueError(f"no threshold to try at or above the floor {floor:.3f}")
+    t, f1 = max(grid, key=lambda r: (r[1], r[0]))  # ties: the stricter threshold
+    return {"threshold": t, "floor": floor, "k": k, "bcubed_f1": f1,
+            "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
+
+
+def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
+                     detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The LFW (DevTrain) photos of `people` (a model's validation people), aligned for `embedder`.
+
+    Returns:
+        ((n, S, S, 3) uint8 faces at `embedder.input_size`, (n,) person names).
+    """
+    lfw = LFW(lfw_root)
+    counts = lfw.people("view1_train")
+    refs = lfw.identities({p: counts[p] for p in people if p in counts})
+    crops, kept = lfw_crops(lfw, refs, *embedder.alignment, cache=_cache(cache_dir), detector=detector)
+    return embedder.prepare(crops), np.array([r.person for r in kept])
+
+
+def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
+                         detector: Detector | None = None, faces: np.ndarray | None = None,
+                         labels=None, out: str | os.PathLike | None = None,
+                         overwrite: bool = False) -> dict:
+    """Fit the agglomerative clustering settings on the model's validation people; save them.
+
+    Args:
+        embedder: a `siamese.model.Embedder`.
+        lfw_root, cache_dir, detector: where the validation people's LFW faces come from (as for
+            `calibrate`); unused when `faces` is given.
+        faces, labels: or the faces themselves, (n, S, S, 3) uint8 at the model's input size,
+            and (n,) person ids (training passes its validation set).
+        out: None = `cluster.json` beside the model; False = nowhere. overwrite: replace it.
+
+    Returns:
+        {"threshold", "floor", "k", "bcubed_f1", "people", "faces", "data", "grid", "model"}.
+    """
+    target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
+    if target is not None and target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
+    if faces is None:
+        faces, labels = validation_faces(embedder, embedder.validation_people(), lfw_root,
+                                         cache_dir=cache_dir, detector=detector)
+        data = "LFW validation people (held out of training)"
+    else:
+        data = "validation people (held out of training)"
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("clustering calibration needs faces of at least two people")
+    result = {**fit_clustering(embedder.embed(faces), labels),
+              "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
+              "model": embedder.identity()}
+    if target is not None:
+        atomic_write_text(target, json.dumps(result, indent=1))
+    log.info("clustering: threshold %.3f, floor %.3f -> BCubed F1 %.4f on %d validation people "
+             "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
+             result["people"], result["faces"])
+    return result

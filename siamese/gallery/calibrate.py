@@ -1,0 +1,81 @@
+"""Calibrating a gallery: the writing half of recognition (`siamese gallery add / import /
+calibrate / reembed` call `refresh`).
+
+It stores in the gallery, for its current revision: faces of LFW people the model never saw (the
+impostors, embedded once: `impostors_from_lfw`), the unknown threshold measured on them against
+this gallery (`siamese.gallery.recognize.unknown_thresholds`), and the SVC. `siamese recognize`
+then only reads. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from siamese.data.cache import load as load_cache
+from siamese.data.lfw import LFW, DatasetError
+from siamese.data.unseen import sample_refs, unseen_people
+from siamese.gallery.recognize import Recognizer, Svc, unknown_thresholds
+
+__all__ = ["impostors_from_lfw", "refresh"]
+
+log = logging.getLogger(__name__)
+
+
+def impostors_from_lfw(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int | None = 1000,
+                       seed: int = 0) -> tuple[np.ndarray, list[str], str]:
+    """One face each of `people` random LFW people the model never saw (View 1 DevTest people
+    minus its people.json), embedded: ((n, D) float32, n names, a description of the source).
+
+    Faces come from the face cache at `cache_dir` when it is built and aligned as the model
+    expects, else from the photos (`siamese.data.unseen.lfw_crops`).
+    """
+    from pathlib import Path
+
+    lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
+    refs = sample_refs(unseen_people(lfw, embedder.seen_people()), rng, people, per_person=1)
+    cache = load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
+    emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
+    source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
+    return emb, [r.person for r in kept], f"{source}: {len(kept)} people, one face each"
+
+
+def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache_dir=None, detector=None,
+            people: int | None = 1000, seed: int = 0, redraw: bool = False) -> dict | None:
+    """Store the impostors (once), the SVC and the unknown-threshold calibration for the gallery's
+    current revision; returns the calibration (None, with a warning, for an empty gallery or
+    when no LFW copy is found to draw impostors from).
+
+    Args:
+        gallery: a writable `siamese.gallery.Gallery`.
+        embedder: its model.
+        far_target: the share of never-enrolled people the threshold may accept.
+        lfw_root, cache_dir, detector, people, seed: where the impostors come from
+            (`impostors_from_lfw`), used only when the gallery holds none (or `redraw`).
+        redraw: draw the impostors again.
+    """
+    vectors, labels, names, rev = gallery.embeddings()
+    if not len(vectors):
+        return None
+    imp, imp_names = gallery.impostors()
+    if redraw or not len(imp):
+        try:
+            imp, imp_names, source = impostors_from_lfw(embedder, lfw_root, cache_dir=cache_dir,
+                                                        detector=detector, people=people, seed=seed)
+        except (DatasetError, FileNotFoundError) as err:
+            log.warning("cannot calibrate the unknown threshold without LFW (%s): recognition will use "
+                        "the model's verification threshold %.3f, which accepts more strangers", err,
+                        embedder.threshold)
+            return None
+        gallery.set_impostors(imp, imp_names, source)
+    svc = None
+    if len(names) >= 2:
+        svc = Svc.fit(vectors, labels)
+        gallery.set_classifier(rev, names, svc.coef, svc.intercept)
+    rec = Recognizer(embedder, vectors, labels, names, svc=svc)
+    cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
+           **unknown_thresholds(rec, imp, imp_names, far_target, ("nn", "svc") if svc else ("nn",))}
+    with gallery.transaction(bump=False):
+        gallery.set("calibration", cal)
+    return cal

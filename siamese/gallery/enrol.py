@@ -1,0 +1,190 @@
+"""Enrolment: filling a `siamese.gallery.Gallery` from photos, a folder of people, a camera or a
+video (`enroll`: what `siamese enroll` and `siamese gallery add` run), and re-embedding it for
+another model.
+
+Outcomes, by design: the same name again merges into that person; the same file (by SHA-256) twice
+for one person is skipped; a file enrolled as someone else is skipped with a warning; photos and
+frames go through the one capture loop (`siamese.faces.capture.captures`): one clear face, big and
+frontal enough, else skipped and counted by reason. Names follow `siamese.io.names.check_name`.
+Nothing is written for a person until a face of theirs is kept. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from siamese.faces.capture import captures, sources
+from siamese.faces.detect import Face
+from siamese.gallery.store import Gallery, GalleryError, _now
+from siamese.io.images import ImageError, list_images, read_image, write_image
+from siamese.io.names import BadName, check_name
+from siamese.io.video import is_video
+
+__all__ = ["REASONS", "add_images", "add_video", "enroll", "file_sha256", "import_folder", "reembed"]
+
+log = logging.getLogger(__name__)
+
+# What each add reports: kept, and every reason a photo or frame was not.
+REASONS = ("added", "duplicates", "enrolled_as_other", "no_face", "many_faces", "small", "profile",
+           "unreadable")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (memory stays flat whatever its size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source(path: str, sha: str, face: Face) -> dict:
+    return {"source": str(Path(path).resolve()), "sha256": sha, "box": np.round(face.box, 1).tolist(),
+            "landmarks": face.landmarks.tolist()}  # exact: re-embed re-aligns from them
+
+
+def _result(name: str, counts: Counter, r: dict) -> dict:
+    counts["added"] += r["added"]
+    counts["duplicates"] += r["duplicates"]  # a concurrent add of the same file
+    return {"person": name, "new_person": r["new_person"], **{k: counts[k] for k in REASONS}}
+
+
+def add_images(gallery: Gallery, embedder, detector, name: str, paths: list, *, min_size: float = 0,
+               min_frontal: float = 0.0) -> dict:
+    """Enrol `name` from photos: each photo's one clear face is embedded and stored.
+
+    Args:
+        gallery, embedder, detector: the store, its model and a `siamese.faces.Detector`.
+        name: the person (`check_name`).
+        paths: photo files.
+        min_size, min_frontal: as `siamese.faces.capture.clear_face` (photos a user chose: 0).
+
+    Returns:
+        {"person", "new_person", and a count for each of `REASONS`}.
+    """
+    name, counts, todo = check_name(name), Counter(), {}
+    for path in map(str, paths):
+        try:
+            sha = file_sha256(path)
+        except OSError as err:
+            log.warning("skipped %s: %s", path, err.strerror or err)
+            counts["unreadable"] += 1
+            continue
+        owners = gallery.owners(sha)
+        if name in owners:
+            counts["duplicates"] += 1
+        elif owners:
+            log.warning("skipped %s: already enrolled as %s", path, owners[0])
+            counts["enrolled_as_other"] += 1
+        else:
+            todo[path] = sha
+    crops, records = [], []
+    for cap in captures(sources(list(todo), stats=counts) if todo else [], detector, min_size=min_size,
+                        min_frontal=min_frontal, stats=counts):
+        crops.append(embedder.crops(cap.image, [cap.face])[0])
+        records.append(_source(cap.source, todo[cap.source], cap.face))
+    r = gallery.add(name, embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim)), records)
+    return _result(name, counts, r)
+
+
+def add_video(gallery: Gallery, embedder, detector, name: str, source, count: int = 20,
+              every_s: float = 0.5, min_size: int = 60, min_frontal: float = 0.4) -> dict:
+    """Enrol `name` from a camera, video file or stream: up to `count` frames with one clear,
+    large enough, frontal enough face. Each kept frame is saved under
+    `gallery.frames_dir/<person id>/` (the re-embed source). Returns `add_images`' counts plus
+    "frames" read."""
+    name, counts = check_name(name), Counter()
+    kept = list(captures(sources(source, every_s, counts), detector, count=count, min_size=min_size,
+                         min_frontal=min_frontal, stats=counts))  # a bad source raises before any write
+    if not kept:
+        r = {"added": 0, "duplicates": 0, "new_person": False}
+        return {**_result(name, counts, r), "frames": counts["seen"]}
+    with gallery.transaction(bump=False):  # the person's id names the frames folder
+        new = gallery.db.execute("INSERT OR IGNORE INTO people(name, created) VALUES(?, ?)",
+                                 (name, _now())).rowcount == 1
+    pid = gallery.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+    records = []
+    for cap in kept:
+        stem = f"{Path(cap.source).stem}_{cap.frame:06d}_{time.time_ns()}"  # unique across runs
+        path = write_image(gallery.frames_dir / str(pid) / f"{stem}.jpg", cap.image)
+        records.append(_source(str(path), file_sha256(path), cap.face))
+    emb = embedder.embed(np.stack([embedder.crops(c.image, [c.face])[0] for c in kept]))
+    r = {**gallery.add(name, emb, records), "new_person": new}
+    return {**_result(name, counts, r), "frames": counts["seen"]}
+
+
+def enroll(gallery: Gallery, embedder, detector, name: str, source, *, video: dict | None = None) -> dict:
+    """Enrol `name` from `source`: a photo, a folder of photos or a list of them (`add_images`),
+    or a camera index, video file or stream URL (`add_video`, settings from `video`)."""
+    if isinstance(source, (list, tuple)):
+        return add_images(gallery, embedder, detector, name, list(source))
+    src = str(source)
+    if src.strip().isdigit() or "://" in src or is_video(src):
+        return add_video(gallery, embedder, detector, name, source, **(video or {}))
+    if not Path(src).exists():
+        raise FileNotFoundError(f"{src}: not found — give a photo, a folder of photos, a video or a camera index")
+    return add_images(gallery, embedder, detector, name, list_images(src))
+
+
+def import_folder(gallery: Gallery, embedder, detector, root: str | os.PathLike) -> dict:
+    """Enrol everyone in `root`: `root/<person>/*.jpg` and `root/<person>.jpg` (both layouts,
+    also mixed). All names are checked before anything is written. Returns {person: counts}."""
+    root, groups = Path(root), {}
+    if not root.is_dir():
+        raise GalleryError(f"{root}: not a folder — import takes known/<person>/*.jpg or known/<person>.jpg")
+    for path in list_images(root):
+        rel = path.relative_to(root)
+        person = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        try:
+            groups.setdefault(check_name(person), []).append(path)
+        except BadName as err:
+            raise BadName(f"{root / rel.parts[0]}: {err}") from None
+    if not groups:
+        raise GalleryError(f"{root}: no images — expected known/<person>/*.jpg or known/<person>.jpg")
+    return {p: add_images(gallery, embedder, detector, p, paths) for p, paths in groups.items()}
+
+
+def reembed(gallery: Gallery, embedder) -> dict:
+    """Recompute every embedding with `embedder` from its stored source image and landmarks.
+
+    Rows whose source is gone, or whose file changed (SHA-256 differs), or that were added as
+    bare vectors, cannot be recomputed: they are named in the log and deleted, since vectors of
+    two models cannot be compared. Calibration and the SVC are cleared with the old model.
+
+    Returns:
+        {"reembedded", "missing": [paths], "changed": [paths], "no_source", "empty_people": [names]}.
+    """
+    new, drop, missing, changed, no_source = {}, [], [], [], 0
+    for row in gallery.sources():
+        path = row["source"]
+        if not path or row["landmarks"] is None:
+            no_source += 1
+            drop.append(row["id"])
+            continue
+        try:
+            if file_sha256(path) != row["sha256"]:
+                changed.append(path)
+                drop.append(row["id"])
+                log.warning("%s changed since %s was enrolled from it: skipped", path, row["person"])
+                continue
+            image = read_image(path)
+        except (OSError, ImageError):
+            missing.append(path)
+            drop.append(row["id"])
+            log.warning("%s (a source of %s) is gone: skipped — re-add the person", path, row["person"])
+            continue
+        face = Face(np.float32(row["box"]), np.float32(row["landmarks"]), 1.0)
+        new[row["id"]] = embedder.embed(embedder.crops(image, [face]))[0]
+    gallery.replace_model(embedder.identity(), new, drop)
+    empty = [n for n, c in gallery.people() if c == 0]
+    return {"reembedded": len(new), "missing": missing, "changed": changed,
+            "no_source": no_source, "empty_people": empty}
+
+

@@ -1,0 +1,318 @@
+"""Who is this? Every face in a photo against the gallery: a name, or an honest "unknown".
+
+Three methods, all ending in `score >= threshold` (scores and decisions kept apart):
+
+- "nn" (the distance method): a cosine shortlist of the `shortlist` nearest gallery embeddings,
+  each scored by the Siamese head (P(same)); a person's score is their best. Score in [0, 1].
+- "svc" (the FaceNet seed): a linear SVC one-vs-rest on the gallery embeddings; score is the top
+  class's margin (unbounded; 0 = on the boundary). Needs two or more people, else "nn" is used.
+- "combined": the head's best score decides known-vs-unknown, the SVC picks the name.
+
+The unknown threshold is calibrated, not guessed: at most `far_target` (1 %) of faces of people
+never enrolled may be accepted, measured on faces of LFW people the model never saw scored
+against *this* gallery (`unknown_thresholds`). Writing commands (`siamese gallery add / import /
+calibrate / reembed`, `siamese.gallery.calibrate.refresh`) store those impostor faces, the
+calibration and the SVC in the gallery; recognising only reads them (`load_recognizer`): when the
+gallery changed since, or another `far_target` is asked for, the threshold is measured again in
+memory from the stored impostors (milliseconds), and nothing is written. Without stored impostors
+the model's own verification threshold is used, with a warning: it was chosen for one-to-one
+checks and accepts far more strangers against a gallery of many people.
+
+An empty gallery gives "unknown" (score 0.0) for every face, with a warning. A photo without a
+face gives no rows (counted in the summary). No TensorFlow on this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from siamese.gallery.index import Index
+from siamese.io.images import iter_images, list_images, write_image
+from siamese.io.names import UNKNOWN
+
+__all__ = ["METHODS", "Match", "Recognizer", "Svc", "annotate", "calibrate", "load_recognizer", "recognize",
+           "threshold_at_far", "unknown_thresholds"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("nn", "svc", "combined")
+
+
+@dataclass
+class Svc:
+    """A linear SVC as plain arrays (stored in the gallery db; no pickle): decision = x @ coef.T +
+    intercept, one row per class (label index)."""
+
+    coef: np.ndarray       # (C, D) float32
+    intercept: np.ndarray  # (C,) float32
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: np.ndarray, C: float = 1.0) -> "Svc":
+        """One-vs-rest LinearSVC on (N, D) embeddings with labels 0..C-1 (C >= 2)."""
+        import warnings
+
+        from sklearn.svm import LinearSVC
+
+        with warnings.catch_warnings():  # one face per person is "many classes": expected here
+            warnings.simplefilter("ignore", UserWarning)
+            # Seeded: liblinear shuffles its coordinates, so the same gallery gives the same SVC.
+            m = LinearSVC(C=C, random_state=0, max_iter=5000).fit(vectors, labels)
+        w, b = m.coef_.astype(np.float32), m.intercept_.astype(np.float32)
+        if len(m.classes_) == 2:  # sklearn keeps one row for two classes: make it one per class
+            w, b = np.concatenate([-w, w]), np.concatenate([-b, b])
+        return cls(w, b)
+
+    def decision(self, queries: np.ndarray) -> np.ndarray:
+        """(n, C) float32 margins."""
+        return np.atleast_2d(queries).astype(np.float32) @ self.coef.T + self.intercept
+
+
+class Recognizer:
+    """A gallery in memory, ready to answer: `identify(embeddings)`.
+
+    Args:
+        embedder: `siamese.export.Embedder` (only `score` and `threshold` are used).
+        vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
+        method: "nn", "svc" or "combined" (see the module doc).
+        svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
+        thresholds: {"nn": head score, "svc": margin} from `calibrate`; missing "nn" falls back
+            to the model's verification threshold, missing "svc" to margin 0.
+        shortlist: gallery embeddings per query scored by the head.
+        int8: `Index`'s 8-bit scan (None: from 50,000 embeddings).
+    """
+
+    def __init__(self, embedder, vectors, labels, names, *, method: str = "nn", svc: Svc | None = None,
+                 thresholds: dict | None = None, shortlist: int = 32, int8: bool | None = None):
+        if method not in METHODS:
+            raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+        self.embedder, self.names = embedder, list(names)
+        self.index, self.shortlist = Index(vectors, int8), int(shortlist)
+        self.labels = np.asarray(labels, np.int64)
+        if method != "nn" and len(self.names) < 2:
+            if self.names:
+                log.warning("method %s needs two or more people in the gallery: using nn", method)
+            method = "nn"
+        if method != "nn" and svc is None:
+            svc = Svc.fit(self.index.vectors, self.labels)
+        self.method, self.svc = method, svc
+        self.thresholds = {"nn": float(embedder.threshold), "svc": 0.0, **(thresholds or {})}
+        self.calibration: dict | None = None  # set by load_recognizer: where the thresholds came from
+
+    def rank(self, queries: np.ndarray, kind: str = "nn", top: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """The `top` people for each query, best first: (labels (n, top) int64, -1 padded;
+        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc")."""
+        q = np.atleast_2d(np.asarray(queries, np.float32))
+        if kind == "svc":
+            d = self.svc.decision(q)
+            lab = np.argsort(-d, axis=1)[:, :top]
+            out_l, out_s = np.full((len(q), top), -1), np.full((len(q), top), -np.inf, np.float32)
+            out_l[:, :lab.shape[1]], out_s[:, :lab.shape[1]] = lab, np.take_along_axis(d, lab, 1)
+            return out_l, out_s
+        n, k = len(q), self.shortlist
+        rows, _ = self.index.search(q, k)
+        ok = rows >= 0
+        b = self.index.vectors[np.where(ok, rows, 0)].reshape(-1, q.shape[1])
+        s = (self.embedder.score(np.repeat(q, k, axis=0), b).reshape(n, k) if n and ok.any()
+             else np.zeros((n, k), np.float32))
+        s = np.where(ok, s, -np.inf).astype(np.float32)
+        lab = np.where(ok, self.labels[np.where(ok, rows, 0)], -1)
+        order = np.argsort(-s, axis=1, kind="stable")
+        s, lab = np.take_along_axis(s, order, 1), np.take_along_axis(lab, order, 1)
+        out_l, out_s = np.full((n, top), -1), np.full((n, top), -np.inf, np.float32)
+        for i in range(n):  # a person's score is their best embedding's: keep first occurrences
+            _, first = np.unique(lab[i], return_index=True)
+            first = np.sort(first[lab[i, first] >= 0])[:top]
+            out_l[i, :len(first)], out_s[i, :len(first)] = lab[i, first], s[i, first]
+        return out_l, out_s
+
+    def evidence(self, queries: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ranked labels (n, 5), accept score (n,)) of `method` (default: this one's)."""
+        method = method or self.method
+        lab, s = self.rank(queries, "svc" if method == "svc" else "nn")
+        if method == "combined":
+            return self.rank(queries, "svc")[0], s[:, 0]
+        return lab, s[:, 0]
+
+    def identify(self, queries: np.ndarray) -> list[tuple[str, float, bool, str]]:
+        """[(name or "unknown", score, known, best candidate's name)] per query embedding."""
+        q = np.atleast_2d(queries)
+        if not self.names:
+            return [(UNKNOWN, 0.0, False, "")] * len(q)
+        lab, score = self.evidence(q)
+        thr = self.thresholds["svc" if self.method == "svc" else "nn"]
+        out = []
+        for label, s in zip(lab[:, 0], score):
+            cand = self.names[label] if label >= 0 else ""
+            out.append((cand if s >= thr else UNKNOWN, float(s), bool(s >= thr), cand))
+        return out
+
+
+def _tokens(name: str) -> tuple[str, ...]:
+    return tuple(t for t in re.split(r"[\W_]+", name.lower()) if t)
+
+
+def unknown_thresholds(recognizer: Recognizer, impostors: np.ndarray, impostor_names: list[str],
+                       far_target: float, kinds=("nn",)) -> dict:
+    """The calibration of one gallery snapshot: {kind: `calibrate(...)`} for each of `kinds`
+    ("nn", "svc"), measured on the impostors whose name is not an enrolled name (an LFW stranger
+    who is in fact enrolled would not be a stranger)."""
+    enrolled = {_tokens(n) for n in recognizer.names}
+    keep = np.array([_tokens(n) not in enrolled for n in impostor_names], bool)
+    return {k: calibrate(recognizer, impostors[keep], far_target, k) for k in kinds}
+
+
+def load_recognizer(gallery, embedder, method: str = "nn", far_target: float = 0.01,
+                    shortlist: int = 32) -> Recognizer:
+    """A `Recognizer` over the gallery's current snapshot. Reads only: the stored SVC when it
+    fits this revision (else one fitted in memory), the stored calibration when it fits this
+    revision and `far_target` (else measured again in memory on the stored impostors).
+
+    The calibration used is in `recognizer.calibration` (None: no impostors stored, so the
+    model's verification threshold stands; logged)."""
+    vectors, labels, names, rev = gallery.embeddings()
+    if not len(vectors):
+        log.warning("%s is empty: every face will be 'unknown' — add people with `siamese gallery "
+                    "import DIR`", gallery.path)
+    svc = None
+    if method != "nn" and len(names) >= 2:
+        stored = gallery.classifier()
+        if stored and stored["revision"] == rev and stored["classes"] == names:
+            svc = Svc(stored["coef"], stored["intercept"])
+        else:
+            log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
+                     "calibrate` stores it)", gallery.path)
+            svc = Svc.fit(vectors, labels)
+    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist)
+    kinds = ("nn", "svc") if svc is not None else ("nn",)
+    cal = gallery.get("calibration")
+    if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
+                             and all(k in cal for k in kinds)):
+        imp, imp_names = gallery.impostors()
+        if len(imp):
+            cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
+                   **unknown_thresholds(rec, imp, imp_names, far_target, kinds)}
+        else:
+            log.warning("%s has no calibration: using the model's verification threshold %.3f, which "
+                        "accepts more strangers — run `siamese gallery calibrate`", gallery.path,
+                        embedder.threshold)
+            cal = None
+    rec.thresholds.update({k: cal[k]["threshold"] for k in kinds if cal and k in cal})
+    rec.calibration = cal if len(vectors) else None
+    return rec
+
+
+@dataclass
+class Match:
+    """One face: `source` image, face number, `name` (or "unknown"), `score` (see METHODS),
+    `box` [x, y, w, h] px, `known` (score >= threshold), `candidate` (best name, even if unknown)."""
+
+    source: str
+    face: int
+    name: str
+    score: float
+    box: list
+    known: bool
+    candidate: str
+
+    def line(self) -> str:
+        """`path, name, score, [x, y, w, h]`: one plain line, like the seed's `(test/vp.jpg, vp)`."""
+        return f"{self.source}, {self.name}, {self.score:.3f}, [{', '.join(f'{v:g}' for v in self.box)}]"
+
+
+def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
+              overwrite: bool = False) -> tuple[list[Match], dict]:
+    """Name every face in photos.
+
+    Args:
+        inputs: a photo, a folder (recursive) or a list of them.
+        recognizer: from `load_recognizer` (or built on arrays).
+        detector: a `siamese.faces.Detector`.
+        annotate_dir: if set, write each photo with boxes and names there (same relative path);
+            an existing non-empty folder is refused unless `overwrite`.
+
+    Returns:
+        (matches left to right per photo, summary {"images", "faces", "known", "without_face"
+        (paths), "unreadable"}). Unreadable photos are logged and counted, never raised.
+    """
+
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    out = Path(annotate_dir) if annotate_dir else None
+    if out is not None and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty — choose another annotate_dir or pass overwrite=true")
+    matches, summary = [], {"images": 0, "faces": 0, "known": 0, "without_face": [], "unreadable": 0}
+    for root in map(Path, inputs):
+        paths = list_images(root)
+        summary["images"] += len(paths)
+        skipped: Counter = Counter()
+        for path, image in iter_images(paths, skipped):
+            faces = sorted(detector.detect(image), key=lambda f: float(f.box[0]))
+            if not faces:
+                summary["without_face"].append(str(path))
+                continue
+            found = [Match(str(path), k, n, round(s, 4), np.round(f.box, 1).tolist(), kn, c)
+                     for k, (f, (n, s, kn, c)) in enumerate(
+                         zip(faces, recognizer.identify(recognizer.embedder.embed_faces(image, faces))))]
+            matches += found
+            if out is not None:
+                rel = path.relative_to(root) if root.is_dir() else Path(path.name)
+                write_image((out / rel).with_suffix(".jpg"), annotate(image, found))
+        summary["unreadable"] += sum(skipped.values())
+    summary["faces"], summary["known"] = len(matches), sum(m.known for m in matches)
+    return matches, summary
+
+
+def annotate(image: np.ndarray, matches: list[Match]) -> np.ndarray:
+    """A copy of `image` (RGB) with each face's box and name: green known, red unknown."""
+    import cv2
+
+    im = image.copy()
+    t = max(1, round(max(im.shape[:2]) / 500))
+    for m in matches:
+        x, y, w, h = (int(round(v)) for v in m.box)
+        colour = (0, 200, 0) if m.known else (220, 0, 0)
+        cv2.rectangle(im, (x, y), (x + w, y + h), colour, t)
+        cv2.putText(im, f"{m.name} {m.score:.2f}", (x, max(12, y - 4 * t)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * t, colour, t, cv2.LINE_AA)
+    return im
+
+
+def threshold_at_far(scores: np.ndarray, far: float) -> float:
+    """The lowest threshold at which at most `far` of `scores` are >= it (accepted)."""
+    # float32 throughout: scores are float32, and numpy compares them with a Python float in
+    # float32, where a float64 nudge above s[k] would round back onto it.
+    s = np.sort(np.asarray(scores, np.float32))[::-1]
+    if not len(s):
+        raise ValueError("no impostor scores to calibrate on")
+    k = int(np.floor(far * len(s) + 1e-9))
+    return float(np.nextafter(s[k], np.float32(np.inf))) if k < len(s) else float(s[-1])
+
+
+def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float = 0.01,
+              kind: str = "nn") -> dict:
+    """The unknown threshold for `recognizer`'s gallery at a false-accept rate.
+
+    Args:
+        recognizer: the gallery to calibrate.
+        impostors: (m, D) embeddings of faces of people not in the gallery (one per person).
+        far_target: the share of such people that may be wrongly accepted, e.g. 0.01.
+        kind: "nn" (head score) or "svc" (margin).
+
+    Returns:
+        {"threshold", "far_target", "far_measured" (on these impostors), "impostors" (m),
+        "gallery_people"}. With m < 10 / far_target the threshold is noisy (logged).
+    """
+    _, scores = recognizer.rank(impostors, kind, top=1)
+    thr = threshold_at_far(scores[:, 0], far_target)
+    if len(impostors) < 10 / far_target:
+        log.warning("calibrating FAR %.3g on only %d impostors: the threshold is noisy", far_target,
+                    len(impostors))
+    return {"threshold": thr, "far_target": far_target,
+            "far_measured": round(float((scores[:, 0] >= thr).mean()), 4),
+            "impostors": int(len(impostors)), "gallery_people": len(recognizer.names)}

@@ -1,0 +1,104 @@
+"""Files written so that a reader never sees half of one: atomic files and folders.
+
+`atomic_write_bytes` / `atomic_write_text` / `atomic_save_npy` write a hidden temporary file in
+the target's folder and rename it over the target. `staged_dir` builds a whole folder the same
+way: everything goes into a hidden `.NAME.tmp-*` folder beside `NAME`, which `swap_dir` puts in
+place only once it is complete (an old `NAME` is moved aside first and removed last). Stdlib and
+NumPy only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "staged_dir", "swap_dir"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` so that readers see the old file or the new one, never half of it.
+
+    The bytes go to a hidden temporary file in the same folder (same file system, so `os.replace`
+    is atomic), are flushed to disk, then renamed over `path`. Parents are created. Returns `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates 0600 files; keep an existing file's mode, else use the usual 0644.
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """`atomic_write_bytes` for text (written as is: no newline translation)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """`np.save` through `atomic_write_bytes` (never a half-written .npy)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def swap_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Put the finished folder `tmp` in place of `out` (same parent folder).
+
+    An existing `out` is renamed aside first and removed only once `tmp` is in place; if the
+    second rename fails, the old `out` is put back. Returns `out`.
+    """
+    tmp, out = Path(tmp), Path(out)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike, mode: int = 0o755) -> Iterator[Path]:
+    """Build a folder beside `out` and swap it in when the block ends without an error.
+
+    Example:
+        with staged_dir("people/") as tmp:
+            write_everything_into(tmp)      # people/ appears (or is replaced) only at the end
+
+    On an exception (Ctrl-C included) the partial folder is removed and `out` is untouched.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(mode)  # mkdtemp makes it 0700; results are meant to be shared
+    try:
+        yield tmp
+        swap_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

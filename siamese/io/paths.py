@@ -1,0 +1,28 @@
+"""Where things are: the package, the shipped model, and the one name of an LFW face cache.
+
+Stdlib only. `lfw_cache` is the only place that spells a cache folder's name, so the prepare
+command, training and every evaluation agree on it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CONF_DIR", "DEFAULT_MODEL", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_cache"]
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO = PACKAGE_DIR.parent
+CONF_DIR = REPO / "conf"  # the Hydra configs (an editable install: the package runs from the repo)
+DEFAULT_MODEL = PACKAGE_DIR / "assets" / "default_model"
+# The demo media (photos, clips) the benchmarks use: SIAMESE_SAMPLES, else beside the repo.
+SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", REPO.parent / "shared" / "datasets" / "samples"))
+
+
+def lfw_cache(cache_root: str | os.PathLike = "data/cache", detector: str = "yunet",
+              size: int = 112, padding: float = 0.0) -> Path:
+    """The face cache folder for LFW aligned by `detector` to `size` px with `padding`.
+
+    Example: lfw_cache("data/cache") -> data/cache/lfw_yunet_112_p0.0 (what `make prepare` builds).
+    """
+    return Path(cache_root) / f"lfw_{detector}_{int(size)}_p{float(padding)}"

@@ -1,0 +1,221 @@
+"""One loader for inference: a model directory -> `Embedder` (ONNX Runtime, else Keras).
+
+    faces in an image --crops()--> (N, S, S, 3) uint8 aligned as the model expects
+        --embed()--> (N, D) unit vectors --score()--> (n,) head P(same) --verify()--> decisions
+
+`Embedder` is the one reader of a model directory (`siamese.model.modeldir`): its preprocessing
+(alignment size and padding, input size), threshold, fingerprint, the people it saw and its
+calibrations. Callers pass images and faces, never crop recipes. On the ONNX path TensorFlow is
+never imported. Kinds of model other than one network (an `Ensemble`, the distillation teacher)
+subclass it and are chosen by a key of model.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from siamese.data.cache import FaceCache
+from siamese.data.lfw import LFW, ImageRef
+from siamese.data.unseen import lfw_crops
+from siamese.faces.align import align, resize_faces
+from siamese.faces.detect import Detector, Face
+from siamese.io.paths import DEFAULT_MODEL
+from siamese.model import modeldir
+from siamese.model.preprocess import flip_embed
+
+__all__ = ["DEFAULT_MODEL", "Embedder"]
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """A loaded model: aligned uint8 crops -> embeddings -> scores -> decisions.
+
+    Attributes: input_size (S, pixels), threshold (the head score for "same person", from
+    model.json), format ("onnx" or "keras", the one loaded), meta (model.json), path (the dir
+    loaded), dim (D).
+    """
+
+    kinds: ClassVar[dict[str, type]] = {}  # model.json key -> the subclass that loads it
+
+    def __init_subclass__(cls, kind: str | None = None, **kw):
+        super().__init_subclass__(**kw)
+        if kind:
+            Embedder.kinds[kind] = cls
+
+    def __init__(self, path: Path, meta: dict, fmt: str, embed_fn, head_fn, dim: int):
+        self.path, self.meta, self.format, self.dim = Path(path), meta, fmt, int(dim)
+        self.input_size, self.threshold = int(meta["input_size"]), float(meta["threshold"])
+        self._embed, self._head = embed_fn, head_fn
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, prefer: tuple[str, ...] = ("onnx", "keras"),
+             threads: int | None = None) -> "Embedder":
+        """Load the first format of `prefer` that is present and importable.
+
+        Args:
+            path: an export dir, a run's `model/` dir, a run dir (its newer of export/, model/),
+                an ensemble or teacher dir; None: the shipped model (`DEFAULT_MODEL`).
+            prefer: formats to try in order; "onnx" needs embedding.onnx, head.onnx and
+                onnxruntime; "keras" needs embedding.keras, head.keras.
+            threads: ONNX Runtime intra-op threads; None leaves ORT's default (all cores).
+        """
+        root = modeldir.find_model_dir(DEFAULT_MODEL if path is None else path)
+        meta = json.loads((root / "model.json").read_text())
+        for kind, sub in Embedder.kinds.items():
+            if kind in meta:  # several models as one, or the teacher: their own loaders
+                return sub.from_dir(root, meta, prefer, threads)
+        for fmt in prefer:
+            if fmt not in ("onnx", "keras"):
+                raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")
+            if not all((root / f"{p}.{fmt}").is_file() for p in ("embedding", "head")):
+                continue
+            if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+                log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
+                continue
+            return cls(root, meta, fmt, *(_onnx(root, threads) if fmt == "onnx" else _keras(root)))
+        raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
+                                "export the model with `siamese export`")
+
+    # --- preprocessing: the model owns it ----------------------------------------------------
+    @property
+    def alignment(self) -> tuple[int, float]:
+        """(size, padding) faces are aligned at before resizing to `input_size` (training's cache)."""
+        al = self.meta.get("alignment", {})
+        return int(al.get("cache_size", 112)), float(al.get("padding", 0.0))
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        """Crops aligned at `alignment` -> the model's input: (N, S, S, 3) uint8."""
+        return resize_faces(np.asarray(crops), self.input_size)
+
+    def crops(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """Crops of `faces` in `image` exactly as the model saw faces in training.
+
+        Training aligned at the cache's size and padding, then shrank to the model's input size;
+        doing the same here (not a direct warp to the small size) keeps the pixels' statistics.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            faces: detections in `image`.
+
+        Returns:
+            (n, S, S, 3) uint8 RGB, S = `input_size`.
+        """
+        if not faces:
+            return np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
+        size, padding = self.alignment
+        return self.prepare(np.stack([align(image, f.landmarks, size, padding) for f in faces]))
+
+    # --- embeddings and scores ---------------------------------------------------------------
+    def embed(self, images: np.ndarray, flip: bool = True, batch_size: int = 256) -> np.ndarray:
+        """Embeddings of aligned faces: (N, S, S, 3) uint8 RGB -> (N, D) float32 unit vectors.
+
+        With `flip`, the sum of the face's and its mirror's embeddings, renormalised
+        (`siamese.model.preprocess.flip_embed`). N = 0 gives a (0, D) array.
+        """
+        images = np.asarray(images)
+        s = self.input_size
+        if len(images) and (images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8):
+            raise ValueError(f"expected (N, {s}, {s}, 3) uint8 RGB aligned faces, got "
+                             f"{images.shape} {images.dtype} — use Embedder.crops(image, faces)")
+        return flip_embed(self._embed, images, self.dim, flip, batch_size)
+
+    def embed_faces(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """(n, D) unit embeddings of `faces` in `image` ((0, D) without faces)."""
+        return self.embed(self.crops(image, faces))
+
+    def embed_refs(self, lfw: LFW, refs: list[ImageRef], cache: FaceCache | None = None,
+                   detector: Detector | None = None) -> tuple[np.ndarray, list[ImageRef]]:
+        """(embeddings (n, D), the n refs embedded) of LFW images, from the face cache when it is
+        aligned as this model expects (`siamese.data.unseen.lfw_crops`: unreadable photos are
+        left out)."""
+        crops, kept = lfw_crops(lfw, refs, *self.alignment, cache=cache, detector=detector)
+        return self.embed(self.prepare(crops)), kept
+
+    def score(self, emb_a: np.ndarray, emb_b: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """(n,) float32 head probabilities that pairs of (n, D) embeddings are the same person."""
+        a, b = (np.ascontiguousarray(e, np.float32) for e in (emb_a, emb_b))
+        if a.shape != b.shape or a.ndim != 2 or a.shape[1] != self.dim:
+            raise ValueError(f"expected two (n, {self.dim}) arrays, got {a.shape} and {b.shape}")
+        out = [self._head(a[i:i + batch_size], b[i:i + batch_size])
+               for i in range(0, len(a), batch_size)]
+        return np.concatenate(out).ravel().astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def verify(self, emb_a: np.ndarray, emb_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (n,) float32, decisions (n,) bool) with decision = score >= threshold."""
+        scores = self.score(emb_a, emb_b)
+        return scores, scores >= self.threshold
+
+
+    # --- the model directory ------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Which network this is: one SHA-256 over the SHA-256 of its embedding and head weight
+        files, .keras if present (so the ONNX and Keras loads of one model, and its exports,
+        agree), else .onnx. Computed once per load (the files are megabytes).
+
+        Raises:
+            FileNotFoundError: neither pair of weight files is there.
+        """
+        if self._fingerprint is None:
+            root, files = Path(self.path), self.meta.get("files", {})
+            for ext in ("keras", "onnx"):
+                names = [f"embedding.{ext}", f"head.{ext}"]
+                if all(n in files or (root / n).is_file() for n in names):
+                    digests = [files.get(n) or modeldir.sha256(root / n) for n in names]
+                    self._fingerprint = hashlib.sha256(
+                        f"{ext}:{digests[0]}:{digests[1]}".encode()).hexdigest()
+                    break
+            else:
+                raise FileNotFoundError(f"{root}: no embedding/head weights to fingerprint — "
+                                        "load an exported model")
+        return self._fingerprint
+
+    def identity(self) -> dict:
+        """{"fingerprint", "dim", "path"}: what galleries, enrolments and calibrations record."""
+        return {"fingerprint": self.fingerprint(), "dim": int(self.dim), "path": str(self.path)}
+
+    def seen_people(self) -> set[str]:
+        """Everyone the model trained or validated on (people.json; empty, logged, if none)."""
+        return modeldir.seen_people(self.path)
+
+    def validation_people(self) -> list[str]:
+        """The people held out of its training for validation (calibrations are fitted on them)."""
+        return modeldir.validation_people(self.path)
+
+    def calibration(self, name: str) -> dict | None:
+        """A calibration beside the model ("verify.json", "cluster.json") fitted for this model,
+        else None (logged when it was fitted for another)."""
+        return modeldir.read_calibration(self.path, name, self.fingerprint())
+
+
+def _onnx(root: Path, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    emb, head = (ort.InferenceSession(str(root / f"{p}.onnx"), opts,
+                                      providers=["CPUExecutionProvider"])
+                 for p in ("embedding", "head"))
+    e_in, h_in = emb.get_inputs()[0].name, [i.name for i in head.get_inputs()]
+    return (lambda x: emb.run(None, {e_in: x})[0],
+            lambda a, b: head.run(None, dict(zip(h_in, (a, b))))[0],
+            emb.get_outputs()[0].shape[-1])
+
+
+def _keras(root: Path):
+    from siamese.model.networks import load_float32  # Keras: imported only for .keras models
+
+    emb, head = load_float32(root / "embedding.keras"), load_float32(root / "head.keras")
+    return (lambda x: np.asarray(emb.predict_on_batch(x)),
+            lambda a, b: np.asarray(head.predict_on_batch([a, b])),
+            emb.output_shape[-1])

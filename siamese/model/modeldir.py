@@ -1,0 +1,115 @@
+"""What a model directory holds, read in one place.
+
+    model.json     input size, colour, alignment (template, cache size, padding), the pair
+                   threshold and where it came from; after export also the formats and SHA-256s
+    people.json    who the model saw: "seen" (training + validation people: evaluation refuses
+                   their pairs) and "validation" (held out: calibrations are fitted on them)
+    verify.json    calibrations fitted after training (`siamese calibrate`), each naming the
+    cluster.json   model it was fitted for by fingerprint, so a copy beside another model is ignored
+    embedding.*, head.*   the networks (.keras, .onnx, ...)
+
+`siamese.model.Embedder` exposes these; this module is the file-level part. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from siamese.io.files import atomic_write_text
+
+__all__ = ["CALIBRATIONS", "find_model_dir", "read_calibration", "read_people", "seen_people", "sha256",
+           "validation_people", "write_model_json"]
+
+log = logging.getLogger(__name__)
+
+CALIBRATIONS = ("verify.json", "cluster.json")  # fitted after training, beside the model files
+
+
+def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
+    """The dir holding model.json: `path` itself, or inside a run dir `export/` or `model/`.
+
+    For a run dir, `export/` wins when `exported` and it is newer than `model/` (a run resumed
+    after its export has a newer `model/`, and the stale export is skipped).
+    """
+    path = Path(path)
+    ex, mo = path / "export" / "model.json", path / "model" / "model.json"
+    if (path / "model.json").is_file():
+        return path
+    if exported and ex.is_file() and (not mo.is_file() or ex.stat().st_mtime >= mo.stat().st_mtime):
+        return ex.parent
+    if mo.is_file():
+        return mo.parent
+    raise FileNotFoundError(f"{path}: no model.json here or in {path / 'model'} — pass a "
+                            "training run dir (checkpoints/NAME), its model/ dir, or an export dir")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_model_json(model_dir: str | os.PathLike, meta: dict) -> Path:
+    """Write model.json atomically (see the module docstring for its keys)."""
+    return atomic_write_text(Path(model_dir) / "model.json", json.dumps(meta, indent=2))
+
+
+def read_people(model_dir: str | os.PathLike) -> dict | None:
+    """people.json of a model dir (or of a run dir's model/), or None when there is none."""
+    for p in (Path(model_dir) / "people.json", Path(model_dir) / "model" / "people.json"):
+        if p.is_file():
+            return json.loads(p.read_text())
+    return None
+
+
+def seen_people(model_dir: str | os.PathLike) -> set[str]:
+    """People the model saw in training or validation (empty set, with a warning, if none recorded)."""
+    people = read_people(model_dir)
+    if people is None:
+        log.warning("%s has no people.json: cannot check the test people against training", model_dir)
+        return set()
+    return set(people["seen"])
+
+
+def validation_people(model_dir: str | os.PathLike) -> list[str]:
+    """The people held out of training for validation, from the model's people.json.
+
+    Raises:
+        ValueError: no people.json, or none listed.
+    """
+    people = read_people(model_dir)
+    if people is None:
+        raise ValueError(f"{model_dir}: no people.json — cannot tell which people the model never saw")
+    if not people.get("validation"):
+        raise ValueError(f"{model_dir}/people.json: no validation people listed — retrain, or "
+                         "calibrate on labelled faces with fit_clustering")
+    return list(people["validation"])
+
+
+def read_calibration(model_dir: str | os.PathLike, name: str, fingerprint: str) -> dict | None:
+    """A calibration file (`CALIBRATIONS`) beside the model, or None when it is missing or was
+    fitted for another model (logged).
+
+    Raises:
+        ValueError: the file is not valid JSON (names it and the command that refits it).
+    """
+    path = Path(model_dir) / name
+    if not path.is_file():
+        return None
+    try:
+        cal = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a calibration ({err}) — refit it: `siamese calibrate "
+                         f"{model_dir} overwrite=true`") from None
+    if not isinstance(cal, dict) or (cal.get("model") or {}).get("fingerprint") != fingerprint:
+        log.warning("%s was calibrated for another model — ignoring it; refit it with "
+                    "`siamese calibrate %s overwrite=true`", path, model_dir)
+        return None
+    return cal

@@ -1,0 +1,93 @@
+"""Making an ensemble dir from trained models (`siamese ensemble OUT MODEL MODEL ...`): its
+members, who they saw, and its own pair threshold and cluster.json fitted on the validation people
+every member held out. The `Ensemble` itself is `siamese.model.ensemble`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from siamese.eval.calibration import calibrate_clustering, validation_faces
+from siamese.eval.metrics import best_threshold
+from siamese.io.files import atomic_write_text
+from siamese.model.embedder import Embedder
+from siamese.model.ensemble import Ensemble
+
+__all__ = ["build"]
+
+log = logging.getLogger(__name__)
+
+
+def _people(members: list[Embedder]) -> dict:
+    """Who any member saw, and the validation people every member held out."""
+
+    seen, validation = set(), None
+    for m in members:
+        held_out = set(m.validation_people())  # the ensemble's thresholds are fitted on these
+        seen |= m.seen_people()
+        validation = held_out if validation is None else validation & held_out
+    if not validation or len(validation) < 2:
+        raise ValueError("the members share fewer than two validation people — train them with "
+                         "the same seed and val_fraction (their split of DevTrain)")
+    return {"dataset": "lfw", "seen": sorted(seen), "validation": sorted(validation)}
+
+
+def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None, *,
+          cache_dir=None, detector=None, overwrite: bool = False, seed: int = 0) -> Ensemble:
+    """Make an ensemble dir `out` from trained models and fit its thresholds.
+
+    The pair threshold (`Embedder.threshold`) is the best-accuracy cut on all same-person pairs
+    of the shared validation people and as many random different-person pairs; cluster.json
+    comes from `siamese.calibration.calibrate_clustering` on the same faces.
+
+    Args:
+        out: the new dir; must not hold a model unless `overwrite`.
+        models: two or more model dirs (run dirs, model/ or export dirs), same alignment.
+        lfw_root, cache_dir, detector: where the validation faces come from (as for
+            `siamese.calibration.calibrate`).
+        seed: for the different-person pairs.
+
+    Raises:
+        ValueError: fewer than two models, different alignments, no shared validation people.
+        FileExistsError: `out` holds a model and not `overwrite`.
+    """
+    out = Path(out)
+    if len(models) < 2:
+        raise ValueError("an ensemble needs two or more models")
+    if (out / "model.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} holds a model — pass overwrite=True (--overwrite)")
+    members = [Embedder.load(m) for m in models]
+    aligns = {json.dumps(m.meta.get("alignment", {}), sort_keys=True) for m in members}
+    if len(aligns) != 1:
+        raise ValueError(f"the models were aligned differently ({sorted(aligns)}): one ensemble "
+                         "needs one alignment")
+    align = members[0].meta["alignment"]
+    people = _people(members)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"input_size": int(align.get("cache_size", 112)), "colour": "RGB", "range": "uint8 in",
+            "alignment": align, "threshold": 0.5, "flip_tta": True,
+            "ensemble": [os.path.relpath(Path(m.path).resolve(), out.resolve()) for m in members]}
+    ens = Ensemble(out, meta, members)
+    faces, labels = validation_faces(ens, people["validation"], lfw_root, cache_dir=cache_dir,
+                                     detector=detector)
+    emb = ens.embed(faces)
+    i, j = np.triu_indices(len(emb), 1)
+    same = labels[i] == labels[j]
+    rng = np.random.default_rng(seed)
+    diff = rng.choice(np.flatnonzero(~same), min(int(same.sum()), int((~same).sum())), replace=False)
+    pick = np.r_[np.flatnonzero(same), diff]
+    meta["threshold"], acc = best_threshold(ens.score(emb[i[pick]], emb[j[pick]]), same[pick])
+    meta["threshold_from"] = (f"validation people held out of every member: best accuracy "
+                              f"{acc:.4f} on {len(pick)} pairs")
+    ens.threshold = float(meta["threshold"])
+    atomic_write_text(out / "people.json", json.dumps(people))
+    atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
+    calibrate_clustering(ens, faces=faces, labels=labels, overwrite=True)
+    log.info("%s: %d members, pair threshold %.3f", out, len(members), ens.threshold)
+    return ens
+
+

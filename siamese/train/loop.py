@@ -1,0 +1,84 @@
+"""The work between epochs: hard negatives, validation, checkpoints, early stopping.
+
+Every epoch saves the whole training state (`last.keras`, optimizer included, then `state.json`,
+which is what says the epoch is complete), so a killed run resumes at the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from siamese.data.sampling import most_similar
+from siamese.eval.metrics import best_threshold, roc_auc
+from siamese.io.files import atomic_write_text
+from siamese.model.networks import embed, pair_scores
+from siamese.train.batches import PairBatches
+
+__all__ = ["Loop", "save", "should_stop"]
+
+log = logging.getLogger(__name__)
+
+
+class Loop(keras.callbacks.Callback):
+    """Per-epoch work: hard negatives, validation, checkpoints, early stopping."""
+
+    def __init__(self, run_dir: Path, data: PairBatches, val, state: dict, cfg: DictConfig):
+        super().__init__()
+        self.run_dir, self.data, self.val, self.state, self.cfg = run_dir, data, val, state, cfg
+        self.t_epoch = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.epoch = epoch
+        tc = self.cfg.train
+        if tc.hard_share > 0 and epoch >= tc.hard_start_epoch:
+            # Identity centres of the CosFace layer: who looks like whom, for free.
+            w = np.asarray(self.model.get_layer("identity").w).T
+            self.data.similar = most_similar(w, tc.hard_k)
+        self.t_epoch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self.t_epoch
+        images, idx, same = self.val
+        emb = embed(self.model.get_layer("embedding"), images)
+        scores = pair_scores(self.model.get_layer("head"), emb[idx[:, 0]], emb[idx[:, 1]])
+        thr, acc = best_threshold(scores, same)
+        logs.update(val_acc=acc, val_auc=roc_auc(scores, same), val_threshold=thr,
+                    lr=float(np.asarray(self.model.optimizer.learning_rate)),
+                    epoch_s=seconds,
+                    images_per_s=2 * self.cfg.train.batch_size * self.data.steps / seconds)
+        st = self.state
+        st["epoch"] = epoch + 1
+        st["train_seconds"] = st.get("train_seconds", 0.0) + seconds
+        if acc > st.get("best_val_acc", -1.0):
+            st.update(best_val_acc=acc, best_epoch=epoch + 1)
+            save(self.model, self.run_dir / "best.keras")
+        save(self.model, self.run_dir / "last.keras")
+        # state.json last: it is what says the epoch is complete.
+        atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
+        log.info("epoch %d: val_acc %.4f auc %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
+                 logs["val_auc"], st["best_val_acc"], st["best_epoch"], seconds)
+        if should_stop(st, self.cfg.train):
+            log.info("early stop: no val_acc gain for %d epochs", self.cfg.train.patience)
+            self.model.stop_training = True
+
+
+def should_stop(state: dict, tc) -> bool:
+    """Early stopping: `patience` epochs without a validation gain, counted only from
+    `early_stop_after` of the schedule on (the cosine LR's late epochs bring most gains)."""
+    start = int(np.ceil(tc.early_stop_after * tc.epochs))
+    return state["epoch"] - max(state.get("best_epoch", 0), start) >= tc.patience
+
+
+def save(model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")  # keras wants the suffix
+    model.save(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,244 @@
+"""Train the Siamese network: `make train` / `siamese train`.
+
+    LFW cache (aligned crops) -> training people of the protocol -> hold out some people for
+    validation -> pairs (anchor/positive, anchor/negative; hard negatives later) -> augment ->
+    embedding + head -> fit -> best model by validation accuracy -> View 1 / fold test
+
+Objective: each image's embedding is trained as a classifier over the training identities with
+a cosine margin (CosFace), which gives an embedding that separates people never seen; the L1
+head learns P(same) from the pairs with binary cross-entropy. Both losses reach the embedding.
+
+Resuming: the run dir is named by the config (not the time), every epoch saves the whole
+training state (`last.keras`, optimizer included, and `state.json`), and each batch is drawn
+from a generator seeded by (seed, epoch, batch), so running the same command after a kill
+continues exactly where the last finished epoch left off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from siamese.data import cache
+from siamese.data.lfw import LFW, protocol_split
+from siamese.data.sampling import FaceSet, add_people, fixed_pairs, split_people
+from siamese.eval.calibration import calibrate_clustering
+from siamese.eval.metrics import best_threshold, summary
+from siamese.eval.plots import training_curves
+from siamese.faces.align import resize_faces
+from siamese.faces.capture import read_face_folders
+from siamese.io.files import atomic_write_text
+from siamese.model.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+
+def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceSet:
+    """The cached faces of `people` at the model's input size, labelled by person."""
+    wanted = set(people)
+    rows = [i for i, r in enumerate(fc.refs) if r.person in wanted]
+    names = sorted({fc.refs[i].person for i in rows})
+    index = {n: k for k, n in enumerate(names)}
+    labels = np.array([index[fc.refs[i].person] for i in rows], np.int64)
+    return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names)
+
+
+def _protocol_data(cfg: DictConfig, rng: np.random.Generator):
+    """The faces of a run: (cache, training people, test pairs, training FaceSet, validation
+    FaceSet, validation pairs (images, (n, 2) rows, (n,) same)). The validation people are drawn
+    with `rng` (seeded by cfg.seed), so a run and its re-finishing hold out the same people."""
+    lfw = LFW(cfg.data.root)
+    fc = cache.load(cfg.cache_dir)
+    people, test_pairs = protocol_split(lfw, cfg.protocol, cfg.fold)
+    everyone = load_faces(cfg, fc, people)
+    train_people, val_people = split_people(everyone.names, everyone.counts, cfg.val_fraction, rng)
+    faces, val_faces = everyone.subset(train_people), everyone.subset(val_people)
+    val_idx = fixed_pairs(val_faces, cfg.val_pairs, cfg.seed)
+    val = (val_faces.images, val_idx[:, :2], val_idx[:, 2].astype(bool))
+    return fc, people, test_pairs, faces, val_faces, val
+
+
+def _mixed_precision(setting: str) -> str:
+    import keras
+
+    if setting == "auto":
+        setting = "mixed_float16" if _has_gpu() else "float32"
+    keras.mixed_precision.set_global_policy(setting)
+    return setting
+
+
+def _has_gpu() -> bool:
+    import keras
+
+    backend = keras.config.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return jax.devices()[0].platform == "gpu"
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+    except Exception:  # a backend that cannot even list devices has no usable GPU
+        return False
+    return False
+
+
+# --- the job ------------------------------------------------------------------------------
+def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
+    """Train (or resume) into `run_dir`; returns the final metrics (also in metrics.json)."""
+    import keras
+    from hydra.utils import instantiate
+
+    # Keras (and with it TensorFlow) only once training starts: the package imports without it.
+    from siamese.model.networks import build_embedding, build_head, build_trainer
+    from siamese.train.batches import PairBatches
+    from siamese.train.loop import Loop, should_stop
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    policy = _mixed_precision(cfg.mixed_precision)
+
+    fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, rng)
+    if cfg.limit_people:  # smoke runs: a few people only
+        faces = faces.subset(faces.names[: cfg.limit_people])
+    if cfg.own_faces:  # the user's own captured faces (`siamese collect`), training only
+
+        own, own_names = read_face_folders(cfg.own_faces, cfg.model.input_size)
+        faces = add_people(faces, own, own_names, prefix="own:")
+        log.info("mixed in %d own faces of %d people from %s", len(own), len(set(own_names)),
+                 cfg.own_faces)
+    log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
+             cfg.protocol, len(faces.names), len(faces), len(val_faces.names), len(val[1]))
+
+    state_path, last = run_dir / "state.json", run_dir / "last.keras"
+    state = json.loads(state_path.read_text()) if state_path.exists() and last.exists() else {}
+    tc = cfg.train
+    steps = max(1, tc.pairs_per_epoch // tc.batch_size)
+    if state:
+        saved = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+        if saved is not None and OmegaConf.to_container(saved.model) != OmegaConf.to_container(cfg.model):
+            raise ValueError(f"{run_dir} holds a run with other model settings ({saved.model}) — "
+                             "choose another run_name=... (or delete that run dir)")
+        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+        trainer = keras.saving.load_model(last)
+    else:
+        m = cfg.model
+        embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
+        trainer = build_trainer(embedding, build_head(m.dim), len(faces.names),
+                                tc.cosface_scale, tc.cosface_margin)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
+            warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
+        trainer.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
+            loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  "same": keras.losses.BinaryCrossentropy()},
+            loss_weights={"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight})
+        state = {"epoch": 0}
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
+    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
+                       workers=tc.get("workers", 1))
+    callbacks = [Loop(run_dir, data, val, state, cfg),
+                 keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
+    if keras.config.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
+    done = state.get("finished") or state["epoch"] >= tc.epochs or should_stop(state, tc)
+    if not done:
+        trainer.fit(data, epochs=tc.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
+                    verbose=1 if sys.stdout.isatty() else 2)
+    state["finished"] = True
+    atomic_write_text(state_path, json.dumps(state, indent=2))
+    save_parts(run_dir)
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people,
+                  validation=val_faces)
+
+
+def save_parts(run_dir: Path) -> None:
+    """best.keras (the whole trainer) -> run_dir/model/{embedding,head}.keras in float32.
+
+    Float32 whatever the training policy: thresholds and test numbers then come from the model
+    users load (a mixed-precision run's float16/bfloat16 scores would give a slightly different,
+    quantised threshold), CPUs run it fastest, and export expects it."""
+    import keras
+
+    from siamese.model.networks import float32_clone  # Keras; registers the custom layers
+    from siamese.train.loop import save
+
+    best = keras.saving.load_model(run_dir / "best.keras", compile=False)  # no optimizer needed
+    model_dir = run_dir / "model"
+    model_dir.mkdir(exist_ok=True)
+    for part in ("embedding", "head"):
+        save(float32_clone(best.get_layer(part)), model_dir / f"{part}.keras")
+
+
+def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
+           seen: list[str], validation: FaceSet) -> dict:
+    """The parts in run_dir/model (`save_parts`) -> threshold from validation, clustering
+    settings from the validation people (cluster.json), test metrics, curves."""
+    import keras
+
+    from siamese.model.networks import embed, load_float32, pair_scores
+
+    model_dir = run_dir / "model"
+    embedding, head = (load_float32(model_dir / f) for f in ("embedding.keras", "head.keras"))
+
+    images, idx, same = val
+    emb = embed(embedding, images)
+    thr, _ = best_threshold(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same)
+    cached = set(fc.refs)
+    usable = [p for p in test_pairs if p.a in cached and p.b in cached]
+    if len(usable) < len(test_pairs):  # only a partial (smoke-test) cache lacks faces
+        log.warning("%d of %d test pairs have faces missing from %s; scoring the rest",
+                    len(test_pairs) - len(usable), len(test_pairs), cfg.cache_dir)
+    images, idx, same = fc.pair_faces(usable)
+    images = resize_faces(images, cfg.model.input_size)
+    emb = embed(embedding, images)
+    test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
+    cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only
+    card = {"input_size": cfg.model.input_size, "colour": "RGB", "range": "[0, 1] float32",
+            "alignment": {"template": "arcface-5pt", "cache_size": fc.config["size"],
+                          "padding": fc.config["padding"]},
+            "threshold": thr, "threshold_from": "validation people held out of training",
+            "flip_tta": True}
+    atomic_write_text(model_dir / "model.json", json.dumps(card, indent=2))
+    # Everyone the model saw (training + validation people): evaluation refuses test pairs of
+    # these people, so a number can never come from faces the model was fitted on.
+    atomic_write_text(model_dir / "people.json", json.dumps(
+        {"protocol": cfg.protocol, "fold": cfg.fold, "dataset": "lfw", "seen": sorted(seen),
+         "validation": list(validation.names)}))
+    if len(validation.names) >= 2:
+
+        try:
+            calibrate_clustering(Embedder.load(model_dir, prefer=("keras",)),
+                                 faces=validation.images, labels=validation.labels, overwrite=True)
+        except ValueError as err:  # e.g. a smoke run's validation people, all single photos
+            log.warning("no cluster.json: %s", err)
+    metrics = {"protocol": cfg.protocol, "fold": cfg.fold if cfg.protocol == "view2" else None,
+               "test": test, "test_cosine_best_threshold": cos,
+               "best_epoch": state.get("best_epoch"), "epochs_run": state["epoch"],
+               "best_val_acc": state.get("best_val_acc"),
+               "train_minutes": round(state.get("train_seconds", 0) / 60, 1),
+               "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               "backend": keras.config.backend(), "precision": policy}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    training_curves(run_dir / "log.csv", run_dir / "curves.png")
+    log.info("test: %s", test)
+    return metrics

@@ -1,0 +1,166 @@
+"""Live verification of a source: a window when there is a display, else an annotated video
+(verify.mp4) and one JSON line per frame (verify.jsonl), written atomically at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from siamese.io.video import FrameSource
+from siamese.verify.verifier import Verifier
+
+__all__ = ["annotate", "display_available", "run"]
+
+log = logging.getLogger(__name__)
+
+GREEN, RED, GREY = (40, 200, 40), (40, 40, 230), (160, 160, 160)  # BGR, for drawing
+
+
+# --- the two thresholds -----------------------------------------------------------------------
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def annotate(image: np.ndarray, result: dict, person: str = "",
+             fps: float | None = None) -> np.ndarray:
+    """A BGR copy of the RGB `image` with each face's box, decision and score, and the FPS."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    for f in result["faces"]:
+        x, y, w, h = (int(round(v)) for v in f["box"])
+        ok = f["decision"] == "verified"
+        cv2.rectangle(bgr, (x, y), (x + w, y + h), GREEN if ok else RED, 2)
+        label = f"{person + ' ' if ok and person else ''}{'VERIFIED' if ok else 'UNVERIFIED'} " \
+                f"{f['score']:.2f} ({100 * f['share']:.0f}%)"
+        # Above the box, or below it when the box touches the top (the status line lives there).
+        ty = y - 6 if y >= 34 else min(y + h + 16, bgr.shape[0] - 4)
+        cv2.putText(bgr, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    GREEN if ok else RED, 1, cv2.LINE_AA)
+    top = "no face" if result["state"] == "no_face" else result["state"]
+    if fps:
+        top += f"  {fps:.0f} FPS"
+    cv2.putText(bgr, top, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, GREY, 1, cv2.LINE_AA)
+    return bgr
+
+
+def display_available() -> bool:
+    """True when `cv2.imshow` can open a window: a GUI build of OpenCV and, on Linux, a display.
+
+    opencv-python-headless (what this package installs) has no GUI and raises on imshow.
+    """
+    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.M)
+    if not gui or gui.group(1).upper() == "NONE":
+        return False
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY")
+                                                         or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
+        show: str | bool = "auto", video: bool | None = None, max_frames: int | None = None,
+        overwrite: bool = False) -> dict:
+    """Verify every frame of `source`; show a window, and/or write an annotated video and a log.
+
+    Args:
+        verifier: a `Verifier`.
+        source: a camera index, video file or stream URL (see `siamese.video.parse_source`).
+        out_dir: where `verify.jsonl` (one JSON line per frame: time_s, frame, faces, state,
+            fps) and `verify.mp4` (annotated) go, written under temporary names and renamed at
+            the end (also after Ctrl-C). None writes nothing.
+        show: "auto" or True: a window when OpenCV can open one (the package's
+            opencv-python-headless cannot: then a warning for True, and no window); False: none.
+        video: write verify.mp4: None = only while there is no window.
+        max_frames: stop after this many frames (None: until the source ends, or q / Esc).
+        overwrite: replace an earlier verify.jsonl / verify.mp4 in `out_dir` (otherwise refuse).
+
+    Returns:
+        {"frames", "frames_with_face", "verified_frames", "no_face_frames", "fps" (end to end),
+        "failed_frames" (undecodable, skipped), "shown", and the paths "jsonl", "video" written}.
+
+    Raises:
+        siamese.video.SourceError: the camera, file or stream cannot be opened (one line).
+        FileExistsError: an earlier result in `out_dir` and not `overwrite`.
+    """
+    window = shown = bool(show) and display_available()
+    if show is True and not window:
+        log.warning("no window: OpenCV has no GUI here (opencv-python-headless) or there is no "
+                    "display — writing the video instead")
+    out = Path(out_dir) if out_dir is not None else None
+    paths = {} if out is None else {"jsonl": out / "verify.jsonl", "video": out / "verify.mp4"}
+    for p in paths.values():
+        if p.exists() and not overwrite:
+            raise FileExistsError(f"{p} exists — choose another out dir or pass overwrite=true")
+    src = FrameSource(source, max_frames=max_frames)  # a bad source fails here, before any output
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    tmp = {k: p.with_name(f".{p.stem}.partial{p.suffix}") for k, p in paths.items()}
+    stats, writer, log_file, fps, prev = Counter(), None, None, None, None
+    start = last = time.perf_counter()
+    try:
+        log_file = open(tmp["jsonl"], "w") if tmp else None
+        for fr in src:
+            verifier.timings["decode"] += 1000 * (time.perf_counter() - last)
+            r = verifier.process(fr.image, fr.index, fr.time_s)
+            now = time.perf_counter()
+            if prev is not None:  # frame-to-frame wall time, smoothed: what a viewer sees
+                rate = 1 / max(now - prev, 1e-6)
+                fps = rate if fps is None else 0.9 * fps + 0.1 * rate
+            prev = now
+            r["fps"] = None if fps is None else round(fps, 1)
+            stats["frames"] += 1
+            stats["frames_with_face"] += r["state"] != "no_face"
+            stats["verified_frames"] += r["state"] == "verified"
+            if log_file:
+                log_file.write(json.dumps(r) + "\n")
+            record = tmp and (video if video is not None else not window)
+            if window or record:
+                bgr = annotate(fr.image, r, verifier.person, fps)
+                if record:
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(tmp["video"]), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 src.fps or 30.0, bgr.shape[1::-1])
+                    writer.write(bgr)
+                if window:
+                    try:
+                        cv2.imshow("siamese verify (q to quit)", bgr)
+                        key = cv2.waitKey(1) & 0xFF
+                    except cv2.error as err:  # the display went away: carry on headless
+                        log.warning("window closed (%s) — continuing without it",
+                                    str(err).strip()[:80])
+                        window, key = False, None
+                    if key in (ord("q"), 27):
+                        break
+            last = time.perf_counter()
+            verifier.timings["annotate_write"] += 1000 * (last - now)
+    except KeyboardInterrupt:
+        log.info("stopped by the user after %d frames", stats["frames"])
+    finally:
+        src.close()
+        if log_file:
+            log_file.close()
+        if writer is not None:
+            writer.release()
+        if window:
+            cv2.destroyAllWindows()
+        for k, p in tmp.items():  # whatever was verified so far is kept, even after Ctrl-C
+            if p.exists():
+                os.replace(p, paths[k])
+    seconds = time.perf_counter() - start
+    return {"frames": stats["frames"], "frames_with_face": stats["frames_with_face"],
+            "verified_frames": stats["verified_frames"],
+            "no_face_frames": stats["frames"] - stats["frames_with_face"],
+            "fps": round(stats["frames"] / seconds, 1) if stats["frames"] else None,
+            "failed_frames": src.failed_frames, "shown": shown,
+            **{k: str(p) for k, p in paths.items() if p.exists()}}
+
+
+# --- entry point (Hydra: conf/verify.yaml) ----------------------------------------------------
+

@@ -1,0 +1,64 @@
+"""Atomic files and folders: readers see the old version or the new one, never half of one."""
+
+import numpy as np
+import pytest
+
+from siamese.io import files
+
+
+def test_atomic_write_text_and_bytes(tmp_path):
+    files.atomic_write_text(tmp_path / "deep" / "notes.txt", "héllo\nwörld\n")
+    assert (tmp_path / "deep" / "notes.txt").read_text(encoding="utf-8") == "héllo\nwörld\n"
+    files.atomic_write_bytes(tmp_path / "blob.bin", b"\x00\x01")
+    assert (tmp_path / "blob.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin", "deep"]
+
+
+def test_atomic_save_npy_round_trips(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    files.atomic_save_npy(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]
+
+
+def test_staged_dir_appears_only_when_complete(tmp_path):
+    out = tmp_path / "result"
+    with files.staged_dir(out) as tmp:
+        (tmp / "a.txt").write_text("new")
+        assert not out.exists() and tmp.parent == tmp_path and tmp.name.startswith(".result.tmp-")
+    assert (out / "a.txt").read_text() == "new"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o755)
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+def test_staged_dir_replaces_an_old_result_and_keeps_it_on_failure(tmp_path):
+    out = tmp_path / "result"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="half way"):
+        with files.staged_dir(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("half way")
+    assert [p.name for p in out.iterdir()] == ["old.txt"]  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]  # no partial folder left
+    with files.staged_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["result"]  # the old one removed
+
+
+def test_swap_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeypatch):
+    out, new = tmp_path / "out", tmp_path / "new"
+    out.mkdir()
+    new.mkdir()
+    real = files.os.rename
+
+    def fail_second(src, dst):
+        if str(src) == str(new):
+            raise OSError("disk on fire")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", fail_second)
+    with pytest.raises(OSError, match="disk on fire"):
+        files.swap_dir(new, out)
+    assert out.is_dir() and new.is_dir()
