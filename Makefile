@@ -18,7 +18,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow data prepare detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
+.PHONY: help venv test test-slow test-slow-only data prepare detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,8 +35,11 @@ test: venv ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
-test-slow: venv ## run the slow tests too (full-LFW checks)
+test-slow: venv ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "slow or not slow" $(ARGS)
+
+test-slow-only: venv ## only the slow tests (CI runs them after `make test`)
+	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
 	$(SIAMESE) data fetch

@@ -2,8 +2,13 @@
 
 The package is layered, each subpackage importing only the ones before it (docs/architecture.md):
 `io` (files, images, videos) <- `faces` (detect, align, track, capture) <- `data` (LFW, the face
-cache, sampling) <- `model` (networks, the `Embedder`) <- `gallery` <- `verify`, `cluster` <- `eval`
-<- `train` <- `commands` (Hydra glue) <- `cli`. Importing the package itself loads nothing heavy.
+cache, sampling) <- `model` (networks, the `Embedder`) <- `gallery` <- `verification`, `clustering`
+<- `eval` <- `train` <- `commands` (Hydra glue) <- `cli`. Importing the package itself loads
+nothing heavy.
+
+For Python users, a handful of verbs (`siamese.api`): `siamese.detect(image)`,
+`siamese.embed(image)`, `siamese.verify(a, b)`, `siamese.identify(image)`,
+`siamese.cluster(folder, out)`.
 """
 
 
@@ -18,10 +23,21 @@ def _lfw_cache(root, detector="yunet", size=112, padding=0.0) -> str:
     return str(_paths().lfw_cache(root, detector, size, padding))
 
 
+_VERBS = ("Match", "cluster", "detect", "embed", "identify", "verify")  # siamese.api
+
+
 def __getattr__(name: str):
     if name in ("DEFAULT_MODEL", "PACKAGE_DIR"):
         return getattr(_paths(), name)
+    if name in _VERBS:  # the verbs load the model stack on first use, not at `import siamese`
+        from siamese import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'siamese' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_VERBS, "DEFAULT_MODEL", "PACKAGE_DIR"])
 
 
 def _register_resolvers() -> None:

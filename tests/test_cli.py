@@ -124,7 +124,8 @@ def test_commands_work_from_any_directory(tmp_path, samples):
     r = _run("detect", str(photo), "--out", "faces", "progress=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "faces" / "manifest.csv").exists()
-    r = _run("gallery", "import", str(samples / "knn_examples" / "train"), "db=g.sqlite", cwd=tmp_path)
+    r = _run("gallery", "import", str(samples / "knn_examples" / "train"), "db=g.sqlite",
+             "calibration.people=20", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     obama = samples / "knn_examples" / "test" / "obama1.jpg"
     r = _run("recognize", str(obama), "db=g.sqlite", cwd=tmp_path)

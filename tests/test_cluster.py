@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from siamese.cluster import graph, linkage, neighbours
-from siamese.cluster import scores as metrics
-from siamese.cluster.group import cluster
-from siamese.cluster.output import MANIFEST_COLUMNS
+from siamese.clustering import graph, linkage, neighbours
+from siamese.clustering import scores as metrics
+from siamese.clustering.group import cluster
+from siamese.clustering.output import MANIFEST_COLUMNS
 from siamese.faces.detect import box_iou as iou
 from siamese.faces.folder import read_manifest
 
@@ -374,7 +374,7 @@ def small_model(tmp_path_factory, embedder):
 
 def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_root, yunet,
                                                                samples, tmp_path, caplog):
-    from siamese.cluster.group import clustering_settings
+    from siamese.clustering.group import clustering_settings
     from siamese.eval.calibration import calibrate_clustering
     from siamese.model.embedder import Embedder
 

@@ -93,7 +93,7 @@ def test_build_refuses_what_cannot_make_an_ensemble(built, tmp_path, lfw_root, y
 
 
 def test_clustering_runs_on_an_ensemble(built, samples, yunet, tmp_path):
-    from siamese.cluster.group import cluster
+    from siamese.clustering.group import cluster
 
     s = cluster(samples / "knn_examples" / "train", tmp_path / "out", Embedder.load(built / "ens"),
                 yunet, labels=True, progress=False)

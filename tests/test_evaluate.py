@@ -42,7 +42,8 @@ def test_evaluate_writes_metrics_report_and_plots(small, samples, yunet, tmp_pat
                  folder_root=samples / "knn_examples" / "train", detector=yunet, n_pairs=100)
     assert set(m["results"]) == {"lfw_view1", "folder"}
     folder = m["results"]["folder"]
-    assert folder["people"] == 5 and folder["pairs"] > 10 and 0 <= folder["accuracy"] <= 1
+    # knn_examples/train: 5 well-known people, clear photos; the shipped model tells them apart
+    assert folder["people"] == 5 and folder["pairs"] > 10 and folder["accuracy"] >= 0.8
     assert folder["threshold"] == pytest.approx(model.threshold, abs=1e-6)  # the model's own
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["results"]["lfw_view1"]["pairs"] == 30

@@ -113,7 +113,7 @@ def test_every_format_matches_keras(exported, images, request):
     a, b = want, want[::-1].copy()
     scores = h.run(None, {"emb_a": a, "emb_b": b})[0]
     assert np.abs(scores - head.predict_on_batch([a, b])).max() < TOL
-    # the loader does the same maths as siamese.model.embed / pair_scores
+    # the loader does the same maths as siamese.model.networks.embed / pair_scores
     m = Embedder.load(out)
     e = m.embed(images)
     assert np.abs(e - embed(emb, images)).max() < TOL

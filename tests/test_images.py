@@ -1,4 +1,4 @@
-"""Tests for siamese.images: every odd or broken input is built in tmp_path (numpy, cv2, Pillow)."""
+"""Tests for siamese.io.images: every odd or broken input is built in tmp_path (numpy, cv2, Pillow)."""
 
 from __future__ import annotations
 

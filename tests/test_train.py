@@ -47,6 +47,7 @@ def _train(run_dir, cache, epochs, *extra):
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+@pytest.mark.slow  # ~30 s of subprocess training: `make test-slow`, and CI
 def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     # The user's own collected faces (data/faces/<person>/*.jpg) are mixed in as a new person.
     import shutil
@@ -79,15 +80,15 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     metrics = json.loads((run / "metrics.json").read_text())
     # The tiny cache holds only some of the View 1 test faces: those pairs are scored.
     assert metrics["epochs_run"] == 3 and metrics["test"]["pairs"] == 60
-    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
     for f in ("model/embedding.keras", "model/head.keras", "model/model.json", "curves.png",
               "config.yaml", "best.keras"):
         assert (run / f).exists(), f
     assert list((run / "tensorboard").rglob("events.*"))
     card = json.loads((run / "model" / "model.json").read_text())
-    assert card["input_size"] == 32 and 0 < card["threshold"] < 1
+    # The test pairs are scored at the threshold chosen on validation, the one the model ships.
+    assert card["input_size"] == 32 and metrics["test"]["threshold"] == pytest.approx(card["threshold"])
     # Clustering settings fitted on the validation people, who are listed and were not trained on.
-    from siamese.cluster.group import clustering_settings
+    from siamese.clustering.group import clustering_settings
     from siamese.model.embedder import Embedder
 
     people = json.loads((run / "model" / "people.json").read_text())
@@ -113,6 +114,7 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert p.returncode == 2 and "other model settings" in out
 
 
+@pytest.mark.slow  # ~20 s of subprocess training: `make test-slow`, and CI
 def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lfw_root):
     # A cache holding 150 people of the other folds and 60 of fold 2's pairs, then one smoke fold.
     from siamese.data import cache

@@ -24,8 +24,8 @@ from siamese.gallery.store import Gallery, GalleryError
 from siamese.io.images import read_image
 from siamese.io.video import SourceError, iter_frames
 from siamese.model.embedder import Embedder
-from siamese.verify.live import run
-from siamese.verify.verifier import Verifier, judge
+from siamese.verification.live import run
+from siamese.verification.verifier import Verifier, judge
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "siamese" / "assets" / "default_model"

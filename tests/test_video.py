@@ -1,4 +1,4 @@
-"""Tests for siamese.video on the shared sample clips, files made in tmp_path and a fake camera."""
+"""Tests for siamese.io.video on the shared sample clips, files made in tmp_path and a fake camera."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_truncated_copy_iterates_and_ends(tmp_path, caplog):
     data = OVAL.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.4)])
-    with caplog.at_level(logging.WARNING, logger="siamese.video"):
+    with caplog.at_level(logging.WARNING, logger="siamese.io.video"):
         with FrameSource(cut) as source:
             frames = list(source)
     assert 50 < len(frames) < 510

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from siamese.cluster.group import cluster as cluster_faces
+from siamese.clustering.group import cluster as cluster_faces
 from siamese.commands import detector, output_dir, plain
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
@@ -19,8 +19,8 @@ from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.recognize import recognize as name_faces
 from siamese.gallery.store import Gallery, GalleryError
 from siamese.model.embedder import Embedder
-from siamese.verify.live import run as play
-from siamese.verify.verifier import Verifier
+from siamese.verification.live import run as play
+from siamese.verification.verifier import Verifier
 
 
 def cluster(cfg: DictConfig) -> dict:
@@ -143,7 +143,8 @@ def verify(cfg: DictConfig) -> dict:
                         detect_every=cfg.detect_every, detect_max_side=cfg.detect_max_side,
                         embed_every=cfg.embed_every, smooth=cfg.smooth, max_faces=cfg.max_faces)
     show = cfg.show if cfg.show in ("auto", True, False) else str(cfg.show).lower() == "true"
-    r = play(verifier, cfg.source, output_dir(cfg), show=show, video=cfg.video, max_frames=cfg.max_frames)
+    r = play(verifier, cfg.source, output_dir(cfg), show=show, video=cfg.video, max_frames=cfg.max_frames,
+             overwrite=cfg.overwrite)
     print(f"{cfg.person}: verified in {r['verified_frames']} of {r['frames_with_face']} frames with a face "
           f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; thresholds: "
           f"detection {verifier.detection_threshold:.3f}, verification "

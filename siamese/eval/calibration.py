@@ -3,14 +3,14 @@
 
 Verification. `calibrate` enrols N images of each unseen peopleDevTest person, probes with their
 other images (genuine) and with other such people's (impostors), and picks the cut on the share of
-matching enrolled images (`siamese.verify.judge`) with the best accuracy, or the lowest cut within
+matching enrolled images (`siamese.verification.judge`) with the best accuracy, or the lowest cut within
 a false-accept rate. The result, with the model's identity (`Embedder.identity`), is saved as
-`verify.json` beside the model; `siamese.verify.calibrated_threshold` reads it back (and ignores
+`verify.json` beside the model; `siamese.verification.calibrated_threshold` reads it back (and ignores
 one fitted for another model).
 
 Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`)
 on the model's validation people — held out of training, listed in its people.json — and saves
-them as `cluster.json`, which `siamese.cluster.clustering_settings` reads back. Training writes it.
+them as `cluster.json`, which `siamese.clustering.clustering_settings` reads back. Training writes it.
 
 Faces come from `siamese.data.unseen` (the LFW face cache when it is aligned as the model
 expects, else the photos). No TensorFlow here: the shipped model runs on ONNX Runtime.
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.cluster.graph import knn
-from siamese.cluster.linkage import agglomerative
-from siamese.cluster.scores import bcubed_scores
+from siamese.clustering.graph import knn
+from siamese.clustering.linkage import agglomerative
+from siamese.clustering.scores import bcubed_scores
 from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
 from siamese.data.unseen import lfw_crops, unseen_people
 from siamese.faces.detect import Detector
 from siamese.io.files import atomic_write_text
-from siamese.verify.verifier import judge
+from siamese.verification.verifier import judge
 
 __all__ = ["calibrate", "calibrate_clustering", "fit_clustering", "validation_faces"]
 
@@ -111,7 +111,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     For each peopleDevTest person with at least `n_enroll` + 1 images (and not in the model's
     people.json), `n_enroll` random images are enrolled and up to `max_probes` others probe;
     as many impostor probes come from the other such people. A probe's share is the fraction of
-    enrolled images whose head score reaches the model's pair threshold (`siamese.verify.judge`).
+    enrolled images whose head score reaches the model's pair threshold (`siamese.verification.judge`).
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -170,7 +170,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
 
 
 def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict:
-    """The agglomerative settings (`siamese.cluster.linkage.agglomerative`) for labelled faces.
+    """The agglomerative settings (`siamese.clustering.linkage.agglomerative`) for labelled faces.
 
     floor, the bar for big groups: halfway between the mean cosine of same-person pairs and of
     different-person pairs. A big group's mean similarity to another settles near one or the

@@ -2,7 +2,7 @@
 
 `scores` are whatever a model outputs for a pair (the head's probability, or a cosine
 similarity), higher = more likely the same person; `same` is the ground truth (1 = same person).
-A decision is `score >= threshold`. Scores that judge a clustering: `siamese.cluster.scores`.
+A decision is `score >= threshold`. Scores that judge a clustering: `siamese.clustering.scores`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Nearest-neighbour search over gallery embeddings: exact float32, or an 8-bit scan re-scored
-in float32 for big galleries. Used by `siamese.recognize.Recognizer` (the cosine shortlist) and
-measured by `siamese.openset.bench_gallery`.
+in float32 for big galleries. Used by `siamese.gallery.recognize.Recognizer` (the cosine shortlist) and
+measured by `siamese.eval.bench.gallery.bench_gallery`.
 """
 
 from __future__ import annotations

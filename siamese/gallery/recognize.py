@@ -78,7 +78,7 @@ class Recognizer:
     """A gallery in memory, ready to answer: `identify(embeddings)`.
 
     Args:
-        embedder: `siamese.export.Embedder` (only `score` and `threshold` are used).
+        embedder: `siamese.model.Embedder` (only `score` and `threshold` are used).
         vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
         method: "nn", "svc" or "combined" (see the module doc).
         svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).

@@ -1,6 +1,6 @@
 """Frames from a video file, a camera or a network stream, as RGB arrays.
 
-Like `siamese.images`, this is a boundary where OpenCV's BGR becomes (H, W, 3) uint8 RGB. Sources
+Like `siamese.io.images`, this is a boundary where OpenCV's BGR becomes (H, W, 3) uint8 RGB. Sources
 fail in one place, at opening, with a one-line `SourceError`; once open, a source never raises
 while iterating: the end of a file, a cut-off file or a lost stream simply ends the iteration.
 No TensorFlow here, so it imports in milliseconds.

@@ -42,13 +42,13 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
 
     The pair threshold (`Embedder.threshold`) is the best-accuracy cut on all same-person pairs
     of the shared validation people and as many random different-person pairs; cluster.json
-    comes from `siamese.calibration.calibrate_clustering` on the same faces.
+    comes from `siamese.eval.calibration.calibrate_clustering` on the same faces.
 
     Args:
         out: the new dir; must not hold a model unless `overwrite`.
         models: two or more model dirs (run dirs, model/ or export dirs), same alignment.
         lfw_root, cache_dir, detector: where the validation faces come from (as for
-            `siamese.calibration.calibrate`).
+            `siamese.eval.calibration.calibrate`).
         seed: for the different-person pairs.
 
     Raises:

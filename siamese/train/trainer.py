@@ -97,78 +97,92 @@ def _has_gpu() -> bool:
 
 
 # --- the job ------------------------------------------------------------------------------
+def _training_faces(cfg: DictConfig, faces: FaceSet) -> FaceSet:
+    """The protocol's training faces, cut to `limit_people` (smoke runs) and with the user's own
+    captured people (`own_faces`, from `siamese collect`) added."""
+    if cfg.limit_people:
+        faces = faces.subset(faces.names[: cfg.limit_people])
+    if cfg.own_faces:
+        own, own_names = read_face_folders(cfg.own_faces, cfg.model.input_size)
+        faces = add_people(faces, own, own_names, prefix="own:")
+        log.info("mixed in %d own faces of %d people from %s", len(own), len(set(own_names)), cfg.own_faces)
+    return faces
+
+
+def _new_trainer(cfg: DictConfig, classes: int, steps: int):
+    """The training graph (`siamese.model.networks.build_trainer`), compiled: AdamW with a warm-up
+    then cosine decay, CosFace on each image and BCE on the head's pair score."""
+    import keras
+
+    from siamese.model.networks import build_embedding, build_head, build_trainer  # Keras
+
+    m, tc = cfg.model, cfg.train
+    embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
+    trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
+        warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
+    trainer.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
+        loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              "same": keras.losses.BinaryCrossentropy()},
+        loss_weights={"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight})
+    return trainer
+
+
+def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
+    """(the saved trainer, its state) when `run_dir` holds an unfinished or finished run of this
+    config, else (None, {}). A run dir holding other model settings is refused."""
+    import keras
+
+    state_path, last = run_dir / "state.json", run_dir / "last.keras"
+    if not (state_path.exists() and last.exists()):
+        return None, {}
+    saved = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+    if saved is not None and OmegaConf.to_container(saved.model) != OmegaConf.to_container(cfg.model):
+        raise ValueError(f"{run_dir} holds a run with other model settings ({saved.model}) — "
+                         "choose another run_name=... (or delete that run dir)")
+    state = json.loads(state_path.read_text())
+    log.info("resuming %s after epoch %d", run_dir, state["epoch"])
+    return keras.saving.load_model(last), state
+
+
 def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     """Train (or resume) into `run_dir`; returns the final metrics (also in metrics.json)."""
     import keras
     from hydra.utils import instantiate
 
     # Keras (and with it TensorFlow) only once training starts: the package imports without it.
-    from siamese.model.networks import build_embedding, build_head, build_trainer
     from siamese.train.batches import PairBatches
     from siamese.train.loop import Loop, should_stop
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
-
-    fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, rng)
-    if cfg.limit_people:  # smoke runs: a few people only
-        faces = faces.subset(faces.names[: cfg.limit_people])
-    if cfg.own_faces:  # the user's own captured faces (`siamese collect`), training only
-
-        own, own_names = read_face_folders(cfg.own_faces, cfg.model.input_size)
-        faces = add_people(faces, own, own_names, prefix="own:")
-        log.info("mixed in %d own faces of %d people from %s", len(own), len(set(own_names)),
-                 cfg.own_faces)
+    fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    faces = _training_faces(cfg, faces)
     log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
              cfg.protocol, len(faces.names), len(faces), len(val_faces.names), len(val[1]))
-
-    state_path, last = run_dir / "state.json", run_dir / "last.keras"
-    state = json.loads(state_path.read_text()) if state_path.exists() and last.exists() else {}
     tc = cfg.train
     steps = max(1, tc.pairs_per_epoch // tc.batch_size)
-    if state:
-        saved = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
-        if saved is not None and OmegaConf.to_container(saved.model) != OmegaConf.to_container(cfg.model):
-            raise ValueError(f"{run_dir} holds a run with other model settings ({saved.model}) — "
-                             "choose another run_name=... (or delete that run dir)")
-        log.info("resuming %s after epoch %d", run_dir, state["epoch"])
-        trainer = keras.saving.load_model(last)
-    else:
-        m = cfg.model
-        embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
-        trainer = build_trainer(embedding, build_head(m.dim), len(faces.names),
-                                tc.cosface_scale, tc.cosface_margin)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
-            warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
-        trainer.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
-            loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  "same": keras.losses.BinaryCrossentropy()},
-            loss_weights={"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight})
-        state = {"epoch": 0}
+    trainer, state = _resume(cfg, run_dir)
+    if trainer is None:
+        trainer, state = _new_trainer(cfg, len(faces.names), steps), {"epoch": 0}
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
-    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
-                       workers=tc.get("workers", 1))
-    callbacks = [Loop(run_dir, data, val, state, cfg),
-                 keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
+    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share, workers=tc.get("workers", 1))
+    callbacks = [Loop(run_dir, data, val, state, cfg), keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
     if keras.config.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
-    done = state.get("finished") or state["epoch"] >= tc.epochs or should_stop(state, tc)
-    if not done:
+    if not (state.get("finished") or state["epoch"] >= tc.epochs or should_stop(state, tc)):
         trainer.fit(data, epochs=tc.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
                     verbose=1 if sys.stdout.isatty() else 2)
     state["finished"] = True
-    atomic_write_text(state_path, json.dumps(state, indent=2))
+    atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
     save_parts(run_dir)
-    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people,
-                  validation=val_faces)
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people, validation=val_faces)
 
 
 def save_parts(run_dir: Path) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.cluster import graph
-from siamese.cluster import scores as metrics
-from siamese.cluster.group import clustering_settings
-from siamese.cluster.neighbours import cosine
+from siamese.clustering import graph
+from siamese.clustering import scores as metrics
+from siamese.clustering.group import clustering_settings
+from siamese.clustering.neighbours import cosine
 from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
@@ -55,7 +55,7 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     people, never on these), and is also shown with one bar for all sizes; the graph
     algorithms use the model's pair threshold. DBSCAN is shown at several eps to show how much
     it depends on one (its eps is a cosine radius the model knows nothing about). B3_F1_90% is
-    `siamese.cluster.scores.bcubed_interval`: how much F1 moves over resamples of the people.
+    `siamese.clustering.scores.bcubed_interval`: how much F1 moves over resamples of the people.
     """
 
     emb_ = Embedder.load(model_path)

@@ -12,8 +12,8 @@ from siamese.faces.detect import YuNetDetector
 from siamese.io.images import read_image
 from siamese.io.paths import DEFAULT_MODEL, SAMPLES
 from siamese.model.embedder import Embedder
-from siamese.verify.live import run
-from siamese.verify.verifier import Verifier
+from siamese.verification.live import run
+from siamese.verification.verifier import Verifier
 
 __all__ = ["verify_speed"]
 

@@ -1,7 +1,7 @@
 """Scores that judge a clustering against true labels: pairwise and BCubed precision / recall /
 F1, NMI. No TensorFlow.
 
-`truth` is any per-face person id, `pred` the groups as `siamese.cluster.graph` returns them
+`truth` is any per-face person id, `pred` the groups as `siamese.clustering.graph` returns them
 (-1 = a face in no group, counted as its own singleton).
 """
 

@@ -1,9 +1,9 @@
 """Clustering unit embeddings into people: `cluster_embeddings` runs any of `ALGORITHMS`. No
-TensorFlow. (Scores that judge a clustering: `siamese.cluster.scores`.)
+TensorFlow. (Scores that judge a clustering: `siamese.clustering.scores`.)
 
-No algorithm holds an n x n matrix: `siamese.cluster.neighbours.knn` finds each face's k nearest
+No algorithm holds an n x n matrix: `siamese.clustering.neighbours.knn` finds each face's k nearest
 neighbours by cosine in row chunks and everything runs on that sparse graph. `agglomerative`
-(the default, `siamese.cluster.linkage`; average linkage on cosine, its thresholds fitted by
+(the default, `siamese.clustering.linkage`; average linkage on cosine, its thresholds fitted by
 `siamese calibrate` on held-out people) keeps running group sums; the graph algorithms here
 (`chinese_whispers`, `components`) keep the kNN pairs the model's head scores at or above its
 threshold (`edges`); `dbscan` cuts a cosine radius. A new algorithm goes here, named in ALGORITHMS.
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from siamese.cluster.linkage import agglomerative
-from siamese.cluster.neighbours import ScoreFn, knn, relabel
+from siamese.clustering.linkage import agglomerative
+from siamese.clustering.neighbours import ScoreFn, knn, relabel
 
 __all__ = ["ALGORITHMS", "chinese_whispers", "cluster_embeddings", "connected_components", "dbscan", "edges",
            "split_conflicts"]

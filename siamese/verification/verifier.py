@@ -4,7 +4,7 @@
     -> align + embed (new or stale tracks only) -> compare with the N enrolled embeddings
     (from the gallery, `siamese.gallery`) -> fuse a track's last few comparisons -> VERIFIED / UNVERIFIED per face
 
-Here: `judge` and `Verifier` (a frame); `siamese.verify.live.run` plays a source (window,
+Here: `judge` and `Verifier` (a frame); `siamese.verification.live.run` plays a source (window,
 verify.jsonl, verify.mp4); its speed is `siamese.eval.bench.verify_speed`. Two thresholds
 decide, kept apart from the scores:
 - the *detection threshold* on the Siamese head's score: above it, one enrolled image counts as
@@ -61,7 +61,7 @@ class Verifier:
     """Judges every face of every frame against one enrolled person.
 
     Args:
-        embedder: a `siamese.export.Embedder`.
+        embedder: a `siamese.model.Embedder`.
         enrolled: (N, D) embeddings of the person (see `load_enrolled`).
         detector: a `siamese.faces.Detector`.
         person: the name drawn on the video.
@@ -94,7 +94,7 @@ class Verifier:
             verification_threshold = calibrated_threshold(embedder, self.detection_threshold)
             if verification_threshold is None:
                 log.warning("%s has no verify.json: verification threshold %.2f (uncalibrated) — "
-                            "run `python -m siamese.calibration %s`", embedder.path,
+                            "run `siamese calibrate %s`", embedder.path,
                             FALLBACK_VERIFICATION, embedder.path)
                 verification_threshold = FALLBACK_VERIFICATION
         self.verification_threshold = float(verification_threshold)

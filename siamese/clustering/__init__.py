@@ -2,9 +2,9 @@
 algorithms (agglomerative by default, graph-based, DBSCAN), scores against true labels, and the
 person folders and contact sheets a human labels from."""
 
-from siamese.cluster.graph import ALGORITHMS, cluster_embeddings
-from siamese.cluster.group import cluster, clustering_settings, group_tracks
-from siamese.cluster.scores import bcubed_interval, bcubed_scores, clustering_scores, nmi, pairwise_scores
+from siamese.clustering.graph import ALGORITHMS, cluster_embeddings
+from siamese.clustering.group import cluster, clustering_settings, group_tracks
+from siamese.clustering.scores import bcubed_interval, bcubed_scores, clustering_scores, nmi, pairwise_scores
 
 __all__ = ["ALGORITHMS", "bcubed_interval", "bcubed_scores", "cluster", "cluster_embeddings", "clustering_scores",
            "clustering_settings", "group_tracks", "nmi", "pairwise_scores"]

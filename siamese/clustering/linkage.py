@@ -9,7 +9,7 @@ import heapq
 
 import numpy as np
 
-from siamese.cluster.neighbours import knn, relabel
+from siamese.clustering.neighbours import knn, relabel
 
 __all__ = ["agglomerative", "average_linkage"]
 
@@ -21,7 +21,7 @@ def average_linkage(emb: np.ndarray, threshold: float, floor: float, idx: np.nda
 
     Args:
         emb: (n, D) unit vectors, one per item; threshold, floor: the bar (floor <= threshold).
-        idx: (n, k) each item's candidate neighbours (`siamese.cluster.neighbours.knn`); only groups linked
+        idx: (n, k) each item's candidate neighbours (`siamese.clustering.neighbours.knn`); only groups linked
             by such an edge, or joined through a merge, are compared.
         sums, counts, cannot_link: as for `agglomerative`.
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.cluster.appearances import FaceItem
-from siamese.cluster.neighbours import cosine
-from siamese.cluster.sheets import contact_sheet, overview
+from siamese.clustering.appearances import FaceItem
+from siamese.clustering.neighbours import cosine
+from siamese.clustering.sheets import contact_sheet, overview
 from siamese.io.files import atomic_write_text
 from siamese.io.images import read_image, write_image
 

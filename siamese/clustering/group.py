@@ -3,7 +3,7 @@
     cluster("holiday/", "people/")            # every face of every photo (recursive)
     cluster("meeting.mp4", "people/")         # one crop per appearance (track) in the video
 
-Photos: every detected face is aligned, embedded (`siamese.pipeline.embed_faces`) and clustered.
+Photos: every detected face is aligned, embedded (`Embedder.embed_faces`) and clustered.
 Videos: one frame per `every_s` seconds; faces are linked across consecutive sampled frames into
 tracks (box overlap + the model's own same-person decision; a camera cut ends every track), so a
 person sitting still for a minute is one item, not sixty. Each track is clustered by its mean
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.cluster import graph
-from siamese.cluster.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
-from siamese.cluster.output import MANIFEST_COLUMNS, UNASSIGNED, people_labels, write_people, write_table
-from siamese.cluster.scores import clustering_scores
+from siamese.clustering import graph
+from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
+from siamese.clustering.output import MANIFEST_COLUMNS, UNASSIGNED, people_labels, write_people, write_table
+from siamese.clustering.scores import clustering_scores
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
 from siamese.io.video import is_video
@@ -57,12 +57,12 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
     Args:
         input: a folder of photos (recursive), one photo, or a video file.
         out: the output folder; must not exist (or be empty) unless `overwrite`.
-        embedder: a `siamese.export.Embedder` (default: the shipped model).
+        embedder: a `siamese.model.Embedder` (default: the shipped model).
         detector: a `siamese.faces.Detector` (default: YuNet).
-        algorithm: one of `siamese.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
-            was best on unseen LFW people (see `siamese.cluster_bench.compare_algorithms`).
+        algorithm: one of `siamese.clustering.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
+            was best on unseen LFW people (see `siamese.eval.bench.clustering.compare_algorithms`).
         threshold, floor: agglomerative: the mean cosine two single faces need to merge, and
-            the lower bar for big groups (`siamese.cluster.linkage.agglomerative`); None = the model's
+            the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); None = the model's
             calibrated ones (`cluster.json`, fitted on its validation people; without it the
             command falls back to chinese_whispers, with a warning). chinese_whispers /
             components: head score for an edge, None = `embedder.threshold`, the model's own.
@@ -207,7 +207,7 @@ def _settings(embedder, algorithm: str, threshold: float | None,
             return (algorithm, float(cal["threshold"]),
                     float(cal["floor"] if floor is None else floor), "cluster.json")
         log.warning("%s has no cluster.json for agglomerative clustering — using chinese_whispers "
-                    "at the model's threshold; calibrate with `python -m siamese.calibration %s "
+                    "at the model's threshold; calibrate with `siamese calibrate %s "
                     "--clustering`", embedder.path, embedder.path)
         algorithm = "chinese_whispers"
     if threshold is None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from siamese.io.video import FrameSource
-from siamese.verify.verifier import Verifier
+from siamese.verification.verifier import Verifier
 
 __all__ = ["annotate", "display_available", "run"]
 
@@ -71,7 +71,7 @@ def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
 
     Args:
         verifier: a `Verifier`.
-        source: a camera index, video file or stream URL (see `siamese.video.parse_source`).
+        source: a camera index, video file or stream URL (see `siamese.io.video.parse_source`).
         out_dir: where `verify.jsonl` (one JSON line per frame: time_s, frame, faces, state,
             fps) and `verify.mp4` (annotated) go, written under temporary names and renamed at
             the end (also after Ctrl-C). None writes nothing.
@@ -86,26 +86,24 @@ def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
         "failed_frames" (undecodable, skipped), "shown", and the paths "jsonl", "video" written}.
 
     Raises:
-        siamese.video.SourceError: the camera, file or stream cannot be opened (one line).
+        siamese.io.video.SourceError: the camera, file or stream cannot be opened (one line).
         FileExistsError: an earlier result in `out_dir` and not `overwrite`.
     """
     window = shown = bool(show) and display_available()
     if show is True and not window:
         log.warning("no window: OpenCV has no GUI here (opencv-python-headless) or there is no "
                     "display — writing the video instead")
-    out = Path(out_dir) if out_dir is not None else None
-    paths = {} if out is None else {"jsonl": out / "verify.jsonl", "video": out / "verify.mp4"}
+    paths = {} if out_dir is None else {"jsonl": Path(out_dir) / "verify.jsonl",
+                                        "video": Path(out_dir) / "verify.mp4"}
     for p in paths.values():
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists — choose another out dir or pass overwrite=true")
     src = FrameSource(source, max_frames=max_frames)  # a bad source fails here, before any output
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    tmp = {k: p.with_name(f".{p.stem}.partial{p.suffix}") for k, p in paths.items()}
-    stats, writer, log_file, fps, prev = Counter(), None, None, None, None
+    outputs = _Outputs(paths, window, record=bool(paths) and (video if video is not None else not window),
+                       fps=src.fps or 30.0)
+    stats, fps, prev = Counter(), None, None
     start = last = time.perf_counter()
     try:
-        log_file = open(tmp["jsonl"], "w") if tmp else None
         for fr in src:
             verifier.timings["decode"] += 1000 * (time.perf_counter() - last)
             r = verifier.process(fr.image, fr.index, fr.time_s)
@@ -118,41 +116,16 @@ def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
             stats["frames"] += 1
             stats["frames_with_face"] += r["state"] != "no_face"
             stats["verified_frames"] += r["state"] == "verified"
-            if log_file:
-                log_file.write(json.dumps(r) + "\n")
-            record = tmp and (video if video is not None else not window)
-            if window or record:
-                bgr = annotate(fr.image, r, verifier.person, fps)
-                if record:
-                    if writer is None:
-                        writer = cv2.VideoWriter(str(tmp["video"]), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 src.fps or 30.0, bgr.shape[1::-1])
-                    writer.write(bgr)
-                if window:
-                    try:
-                        cv2.imshow("siamese verify (q to quit)", bgr)
-                        key = cv2.waitKey(1) & 0xFF
-                    except cv2.error as err:  # the display went away: carry on headless
-                        log.warning("window closed (%s) — continuing without it",
-                                    str(err).strip()[:80])
-                        window, key = False, None
-                    if key in (ord("q"), 27):
-                        break
+            go_on = outputs.add(fr.image, r, verifier.person, fps)
             last = time.perf_counter()
             verifier.timings["annotate_write"] += 1000 * (last - now)
+            if not go_on:
+                break
     except KeyboardInterrupt:
         log.info("stopped by the user after %d frames", stats["frames"])
     finally:
         src.close()
-        if log_file:
-            log_file.close()
-        if writer is not None:
-            writer.release()
-        if window:
-            cv2.destroyAllWindows()
-        for k, p in tmp.items():  # whatever was verified so far is kept, even after Ctrl-C
-            if p.exists():
-                os.replace(p, paths[k])
+        outputs.close()  # whatever was verified so far is kept, even after Ctrl-C
     seconds = time.perf_counter() - start
     return {"frames": stats["frames"], "frames_with_face": stats["frames_with_face"],
             "verified_frames": stats["verified_frames"],
@@ -162,5 +135,46 @@ def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
             **{k: str(p) for k, p in paths.items() if p.exists()}}
 
 
-# --- entry point (Hydra: conf/verify.yaml) ----------------------------------------------------
+class _Outputs:
+    """Where each judged frame goes: a window, verify.mp4 and verify.jsonl. The files are written
+    under hidden partial names and renamed into place by `close`."""
 
+    def __init__(self, paths: dict[str, Path], window: bool, record: bool, fps: float):
+        self.paths, self.window, self.record, self.fps = paths, window, record, fps
+        self.tmp = {k: p.with_name(f".{p.stem}.partial{p.suffix}") for k, p in paths.items()}
+        if paths:
+            paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.tmp["jsonl"], "w") if paths else None
+        self.writer = None
+
+    def add(self, image: np.ndarray, result: dict, person: str, fps: float | None) -> bool:
+        """Log, draw and show one frame; False when the user pressed q or Esc in the window."""
+        if self.log:
+            self.log.write(json.dumps(result) + "\n")
+        if not (self.window or self.record):
+            return True
+        bgr = annotate(image, result, person, fps)
+        if self.record:
+            if self.writer is None:
+                self.writer = cv2.VideoWriter(str(self.tmp["video"]), cv2.VideoWriter_fourcc(*"mp4v"),
+                                              self.fps, bgr.shape[1::-1])
+            self.writer.write(bgr)
+        if self.window:
+            try:
+                cv2.imshow("siamese verify (q to quit)", bgr)
+                return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+            except cv2.error as err:  # the display went away: carry on headless
+                log.warning("window closed (%s) — continuing without it", str(err).strip()[:80])
+                self.window = False
+        return True
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+        if self.writer is not None:
+            self.writer.release()
+        if self.window:
+            cv2.destroyAllWindows()
+        for k, p in self.tmp.items():
+            if p.exists():
+                os.replace(p, self.paths[k])
