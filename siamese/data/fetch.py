@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from siamese.data.lfw import _GET_LFW, DEFAULT_ROOT, LFW, PEOPLE_FILES, DatasetError, resolve_root
+from siamese.io.files import file_digest
 
 __all__ = ["CHECKSUMS", "check", "fetch", "link_existing", "verify_checksums"]
 
@@ -32,11 +33,7 @@ CHECKSUMS = {
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)  # a checksum, not security; FIPS builds allow it
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "md5")  # a checksum, not security (usedforsecurity=False: FIPS builds allow it)
 
 
 def verify_checksums(root: str | os.PathLike | None = None) -> dict[str, bool]:

@@ -11,7 +11,6 @@ Nothing is written for a person until a face of theirs is kept. No TensorFlow he
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ import numpy as np
 from siamese.faces.capture import captures, sources
 from siamese.faces.detect import Face
 from siamese.gallery.store import Gallery, GalleryError, _now
+from siamese.io.files import file_digest
 from siamese.io.images import ImageError, list_images, read_image, write_image
 from siamese.io.names import BadName, check_name
 from siamese.io.video import is_video
@@ -37,12 +37,8 @@ REASONS = ("added", "duplicates", "enrolled_as_other", "no_face", "many_faces", 
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (memory stays flat whatever its size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex SHA-256 of a photo: what the gallery knows a source file by."""
+    return file_digest(path, "sha256")
 
 
 def _source(path: str, sha: str, face: Face) -> dict:

@@ -10,6 +10,7 @@ NumPy only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "staged_dir", "swap_dir"]
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "staged_dir", "swap_dir"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -102,3 +103,13 @@ def staged_dir(out: str | os.PathLike, mode: int = 0o755) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks (memory stays flat whatever its size).
+    `algorithm` is any `hashlib` name; md5 is used as a checksum only."""
+    h = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

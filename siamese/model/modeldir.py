@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
-from siamese.io.files import atomic_write_text
+from siamese.io.files import atomic_write_text, file_digest
 
 __all__ = ["CALIBRATIONS", "find_model_dir", "read_calibration", "read_people", "seen_people", "sha256",
            "validation_people", "write_model_json"]
@@ -48,12 +47,8 @@ def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex SHA-256 of a model file."""
+    return file_digest(path, "sha256")
 
 
 def write_model_json(model_dir: str | os.PathLike, meta: dict) -> Path:

@@ -62,7 +62,7 @@ class Verifier:
 
     Args:
         embedder: a `siamese.model.Embedder`.
-        enrolled: (N, D) embeddings of the person (see `load_enrolled`).
+        enrolled: (N, D) embeddings of the person (`siamese.gallery.Gallery.person`).
         detector: a `siamese.faces.Detector`.
         person: the name drawn on the video.
         detection_threshold: head score for one enrolled image to match; None = the model's.
