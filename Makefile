@@ -18,7 +18,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow test-slow-only data prepare detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
+.PHONY: help venv test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,10 +26,10 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,teacher]'
 	@touch $@
 
-venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
+venv: $(VENV)/.installed ## create .venv and install the package with its dev tools and the teacher extra
 
 test: venv ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
@@ -54,6 +54,15 @@ detect: venv ## faces in INPUT (photo/folder/video) -> OUT/crops + OUT/manifest.
 collect: venv ## capture PERSON's face from SOURCE (camera index or video) into data/faces/
 	@test -n "$(PERSON)" || { echo "usage: make collect PERSON=alice [SOURCE=0]"; exit 2; }
 	$(SIAMESE) collect "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
+
+teach: venv ## the distillation teacher's embedding of every LFW image (resumable, ~13 min) + its model dir
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) teach $(ARGS)
+
+distill: venv ## the distilled CPU recipe (+experiment=distill; the teacher cache first), < 90 min on 2 cores
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) teach
+	$(SIAMESE) train +experiment=distill $(ARGS)
 
 train: venv ## build the LFW cache if needed, then train (resumes if re-run; ARGS=overrides)
 	$(SIAMESE) prepare $(PREPARE_ARGS)

@@ -61,6 +61,8 @@ COMMANDS = {
     "prepare": ("prepare", "data.prepare", "detect + align all of LFW into the training cache (resumable)", [], []),
     "data": ("lfw", "data.data", "fetch | check: get LFW (link a copy or download, MD5-checked), or check one",
              ["action", "root"], []),
+    "teach": ("teach", "data.teach", "the distillation teacher's embedding of every LFW image (resumable) + "
+              "its model dir", [], []),
     "detect": ("detect", "faces.detect", "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"], []),
     "collect": ("collect", "faces.collect", "capture your own face from a webcam/video into data/faces/NAME",

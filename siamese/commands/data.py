@@ -42,3 +42,19 @@ def data(cfg: DictConfig) -> dict:
         raise ValueError(f"{r['root']}: protocol files differ from the official ones (md5 BAD above) — "
                          "restore them (see README: Getting LFW)")
     return r
+
+
+def teach(cfg: DictConfig) -> dict:
+    """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir."""
+    from siamese.model import teacher_cache
+    from siamese.train.teacher import make_teacher_dir
+
+    stats = teacher_cache.build(cfg.cache_dir, LFW(cfg.data.root).root, workers=cfg.workers, progress=cfg.progress)
+    print(f"teacher cache {teacher_cache.teacher_dir(cfg.cache_dir)}: {stats['detected']} images from their "
+          f"detected face, {stats['fallback']} from a fallback box, {stats['error']} unreadable, "
+          f"{stats['seconds']} s in all ({stats['workers']} workers)")
+    r = make_teacher_dir(cfg, cfg.out)
+    print(f"teacher model dir {cfg.out}: cosine threshold {r['threshold']:.4f} (validation accuracy "
+          f"{r['val_accuracy']:.4f}); cluster.json BCubed F1 {r['cluster']['bcubed_f1']:.4f} on the validation "
+          f"people — evaluate it with `siamese evaluate {cfg.out}`")
+    return {"cache": stats, **r}

@@ -19,9 +19,10 @@ def train(cfg: DictConfig) -> dict:
     """Train (or resume) the Siamese network in `cfg.run_dir`; returns the test metrics."""
     metrics = trainer.train(cfg, cfg.run_dir)
     t = metrics["test"]
-    print(f"{cfg.run_dir}: {cfg.protocol} test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, "
-          f"threshold {t['threshold']:.3f} from validation), best epoch {metrics['best_epoch']}, "
-          f"{metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB")
+    tested = (f"test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, threshold {t['threshold']:.3f} from "
+              "validation)" if t else "no test pairs (every LFW person was trained on)")
+    print(f"{cfg.run_dir}: {cfg.protocol} {tested}, best epoch {metrics['best_epoch']} (validation accuracy "
+          f"{metrics['best_val_acc']:.4f}), {metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB")
     return metrics
 
 

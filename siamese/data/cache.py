@@ -54,12 +54,14 @@ class FaceCache:
         refs: the N LFW images, in row order.
         meta: (N,) structured array (status, score, box, landmarks).
         config: what built it (see build.json).
+        path: the cache dir it was loaded from.
     """
 
     images: np.ndarray
     refs: list[ImageRef]
     meta: np.ndarray
     config: dict
+    path: Path | None = None
 
     def rows(self, refs: list[ImageRef]) -> np.ndarray:
         """(len(refs),) int64 row numbers of `refs`; KeyError names a missing image."""
@@ -233,5 +235,5 @@ def load(cache_dir: str | os.PathLike) -> FaceCache:
     with open(cache_dir / "index.csv", newline="") as f:
         refs = [ImageRef(row["person"], int(row["index"])) for row in csv.DictReader(f)]
     config = json.loads((cache_dir / "config.json").read_text())
-    return FaceCache(np.load(cache_dir / "faces.npy", mmap_mode="r"), refs, meta, config)
+    return FaceCache(np.load(cache_dir / "faces.npy", mmap_mode="r"), refs, meta, config, cache_dir)
 

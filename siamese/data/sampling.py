@@ -24,11 +24,16 @@ class FaceSet:
         images: (N, S, S, 3) uint8 RGB aligned crops.
         labels: (N,) int64 identity index in [0, len(names)).
         names: identity names, index = label.
+        targets: optional (N, 2, D) float32 per image: a teacher's unit embedding of the image
+            and of its mirror (distillation); all zero where there is none.
+        rows: optional (N,) int64 row of each image in the face cache it came from (-1: none).
     """
 
     images: np.ndarray
     labels: np.ndarray
     names: list[str]
+    targets: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
     def __post_init__(self):
         order = np.argsort(self.labels, kind="stable")
@@ -54,7 +59,9 @@ class FaceSet:
         remap = {self.names.index(n): i for i, n in enumerate(keep_names)}
         mask = np.isin(self.labels, list(remap))
         labels = np.array([remap[int(k)] for k in self.labels[mask]], dtype=np.int64)
-        return FaceSet(self.images[mask], labels, keep_names)
+        return FaceSet(self.images[mask], labels, keep_names,
+                       None if self.targets is None else self.targets[mask],
+                       None if self.rows is None else self.rows[mask])
 
 
 def add_people(faces: FaceSet, images: np.ndarray, names: list[str], prefix: str = "") -> FaceSet:
@@ -68,8 +75,11 @@ def add_people(faces: FaceSet, images: np.ndarray, names: list[str], prefix: str
     new = sorted(set(names))
     index = {n: len(faces.names) + k for k, n in enumerate(new)}
     labels = np.concatenate([faces.labels, [index[n] for n in names]]).astype(np.int64)
+    targets = None if faces.targets is None else np.concatenate(  # no teacher target for them
+        [faces.targets, np.zeros((len(images), *faces.targets.shape[1:]), np.float32)])
+    rows = None if faces.rows is None else np.concatenate([faces.rows, np.full(len(images), -1)])
     return FaceSet(np.concatenate([faces.images, images]), labels,
-                   faces.names + [prefix + n for n in new])
+                   faces.names + [prefix + n for n in new], targets, rows)
 
 
 def split_people(names: list[str], counts: np.ndarray, fraction: float,

@@ -35,7 +35,7 @@ from siamese.faces.detect import Detector
 from siamese.io.files import atomic_write_text
 from siamese.verification.verifier import judge
 
-__all__ = ["calibrate", "calibrate_clustering", "fit_clustering", "validation_faces"]
+__all__ = ["calibrate", "calibrate_clustering", "fit_clustering", "validation_embeddings", "validation_faces"]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,17 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict
             "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
 
 
+def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
+                          detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The LFW (DevTrain) photos of `people` embedded by `embedder` its own way
+    (`Embedder.embed_refs`): ((n, D) embeddings, (n,) person names)."""
+    lfw = LFW(lfw_root)
+    counts = lfw.people("view1_train")
+    refs = lfw.identities({p: counts[p] for p in people if p in counts})
+    emb, kept = embedder.embed_refs(lfw, refs, _cache(cache_dir), detector)
+    return emb, np.array([r.person for r in kept])
+
+
 def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
                      detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The LFW (DevTrain) photos of `people` (a model's validation people), aligned for `embedder`.
@@ -231,8 +242,8 @@ def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=No
 
 def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
-                         labels=None, out: str | os.PathLike | None = None,
-                         overwrite: bool = False) -> dict:
+                         labels=None, embeddings: np.ndarray | None = None,
+                         out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Fit the agglomerative clustering settings on the model's validation people; save them.
 
     Args:
@@ -241,6 +252,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             `calibrate`); unused when `faces` is given.
         faces, labels: or the faces themselves, (n, S, S, 3) uint8 at the model's input size,
             and (n,) person ids (training passes its validation set).
+        embeddings: or their (n, D) embeddings already, with `labels`.
         out: None = `cluster.json` beside the model; False = nowhere. overwrite: replace it.
 
     Returns:
@@ -249,16 +261,17 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
-    if faces is None:
-        faces, labels = validation_faces(embedder, embedder.validation_people(), lfw_root,
-                                         cache_dir=cache_dir, detector=detector)
+    data = "validation people (held out of training)"
+    if faces is not None:
+        embeddings = embedder.embed(faces)
+    elif embeddings is None:
+        embeddings, labels = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
+                                                   cache_dir=cache_dir, detector=detector)
         data = "LFW validation people (held out of training)"
-    else:
-        data = "validation people (held out of training)"
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("clustering calibration needs faces of at least two people")
-    result = {**fit_clustering(embedder.embed(faces), labels),
+    result = {**fit_clustering(embeddings, labels),
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:

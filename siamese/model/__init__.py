@@ -7,5 +7,6 @@ Keras, and the teacher imports dlib only when it is built."""
 
 from siamese.model.embedder import DEFAULT_MODEL, Embedder
 from siamese.model.ensemble import Ensemble
+from siamese.model.teacher import TeacherEmbedder
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "Ensemble"]
+__all__ = ["DEFAULT_MODEL", "Embedder", "Ensemble", "TeacherEmbedder"]

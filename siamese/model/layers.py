@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-__all__ = ["CosineMarginLogits", "L1Distance", "L2Normalize"]
+__all__ = ["CosineMarginLogits", "L1Distance", "L2Normalize", "PairStack"]
 
 PACKAGE = "siamese"
 
@@ -69,3 +69,20 @@ class CosineMarginLogits(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "classes": self.classes, "scale": self.scale,
                 "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PairStack(layers.Layer):
+    """The two embeddings of a pair side by side: ((B, D), (B, D)) -> (B, 2, D), so one loss can
+    see all 2B images of a batch (the relational distillation term). Always float32."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        a, b = inputs
+        return ops.stack([ops.cast(a, "float32"), ops.cast(b, "float32")], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2, input_shape[0][-1])

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from siamese.model.layers import CosineMarginLogits, L1Distance, L2Normalize
+from siamese.model.layers import CosineMarginLogits, L1Distance, L2Normalize, PairStack
 from siamese.model.preprocess import flip_embed
 
 __all__ = ["build_embedding", "build_head", "build_trainer", "embed", "float32_clone", "koch_backbone",
@@ -111,12 +111,15 @@ def build_head(dim: int = 128) -> keras.Model:
 
 
 def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale: float = 30.0,
-                  margin: float = 0.35) -> keras.Model:
-    """The training graph: two images and their identity labels in; three outputs.
+                  margin: float = 0.35, distill: bool = False) -> keras.Model:
+    """The training graph: two images and their identity labels in; three outputs (six when
+    distilling).
 
     Outputs: "id_a", "id_b": (B, classes) CosFace logits for each image's identity;
     "same": (B, 1) head probability that the two images show the same person. The embedding
-    learns from both losses; the head learns from the pair loss.
+    learns from both losses; the head learns from the pair loss. With `distill`, also "emb_a",
+    "emb_b": (B, D) the embeddings (matched to a teacher's, `siamese.model.losses.TeacherCosine`)
+    and "embs": (B, 2, D) both (`TeacherRelations`: how the batch's images relate).
     """
     shape = embedding.input_shape[1:]
     a, b = keras.Input(shape, name="image_a"), keras.Input(shape, name="image_b")
@@ -129,6 +132,10 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
         "id_b": layers.Identity(name="id_b")(logits([eb, lb])),
         "same": layers.Identity(name="same")(head([ea, eb])),
     }
+    if distill:
+        out.update(emb_a=layers.Identity(name="emb_a", dtype="float32")(ea),
+                   emb_b=layers.Identity(name="emb_b", dtype="float32")(eb),
+                   embs=PairStack(name="embs")([ea, eb]))
     return keras.Model({"image_a": a, "image_b": b, "label_a": la, "label_b": lb}, out,
                        name="trainer")
 

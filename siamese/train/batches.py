@@ -2,7 +2,10 @@
 
 Each batch is `batch_size` pairs drawn by `siamese.data.sampling.sample_pairs` (half same
 person, half not; some negatives hard once the loop sets `similar`), augmented, as float32 in
-[0, 1] (`siamese.model.preprocess.to_input`), with both images' identity labels.
+[0, 1] (`siamese.model.preprocess.to_input`), with both images' identity labels. When the faces
+carry teacher targets (distillation), each image is mirrored here with probability 1/2 and its
+target is the teacher's embedding of that same view (the image's or its mirror's); the
+augmentation pipeline must then not flip images itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import keras
 import numpy as np
 
 from siamese.data.sampling import FaceSet, sample_pairs
+from siamese.model.preprocess import to_input
 
 __all__ = ["PairBatches"]
 
@@ -22,13 +26,13 @@ class PairBatches(keras.utils.PyDataset):
     """Batches of pairs for `build_trainer`, reproducible by (seed, epoch, batch)."""
 
     def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
-                 hard_share: float, workers: int = 1):
+                 hard_share: float, workers: int = 1, outputs: tuple[str, ...] = ("id_a", "id_b", "same")):
         # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
         # process would copy the JAX/TF runtime. Each thread augments with its own copy of
         # the pipeline: seeding one shared pipeline from several threads would race.
         super().__init__(workers=workers, use_multiprocessing=False)
         self.faces, self.batch_size, self.steps, self.seed = faces, batch_size, steps, seed
-        self.augment, self.hard_share = augment, hard_share
+        self.augment, self.hard_share, self.outputs = augment, hard_share, outputs
         self.epoch, self.similar = 0, None
         self._local = threading.local()
 
@@ -40,22 +44,27 @@ class PairBatches(keras.utils.PyDataset):
     def __len__(self):
         return self.steps
 
-    def _images(self, rows, rng):
-        ims = self.faces.images[rows]
+    def _images(self, rows, rng) -> tuple[np.ndarray, np.ndarray | None]:
+        """(float32 model inputs, the teacher target of each view or None) for `rows`."""
+        ims, targets = self.faces.images[rows], None
+        if self.faces.targets is not None:  # mirror here, so each view gets its own target
+            flip = rng.random(len(rows)) < 0.5
+            ims = np.where(flip[:, None, None, None], ims[:, :, ::-1], ims)
+            targets = np.where(flip[:, None], self.faces.targets[rows, 1], self.faces.targets[rows, 0])
         if self.augment is not None:
             augment = self._augment()
             augment.set_random_seed(int(rng.integers(2**31)))
             ims = np.stack([augment(image=im)["image"] for im in ims])
-        return ims.astype(np.float32) / 255.0  # the model's input convention
+        return to_input(ims), targets
 
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         p = sample_pairs(self.faces, self.batch_size, rng, similar=self.similar,
                          hard_share=self.hard_share if self.similar is not None else 0.0)
-        la, lb = self.faces.labels[p[:, 0]], self.faces.labels[p[:, 1]]
-        x = {"image_a": self._images(p[:, 0], rng), "image_b": self._images(p[:, 1], rng),
-             "label_a": la.astype(np.int32), "label_b": lb.astype(np.int32)}
-        y = {"id_a": la.astype(np.int32), "id_b": lb.astype(np.int32),
-             "same": p[:, 2:3].astype(np.float32)}
-        return x, y
-
+        la, lb = self.faces.labels[p[:, 0]].astype(np.int32), self.faces.labels[p[:, 1]].astype(np.int32)
+        (xa, ta), (xb, tb) = self._images(p[:, 0], rng), self._images(p[:, 1], rng)
+        x = {"image_a": xa, "image_b": xb, "label_a": la, "label_b": lb}
+        y = {"id_a": la, "id_b": lb, "same": p[:, 2:3].astype(np.float32)}
+        if ta is not None:
+            y.update(emb_a=ta, emb_b=tb, embs=np.stack([ta, tb], 1))
+        return x, {k: v for k, v in y.items() if k in self.outputs}

@@ -47,7 +47,8 @@ def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceS
     names = sorted({fc.refs[i].person for i in rows})
     index = {n: k for k, n in enumerate(names)}
     labels = np.array([index[fc.refs[i].person] for i in rows], np.int64)
-    return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names)
+    return FaceSet(resize_faces(fc.images[rows], cfg.model.input_size), labels, names,
+                   rows=np.array(rows, np.int64))
 
 
 def _protocol_data(cfg: DictConfig, rng: np.random.Generator):
@@ -111,30 +112,54 @@ def _training_faces(cfg: DictConfig, faces: FaceSet) -> FaceSet:
 
 def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     """The training graph (`siamese.model.networks.build_trainer`), compiled: AdamW with a warm-up
-    then cosine decay, CosFace on each image and BCE on the head's pair score."""
+    then cosine decay, CosFace on each image and BCE on the head's pair score, and when
+    distilling the teacher terms (`siamese.model.losses`), each with its weight from the config."""
     import keras
 
+    from siamese.model.losses import TeacherCosine, TeacherRelations  # Keras
     from siamese.model.networks import build_embedding, build_head, build_trainer  # Keras
 
-    m, tc = cfg.model, cfg.train
+    m, tc, dc = cfg.model, cfg.train, cfg.get("distill")
     embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
-    trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin)
+    trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin,
+                            distill=bool(dc))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
         warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
-    trainer.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
-        loss={"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-              "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-              "same": keras.losses.BinaryCrossentropy()},
-        loss_weights={"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight})
+    loss = {"id_a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "id_b": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "same": keras.losses.BinaryCrossentropy()}
+    weights = {"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight}
+    if dc:
+        loss.update(emb_a=TeacherCosine(), emb_b=TeacherCosine(), embs=TeacherRelations())
+        weights.update(emb_a=dc.cos_weight / 2, emb_b=dc.cos_weight / 2, embs=dc.rel_weight)
+    trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
+                    loss=loss, loss_weights=weights)
     return trainer
+
+
+def _with_teacher(cfg: DictConfig, faces: FaceSet) -> FaceSet:
+    """`faces` with their teacher targets (`siamese.model.teacher_cache.targets`), centred on
+    these training images only; the user's own faces (no cache row) get none."""
+    from siamese.model.teacher_cache import targets
+
+    ok = faces.rows >= 0
+    t, _ = targets(cfg.cache_dir, faces.rows[ok], check_files=cfg.distill.check_files)
+    if t.shape[-1] != cfg.model.dim:
+        raise ValueError(f"the teacher's embeddings are {t.shape[-1]}-D: distilling needs model.dim={t.shape[-1]}, "
+                         f"not {cfg.model.dim}")
+    faces.targets = np.zeros((len(faces), *t.shape[1:]), np.float32)
+    faces.targets[ok] = t
+    log.info("distilling: teacher targets for %d of %d training images", int(ok.sum()), len(faces))
+    return faces
 
 
 def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
     """(the saved trainer, its state) when `run_dir` holds an unfinished or finished run of this
     config, else (None, {}). A run dir holding other model settings is refused."""
     import keras
+
+    import siamese.model.losses  # noqa: F401  (Keras: registers the losses and layers a saved trainer names)
 
     state_path, last = run_dir / "state.json", run_dir / "last.keras"
     if not (state_path.exists() and last.exists()):
@@ -163,6 +188,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     policy = _mixed_precision(cfg.mixed_precision)
     fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
     faces = _training_faces(cfg, faces)
+    if cfg.get("distill"):
+        faces = _with_teacher(cfg, faces)
+        if any("HorizontalFlip" in str(t.get("_target_", "")) for t in (cfg.augment or {}).get("transforms", [])):
+            raise ValueError("distillation mirrors images itself (each view has its own teacher target): "
+                             "use an augmentation without HorizontalFlip, e.g. augment=distill")
     log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
              cfg.protocol, len(faces.names), len(faces), len(val_faces.names), len(val[1]))
     tc = cfg.train
@@ -172,7 +202,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
         trainer, state = _new_trainer(cfg, len(faces.names), steps), {"epoch": 0}
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
-    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share, workers=tc.get("workers", 1))
+    outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
+    data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
+                       workers=tc.get("workers", 1), outputs=outputs)
     callbacks = [Loop(run_dir, data, val, state, cfg), keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
     if keras.config.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
@@ -203,6 +235,26 @@ def save_parts(run_dir: Path) -> None:
         save(float32_clone(best.get_layer(part)), model_dir / f"{part}.keras")
 
 
+def _provenance(cfg) -> dict:
+    """What a model learned from, in LFW's result categories: identity labels of LFW people only
+    ("unrestricted, no outside data"), or also a teacher trained on other labelled faces."""
+    if not cfg.get("distill"):
+        return {"lfw_category": "unrestricted, no outside data",
+                "training_data": f"LFW {cfg.protocol} training people (identity labels)"}
+    from siamese.model.dlib_resnet import LICENCE, identity
+
+    teacher = {"name": "dlib_resnet_v1", "licence": LICENCE}
+    try:
+        teacher.update(identity())
+    except ImportError:  # a GPU box training from cached targets without the teacher installed
+        pass
+    return {"lfw_category": "unrestricted, labeled outside data",
+            "training_data": f"LFW {cfg.protocol} training people (identity labels) and a teacher's "
+                             "embeddings of their images (the teacher learned from ~3 M faces outside LFW)",
+            "distillation": {"teacher": teacher, "cos_weight": cfg.distill.cos_weight,
+                             "rel_weight": cfg.distill.rel_weight}}
+
+
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
            seen: list[str], validation: FaceSet) -> dict:
     """The parts in run_dir/model (`save_parts`) -> threshold from validation, clustering
@@ -222,16 +274,17 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
     if len(usable) < len(test_pairs):  # only a partial (smoke-test) cache lacks faces
         log.warning("%d of %d test pairs have faces missing from %s; scoring the rest",
                     len(test_pairs) - len(usable), len(test_pairs), cfg.cache_dir)
-    images, idx, same = fc.pair_faces(usable)
-    images = resize_faces(images, cfg.model.input_size)
-    emb = embed(embedding, images)
-    test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
-    cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only
+    test = cos = None  # protocol "all": every LFW person trained on, no pair left to test
+    if usable:
+        images, idx, same = fc.pair_faces(usable)
+        emb = embed(embedding, resize_faces(images, cfg.model.input_size))
+        test = summary(pair_scores(head, emb[idx[:, 0]], emb[idx[:, 1]]), same, threshold=thr)
+        cos = summary((emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1), same)  # for reference only
     card = {"input_size": cfg.model.input_size, "colour": "RGB", "range": "[0, 1] float32",
             "alignment": {"template": "arcface-5pt", "cache_size": fc.config["size"],
                           "padding": fc.config["padding"]},
             "threshold": thr, "threshold_from": "validation people held out of training",
-            "flip_tta": True}
+            "flip_tta": True, **_provenance(cfg)}
     atomic_write_text(model_dir / "model.json", json.dumps(card, indent=2))
     # Everyone the model saw (training + validation people): evaluation refuses test pairs of
     # these people, so a number can never come from faces the model was fitted on.

@@ -1,0 +1,53 @@
+"""The distillation losses: the student's embedding is taught a teacher's, image by image and in
+how the images of a batch relate. Registered Keras losses (no `Lambda`), so a training run
+reloads from `last.keras` and resumes.
+
+Teacher targets are unit vectors (the teacher's descriptor, centred on the training images'
+mean and normalised: `siamese.model.teacher_cache.targets`); an all-zero target means "no
+teacher for this image" (the user's own collected faces) and is left out of both terms.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from siamese.model.layers import PACKAGE
+
+__all__ = ["TeacherCosine", "TeacherRelations"]
+
+
+def _has(t):
+    """1.0 where a row holds a (unit) target, 0.0 where it is all zero."""
+    return ops.cast(ops.sum(ops.square(t), axis=-1) > 0.5, "float32")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TeacherCosine(keras.losses.Loss):
+    """(a) per image: 1 - cos(student embedding, teacher target); y (B, D), 0 where no target."""
+
+    def __init__(self, name="teacher_cosine", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        return _has(y_true) * (1.0 - ops.sum(y_true * y_pred, axis=-1))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TeacherRelations(keras.losses.Loss):
+    """(b) relational: the mean squared difference between the student's and the teacher's
+    cosine-similarity matrices over all 2B images of the batch (pairs' embeddings stacked as
+    (B, 2, D) by `siamese.model.layers.PairStack`). Returned per pair, (B,), so Keras' mean over
+    the batch is the mean over the (2B x 2B) matrix."""
+
+    def __init__(self, name="teacher_relations", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        b = ops.shape(y_pred)[0]
+        s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
+        t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
+        has = _has(t)
+        d = has[:, None] * has[None, :] * ops.square(ops.matmul(s, ops.transpose(s)) - ops.matmul(t, ops.transpose(t)))
+        return ops.mean(ops.reshape(d, (b, -1)), axis=-1)
