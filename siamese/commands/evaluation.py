@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from siamese.commands import detector, output_dir, plain
 from siamese.data import cache
 from siamese.data.lfw import LFW
+from siamese.eval import degraded
 from siamese.eval.bench.clustering import compare_algorithms, scale
 from siamese.eval.bench.detect import run as bench_detection
 from siamese.eval.bench.gallery import bench_gallery
@@ -91,7 +92,7 @@ def openset(cfg: DictConfig) -> dict:
 
 
 def bench(cfg: DictConfig):
-    """`siamese bench detect|verify|cluster|cluster-scale|gallery`: a benchmark that prints a table."""
+    """`siamese bench detect|verify|cluster|cluster-scale|gallery|degraded`: a benchmark that prints a table."""
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
@@ -116,4 +117,15 @@ def bench(cfg: DictConfig):
 
         g = cfg.gallery
         return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
-    raise ValueError(f"bench {what!r}: choose detect, verify, cluster, cluster-scale or gallery")
+    if what == "degraded":
+        d = cfg.degraded
+        r = degraded.report(Embedder.load(cfg.model_path), LFW(cfg.data.root), cache.load(cfg.cache_dir),
+                            d.people, d.per_person, d.far_target, cfg.seed)
+        print(f"{r['model']}: {r['faces']} faces of {r['people']} unseen LFW people, each also degraded "
+              "(small, jpeg 30, blur, grey, light in turn); false accepts of each calibrated threshold:")
+        print(table(degraded.rows(r)))
+        out = output_dir(cfg) / "degraded.json"
+        atomic_write_text(out, json.dumps(r, indent=2))
+        print(f"-> {out}")
+        return r
+    raise ValueError(f"bench {what!r}: choose detect, verify, cluster, cluster-scale, gallery or degraded")

@@ -1,0 +1,170 @@
+"""Do calibrated thresholds hold on harder photos? Their false-accept rates on a degraded copy of
+LFW people the model never saw (`siamese bench degraded`).
+
+Each unseen View 1 DevTest person's photos are embedded twice: as they are, and made harder by
+one of `siamese.data.degrade.KINDS` (small face, JPEG 30, blur, greyscale, strong light; chosen
+in turn, seeded). Then each calibrated threshold is applied where it would be in use:
+
+- pair: the model's own pair threshold (model.json) on pairs of different people: clean-clean
+  (what it was fitted for), clean-degraded, degraded-degraded;
+- unknown: a gallery of one clean face per person for half the people; the other half are the
+  strangers, one degraded face each; the threshold is calibrated to `far_target` on clean LFW
+  strangers (as `siamese gallery calibrate` does by default) or on clean and degraded ones;
+- verify: `siamese verify`'s rule (verify.json's share of 10 clean enrolled images) for degraded
+  probes of other people;
+- cluster: the people's degraded faces clustered with cluster.json's settings: the share of
+  different-people pairs put together (1 - pairwise precision).
+
+Every figure is "how many strangers got through" against the target it was calibrated for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from siamese.clustering.graph import cluster_embeddings
+from siamese.clustering.group import clustering_settings
+from siamese.clustering.scores import pairwise_scores
+from siamese.data.cache import FaceCache
+from siamese.data.degrade import KINDS, degrade
+from siamese.data.lfw import LFW
+from siamese.data.unseen import sample_refs, unseen_people
+from siamese.faces.detect import Face
+from siamese.gallery.recognize import Recognizer, calibrate
+from siamese.io.images import read_image
+from siamese.verification.verifier import calibrated_threshold, judge
+
+__all__ = ["degraded_faces", "report"]
+
+log = logging.getLogger(__name__)
+
+
+def degraded_faces(embedder, lfw: LFW, cache: FaceCache, n_people: int = 1200, per_person: int = 2,
+                   seed: int = 0) -> dict:
+    """Clean and degraded embeddings of `n_people` random unseen DevTest people (2+ photos each,
+    `per_person` of them), and of every photo of those with 11+ (for `siamese verify`'s rule).
+
+    Returns:
+        {"clean": (n, D), "degraded": (n, D), "names": (n,), "kinds": (n,) degradation of each}.
+    """
+    rng = np.random.default_rng(seed)
+    in_cache = {r.person for r in cache.refs}  # the degraded copies start from the cache's faces
+    people = {p: n for p, n in unseen_people(lfw, embedder.seen_people(), min_images=2).items() if p in in_cache}
+    refs = set(sample_refs(people, rng, n_people, per_person))
+    refs |= set(lfw.identities({p: n for p, n in people.items() if n > 10}))
+    refs = sorted(refs & set(cache.refs), key=lambda r: (r.person, r.index))
+    clean, kept = embedder.embed_refs(lfw, refs, cache)
+    rows = cache.rows(kept)
+    out, kinds = [], []
+    for i, (ref, row) in enumerate(zip(kept, rows)):
+        m = cache.meta[row]
+        face = Face(m["box"].astype(np.float32), m["landmarks"].astype(np.float32), float(m["score"]))
+        kind = KINDS[i % len(KINDS)]
+        image, moved = degrade(read_image(lfw.path(ref)), face, kind, np.random.default_rng([seed, i]))
+        out.append(embedder.embed_faces(image, [moved])[0])
+        kinds.append(kind)
+    return {"clean": clean, "degraded": np.stack(out), "names": np.array([r.person for r in kept]),
+            "kinds": np.array(kinds)}
+
+
+def _impostor_pairs(names: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
+    a, b = rng.integers(0, len(names), (2, n))
+    keep = names[a] != names[b]
+    return np.stack([a[keep], b[keep]], 1)
+
+
+def _pair_far(embedder, x: np.ndarray, y: np.ndarray, pairs: np.ndarray) -> float:
+    return float((embedder.score(x[pairs[:, 0]], y[pairs[:, 1]]) >= embedder.threshold).mean())
+
+
+def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> dict:
+    """The open-set rule: clean gallery, degraded strangers; thresholds from clean impostors, or
+    from clean and degraded ones (disjoint people from the test strangers)."""
+    people = rng.permutation(sorted(set(f["names"].tolist())))
+    g, cal_p, test_p = np.array_split(people, 3)
+    first = {p: i for i, p in reversed(list(enumerate(f["names"])))}  # one face per person
+    gi = np.array([first[p] for p in g])
+    rec = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g))
+    cal_i = np.array([first[p] for p in cal_p])
+    test_i = np.array([first[p] for p in test_p])
+    clean_thr = calibrate(rec, f["clean"][cal_i], far_target)["threshold"]
+    mixed_thr = calibrate(rec, np.concatenate([f["clean"][cal_i], f["degraded"][cal_i]]), far_target)["threshold"]
+    _, s_deg = rec.rank(f["degraded"][test_i], top=1)
+    _, s_clean = rec.rank(f["clean"][test_i], top=1)
+    return {"target": far_target, "strangers": len(test_i),
+            "clean_calibration": {"threshold": round(clean_thr, 4),
+                                  "far_clean": round(float((s_clean[:, 0] >= clean_thr).mean()), 4),
+                                  "far_degraded": round(float((s_deg[:, 0] >= clean_thr).mean()), 4)},
+            "mixed_calibration": {"threshold": round(mixed_thr, 4),
+                                  "far_clean": round(float((s_clean[:, 0] >= mixed_thr).mean()), 4),
+                                  "far_degraded": round(float((s_deg[:, 0] >= mixed_thr).mean()), 4)}}
+
+
+def _verify(embedder, f: dict, n_enroll: int = 10) -> dict | None:
+    """verify.json's rule: 10 clean enrolled images per person, degraded probes of others."""
+    share = calibrated_threshold(embedder, embedder.threshold)
+    names = f["names"]
+    big = [p for p in sorted(set(names.tolist())) if (names == p).sum() > n_enroll]
+    if share is None or len(big) < 2:
+        return None
+    fars = []
+    for p in big:
+        enrolled = f["clean"][np.flatnonzero(names == p)[:n_enroll]]
+        probes = f["degraded"][names != p]
+        scores = embedder.score(np.tile(enrolled, (len(probes), 1)),
+                                np.repeat(probes, len(enrolled), axis=0)).reshape(len(probes), -1)
+        fars.append(judge(scores, embedder.threshold, share)[1].mean())
+    fitted = embedder.calibration("verify.json") or {}
+    return {"share_threshold": share, "people": len(big), "far_fitted": fitted.get("far"),
+            "far_degraded": round(float(np.mean(fars)), 4)}
+
+
+def _cluster(embedder, f: dict) -> dict | None:
+    cal = clustering_settings(embedder)
+    if cal is None:
+        return None
+    out = {}
+    for which in ("clean", "degraded"):
+        labels = cluster_embeddings(f[which], embedder.score, cal["threshold"], "agglomerative",
+                                    k=cal["k"], floor=cal["floor"])
+        out[f"false_merge_{which}"] = round(1 - pairwise_scores(f["names"], labels)["precision"], 4)
+    return out
+
+
+def report(embedder, lfw: LFW, cache: FaceCache, n_people: int = 1200, per_person: int = 2,
+           far_target: float = 0.01, seed: int = 0) -> dict:
+    """Every calibrated threshold's false accepts, clean and degraded (see the module docstring)."""
+    f = degraded_faces(embedder, lfw, cache, n_people, per_person, seed)
+    rng = np.random.default_rng(seed)
+    pairs = _impostor_pairs(f["names"], rng)
+    pair = {"threshold": round(float(embedder.threshold), 4), "pairs": len(pairs),
+            "far_clean": round(_pair_far(embedder, f["clean"], f["clean"], pairs), 4),
+            "far_clean_vs_degraded": round(_pair_far(embedder, f["clean"], f["degraded"], pairs), 4),
+            "far_degraded": round(_pair_far(embedder, f["degraded"], f["degraded"], pairs), 4),
+            "far_degraded_by_kind": {k: round(_pair_far(embedder, f["degraded"], f["degraded"],
+                                                        pairs[f["kinds"][pairs[:, 0]] == k]), 4) for k in KINDS}}
+    return {"model": str(embedder.path), "faces": len(f["names"]), "people": len(set(f["names"].tolist())),
+            "pair": pair, "unknown": _unknown(embedder, f, far_target, rng), "verify": _verify(embedder, f),
+            "cluster": _cluster(embedder, f)}
+
+
+def rows(r: dict) -> list[dict]:
+    """`report` as table rows: threshold, target, clean FAR, degraded FAR."""
+    out = [{"threshold": "pair (model.json)", "value": r["pair"]["threshold"], "target": "-",
+            "far_clean": r["pair"]["far_clean"], "far_degraded": r["pair"]["far_degraded"]}]
+    for name in ("clean_calibration", "mixed_calibration"):
+        u = r["unknown"][name]
+        out.append({"threshold": f"unknown ({name.split('_')[0]} impostors)", "value": u["threshold"],
+                    "target": r["unknown"]["target"], "far_clean": u["far_clean"], "far_degraded": u["far_degraded"]})
+    if r["verify"]:
+        v = r["verify"]
+        out.append({"threshold": "verify (share of 10)", "value": v["share_threshold"], "target": v["far_fitted"],
+                    "far_clean": v["far_fitted"], "far_degraded": v["far_degraded"]})
+    if r["cluster"]:
+        c = r["cluster"]
+        out.append({"threshold": "cluster (false merges)", "value": "cluster.json", "target": "-",
+                    "far_clean": c["false_merge_clean"], "far_degraded": c["false_merge_degraded"]})
+    return out
+
