@@ -54,3 +54,22 @@ def test_the_report_measures_every_calibrated_threshold(lfw_root, tmp_path):
     u = r["unknown"]
     assert u["mixed_calibration"]["threshold"] >= u["clean_calibration"]["threshold"]  # harder impostors
     assert {row["threshold"] for row in degraded.rows(r)} >= {"pair (model.json)", "verify (share of 10)"}
+
+
+def test_the_unknown_threshold_can_be_calibrated_on_degraded_strangers_too(lfw_root, tmp_path, samples, yunet):
+    from siamese.gallery.calibrate import refresh
+    from siamese.gallery.enrol import import_folder
+    from siamese.gallery.store import Gallery
+    from siamese.model import Embedder
+
+    model = Embedder.load()
+    cals = {}
+    for degraded in (False, True):
+        with Gallery(tmp_path / f"g{degraded}.sqlite", model.identity()) as g:
+            import_folder(g, model, yunet, samples / "knn_examples" / "train")
+            cals[degraded] = refresh(g, model, 0.05, lfw_root=lfw_root, detector=yunet, people=40, degraded=degraded)
+            assert len(g.impostors()[0]) == (80 if degraded else 40)
+    assert "degraded copy" in cals[True]["source"] and "degraded" not in cals[False]["source"]
+    for cal in cals.values():  # each holds its target on the strangers it was fitted on
+        assert cal["nn"]["far_measured"] <= 0.05
+    assert cals[True]["nn"]["impostors"] == 2 * cals[False]["nn"]["impostors"]

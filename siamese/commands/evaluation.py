@@ -13,6 +13,7 @@ from siamese.data.lfw import LFW
 from siamese.eval import degraded
 from siamese.eval.bench.clustering import compare_algorithms, scale
 from siamese.eval.bench.detect import run as bench_detection
+from siamese.eval.bench.embed_speed import embed_speed
 from siamese.eval.bench.gallery import bench_gallery
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
@@ -92,7 +93,7 @@ def openset(cfg: DictConfig) -> dict:
 
 
 def bench(cfg: DictConfig):
-    """`siamese bench detect|verify|cluster|cluster-scale|gallery|degraded`: a benchmark that prints a table."""
+    """`siamese bench detect|verify|embed|cluster|cluster-scale|gallery|degraded`: a benchmark table."""
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
@@ -117,6 +118,9 @@ def bench(cfg: DictConfig):
 
         g = cfg.gallery
         return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
+    if what == "embed":
+        return embed_speed([str(m) for m in cfg.embed.models] or [str(cfg.model_path)], cfg.data.root,
+                           cache.load(cfg.cache_dir), cfg.embed.faces)
     if what == "degraded":
         d = cfg.degraded
         r = degraded.report(Embedder.load(cfg.model_path), LFW(cfg.data.root), cache.load(cfg.cache_dir),
@@ -128,4 +132,4 @@ def bench(cfg: DictConfig):
         atomic_write_text(out, json.dumps(r, indent=2))
         print(f"-> {out}")
         return r
-    raise ValueError(f"bench {what!r}: choose detect, verify, cluster, cluster-scale, gallery or degraded")
+    raise ValueError(f"bench {what!r}: choose detect, verify, embed, cluster, cluster-scale, gallery or degraded")

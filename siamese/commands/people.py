@@ -56,7 +56,7 @@ def _print_adds(results: dict) -> None:
 def _calibrate(g: Gallery, embedder, cfg: DictConfig, redraw: bool = False) -> dict | None:
     c = cfg.calibration
     cal = refresh(g, embedder, cfg.far_target, lfw_root=cfg.data.root, cache_dir=c.cache_dir,
-                  people=c.people, seed=c.seed, redraw=redraw)
+                  people=c.people, seed=c.seed, redraw=redraw, degraded=c.degraded)
     if cal:
         nn = cal["nn"]
         print(f"calibrated {g.path}: unknown threshold {nn['threshold']:.4f} accepts {nn['far_measured']:.1%} "

@@ -10,13 +10,17 @@ then only reads. No TensorFlow.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from siamese.data.cache import load as load_cache
+from siamese.data.degrade import KINDS, degrade
 from siamese.data.lfw import LFW, DatasetError
 from siamese.data.unseen import sample_refs, unseen_people
+from siamese.faces.detect import Face, YuNetDetector, central_face
 from siamese.gallery.recognize import Recognizer, Svc, unknown_thresholds
+from siamese.io.images import read_image
 
 __all__ = ["impostors_from_lfw", "refresh"]
 
@@ -24,25 +28,49 @@ log = logging.getLogger(__name__)
 
 
 def impostors_from_lfw(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int | None = 1000,
-                       seed: int = 0) -> tuple[np.ndarray, list[str], str]:
+                       seed: int = 0, degraded: bool = False) -> tuple[np.ndarray, list[str], str]:
     """One face each of `people` random LFW people the model never saw (View 1 DevTest people
     minus its people.json), embedded: ((n, D) float32, n names, a description of the source).
 
     Faces come from the face cache at `cache_dir` when it is built and aligned as the model
-    expects, else from the photos (`siamese.data.unseen.lfw_crops`).
+    expects, else from the photos (`siamese.data.unseen.lfw_crops`). With `degraded`, each face
+    is also embedded from a harder copy of its photo (`siamese.data.degrade`: small, JPEG 30, blur,
+    grey, strong light, in turn), so a threshold set on them also holds for poorer photos.
     """
-    from pathlib import Path
-
     lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
     refs = sample_refs(unseen_people(lfw, embedder.seen_people()), rng, people, per_person=1)
     cache = load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
-    return emb, [r.person for r in kept], f"{source}: {len(kept)} people, one face each"
+    names = [r.person for r in kept]
+    if degraded:
+        hard = _degraded(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
+        ok = np.abs(hard).sum(1) > 0  # photos without a face to make harder are left out
+        emb, names = np.concatenate([emb, hard[ok]]), names + [n for n, k in zip(names, ok) if k]
+        source += ", and a degraded copy of each"
+    return emb, names, f"{source}: {len(kept)} people, one face each"
+
+
+def _degraded(embedder, lfw: LFW, refs: list, cache, detector, seed: int) -> np.ndarray:
+    """Embeddings of a harder copy of each photo (its face from the cache, else detected)."""
+    rows = {r: i for i, r in enumerate(cache.refs)} if cache is not None else {}
+    out = np.zeros((len(refs), embedder.dim), np.float32)
+    for i, ref in enumerate(refs):
+        image = read_image(lfw.path(ref))
+        if ref in rows:
+            m = cache.meta[rows[ref]]
+            face = Face(m["box"].astype(np.float32), m["landmarks"].astype(np.float32), float(m["score"]))
+        else:
+            face = central_face(detector.detect(image), image.shape)
+        if face is None or face.box[2] <= 0:
+            continue  # no face to make harder: a zero row, dropped by the caller
+        hard, moved = degrade(image, face, KINDS[i % len(KINDS)], np.random.default_rng([seed, i]))
+        out[i] = embedder.embed_faces(hard, [moved])[0]
+    return out
 
 
 def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache_dir=None, detector=None,
-            people: int | None = 1000, seed: int = 0, redraw: bool = False) -> dict | None:
+            people: int | None = 1000, seed: int = 0, redraw: bool = False, degraded: bool = False) -> dict | None:
     """Store the impostors (once), the SVC and the unknown-threshold calibration for the gallery's
     current revision; returns the calibration (None, with a warning, for an empty gallery or
     when no LFW copy is found to draw impostors from).
@@ -51,7 +79,7 @@ def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache
         gallery: a writable `siamese.gallery.Gallery`.
         embedder: its model.
         far_target: the share of never-enrolled people the threshold may accept.
-        lfw_root, cache_dir, detector, people, seed: where the impostors come from
+        lfw_root, cache_dir, detector, people, seed, degraded: where the impostors come from
             (`impostors_from_lfw`), used only when the gallery holds none (or `redraw`).
         redraw: draw the impostors again.
     """
@@ -61,8 +89,8 @@ def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache
     imp, imp_names = gallery.impostors()
     if redraw or not len(imp):
         try:
-            imp, imp_names, source = impostors_from_lfw(embedder, lfw_root, cache_dir=cache_dir,
-                                                        detector=detector, people=people, seed=seed)
+            imp, imp_names, source = impostors_from_lfw(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
+                                                        people=people, seed=seed, degraded=degraded)
         except (DatasetError, FileNotFoundError) as err:
             log.warning("cannot calibrate the unknown threshold without LFW (%s): recognition will use "
                         "the model's verification threshold %.3f, which accepts more strangers", err,
