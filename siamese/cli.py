@@ -34,7 +34,7 @@ def _friendly(fn):
     def wrapper(cfg):
         try:
             return fn(cfg)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError, ImportError) as err:  # ImportError: a missing extra
             if os.environ.get("SIAMESE_DEBUG"):
                 raise
             log.error("%s", err)
