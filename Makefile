@@ -18,7 +18,7 @@ endif
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-degraded bench clean
+.PHONY: help venv teacher test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -130,6 +130,9 @@ bench-gallery: venv ## gallery at 1M embeddings: 10k-add, insert/load time, ms p
 
 bench-embed: venv ## ms per face embedded, batched and single, for MODELS="dir1 dir2" (default: the shipped model)
 	$(SIAMESE) bench embed $(if $(MODELS),embed.models="[$(shell echo $(MODELS) | tr ' ' ',')]") $(ARGS)
+
+bench-clips: venv ## verification on the Hamilton clip and clustering of the news clip, as numbers (MODEL=...)
+	$(SIAMESE) bench clips $(if $(MODEL),model_path="$(MODEL)") $(ARGS)
 
 bench-degraded: venv ## calibrated thresholds' false accepts on a degraded copy of unseen LFW people (MODEL=...)
 	$(SIAMESE) bench degraded $(if $(MODEL),model_path="$(MODEL)") $(ARGS)

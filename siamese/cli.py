@@ -82,8 +82,8 @@ COMMANDS = {
                   "LFW people", ["model_path"], []),
     "openset": ("recognize", "evaluation.openset", "open-set identification on unseen LFW people: top-1/5, "
                 "DIR@FAR", [], []),
-    "bench": ("bench", "evaluation.bench", "detect|verify|embed|cluster|cluster-scale|gallery|degraded: "
-              "speed and quality tables", ["what"], []),
+    "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded:"
+              " speed and quality tables", ["what"], []),
     "cluster": ("cluster", "people.cluster", "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"], []),
     "gallery": ("gallery", "people.gallery", "known faces in SQLite: add|import|list|remove|reembed|calibrate",

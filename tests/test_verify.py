@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
+from siamese.eval.bench.clips import LIN_SHOTS, lin_faces
 from siamese.eval.calibration import calibrate
 from siamese.faces.detect import YuNetDetector
 from siamese.faces.detect import box_iou as iou
@@ -29,7 +30,6 @@ from siamese.verification.verifier import Verifier, judge
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "siamese" / "assets" / "default_model"
-LIN_SHOTS = [(0, 19), (82, 210)]
 
 
 @pytest.fixture(scope="module")
@@ -286,19 +286,6 @@ def test_a_source_that_breaks_off_ends_cleanly_and_keeps_its_outputs(tmp_path, e
     assert all(json.loads(x)["state"] == "unverified" for x in lines if "faces\": [{" in x)
 
 
-def _lin_faces(rows):
-    """Lin's face in each frame of his shots: the largest face of the close-up; in the wide shot
-    the one on stage, right of centre (Alex sits at the piano on the left)."""
-    faces = {}
-    for r in rows:
-        if any(a <= r["frame"] <= b for a, b in LIN_SHOTS):
-            wide = r["frame"] <= LIN_SHOTS[0][1]
-            his = [f for f in r["faces"] if not wide or f["box"][0] + f["box"][2] / 2 > 320]
-            if his:
-                faces[r["frame"]] = max(his, key=lambda f: f["box"][2])
-    return faces
-
-
 @pytest.fixture(scope="module")
 def hamilton_runs(tmp_path_factory, embedder, detector, samples):
     """The clip verified against Lin, then against Alex; each enrolled from its reference photo."""
@@ -315,7 +302,7 @@ def hamilton_runs(tmp_path_factory, embedder, detector, samples):
 
 
 def test_acceptance_lin_is_verified_where_his_face_is_visible(hamilton_runs):
-    lin = _lin_faces(hamilton_runs["lin"])
+    lin = lin_faces(hamilton_runs["lin"])
     assert len(lin) >= 0.9 * sum(b - a + 1 for a, b in LIN_SHOTS)  # found and judged nearly always
     share = np.mean([f["decision"] == "verified" for f in lin.values()])
     assert share >= 0.7, share  # measured 1.0 (the 112 px model of 2026-11-23, View 1 0.909)
@@ -327,8 +314,8 @@ def test_acceptance_lin_is_verified_where_his_face_is_visible(hamilton_runs):
 
 def test_acceptance_alex_is_not_verified_where_lin_is(hamilton_runs):
     """The same faces (same frames and tracks), judged against Alex instead of Lin."""
-    lin = {k: f for k, f in _lin_faces(hamilton_runs["lin"]).items() if f["decision"] == "verified"}
-    alex = _lin_faces(hamilton_runs["alex"])
+    lin = {k: f for k, f in lin_faces(hamilton_runs["lin"]).items() if f["decision"] == "verified"}
+    alex = lin_faces(hamilton_runs["alex"])
     assert set(lin) <= set(alex) and all(alex[k]["track"] == lin[k]["track"] for k in lin)
     wrong = {k for k in lin if alex[k]["decision"] == "verified"}
     assert len(wrong) <= 0.25 * len(lin), len(wrong) / len(lin)  # measured 0.081, all in the wide

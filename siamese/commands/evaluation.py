@@ -11,6 +11,7 @@ from siamese.commands import detector, output_dir, plain
 from siamese.data import cache
 from siamese.data.lfw import LFW
 from siamese.eval import degraded
+from siamese.eval.bench import clips
 from siamese.eval.bench.clustering import compare_algorithms, scale
 from siamese.eval.bench.detect import run as bench_detection
 from siamese.eval.bench.embed_speed import embed_speed
@@ -93,7 +94,7 @@ def openset(cfg: DictConfig) -> dict:
 
 
 def bench(cfg: DictConfig):
-    """`siamese bench detect|verify|embed|cluster|cluster-scale|gallery|degraded`: a benchmark table."""
+    """`siamese bench detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded`: a benchmark table."""
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
@@ -118,6 +119,8 @@ def bench(cfg: DictConfig):
 
         g = cfg.gallery
         return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
+    if what == "clips":
+        return clips.report(cfg.model_path)
     if what == "embed":
         return embed_speed([str(m) for m in cfg.embed.models] or [str(cfg.model_path)], cfg.data.root,
                            cache.load(cfg.cache_dir), cfg.embed.faces)
@@ -132,4 +135,5 @@ def bench(cfg: DictConfig):
         atomic_write_text(out, json.dumps(r, indent=2))
         print(f"-> {out}")
         return r
-    raise ValueError(f"bench {what!r}: choose detect, verify, embed, cluster, cluster-scale, gallery or degraded")
+    raise ValueError(f"bench {what!r}: choose detect, verify, embed, clips, cluster, cluster-scale, gallery or "
+                     "degraded")

@@ -162,7 +162,7 @@ An embedding CNN: aligned face crop -> unit vector; a head: two vectors -> P(sam
 
 ## Training data
 {card.get('data', 'LFW (Labeled Faces in the Wild): 13,233 news photos of 5,749 people.')}
-
+{_teacher_lines(meta)}
 ## Evaluation
 Protocol: {card.get('protocol', 'not recorded')}
 
@@ -188,13 +188,24 @@ scores, same = model.verify(emb[:1], emb[1:2])
 """
 
 
+def _teacher_lines(meta: dict) -> str:
+    """The card's lines on what else the model learned from (its LFW category, its teacher)."""
+    lines = [f"LFW result category: **{meta['lfw_category']}**."] if meta.get("lfw_category") else []
+    teacher = (meta.get("distillation") or {}).get("teacher")
+    if teacher:
+        lines.append(f"Distilled from a teacher: {teacher.get('name')} (dlib {teacher.get('dlib', '?')}; "
+                     f"{teacher.get('licence')}), which learned from about 3 M faces outside LFW; the student "
+                     "saw only its training images through it.")
+    return "\n".join(lines)
+
+
 def run_card(run: Path) -> dict:
     """Card fields from a run dir's metrics.json, config.yaml, .hydra/overrides.yaml if present."""
     from omegaconf import OmegaConf
 
     card: dict = {}
     if (run / "metrics.json").is_file():
-        card["metrics"] = json.loads((run / "metrics.json").read_text()).get("test", {})
+        card["metrics"] = json.loads((run / "metrics.json").read_text()).get("test") or {}
     if (run / "config.yaml").is_file():
         c = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
         p, limit = c.get("protocol"), c.get("limit_people")
