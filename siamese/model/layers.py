@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-__all__ = ["CosineMarginLogits", "L1Distance", "L2Normalize", "PairStack"]
+__all__ = ["CosineMarginLogits", "L1Distance", "L2Normalize", "PairStack", "StopGradient"]
 
 PACKAGE = "siamese"
 
@@ -86,3 +86,12 @@ class PairStack(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], 2, input_shape[0][-1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StopGradient(layers.Layer):
+    """Identity forward, no gradient backward: lets the head learn from embeddings without its
+    loss reaching the embedding network (distillation keeps the embedding the teacher's pupil)."""
+
+    def call(self, x):
+        return ops.stop_gradient(x)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from siamese.model.layers import CosineMarginLogits, L1Distance, L2Normalize, PairStack
+from siamese.model.layers import CosineMarginLogits, L1Distance, L2Normalize, PairStack, StopGradient
 from siamese.model.preprocess import flip_embed
 
 __all__ = ["build_embedding", "build_head", "build_trainer", "embed", "float32_clone", "koch_backbone",
@@ -111,7 +111,7 @@ def build_head(dim: int = 128) -> keras.Model:
 
 
 def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale: float = 30.0,
-                  margin: float = 0.35, distill: bool = False) -> keras.Model:
+                  margin: float = 0.35, distill: bool = False, head_trains_embedding: bool = True) -> keras.Model:
     """The training graph: two images and their identity labels in; three outputs (six when
     distilling).
 
@@ -119,7 +119,8 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
     "same": (B, 1) head probability that the two images show the same person. The embedding
     learns from both losses; the head learns from the pair loss. With `distill`, also "emb_a",
     "emb_b": (B, D) the embeddings (matched to a teacher's, `siamese.model.losses.TeacherCosine`)
-    and "embs": (B, 2, D) both (`TeacherRelations`: how the batch's images relate).
+    and "embs": (B, 2, D) both (`TeacherRelations`: how the batch's images relate). Without
+    `head_trains_embedding` the pair loss trains the head alone (its inputs carry no gradient).
     """
     shape = embedding.input_shape[1:]
     a, b = keras.Input(shape, name="image_a"), keras.Input(shape, name="image_b")
@@ -130,7 +131,8 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
     out = {
         "id_a": layers.Identity(name="id_a")(logits([ea, la])),
         "id_b": layers.Identity(name="id_b")(logits([eb, lb])),
-        "same": layers.Identity(name="same")(head([ea, eb])),
+        "same": layers.Identity(name="same")(head([ea, eb] if head_trains_embedding else [
+            StopGradient(name="detach_a")(ea), StopGradient(name="detach_b")(eb)])),
     }
     if distill:
         out.update(emb_a=layers.Identity(name="emb_a", dtype="float32")(ea),

@@ -122,7 +122,7 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     m, tc, dc = cfg.model, cfg.train, cfg.get("distill")
     embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
     trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin,
-                            distill=bool(dc))
+                            distill=bool(dc), head_trains_embedding=tc.get("head_trains_embedding", True))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
         warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
