@@ -1,100 +1,93 @@
-"""Command-line entry points: thin Hydra mains over plain functions the tests import.
+"""`siamese COMMAND [ARGS] [key=value ...]`: one Hydra config per command, composed here and handed
+to a plain function in `siamese.commands`.
 
-`siamese COMMAND [ARGS] [key=value ...]` dispatches to one Hydra app per command; each app's
-config is `conf/COMMAND.yaml` and any Hydra override can follow. Positional conveniences
-(`siamese detect PHOTOS --out DIR`) are rewritten into the equivalent overrides.
+Positional conveniences (`siamese detect PHOTOS --out DIR`) are rewritten into the equivalent
+overrides (`input=PHOTOS out=DIR`), quoted so that any string the shell passes (spaces, non-ASCII,
+`# ; & ! ~ < > ^`, newlines) reaches the command as it is. `siamese COMMAND --help` prints the
+command's usage and every key of its config with the comment beside it; `--cfg job` prints the
+composed config.
+
+Exit codes, for every command: 0 done; 1 the input could not be used (a missing or unreadable file,
+nothing usable in it, a store that is not one); 2 the command line itself is wrong (an unknown
+command or key, a missing argument, a malformed value). Errors are one line on stderr; set
+SIAMESE_DEBUG=1 for the traceback. A command writes only where it is told: its logs go into its
+own output folder (`siamese.log`), and commands without one write no log at all.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
+from siamese.commands import NothingUsable
+from siamese.commands.help import command_help
 from siamese.io.paths import CONF_DIR
 
 log = logging.getLogger("siamese")
 
-# Absolute: a relative config_path is looked up as a Python package, found only from the repo root.
-CONF = str(CONF_DIR)
-
-
-def _friendly(fn):
-    """Turn the errors a user can fix (bad paths, bad files, bad settings) into one line.
-
-    Set SIAMESE_DEBUG=1 to see the traceback instead.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(cfg):
-        try:
-            return fn(cfg)
-        except (OSError, ValueError, RuntimeError, KeyError, ImportError) as err:  # ImportError: a missing extra
-            if os.environ.get("SIAMESE_DEBUG"):
-                raise
-            log.error("%s", err)
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _app(config_name: str, target: str):
-    """A thin Hydra entry point: conf/<config_name>.yaml -> `siamese.commands.<target>(cfg)`,
-    imported only when the command runs; user errors as one line."""
-
-    @hydra.main(version_base="1.3", config_path=CONF, config_name=config_name)
-    def main(cfg: DictConfig) -> None:
-        module, _, name = target.rpartition(".")
-        _friendly(getattr(importlib.import_module(f"siamese.commands.{module}"), name))(cfg)
-
-    return main
-
-
-# name: (config, "module.function" in siamese.commands, help, positional keys, fixed overrides)
+# name: (config, "module.function" in siamese.commands, help, positional keys, fixed overrides,
+#        the config key naming the folder its log goes into, or None: no log file)
 COMMANDS = {
-    "prepare": ("prepare", "data.prepare", "detect + align all of LFW into the training cache (resumable)", [], []),
+    "prepare": ("prepare", "data.prepare", "detect + align all of LFW into the training cache (resumable)", [], [],
+                "cache_dir"),
     "data": ("lfw", "data.data", "fetch | check: get LFW (link a copy or download, MD5-checked), or check one",
-             ["action", "root"], []),
+             ["action", "root"], [], None),
     "teach": ("teach", "data.teach", "the distillation teacher's embedding of every LFW image (resumable) + "
-              "its model dir", [], []),
+              "its model dir", [], [], "out"),
     "detect": ("detect", "faces.detect", "faces in a photo/folder/video -> aligned crops + manifest.csv",
-               ["input"], []),
+               ["input"], [], "out"),
     "collect": ("collect", "faces.collect", "capture your own face from a webcam/video into data/faces/NAME",
-                ["source"], []),
-    "train": ("train", "training.train", "train the Siamese network (resumes the same run if interrupted)", [], []),
+                ["source"], [], None),
+    "train": ("train", "training.train", "train the Siamese network (resumes the same run if interrupted)", [], [],
+              "run_dir"),
     "unrestricted": ("unrestricted", "training.unrestricted", "View 2 unrestricted: 10 trainings, one per fold "
-                     "(long)", [], []),
+                     "(long)", [], [], "run_dir"),
     "export": ("export", "training.export", "a run -> .keras, SavedModel, ONNX, TFLite + threshold + model card",
-               ["run_dir"], []),
+               ["run_dir"], [], None),
     "ensemble": ("ensemble", "training.ensemble", "several trained models -> one model dir (own thresholds)",
-                 ["out"], []),
+                 ["out"], [], "out"),
     "refinish": ("refinish", "training.refinish", "redo the last step of runs trained elsewhere, on this cache",
-                 [], []),
+                 [], [], None),
     "evaluate": ("evaluate", "evaluation.evaluate", "LFW View 1 + View 2 10-fold (and your folder): metrics, "
-                 "report, plots", ["model_path"], []),
+                 "report, plots", ["model_path"], [], "out"),
     "calibrate": ("calibrate", "evaluation.calibrate", "fit a model's verify.json and cluster.json on unseen "
-                  "LFW people", ["model_path"], []),
+                  "LFW people", ["model_path"], [], None),
     "openset": ("recognize", "evaluation.openset", "open-set identification on unseen LFW people: top-1/5, "
-                "DIR@FAR", [], []),
+                "DIR@FAR", [], [], "out"),
     "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded:"
-              " speed and quality tables", ["what"], []),
+              " speed and quality tables", ["what"], [], None),
     "cluster": ("cluster", "people.cluster", "group the faces of photos / a video by person -> OUT/person_NNN/",
-                ["input"], []),
+                ["input"], [], "out"),
     "gallery": ("gallery", "people.gallery", "known faces in SQLite: add|import|list|remove|reembed|calibrate",
-                ["action", "path"], []),
+                ["action", "path"], [], None),
     "enroll": ("gallery", "people.gallery", "enrol a person: camera/video/photos -> the gallery (= gallery add)",
-               ["path"], ["action=add"]),
+               ["path"], ["action=add"], None),
     "verify": ("verify", "people.verify", "live: is the enrolled person there? VERIFIED/UNVERIFIED per face",
-               ["source"], []),
-    "recognize": ("recognize", "people.recognize", "who is in these photos? a name or 'unknown' per face",
-                  ["input"], []),
+               ["source"], [], "out"),
+    "recognize": ("recognize", "people.recognize", "who is in these photos? a name or 'unknown' per face", ["input"],
+                  [], None),
 }
+
+
+class UsageError(ValueError):
+    """The command line itself is wrong (exit code 2)."""
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_./+-]+")  # what Hydra reads as itself: anything else is quoted
+
+
+def _quote(value: str) -> str:
+    """A string as a Hydra override value that reads back as exactly that string."""
+    if _PLAIN.fullmatch(value) and not value.startswith(("+", "-")) or value in ("null", "true", "false"):
+        return value
+    # Hydra's quoted strings: backslashes are special only before a quote (and at the end).
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    escaped = escaped.replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
 
 
 def _rewrite(args: list[str], positional: list[str]) -> list[str]:
@@ -102,41 +95,154 @@ def _rewrite(args: list[str], positional: list[str]) -> list[str]:
     out, pos = [], list(positional)
     it = iter(args)
     for a in it:
-        if a.startswith("--") and "=" not in a and a not in ("--help", "--cfg", "--info",
-                                                                "--multirun", "--resolve"):
+        if a.startswith("--") and "=" not in a and a not in ("--cfg", "--help"):
             key = a[2:].replace("-", "_")
-            out.append(f"{key}={_quote(next(it, ''))}")
-        elif a.startswith("--") and "=" in a and not a.startswith("--config"):
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"{a} needs a value")
+            out.append(f"{key}={_quote(value)}")
+        elif a.startswith("--") and "=" in a:
             k, v = a[2:].split("=", 1)
             out.append(f"{k.replace('-', '_')}={_quote(v)}")
-        elif "=" not in a and not a.startswith("-") and pos:
+        elif pos and ("=" not in a or Path(a).exists()) and not a.startswith(("+", "~")):
             out.append(f"{pos.pop(0)}={_quote(a)}")
         else:
             out.append(a)
     return out
 
 
-def _quote(value: str) -> str:
-    # Paths with spaces, commas or brackets would otherwise be parsed by Hydra's grammar.
-    if any(c in value for c in " ,[]{}()='\"\\:$"):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return value
+def _compose(config: str, overrides: list[str]):
+    """The command's config with `overrides` applied and resolved against Hydra's runtime (its
+    `${hydra:...}` interpolations), without Hydra's output folder. UsageError for any mistake."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf, open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise UsageError(str(err).strip().splitlines()[0]) from None
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UsageError(f"missing {', '.join(missing)}")
+    return cfg
+
+
+class _Console(logging.Formatter):
+    def format(self, record):
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
+
+
+def _logging(verbose: bool):
+    """Console logging on stderr (this package's progress, and other libraries' warnings; all of
+    theirs with verbose=true), and a buffer of every record for the command's log file."""
+    from logging.handlers import BufferingHandler
+
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO)
+    console.addFilter(lambda r: verbose or r.name.startswith("siamese") or r.levelno >= logging.WARNING)
+    console.setFormatter(_Console("%(message)s"))
+    buffer = BufferingHandler(capacity=10**6)
+    buffer.addFilter(lambda r: r.name.startswith("siamese") or r.levelno >= logging.INFO)
+    buffer.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root.handlers = [console, buffer]
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if not verbose else logging.INFO)
+    return buffer
+
+
+def _write_log(buffer, folder) -> None:
+    """The run's log records into `folder/siamese.log` (appended), if the command made that folder."""
+    if folder is None or not Path(folder).is_dir() or not buffer.buffer:
+        return
+    with open(Path(folder) / "siamese.log", "a", encoding="utf-8") as f:
+        f.writelines(buffer.format(r) + "\n" for r in buffer.buffer)
+
+
+def _quiet_native_logs(verbose: bool) -> None:
+    # TensorFlow, absl and oneDNN print from C++ at import: set before anything imports them.
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def run(name: str, args: list[str]) -> int:
+    """Run one command; returns its exit code (see the module docstring)."""
+
+    config, target, _, positional, fixed, log_key = COMMANDS[name]
+    if "--help" in args or "-h" in args:
+        print(command_help(name, config, COMMANDS[name][2], positional, fixed))
+        return 0
+    show_cfg = "--cfg" in args
+    if show_cfg:  # `--cfg job` (or --cfg alone): print the composed config
+        i = args.index("--cfg")
+        args = args[:i] + args[i + 1 + (args[i + 1:i + 2] == ["job"]):]
+    verbose = any(a.lower() in ("verbose=true", "verbose=1") for a in args)
+    args = [a for a in args if not a.lower().startswith("verbose=")]
+    _quiet_native_logs(verbose)
+    buffer, folder = _logging(verbose), None
+    debug = bool(os.environ.get("SIAMESE_DEBUG"))
+    try:
+        cfg = _compose(config, [*fixed, *_rewrite(args, positional)])
+        if show_cfg:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        folder = cfg.get(log_key) if log_key else None
+        from omegaconf import OmegaConf
+
+        log.debug("siamese %s %s\n%s", name, " ".join(args), OmegaConf.to_yaml(cfg))  # for the log file
+        module, _, fn = target.rpartition(".")
+        getattr(importlib.import_module(f"siamese.commands.{module}"), fn)(cfg)
+        return 0
+    except UsageError as err:
+        if debug:
+            raise
+        print(f"siamese {name}: {err} — see `siamese {name} --help`", file=sys.stderr)
+        return 2
+    except NothingUsable as err:
+        print(f"siamese {name}: {err}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError) as err:  # ImportError: a missing extra
+        if debug:
+            raise
+        log.debug("error: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"siamese {name}: stopped", file=sys.stderr)
+        return 130
+    finally:
+        _write_log(buffer, folder)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`siamese COMMAND ...` — see `siamese --help`."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
-        if argv and argv[0] not in ("-h", "--help", "help"):
+        unknown = argv and argv[0] not in ("-h", "--help", "help")
+        if unknown:
             print(f"siamese: unknown command {argv[0]!r}\n", file=sys.stderr)
-        print("usage: siamese COMMAND [ARGS] [key=value ...]   (Hydra overrides; add --cfg job "
-              "to print the config)\n\ncommands:")
-        for name, (_, _, help_, pos, _) in COMMANDS.items():
-            print(f"  {name:<13} {' '.join(p.upper() for p in pos):<12} {help_}")
-        sys.exit(0 if not argv or argv[0] in ("-h", "--help", "help") else 2)
-    config, target, _, positional, fixed = COMMANDS[argv[0]]
-    sys.argv = [f"siamese {argv[0]}", *fixed, *_rewrite(argv[1:], positional)]
-    _app(config, target)()
+        print("usage: siamese COMMAND [ARGS] [key=value ...]   (`siamese COMMAND --help`: its arguments and keys)"
+              "\n\ncommands:", file=sys.stderr if unknown else sys.stdout)
+        for name, (_, _, help_, pos, _, _) in COMMANDS.items():
+            print(f"  {name:<13} {' '.join(p.upper() for p in pos):<12} {help_}",
+                  file=sys.stderr if unknown else sys.stdout)
+        print("\nexit codes: 0 done, 1 the input could not be used, 2 the command line is wrong",
+              file=sys.stderr if unknown else sys.stdout)
+        sys.exit(2 if unknown else 0)
+    sys.exit(run(argv[0], argv[1:]))
 
 
 if __name__ == "__main__":

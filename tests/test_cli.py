@@ -95,7 +95,7 @@ def test_help_lists_commands():
 
 def test_bad_input_is_one_clear_line(tmp_path):
     r = _run("detect", str(tmp_path / "missing_folder"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2
+    assert r.returncode == 1  # the input could not be used
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "missing_folder" in err[0] and "Traceback" not in r.stderr
 
@@ -107,7 +107,8 @@ def test_detect_command_end_to_end(tmp_path, samples):
     assert r.returncode == 0, r.stderr
     assert "2 faces" in r.stdout
     assert len(list((out / "crops").glob("*.jpg"))) == 2
-    assert (out / ".hydra" / "config.yaml").exists()  # the run dir keeps its config and log
+    log = (out / "siamese.log").read_text()  # the output folder keeps the run's log, config first
+    assert "siamese detect" in log and "save_crops: true" in log and "2 faces in 1 of 1 photos" in log
 
 
 def test_make_help_lists_every_target():
@@ -131,3 +132,40 @@ def test_commands_work_from_any_directory(tmp_path, samples):
     r = _run("recognize", str(obama), "db=g.sqlite", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{obama}, obama," in r.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["cluster"], "missing input, out"),                          # required arguments
+    (["detect", "photos"], "missing out"),
+    (["cluster", "x", "--out", "y", "nonsense_key=1"], "nonsense_key"),  # an unknown key
+    (["detect", "x", "--out"], "--out needs a value"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, says, tmp_path):
+    r = _run(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and says in lines[0] and "--help" in lines[0] and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+
+
+@pytest.mark.parametrize("name", ["ünïcødé_名前", "a#b;c&d!e~f", "quote's \\ back", "with\nnewline", "${x}y",
+                                  "[brackets],commas", "-dash", "null"])
+def test_any_string_the_shell_passes_reaches_the_command(name, tmp_path, samples):
+    import shutil
+
+    photo = tmp_path / f"{name}.jpg"
+    shutil.copy(samples / "photos" / "two_people.jpg", photo)
+    out = tmp_path / f"out {name}"
+    r = _run("detect", str(photo), "--out", str(out), "progress=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (out / "manifest.csv").exists() and photo.name in (out / "manifest.csv").read_text()
+
+
+def test_help_explains_the_command_and_its_keys():
+    r = _run("cluster", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: siamese cluster INPUT")
+    assert "every_s" in r.stdout and "videos: one frame per this many seconds" in r.stdout
+    assert "input" in r.stdout and "(required)" in r.stdout and "exit codes" in r.stdout
+    assert "augment" not in r.stdout  # only this command's own groups
+    r = _run("train", "--help")
+    assert "LFW_ROOT" in r.stdout and "distill" in r.stdout and "augment=light" in r.stdout

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["detector", "output_dir", "plain"]
+__all__ = ["NothingUsable", "detector", "output_dir", "plain"]
+
+
+class NothingUsable(Exception):
+    """The command ran but found nothing it could use (every input unreadable, no face kept):
+    its summary is printed, the message says what to try, and the exit code is 1."""
 
 
 def detector(cfg: DictConfig):
@@ -19,11 +24,10 @@ def detector(cfg: DictConfig):
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """The command's own run dir (where Hydra writes its logs): `cfg.out` when set, else Hydra's."""
-    from hydra.core.hydra_config import HydraConfig
-
-    out = cfg.get("out")
-    return Path(out) if out else Path(HydraConfig.get().runtime.output_dir)
+    """The command's own output folder (`cfg.out`), created; its log (siamese.log) goes there too."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def plain(node):

@@ -8,6 +8,8 @@ from siamese.commands import plain
 from siamese.data import cache
 from siamese.data.fetch import check, link_existing
 from siamese.data.lfw import LFW
+from siamese.model import teacher_cache
+from siamese.train.teacher import make_teacher_dir
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -46,8 +48,6 @@ def data(cfg: DictConfig) -> dict:
 
 def teach(cfg: DictConfig) -> dict:
     """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir."""
-    from siamese.model import teacher_cache
-    from siamese.train.teacher import make_teacher_dir
 
     stats = teacher_cache.build(cfg.cache_dir, LFW(cfg.data.root).root, workers=cfg.workers, progress=cfg.progress)
     print(f"teacher cache {teacher_cache.teacher_dir(cfg.cache_dir)}: {stats['detected']} images from their "

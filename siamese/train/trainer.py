@@ -35,7 +35,9 @@ from siamese.eval.plots import training_curves
 from siamese.faces.align import resize_faces
 from siamese.faces.capture import read_face_folders
 from siamese.io.files import atomic_write_text
+from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
+from siamese.model.teacher_cache import targets
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,6 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
 def _with_teacher(cfg: DictConfig, faces: FaceSet) -> FaceSet:
     """`faces` with their teacher targets (`siamese.model.teacher_cache.targets`), centred on
     these training images only; the user's own faces (no cache row) get none."""
-    from siamese.model.teacher_cache import targets
 
     ok = faces.rows >= 0
     t, _ = targets(cfg.cache_dir, faces.rows[ok], check_files=cfg.distill.check_files)
@@ -241,7 +242,6 @@ def _provenance(cfg) -> dict:
     if not cfg.get("distill"):
         return {"lfw_category": "unrestricted, no outside data",
                 "training_data": f"LFW {cfg.protocol} training people (identity labels)"}
-    from siamese.model.dlib_resnet import LICENCE, identity
 
     teacher = {"name": "dlib_resnet_v1", "licence": LICENCE}
     try:
