@@ -246,3 +246,50 @@ def test_gallery_command_lists_and_removes(gallery, capsys):
     assert gallery_command(cfg) == {"removed": "biden", "embeddings": 2}
     cfg.action = "list"
     assert "biden" not in gallery_command(cfg)["people"]
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.write_bytes(b""), "0 bytes"),
+    (lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\x07" * 200), "not a readable gallery"),
+    (lambda p: p.write_bytes(b"not a database at all" * 50), "not a readable gallery"),
+    (lambda p: p.mkdir(), "is a folder"),
+])
+def test_a_broken_gallery_file_is_one_clear_error_and_left_alone(make, says, tmp_path, embedder):
+    path = tmp_path / "g.sqlite"
+    make(path)
+    before = path.read_bytes() if path.is_file() else None
+    for kw in ({"create": False}, {}):
+        with pytest.raises(GalleryError, match=says):
+            Gallery(path, embedder.identity(), **kw)
+    assert (path.read_bytes() if path.is_file() else None) == before  # never rewritten
+
+
+def test_another_programs_database_is_not_taken_over(tmp_path, embedder):
+    import sqlite3
+
+    path = tmp_path / "photos.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE albums (id INTEGER PRIMARY KEY, title TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryError, match="not a siamese gallery .*albums"):
+        Gallery(path, embedder.identity())
+    con = sqlite3.connect(path)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["albums"]
+
+
+def test_a_failed_commit_names_its_cause_and_changes_nothing(tmp_path, embedder, monkeypatch):
+    with Gallery(tmp_path / "g.sqlite", embedder.identity()) as g:
+        v = np.eye(embedder.dim, dtype=np.float32)[:1]
+        g.add("ana", v)
+        with pytest.raises(GalleryError, match="could not write .*disk is full.*nothing was changed"):
+            with g.transaction():
+                g.db.execute("INSERT INTO people(name, created) VALUES('bo', 'now')")
+                raise sqlite3_full()
+        assert [n for n, _ in g.people()] == ["ana"]
+
+
+def sqlite3_full():
+    import sqlite3
+
+    return sqlite3.OperationalError("database or disk is full")

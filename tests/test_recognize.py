@@ -103,7 +103,7 @@ def test_annotated_images_never_overwrite_unless_asked(gallery, samples, yunet, 
     rec, out = load_recognizer(gallery, embedder), tmp_path / "annotated"
     src = samples / "knn_examples" / "test" / "kit_with_rose.jpg"
     recognize(src, rec, yunet, annotate_dir=out)
-    assert (out / "kit_with_rose.jpg").is_file()
+    assert (out / "kit_with_rose_jpg.jpg").is_file()
     with pytest.raises(FileExistsError, match="overwrite=true"):
         recognize(src, rec, yunet, annotate_dir=out)
     recognize(src, rec, yunet, annotate_dir=out, overwrite=True)
@@ -246,3 +246,37 @@ def test_open_set_on_unseen_lfw_people(embedder, lfw_root):
     for x in r["methods"].values():
         assert x["top1"] <= x["top5"] and x["dir_at_far_0.01"] <= x["top1"]
         assert x["unknown_accepted"] <= 0.05  # the default operating point keeps strangers out
+
+
+def test_annotations_never_touch_the_inputs_and_never_collide(gallery, samples, yunet, embedder, tmp_path):
+    import hashlib
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    kit = samples / "knn_examples" / "test" / "kit_with_rose.jpg"
+    shutil.copy(kit, photos / "p.jpg")
+    cv2_png = photos / "p.png"
+    from siamese.io.images import read_image, write_image
+
+    write_image(cv2_png, read_image(kit))
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir()}
+    rec = load_recognizer(gallery, embedder)
+    for inside in (photos, photos / "sub"):
+        with pytest.raises(ValueError, match="inside the input"):
+            recognize(photos, rec, yunet, annotate_dir=inside, overwrite=True)
+    recognize(photos, rec, yunet, annotate_dir=tmp_path / "annotated")
+    assert sorted(p.name for p in (tmp_path / "annotated").iterdir()) == ["p_jpg.jpg", "p_png.jpg"]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in photos.iterdir()} == digest
+
+
+def test_a_file_name_cannot_pose_as_another_result(gallery, samples, yunet, embedder, tmp_path):
+    import csv
+    import io
+    import shutil
+
+    evil = tmp_path / "x.jpg, obama, 0.999, [1, 2, 3, 4]\nfake.jpg"
+    shutil.copy(samples / "reference_faces" / "mirziyoyev.jpg", evil)
+    (m,), _ = recognize(evil, load_recognizer(gallery, embedder), yunet)
+    rows = list(csv.reader(io.StringIO(m.line()), skipinitialspace=True))
+    assert len(rows) == 1 and rows[0][0] == str(evil) and rows[0][1] == m.name != "obama"

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.gallery.index import Index
+from siamese.io.draw import box_with_label
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.names import UNKNOWN
 
@@ -222,8 +223,17 @@ class Match:
     candidate: str
 
     def line(self) -> str:
-        """`path, name, score, [x, y, w, h]`: one plain line, like the seed's `(test/vp.jpg, vp)`."""
-        return f"{self.source}, {self.name}, {self.score:.3f}, [{', '.join(f'{v:g}' for v in self.box)}]"
+        """`path, name, score, [x, y, w, h]`: one plain line, like the seed's `(test/vp.jpg, vp)`.
+        A path holding a comma, a quote, a line break or edge spaces is quoted by CSV's rules, so
+        a file name cannot pose as another result."""
+        return f"{csv_field(self.source)}, {self.name}, {self.score:.3f}, [{', '.join(f'{v:g}' for v in self.box)}]"
+
+
+def csv_field(text: str) -> str:
+    """`text` as one CSV field: as it is when plain, else in double quotes with quotes doubled."""
+    if any(c in text for c in ',"\n\r') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
@@ -234,8 +244,10 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
         inputs: a photo, a folder (recursive) or a list of them.
         recognizer: from `load_recognizer` (or built on arrays).
         detector: a `siamese.faces.Detector`.
-        annotate_dir: if set, write each photo with boxes and names there (same relative path);
-            an existing non-empty folder is refused unless `overwrite`.
+        annotate_dir: if set, write each photo with boxes and names there (same relative path,
+            `NAME_EXT.jpg`, so p.jpg and p.png do not collide); an existing non-empty folder is
+            refused unless `overwrite`, and a folder at or inside an input always (the originals
+            are never written).
 
     Returns:
         (matches left to right per photo, summary {"images", "faces", "known", "without_face"
@@ -244,8 +256,8 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
 
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     out = Path(annotate_dir) if annotate_dir else None
-    if out is not None and out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty — choose another annotate_dir or pass overwrite=true")
+    if out is not None:
+        _check_annotate_dir(out, inputs, overwrite)
     matches, summary = [], {"images": 0, "faces": 0, "known": 0, "without_face": [], "unreadable": 0}
     for root in map(Path, inputs):
         paths = list_images(root)
@@ -262,24 +274,31 @@ def recognize(inputs, recognizer: Recognizer, detector, *, annotate_dir=None,
             matches += found
             if out is not None:
                 rel = path.relative_to(root) if root.is_dir() else Path(path.name)
-                write_image((out / rel).with_suffix(".jpg"), annotate(image, found))
+                write_image(out / rel.with_name(f"{rel.stem}_{rel.suffix.lstrip('.').lower()}.jpg"),
+                            annotate(image, found))
         summary["unreadable"] += sum(skipped.values())
     summary["faces"], summary["known"] = len(matches), sum(m.known for m in matches)
     return matches, summary
 
 
-def annotate(image: np.ndarray, matches: list[Match]) -> np.ndarray:
-    """A copy of `image` (RGB) with each face's box and name: green known, red unknown."""
-    import cv2
+def _check_annotate_dir(out: Path, inputs: list, overwrite: bool) -> None:
+    for root in map(Path, inputs):
+        folder = root if root.is_dir() else root.parent
+        if out.resolve() == folder.resolve() or out.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"{out}: annotate_dir is inside the input {folder} — choose a folder outside it "
+                             "(the originals are never overwritten)")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file — give annotate_dir=FOLDER")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty — choose another annotate_dir or pass overwrite=true")
 
+
+def annotate(image: np.ndarray, matches: list[Match]) -> np.ndarray:
+    """A copy of `image` (RGB) with each face's box and name: green known, red unknown; the
+    labels scale with the image and stay inside it."""
     im = image.copy()
-    t = max(1, round(max(im.shape[:2]) / 500))
     for m in matches:
-        x, y, w, h = (int(round(v)) for v in m.box)
-        colour = (0, 200, 0) if m.known else (220, 0, 0)
-        cv2.rectangle(im, (x, y), (x + w, y + h), colour, t)
-        cv2.putText(im, f"{m.name} {m.score:.2f}", (x, max(12, y - 4 * t)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * t, colour, t, cv2.LINE_AA)
+        box_with_label(im, m.box, f"{m.name} {m.score:.2f}", (0, 160, 0) if m.known else (200, 0, 0))
     return im
 
 

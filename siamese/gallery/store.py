@@ -85,23 +85,44 @@ class Gallery:
     def __init__(self, path: str | os.PathLike, model: dict | None = None, *, create: bool = True,
                  timeout: float = 30.0):
         self.path = Path(path)
+        self._check_file(create)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN ourselves, so every write is one explicit transaction.
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._check_tables()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self.db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
+            with self.transaction(bump=False):
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
+                self.model = self._check_model(model)
+        except sqlite3.DatabaseError as err:
+            raise GalleryError(f"{self.path}: not a readable gallery ({err}) — restore it from a copy, or "
+                               "move it away to start a new one") from None
+        self.writable = model is not None  # adding needs the caller's model, checked above
+
+    def _check_file(self, create: bool) -> None:
+        if self.path.is_dir():
+            raise GalleryError(f"{self.path}: is a folder, not a gallery file — give db=FILE.sqlite")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise GalleryError(f"{self.path}: 0 bytes, not a gallery (a copy cut short?) — restore it, or delete "
+                               "it to start a new one")
         if not self.path.is_file() and not create:
             raise GalleryError(f"{self.path}: no gallery here — create one with `siamese gallery "
                                "import DIR` or `siamese gallery add PHOTOS --person NAME`")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN ourselves, so every write is one explicit transaction.
-        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self.db.execute("PRAGMA journal_mode = WAL")  # persistent: set once per file
-        self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
-        with self.transaction(bump=False):
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    self.db.execute(stmt)
-            self.model = self._check_model(model)
-        self.writable = model is not None  # adding needs the caller's model, checked above
+
+    def _check_tables(self) -> None:
+        """Refuse another program's SQLite file: our tables are added only to an empty database."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not {"meta", "people", "embeddings"} <= tables:
+            self.db.close()
+            raise GalleryError(f"{self.path}: not a siamese gallery (it holds the tables "
+                               f"{', '.join(sorted(tables)[:5])}) — give another db=")
 
     def require(self, model: dict) -> None:
         """Raise `ModelMismatch` when the gallery holds embeddings of another model than `model`
@@ -148,8 +169,12 @@ class Gallery:
             if bump:
                 self.set("revision", self.revision + 1)
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as err:
+            if self.db.in_transaction:  # a failed COMMIT (disk full) may have ended it already
+                self.db.execute("ROLLBACK")
+            if isinstance(err, sqlite3.OperationalError):
+                raise GalleryError(f"{self.path}: could not write ({err}) — nothing was changed; free some "
+                                   "disk space (or check permissions) and run it again") from err
             raise
 
     # --- meta -------------------------------------------------------------------------------
