@@ -52,16 +52,16 @@ def test_detection_and_verification_thresholds_do_different_jobs():
     scores = np.array([[0.9, 0.8, 0.1, 0.2],    # 2 of 4 enrolled images match
                        [0.9, 0.9, 0.9, 0.1],    # 3 of 4
                        [0.4, 0.4, 0.4, 0.4]])   # none at 0.5, all at 0.3
-    shares, ok = judge(scores, detection_threshold=0.5, verification_threshold=0.5)
+    shares, ok = judge(scores, match_threshold=0.5, verification_threshold=0.5)
     np.testing.assert_allclose(shares, [0.5, 0.75, 0.0])
     assert ok.tolist() == [True, True, False]
     # A stricter verification threshold needs more matching images...
     assert judge(scores, 0.5, 0.75)[1].tolist() == [False, True, False]
-    # ...a laxer detection threshold makes more images match.
+    # ...a laxer match threshold makes more images match.
     shares, ok = judge(scores, 0.3, 0.75)
     np.testing.assert_allclose(shares, [0.5, 0.75, 1.0])
     assert ok.tolist() == [False, True, True]
-    # The boundary counts: score == detection threshold matches, share == threshold verifies.
+    # The boundary counts: score == match threshold matches, share == threshold verifies.
     assert judge([[0.5, 0.0]], 0.5, 0.5)[1].tolist() == [True]
 
 
@@ -232,7 +232,7 @@ def test_no_face_and_several_faces(tmp_path, embedder, detector, samples):
     assert left["decision"] == "verified" and right["decision"] == "unverified"
     assert left["score"] > right["score"] and left["track"] != right["track"]
     assert r["state"] == "verified"
-    assert v.detection_threshold == embedder.threshold  # the model's own, by default
+    assert v.match_threshold == embedder.threshold  # the model's own, by default
 
 
 def test_camera_or_file_that_cannot_be_opened_is_one_clear_error(tmp_path, embedder, detector):
@@ -348,7 +348,7 @@ def test_calibrate_writes_verify_json_that_the_verifier_reads(model_copy, lfw_ro
     saved = json.loads((model_copy / "verify.json").read_text())
     assert saved["verification_threshold"] == r["verification_threshold"] in (0.25, 0.75)
     assert r["people"] == 8 and r["genuine_probes"] == r["impostor_probes"] > 0
-    assert r["detection_threshold"] == pytest.approx(emb.threshold)
+    assert r["match_threshold"] == pytest.approx(emb.threshold)
     best = max(r["levels"], key=lambda lv: lv["accuracy"])
     assert r["accuracy"] == best["accuracy"] and (r["tar"], r["far"]) == (best["tar"], best["far"])
     assert r["tar"] > r["far"]  # the model separates these unseen people at its chosen cut
@@ -389,7 +389,7 @@ def test_enroll_and_verify_entry_points(tmp_path, samples, capsys, lfw_root):
                           "max_frames=10", "show=false", "verification_threshold=0.5"])
     r = verify(cfg)
     assert r["frames"] == 10 and (tmp_path / "run" / "verify.jsonl").exists()
-    assert r["detection_threshold"] == pytest.approx(Embedder.load(MODEL).threshold)
+    assert r["match_threshold"] == pytest.approx(Embedder.load(MODEL).threshold)
     cfg = _cfg("verify", ["source=99", "person=obama", f"db={db}", f"out={tmp_path / 'run2'}", "show=false"])
     with pytest.raises(SourceError, match="camera 99"):
         verify(cfg)

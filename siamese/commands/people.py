@@ -138,7 +138,7 @@ def verify(cfg: DictConfig) -> dict:
     """Is the enrolled person in front of `cfg.source`? A window, or verify.mp4 + verify.jsonl."""
     embedder = Embedder.load(cfg.model_path, threads=cfg.threads)
     verifier = Verifier(embedder, _enrolled(cfg, embedder), detector(cfg), person=cfg.person,
-                        detection_threshold=cfg.detection_threshold,
+                        match_threshold=cfg.match_threshold,
                         verification_threshold=cfg.verification_threshold,
                         detect_every=cfg.detect_every, detect_max_side=cfg.detect_max_side,
                         embed_every=cfg.embed_every, smooth=cfg.smooth, max_faces=cfg.max_faces)
@@ -147,11 +147,11 @@ def verify(cfg: DictConfig) -> dict:
              overwrite=cfg.overwrite)
     print(f"{cfg.person}: verified in {r['verified_frames']} of {r['frames_with_face']} frames with a face "
           f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; thresholds: "
-          f"detection {verifier.detection_threshold:.3f}, verification "
+          f"detection {verifier.match_threshold:.3f}, verification "
           f"{verifier.verification_threshold:.3f}" + "".join(f"\n{k}: {r[k]}" for k in ("jsonl", "video") if k in r))
     if r["failed_frames"]:
         print(f"{r['failed_frames']} frame(s) could not be decoded and were skipped")
-    return {**r, "detection_threshold": verifier.detection_threshold,
+    return {**r, "match_threshold": verifier.match_threshold,
             "verification_threshold": verifier.verification_threshold}
 
 

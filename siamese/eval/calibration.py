@@ -128,7 +128,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
         overwrite: replace an existing `out`.
 
     Returns:
-        {"verification_threshold", "detection_threshold", "n_enroll", "criterion", "people",
+        {"verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
         "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{share cut,
         tar, far, accuracy}], "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
     """
@@ -152,7 +152,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     shares, same, single = _shares(embedder, plan, dict(zip(kept, vectors)))
     levels = _levels(shares, same, n_enroll)
     best = _choose(levels, far)
-    result = {"verification_threshold": best["threshold"], "detection_threshold": embedder.threshold,
+    result = {"verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
               "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
               "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
               "impostor_probes": int((~same).sum()), **{k: best[k] for k in ("accuracy", "tar", "far")},

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from siamese.io.draw import box_with_label, scale_for
 from siamese.io.video import FrameSource
 from siamese.verification.verifier import Verifier
 
@@ -36,19 +37,15 @@ def annotate(image: np.ndarray, result: dict, person: str = "",
     """A BGR copy of the RGB `image` with each face's box, decision and score, and the FPS."""
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     for f in result["faces"]:
-        x, y, w, h = (int(round(v)) for v in f["box"])
         ok = f["decision"] == "verified"
-        cv2.rectangle(bgr, (x, y), (x + w, y + h), GREEN if ok else RED, 2)
         label = f"{person + ' ' if ok and person else ''}{'VERIFIED' if ok else 'UNVERIFIED'} " \
                 f"{f['score']:.2f} ({100 * f['share']:.0f}%)"
-        # Above the box, or below it when the box touches the top (the status line lives there).
-        ty = y - 6 if y >= 34 else min(y + h + 16, bgr.shape[0] - 4)
-        cv2.putText(bgr, label, (x, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    GREEN if ok else RED, 1, cv2.LINE_AA)
+        box_with_label(bgr, f["box"], label, GREEN if ok else RED)  # sized to the frame, inside it
     top = "no face" if result["state"] == "no_face" else result["state"]
     if fps:
         top += f"  {fps:.0f} FPS"
-    cv2.putText(bgr, top, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, GREY, 1, cv2.LINE_AA)
+    scale, thick = scale_for(bgr)
+    cv2.putText(bgr, top, (8, int(8 + 30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, GREY, thick, cv2.LINE_AA)
     return bgr
 
 

@@ -7,7 +7,7 @@
 Here: `judge` and `Verifier` (a frame); `siamese.verification.live.run` plays a source (window,
 verify.jsonl, verify.mp4); its speed is `siamese.eval.bench.verify_speed`. Two thresholds
 decide, kept apart from the scores:
-- the *detection threshold* on the Siamese head's score: above it, one enrolled image counts as
+- the *match threshold* on the Siamese head's score: above it, one enrolled image counts as
   a match (default: the model's own pair threshold, `embedder.threshold`);
 - the *verification threshold* on the share of enrolled images that match: at or above it the
   face is VERIFIED (default: `verify.json` beside the model, from `siamese calibrate` on LFW
@@ -37,13 +37,13 @@ FALLBACK_VERIFICATION = 0.5  # used only when the model has no verify.json (logg
 REFINE_SIDE = 320  # px: windows re-detected for landmarks are shrunk to this (faces ~80 px)
 
 
-def judge(scores: np.ndarray, detection_threshold: float,
+def judge(scores: np.ndarray, match_threshold: float,
           verification_threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """The seed tutorial's decision from head scores.
 
     Args:
         scores: (n, N) head scores of n faces against the N enrolled images.
-        detection_threshold: a score at or above it makes that enrolled image a match.
+        match_threshold: a score at or above it makes that enrolled image a match.
         verification_threshold: a face is verified when its share of matches is at or above it.
 
     Returns:
@@ -53,7 +53,7 @@ def judge(scores: np.ndarray, detection_threshold: float,
     scores = np.asarray(scores, np.float32).reshape(len(scores), -1)
     if scores.shape[1] == 0:
         return np.zeros(len(scores), np.float32), np.zeros(len(scores), bool)
-    shares = (scores >= detection_threshold).mean(axis=1).astype(np.float32)
+    shares = (scores >= match_threshold).mean(axis=1).astype(np.float32)
     return shares, shares >= verification_threshold
 
 
@@ -65,7 +65,7 @@ class Verifier:
         enrolled: (N, D) embeddings of the person (`siamese.gallery.Gallery.person`).
         detector: a `siamese.faces.Detector`.
         person: the name drawn on the video.
-        detection_threshold: head score for one enrolled image to match; None = the model's.
+        match_threshold: head score for one enrolled image to match; None = the model's.
         verification_threshold: share of enrolled images that must match; None = calibrated
             (`verify.json` beside the model), else 0.5 with a warning.
         detect_every: detect on every k-th frame (and on any frame where the flow lost a track);
@@ -82,16 +82,16 @@ class Verifier:
     """
 
     def __init__(self, embedder, enrolled: np.ndarray, detector: Detector, *, person: str = "",
-                 detection_threshold: float | None = None,
+                 match_threshold: float | None = None,
                  verification_threshold: float | None = None, detect_every: int = 3,
                  detect_max_side: int | None = 640, embed_every: int = 10,
                  smooth: int = 5, max_faces: int | None = None):
         self.embedder, self.detector, self.person = embedder, detector, person
         self.enrolled = np.asarray(enrolled, np.float32).reshape(-1, embedder.dim)
-        self.detection_threshold = float(embedder.threshold if detection_threshold is None
-                                         else detection_threshold)
+        self.match_threshold = float(embedder.threshold if match_threshold is None
+                                         else match_threshold)
         if verification_threshold is None:
-            verification_threshold = calibrated_threshold(embedder, self.detection_threshold)
+            verification_threshold = calibrated_threshold(embedder, self.match_threshold)
             if verification_threshold is None:
                 log.warning("%s has no verify.json: verification threshold %.2f (uncalibrated) — "
                             "run `siamese calibrate %s`", embedder.path,
@@ -160,7 +160,7 @@ class Verifier:
                 t.state["history"] = (t.state.get("history", []) + [s])[-self.smooth:]
                 fused.append(np.mean(t.state["history"], axis=0))
             fused = np.array(fused).reshape(n, N)
-            shares, ok = judge(fused, self.detection_threshold, self.verification_threshold)
+            shares, ok = judge(fused, self.match_threshold, self.verification_threshold)
             for t, s, sh, v in zip(due, fused, shares, ok):
                 t.state.update(embedded_at=index, score=float(s.mean()) if N else 0.0,
                                share=float(sh), verified=bool(v))
@@ -212,11 +212,11 @@ class Verifier:
         return now
 
 
-def calibrated_threshold(embedder, detection_threshold: float | None = None) -> float | None:
+def calibrated_threshold(embedder, match_threshold: float | None = None) -> float | None:
     """The verification threshold in `verify.json` beside the model, if fitted for this model.
 
     None when there is no such file or it was fitted for another model (logged). A calibration
-    made at another detection threshold is still returned, with a warning: its share was fitted
+    made at another match threshold is still returned, with a warning: its share was fitted
     for the model's own.
     """
     path = embedder.path / "verify.json"
@@ -228,9 +228,9 @@ def calibrated_threshold(embedder, detection_threshold: float | None = None) -> 
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a calibration ({err}) — refit it: "
                          f"`siamese calibrate {embedder.path} overwrite=true`") from None
-    fitted = cal.get("detection_threshold")
-    if detection_threshold is not None and fitted is not None and \
-            abs(detection_threshold - fitted) > 1e-6:
-        log.warning("%s: verification threshold %.3f was fitted at detection threshold %.4f, "
-                    "not %.4f", path, threshold, fitted, detection_threshold)
+    fitted = cal.get("match_threshold", cal.get("detection_threshold"))  # the key before the rename
+    if match_threshold is not None and fitted is not None and \
+            abs(match_threshold - fitted) > 1e-6:
+        log.warning("%s: verification threshold %.3f was fitted at match threshold %.4f, "
+                    "not %.4f", path, threshold, fitted, match_threshold)
     return threshold
