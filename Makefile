@@ -8,14 +8,8 @@ SIAMESE := $(VENV)/bin/siamese
 ARGS ?=
 PREPARE_ARGS ?=
 
-# LFW: data.root=... > $LFW_ROOT > data/lfw. Where this repo sits beside a shared copy
-# (../shared/datasets/lfw) and data/lfw does not exist, use that copy.
-SHARED_LFW := $(abspath ../shared/datasets/lfw)
-ifeq ($(wildcard data/lfw/pairs.txt),)
-ifneq ($(wildcard $(SHARED_LFW)/pairs.txt),)
-export LFW_ROOT ?= $(SHARED_LFW)
-endif
-endif
+# LFW is found by every command the same way (siamese.data.lfw.resolve_root): data.root=... >
+# $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
 .PHONY: help venv teacher test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean

@@ -198,9 +198,19 @@ def test_checksums_flag_changes(tiny: Path) -> None:
 # --- root resolution and fetch --------------------------------------------------------
 
 def test_resolve_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siamese.data import lfw as lfw_module
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LFW_ROOT", raising=False)
-    assert resolve_root() == tmp_path / "data" / "lfw"
+    beside = tmp_path / "shared" / "lfw"
+    monkeypatch.setattr(lfw_module, "BESIDE_REPO", beside)
+    assert resolve_root() == tmp_path / "data" / "lfw"  # nothing anywhere: where `data fetch` puts it
+    beside.mkdir(parents=True)
+    (beside / "pairs.txt").write_text("1\n")
+    assert resolve_root() == beside  # a copy beside the repository
+    (tmp_path / "data" / "lfw").mkdir(parents=True)
+    (tmp_path / "data" / "lfw" / "pairs.txt").write_text("1\n")
+    assert resolve_root() == tmp_path / "data" / "lfw"  # data/lfw first
     monkeypatch.setenv("LFW_ROOT", "/env/lfw")
     assert resolve_root(None) == Path("/env/lfw")
     assert resolve_root("") == Path("/env/lfw")

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from siamese.data.lfw import _GET_LFW, DEFAULT_ROOT, LFW, PEOPLE_FILES, DatasetError, resolve_root
+from siamese.data.lfw import _GET_LFW, BESIDE_REPO, DEFAULT_ROOT, LFW, PEOPLE_FILES, DatasetError, resolve_root
 from siamese.io.files import file_digest
 
 __all__ = ["CHECKSUMS", "check", "fetch", "link_existing", "verify_checksums"]
@@ -100,7 +100,8 @@ def fetch(dest: str | os.PathLike) -> Path:
 
 
 def _existing_copy() -> Path | None:
-    found = [Path(c) for c in (os.environ.get("LFW_ROOT"), "../shared/datasets/lfw") if c and Path(c).is_dir()]
+    """An LFW copy other than data/lfw, by `resolve_root`'s rule: LFW_ROOT, else the one beside the repo."""
+    found = [Path(c) for c in (os.environ.get("LFW_ROOT"), BESIDE_REPO) if c and (Path(c) / "pairs.txt").is_file()]
     return found[0].absolute() if found else None
 
 

@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from siamese.io.paths import REPO
+
 __all__ = ["LFW", "DatasetError", "Fold", "ImageRef", "Pair", "assert_disjoint", "check_disjoint",
            "protocol_split", "resolve_root"]
 
 PEOPLE_FILES = {"view1_train": "peopleDevTrain.txt", "view1_test": "peopleDevTest.txt"}
 PAIRS_FILES = {"view1_train": "pairsDevTrain.txt", "view1_test": "pairsDevTest.txt"}
 DEFAULT_ROOT = "data/lfw"
-_GET_LFW = "set data.root=... or the LFW_ROOT env var to an LFW copy (see README: Getting LFW)"
+BESIDE_REPO = REPO.parent / "shared" / "datasets" / "lfw"  # where this project's own machines keep a copy
+_GET_LFW = ("set data.root=... or the LFW_ROOT env var to an LFW copy, or run `siamese data fetch` "
+            "(see README: Getting LFW)")
 _CORRUPT = "restore the official file (see README: Getting LFW)"
 
 
@@ -67,7 +71,9 @@ class Fold:
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """Where LFW lives: `root` if given, else env `LFW_ROOT`, else `data/lfw` (from cwd).
+    """Where LFW lives, the one rule of every command: `root` if given (`data.root=`), else the
+    `LFW_ROOT` environment variable, else `data/lfw` (from the current folder) when it holds LFW,
+    else a copy beside the repository (`../shared/datasets/lfw`, `BESIDE_REPO`), else `data/lfw`.
 
     Args:
         root: the config value (`data.root`); None or "" means "not set".
@@ -78,7 +84,10 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     for candidate in (root, os.environ.get("LFW_ROOT")):
         if candidate is not None and str(candidate).strip():
             return Path(candidate).expanduser().absolute()
-    return Path(DEFAULT_ROOT).absolute()
+    local = Path(DEFAULT_ROOT).absolute()
+    if not (local / "pairs.txt").is_file() and (BESIDE_REPO / "pairs.txt").is_file():
+        return BESIDE_REPO
+    return local
 
 
 def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
