@@ -5,7 +5,7 @@ Positional conveniences (`siamese detect PHOTOS --out DIR`) are rewritten into t
 overrides (`input=PHOTOS out=DIR`), quoted so that any string the shell passes (spaces, non-ASCII,
 `# ; & ! ~ < > ^`, newlines) reaches the command as it is. `siamese COMMAND --help` prints the
 command's usage and every key of its config with the comment beside it; `--cfg job` prints the
-composed config.
+composed config; `--json` prints the command's result as JSON on stdout instead of its lines.
 
 Exit codes, for every command: 0 done; 1 the input could not be used (a missing or unreadable file,
 nothing usable in it, a store that is not one); 2 the command line itself is wrong (an unknown
@@ -16,7 +16,10 @@ own output folder (`siamese.log`), and commands without one write no log at all.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import json
 import logging
 import os
 import re
@@ -168,6 +171,19 @@ def _write_log(buffer, folder) -> None:
         f.writelines(buffer.format(r) + "\n" for r in buffer.buffer)
 
 
+def _plain(value):
+    """A command's result as JSON-ready values (paths, numpy arrays and scalars converted)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    return value
+
+
 def _quiet_native_logs(verbose: bool) -> None:
     # TensorFlow, absl and oneDNN print from C++ at import: set before anything imports them.
     if not verbose:
@@ -183,6 +199,8 @@ def run(name: str, args: list[str]) -> int:
     if "--help" in args or "-h" in args:
         print(command_help(name, config, COMMANDS[name][2], positional, fixed))
         return 0
+    as_json = any(a in ("--json", "json=true", "--json=true") for a in args)
+    args = [a for a in args if a not in ("--json", "json=true", "--json=true", "json=false")]
     show_cfg = "--cfg" in args
     if show_cfg:  # `--cfg job` (or --cfg alone): print the composed config
         i = args.index("--cfg")
@@ -204,7 +222,19 @@ def run(name: str, args: list[str]) -> int:
 
         log.debug("siamese %s %s\n%s", name, " ".join(args), OmegaConf.to_yaml(cfg))  # for the log file
         module, _, fn = target.rpartition(".")
-        getattr(importlib.import_module(f"siamese.commands.{module}"), fn)(cfg)
+        command = getattr(importlib.import_module(f"siamese.commands.{module}"), fn)
+        if not as_json:
+            command(cfg)
+            return 0
+        failure = None
+        with contextlib.redirect_stdout(io.StringIO()):  # the result alone, as JSON, on stdout
+            try:
+                result = command(cfg)
+            except NothingUsable as err:
+                result, failure = err.result, err
+        print(json.dumps(_plain(result), indent=2, ensure_ascii=False))
+        if failure is not None:
+            raise failure
         return 0
     except UsageError as err:
         if debug:

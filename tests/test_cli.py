@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -169,3 +170,14 @@ def test_help_explains_the_command_and_its_keys():
     assert "augment" not in r.stdout  # only this command's own groups
     r = _run("train", "--help")
     assert "LFW_ROOT" in r.stdout and "distill" in r.stdout and "augment=light" in r.stdout
+
+
+def test_nothing_usable_exits_1_and_every_command_speaks_json(tmp_path, samples):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a photo")
+    r = _run("detect", str(tmp_path / "broken.jpg"), "--out", str(tmp_path / "o"), "--json", cwd=tmp_path)
+    assert r.returncode == 1 and "could be read" in r.stderr
+    assert json.loads(r.stdout)["errors"] == 1  # the summary, as JSON, even so
+    r = _run("gallery", "list", f"db={tmp_path / 'none.sqlite'}", cwd=tmp_path)
+    assert r.returncode == 1 and "no gallery here" in r.stderr
+    r = _run("detect", str(samples / "photos" / "two_people.jpg"), "--out", str(tmp_path / "ok"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["faces"] == 2

@@ -154,15 +154,20 @@ def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_ro
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("recognize", overrides=[f"input={samples / 'knn_examples' / 'test' / 'obama1.jpg'}",
                                               f"db={gallery.path}", f"data.root={lfw_root}"])
-    recognize_command(cfg)
+    result = recognize_command(cfg)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].split(", ")[0].endswith("obama1.jpg")
-    cfg.json = True
-    result = recognize_command(cfg)
-    parsed = json.loads(capsys.readouterr().out)
-    assert parsed["matches"][0]["candidate"] == "obama" == result["matches"][0]["candidate"]
-    assert parsed["method"] == cfg.method
-    assert parsed["threshold"] == gallery.get("calibration")["nn"]["threshold"]
+    assert result["matches"][0]["candidate"] == "obama" and result["method"] == cfg.method
+    assert result["threshold"] == gallery.get("calibration")["nn"]["threshold"]
+    # --json: the same result, as JSON on stdout, and nothing else there
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "siamese.cli", "recognize", str(samples / "knn_examples" / "test"),
+                        f"db={gallery.path}", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    parsed = json.loads(r.stdout)
+    assert r.returncode == 0 and parsed["faces"] == len(parsed["matches"]) == 8 and parsed["method"] == "nn"
+    assert {m["candidate"] for m in parsed["matches"]} >= {"obama", "kit_harington", "alex_lacamoire"}
 
 
 def test_gallery_and_recognize_configs_compose():

@@ -8,12 +8,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["NothingUsable", "detector", "output_dir", "plain"]
+__all__ = ["NothingUsable", "all_unreadable", "detector", "output_dir", "plain"]
 
 
 class NothingUsable(Exception):
     """The command ran but found nothing it could use (every input unreadable, no face kept):
-    its summary is printed, the message says what to try, and the exit code is 1."""
+    its summary is printed, the message says what to try, and the exit code is 1.
+
+    Attributes:
+        result: what the command would have returned (printed by `--json`).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+def all_unreadable(summary: dict) -> bool:
+    """Whether every source of a detect / cluster summary failed to be read."""
+    return summary.get("sources", 0) > 0 and summary.get("errors", 0) >= summary["sources"] and not summary.get("faces")
 
 
 def detector(cfg: DictConfig):

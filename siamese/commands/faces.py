@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from siamese.commands import detector
+from siamese.commands import NothingUsable, all_unreadable, detector
 from siamese.faces.capture import collect as capture
 from siamese.faces.folder import detect_folder
 
@@ -17,6 +17,8 @@ def detect(cfg: DictConfig) -> dict:
     print(f"{summary['faces']} faces from {summary['sources']} source(s) -> {cfg.out}/manifest.csv "
           f"({summary['sources_without_face']} without a face, {summary['errors']} skipped "
           f"{summary['errors_by_reason'] or ''})")
+    if all_unreadable(summary):
+        raise NothingUsable(f"none of {cfg.input}'s {summary['sources']} source(s) could be read", summary)
     return summary
 
 
@@ -28,4 +30,6 @@ def collect(cfg: DictConfig) -> dict:
     print(f"kept {r['kept']} faces of {cfg.person} in {r['dir']} from {r['frames']} frames "
           f"({r['skipped_no_face']} without a face, {r['skipped_many_faces']} with no single clear "
           f"face, {r['skipped_small']} too small, {r['skipped_profile']} in profile)")
+    if not r["kept"]:
+        raise NothingUsable("no face was kept — one face, alone, frontal and large enough in the frame", r)
     return r

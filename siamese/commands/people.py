@@ -3,7 +3,6 @@ applications, all on the one gallery of known people."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from siamese.clustering.group import cluster as cluster_faces
-from siamese.commands import detector, output_dir, plain
+from siamese.commands import NothingUsable, all_unreadable, detector, output_dir, plain
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
 from siamese.gallery.legacy import import_enrolled
@@ -42,6 +41,8 @@ def cluster(cfg: DictConfig) -> dict:
         print(f"vs folder labels ({mt['scored_faces']} faces, {mt['people']} people): pairwise F1 "
               f"{mt['pairwise_f1']:.3f}, BCubed P/R/F1 {mt['bcubed_precision']:.3f}/"
               f"{mt['bcubed_recall']:.3f}/{mt['bcubed_f1']:.3f}, NMI {mt['nmi']:.3f}")
+    if all_unreadable(s):
+        raise NothingUsable(f"none of {cfg.input}'s {s['sources']} source(s) could be read", s)
     return s
 
 
@@ -49,8 +50,9 @@ def _print_adds(results: dict) -> None:
     for person, r in results.items():
         print(f"{person}: +{r['added']} faces" + "".join(
             f", {r[k]} {k.replace('_', ' ')}" for k in REASONS[1:] if r[k]))
-        if not r["added"] and not r["duplicates"]:
-            print(f"nothing added for {person} — every photo or frame was skipped for the reasons above")
+    if results and not any(r["added"] or r["duplicates"] for r in results.values()):
+        raise NothingUsable("nothing was added: every photo or frame was skipped for the reasons above",
+                            {"people": results})
 
 
 def _calibrate(g: Gallery, embedder, cfg: DictConfig, redraw: bool = False) -> dict | None:
@@ -168,12 +170,12 @@ def recognize(cfg: DictConfig) -> dict:
     thr = rec.thresholds["svc" if rec.method == "svc" else "nn"]
     result = {"method": rec.method, "threshold": thr, "calibration": rec.calibration,
               "matches": [asdict(m) for m in matches], **summary}
-    if cfg.json:
-        print(json.dumps(result, indent=2))
-    elif matches:
+    if matches:
         print("\n".join(m.line() for m in matches))
     print(f"{summary['faces']} faces in {summary['images']} photos: {summary['known']} known, "
           f"{summary['faces'] - summary['known']} unknown (method {rec.method}, threshold {thr:.4f})"
           + (f"; no face in {len(summary['without_face'])}" if summary["without_face"] else "")
           + (f"; {summary['unreadable']} unreadable" if summary["unreadable"] else ""), file=sys.stderr)
+    if summary["images"] and summary["unreadable"] >= summary["images"]:
+        raise NothingUsable(f"none of the {summary['images']} photo(s) could be read", result)
     return result
