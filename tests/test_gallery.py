@@ -293,3 +293,24 @@ def sqlite3_full():
     import sqlite3
 
     return sqlite3.OperationalError("database or disk is full")
+
+
+def test_the_same_face_under_another_name_is_warned_about(tmp_path, samples, yunet, embedder, lfw_root, caplog):
+    import shutil
+
+    from siamese.gallery.calibrate import refresh
+
+    with Gallery(tmp_path / "g.sqlite", embedder.identity()) as g:
+        import_folder(g, embedder, yunet, samples / "knn_examples" / "train")
+        refresh(g, embedder, lfw_root=lfw_root, detector=yunet, people=40)
+        again = tmp_path / "again.png"  # Obama's photo, re-encoded: a new file, the same face
+        from siamese.io.images import read_image, write_image
+
+        write_image(again, read_image(samples / "knn_examples" / "train" / "obama" / "obama.jpg"))
+        caplog.clear()
+        add_images(g, embedder, yunet, "barack", [again])
+        assert "matches obama" in caplog.text and "two names" in caplog.text
+        shutil.copy(samples / "reference_faces" / "mirziyoyev.jpg", tmp_path / "m.jpg")
+        caplog.clear()
+        add_images(g, embedder, yunet, "shavkat", [tmp_path / "m.jpg"])  # nobody like him here
+        assert "two names" not in caplog.text

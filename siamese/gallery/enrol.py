@@ -21,6 +21,7 @@ import numpy as np
 
 from siamese.faces.capture import captures, sources
 from siamese.faces.detect import Face
+from siamese.gallery.recognize import Recognizer
 from siamese.gallery.store import Gallery, GalleryError, _now
 from siamese.io.files import file_digest
 from siamese.io.images import ImageError, list_images, read_image, write_image
@@ -86,7 +87,9 @@ def add_images(gallery: Gallery, embedder, detector, name: str, paths: list, *, 
                         min_frontal=min_frontal, stats=counts):
         crops.append(embedder.crops(cap.image, [cap.face])[0])
         records.append(_source(cap.source, todo[cap.source], cap.face))
-    r = gallery.add(name, embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim)), records)
+    emb = embedder.embed(np.stack(crops)) if crops else np.zeros((0, embedder.dim), np.float32)
+    _warn_look_alikes(gallery, embedder, name, emb, [r["source"] for r in records])
+    r = gallery.add(name, emb, records)
     return _result(name, counts, r)
 
 
@@ -112,8 +115,31 @@ def add_video(gallery: Gallery, embedder, detector, name: str, source, count: in
         path = write_image(gallery.frames_dir / str(pid) / f"{stem}.jpg", cap.image)
         records.append(_source(str(path), file_sha256(path), cap.face))
     emb = embedder.embed(np.stack([embedder.crops(c.image, [c.face])[0] for c in kept]))
+    _warn_look_alikes(gallery, embedder, name, emb, [r["source"] for r in records])
     r = {**gallery.add(name, emb, records), "new_person": new}
     return {**_result(name, counts, r), "frames": counts["seen"]}
+
+
+def _warn_look_alikes(gallery: Gallery, embedder, name: str, emb: np.ndarray, sources: list[str]) -> int:
+    """Warn (one line each) about new faces of `name` that another person of the gallery matches
+    at its calibrated unknown threshold: the same face under two names, or a look-alike. Returns
+    how many. Without a calibration there is no threshold to trust, and no warning."""
+    cal = gallery.get("calibration") or {}
+    if not len(emb) or "nn" not in cal:
+        return 0
+    vectors, labels, names, _ = gallery.embeddings()
+    others = [i for i, n in enumerate(names) if n != name]
+    keep = np.isin(labels, others)
+    if not keep.any():
+        return 0
+    rec = Recognizer(embedder, vectors[keep], labels[keep], names)
+    found = 0
+    for (label, score), src in zip(zip(*(a[:, 0] for a in rec.rank(emb, top=1))), sources):
+        if label >= 0 and score >= cal["nn"]["threshold"]:
+            log.warning("%s: this face of %s matches %s (score %.3f >= the unknown threshold %.3f) — the same "
+                        "person under two names?", src, name, names[label], score, cal["nn"]["threshold"])
+            found += 1
+    return found
 
 
 def enroll(gallery: Gallery, embedder, detector, name: str, source, *, video: dict | None = None) -> dict:
