@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Evaluate `cfg.model_path` on the chosen LFW protocols and/or a folder; returns metrics."""
     out_dir = output_dir(cfg)
     embedder = Embedder.load(cfg.model_path)
+    print(f"evaluating {embedder.path} ({embedder.format}) -> writing to {out_dir}", flush=True)
     lfw, fc = (LFW(cfg.data.root), cache.load(cfg.cache_dir)) if cfg.protocols else (None, None)
     metrics = run_evaluation(embedder, out_dir, lfw=lfw, fc=fc, protocols=list(cfg.protocols),
                              folder_root=cfg.folder, detector=detector(cfg) if cfg.folder else None,
@@ -76,6 +77,7 @@ def calibrate(cfg: DictConfig) -> dict:
 def openset(cfg: DictConfig) -> dict:
     """Open-set identification on unseen LFW people (or a folder); writes open_set.json."""
     o, embedder = cfg.open_set, Embedder.load(cfg.model_path)
+    print(f"open set with {embedder.path} -> writing to {output_dir(cfg)}", flush=True)
     kw = dict(seed=o.seed, gallery_per_person=o.gallery_per_person, unknown_share=o.unknown_share,
               far_target=cfg.far_target, shortlist=cfg.shortlist)
     if o.dataset == "lfw":

@@ -37,7 +37,7 @@ def lfw_pair_scores(embedder, lfw: LFW, fc, pairs: list[Pair]) -> tuple[np.ndarr
     (`Embedder.embed_refs`: from the face cache, or, for the teacher, its own alignment)."""
     images, idx, same = fc.pair_faces(pairs)
     refs = sorted({r for p in pairs for r in (p.a, p.b)}, key=lambda r: (r.person, r.index))
-    emb, kept = embedder.embed_refs(lfw, refs, fc)
+    emb, kept = embedder.embed_refs_with_progress(lfw, refs, fc, desc=f"embedding {len(refs)} LFW faces")
     if len(kept) < len(refs):
         raise ValueError(f"{len(refs) - len(kept)} LFW images of the test pairs could not be read — "
                          "check the copy (`siamese data check`)")

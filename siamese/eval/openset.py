@@ -91,7 +91,7 @@ def open_set_lfw(embedder, lfw_root=None, cache_dir=None, detector=None, **kw) -
     people = unseen_people(lfw, embedder.seen_people())
     refs = lfw.identities(people)
     cache = load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
-    emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
+    emb, kept = embedder.embed_refs_with_progress(lfw, refs, cache, detector, desc=f"embedding {len(refs)} LFW faces")
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
     return {"data": f"{source}: {len(people)} unseen DevTest people",
             **evaluate_open_set(embedder, emb, [r.person for r in kept], **kw)}

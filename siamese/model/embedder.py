@@ -141,6 +141,21 @@ class Embedder:
         crops, kept = lfw_crops(lfw, refs, *self.alignment, cache=cache, detector=detector)
         return self.embed(self.prepare(crops)), kept
 
+    def embed_refs_with_progress(self, lfw: LFW, refs: list[ImageRef], cache: FaceCache | None = None,
+                                 detector: Detector | None = None, desc: str = "embedding", chunk: int = 512,
+                                 progress: bool = True) -> tuple[np.ndarray, list[ImageRef]]:
+        """`embed_refs` in chunks, with a progress bar (and its ETA) on stderr."""
+        from tqdm import tqdm
+
+        parts, kept = [], []
+        with tqdm(total=len(refs), desc=desc, unit="face", disable=not progress) as bar:
+            for i in range(0, len(refs), chunk):
+                e, k = self.embed_refs(lfw, refs[i:i + chunk], cache, detector)
+                parts.append(e)
+                kept += k
+                bar.update(len(refs[i:i + chunk]))
+        return (np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)), kept
+
     def score(self, emb_a: np.ndarray, emb_b: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """(n,) float32 head probabilities that pairs of (n, D) embeddings are the same person."""
         a, b = (np.ascontiguousarray(e, np.float32) for e in (emb_a, emb_b))
