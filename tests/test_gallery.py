@@ -314,3 +314,24 @@ def test_the_same_face_under_another_name_is_warned_about(tmp_path, samples, yun
         caplog.clear()
         add_images(g, embedder, yunet, "shavkat", [tmp_path / "m.jpg"])  # nobody like him here
         assert "two names" not in caplog.text
+
+
+def test_without_lfw_a_gallery_calibrates_on_the_models_stranger_bank(tmp_path, samples, yunet, lfw_root,
+                                                                      monkeypatch):
+    from siamese.eval.calibration import calibrate_impostors
+    from siamese.gallery.calibrate import refresh
+    from siamese.model import Embedder
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for f in (REPO / "siamese" / "assets" / "default_model").iterdir():
+        if not f.name.startswith("impostors"):
+            (model_dir / f.name).symlink_to(f)
+    model = Embedder.load(model_dir)
+    r = calibrate_impostors(model, lfw_root, detector=yunet, people=30)
+    assert r["impostors"] == 30 and (model_dir / "impostors.npy").stat().st_size < 30 * 128 * 2 + 200
+    monkeypatch.setenv("LFW_ROOT", str(tmp_path / "no_lfw_here"))
+    with Gallery(tmp_path / "g.sqlite", model.identity()) as g:
+        import_folder(g, model, yunet, samples / "knn_examples" / "train")
+        cal = refresh(g, model, 0.05)  # no LFW anywhere: the bank beside the model
+    assert cal is not None and cal["nn"]["impostors"] == 30 and "stranger bank" in cal["source"]

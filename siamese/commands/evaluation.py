@@ -19,7 +19,7 @@ from siamese.eval.bench.gallery import bench_gallery
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
 from siamese.eval.calibration import calibrate as fit_verification
-from siamese.eval.calibration import calibrate_clustering
+from siamese.eval.calibration import calibrate_clustering, calibrate_impostors
 from siamese.eval.evaluate import evaluate as run_evaluation
 from siamese.eval.openset import open_set_folder, open_set_lfw
 from siamese.eval.plots import training_curves
@@ -71,6 +71,13 @@ def calibrate(cfg: DictConfig) -> dict:
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
         out["cluster"] = r
+    if "impostors" in cfg.fit:
+        b = cfg.impostors
+        r = calibrate_impostors(embedder, cfg.data.root, cache_dir=cfg.cache_dir, people=b.people,
+                                degraded=b.degraded, seed=cfg.seed, overwrite=cfg.overwrite)
+        print(f"{embedder.path}/impostors.npy: {r['impostors']} stranger faces of {r['people']} unseen LFW people "
+              "(galleries calibrate on them when no LFW copy is at hand)")
+        out["impostors"] = r
     return out
 
 

@@ -32,10 +32,13 @@ from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
 from siamese.data.unseen import lfw_crops, unseen_people
 from siamese.faces.detect import Detector
+from siamese.gallery.calibrate import impostors_from_lfw
 from siamese.io.files import atomic_write_text
+from siamese.model.modeldir import write_impostors
 from siamese.verification.verifier import judge
 
-__all__ = ["calibrate", "calibrate_clustering", "fit_clustering", "validation_embeddings", "validation_faces"]
+__all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "validation_embeddings",
+           "validation_faces"]
 
 log = logging.getLogger(__name__)
 
@@ -280,3 +283,16 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
              "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
              result["people"], result["faces"])
     return result
+
+
+def calibrate_impostors(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int = 1000,
+                        degraded: bool = False, seed: int = 0, overwrite: bool = False) -> dict:
+    """Write the model's stranger bank (`siamese.model.modeldir.write_impostors`): one face each of
+    `people` LFW people it never saw (`siamese.gallery.calibrate.impostors_from_lfw`), so a
+    gallery can be calibrated where no LFW copy is."""
+    if (embedder.path / "impostors.npy").exists() and not overwrite:
+        raise FileExistsError(f"{embedder.path / 'impostors.npy'} exists — pass overwrite=true to refit it")
+    vectors, names, source = impostors_from_lfw(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
+                                                people=people, seed=seed, degraded=degraded)
+    write_impostors(embedder.path, vectors, names, source, embedder.identity())
+    return {"impostors": len(names), "people": len(set(names)), "source": source}

@@ -92,10 +92,14 @@ def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache
             imp, imp_names, source = impostors_from_lfw(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
                                                         people=people, seed=seed, degraded=degraded)
         except (DatasetError, FileNotFoundError) as err:
-            log.warning("cannot calibrate the unknown threshold without LFW (%s): recognition will use "
-                        "the model's verification threshold %.3f, which accepts more strangers", err,
-                        embedder.threshold)
-            return None
+            bank = embedder.impostor_bank()
+            if bank is None:
+                log.warning("cannot calibrate the unknown threshold without LFW (%s) or a stranger bank beside the "
+                            "model (`siamese calibrate fit=[impostors]`): recognition will use the model's "
+                            "verification threshold %.3f, which accepts more strangers", err, embedder.threshold)
+                return None
+            imp, imp_names, source = bank
+            source = f"the model's stranger bank ({source})"
         gallery.set_impostors(imp, imp_names, source)
     svc = None
     if len(names) >= 2:

@@ -206,6 +206,10 @@ class Embedder:
         """The people held out of its training for validation (calibrations are fitted on them)."""
         return modeldir.validation_people(self.path)
 
+    def impostor_bank(self):
+        """(vectors (n, D), names, source) of LFW strangers shipped with the model, or None."""
+        return modeldir.read_impostors(self.path, self.fingerprint())
+
     def calibration(self, name: str) -> dict | None:
         """A calibration beside the model ("verify.json", "cluster.json") fitted for this model,
         else None (logged when it was fitted for another)."""

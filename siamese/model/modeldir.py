@@ -6,6 +6,9 @@
                    their pairs) and "validation" (held out: calibrations are fitted on them)
     verify.json    calibrations fitted after training (`siamese calibrate`), each naming the
     cluster.json   model it was fitted for by fingerprint, so a copy beside another model is ignored
+    impostors.npy  embeddings of LFW people it never saw, one face each (+ impostors.json: their
+                   names, source and the model's fingerprint): a gallery's unknown threshold is
+                   calibrated on them when no LFW copy is at hand
     embedding.*, head.*   the networks (.keras, .onnx, ...)
 
 `siamese.model.Embedder` exposes these; this module is the file-level part. No TensorFlow.
@@ -18,14 +21,16 @@ import logging
 import os
 from pathlib import Path
 
-from siamese.io.files import atomic_write_text, file_digest
+import numpy as np
+
+from siamese.io.files import atomic_save_npy, atomic_write_text, file_digest
 
 __all__ = ["CALIBRATIONS", "find_model_dir", "read_calibration", "read_people", "seen_people", "sha256",
            "validation_people", "write_model_json"]
 
 log = logging.getLogger(__name__)
 
-CALIBRATIONS = ("verify.json", "cluster.json")  # fitted after training, beside the model files
+CALIBRATIONS = ("verify.json", "cluster.json", "impostors.json", "impostors.npy")  # fitted after training
 
 
 def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
@@ -108,3 +113,27 @@ def read_calibration(model_dir: str | os.PathLike, name: str, fingerprint: str) 
                     "`siamese calibrate %s overwrite=true`", path, model_dir)
         return None
     return cal
+
+
+def write_impostors(model_dir: str | os.PathLike, vectors, names: list[str], source: str, model: dict) -> None:
+    """The model's bank of stranger embeddings (float16: enough for scores, half the bytes)."""
+    atomic_save_npy(Path(model_dir) / "impostors.npy", np.asarray(vectors, np.float16))
+    atomic_write_text(Path(model_dir) / "impostors.json", json.dumps(
+        {"names": list(names), "source": source, "model": model}, indent=1))
+
+
+def read_impostors(model_dir: str | os.PathLike, fingerprint: str):
+    """(vectors (n, D) float32, names, source) of the model's bank, or None when there is none for
+    this model (logged when it was made for another)."""
+    meta = read_calibration(model_dir, "impostors.json", fingerprint)
+    path = Path(model_dir) / "impostors.npy"
+    if meta is None or not path.is_file():
+        return None
+    try:
+        vectors = np.load(path, allow_pickle=False).astype(np.float32)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a readable .npy ({err}) — refit it: `siamese calibrate {model_dir} "
+                         "fit=[impostors] overwrite=true`") from None
+    if len(vectors) != len(meta["names"]):
+        raise ValueError(f"{path}: {len(vectors)} rows but impostors.json names {len(meta['names'])} — refit it")
+    return vectors, list(meta["names"]), meta.get("source", str(path))
