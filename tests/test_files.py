@@ -1,5 +1,7 @@
 """Atomic files and folders: readers see the old version or the new one, never half of one."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,42 @@ def test_swap_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk on fire"):
         files.swap_dir(new, out)
     assert out.is_dir() and new.is_dir()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_killed_writers_are_swept_on_the_next_write(tmp_path):
+    """kill -9 leaves `.NAME.tmp-PID-*`; the next write to NAME removes it (and only it)."""
+    dead, live = _dead_pid(), os.getpid()
+    stale_dir = tmp_path / f".result.tmp-{dead}-abcd"
+    stale_dir.mkdir()
+    (stale_dir / "half.txt").write_text("half")
+    stale_file = tmp_path / f".result.{dead}-xyz.tmp"
+    stale_file.write_text("half")
+    mine = tmp_path / f".result.tmp-{live}-keep"  # a live writer's: not ours to remove
+    mine.mkdir()
+    other = tmp_path / f".other.tmp-{dead}-abcd"  # another target's: left alone
+    other.mkdir()
+    with files.staged_dir(tmp_path / "result") as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name, "result"])
+
+
+def test_an_old_result_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
+    """Killed between the two renames of swap_dir: the old result is the user's; it comes back."""
+    old = tmp_path / f".result.old-{_dead_pid()}-123"
+    old.mkdir()
+    (old / "kept.txt").write_text("old")
+    assert files.sweep_stale(tmp_path / "result") == []
+    assert (tmp_path / "result" / "kept.txt").read_text() == "old"
+    files.atomic_write_text(tmp_path / "notes.txt", "x")  # files sweep too
+    stale = tmp_path / f".notes.txt.{_dead_pid()}-q.tmp"
+    stale.write_text("half")
+    files.atomic_write_text(tmp_path / "notes.txt", "y")
+    assert not stale.exists() and (tmp_path / "notes.txt").read_text() == "y"

@@ -2,9 +2,12 @@
 
 `atomic_write_bytes` / `atomic_write_text` / `atomic_save_npy` write a hidden temporary file in
 the target's folder and rename it over the target. `staged_dir` builds a whole folder the same
-way: everything goes into a hidden `.NAME.tmp-*` folder beside `NAME`, which `swap_dir` puts in
-place only once it is complete (an old `NAME` is moved aside first and removed last). Stdlib and
-NumPy only.
+way: everything goes into a hidden `.NAME.tmp-PID-*` folder beside `NAME`, which `swap_dir` puts in
+place only once it is complete (an old `NAME` is moved aside first and removed last).
+
+Every temporary name carries the writer's process id, so a run killed with `kill -9` leaves
+nothing behind for long: the next write to the same target removes the temporaries of writers
+that are no longer alive (`sweep_stale`). Stdlib and NumPy only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -21,7 +25,58 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "staged_dir", "swap_dir"]
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "staged_dir",
+           "sweep_stale", "swap_dir"]
+
+
+
+def _stale_pattern(name: str) -> re.Pattern:
+    """`.NAME.tmp-PID-x` (staged folders), `.NAME.PID-x.tmp` (atomic files), `.NAME.old-PID-ns`."""
+    return re.compile(rf"^\.{re.escape(name)}\.(?P<kind>tmp-|old-|)(?P<pid>\d+)-.+$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers left beside `target`; returns what was removed.
+
+    Only hidden names this module makes for `target` (`.NAME.tmp-PID-*`, `.NAME.PID-*.tmp`,
+    `.NAME.old-PID-*`) whose PID is no longer a running process are touched; a live writer's
+    temporaries and every other file are left alone. A swapped-out old folder whose writer died
+    before the new one was in place is the user's last good result: it is put back, not removed.
+    """
+    target = Path(target)
+    removed = []
+    pattern = _stale_pattern(target.name)
+    try:
+        siblings = sorted(target.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        m = pattern.match(p.name)
+        if not m or _alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old-" and not os.path.lexists(target):
+            with contextlib.suppress(OSError):
+                os.rename(p, target)
+            continue
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -34,7 +89,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # mkstemp creates 0600 files; keep an existing file's mode, else use the usual 0644.
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_stale(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,7 +126,7 @@ def swap_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
     tmp, out = Path(tmp), Path(out)
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"  # swept if we die here
         os.rename(out, old)
     try:
         os.rename(tmp, out)
@@ -95,7 +151,8 @@ def staged_dir(out: str | os.PathLike, mode: int = 0o755) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    sweep_stale(out)  # what a killed earlier run left here
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     tmp.chmod(mode)  # mkdtemp makes it 0700; results are meant to be shared
     try:
         yield tmp
