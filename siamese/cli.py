@@ -127,7 +127,7 @@ def _compose(config: str, overrides: list[str]):
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(config, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise UsageError(str(err).strip().splitlines()[0]) from None
+        raise UsageError(_explain(config, str(err))) from None
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -135,6 +135,27 @@ def _compose(config: str, overrides: list[str]):
     if missing:
         raise UsageError(f"missing {', '.join(missing)}")
     return cfg
+
+
+def _explain(config: str, message: str) -> str:
+    """Hydra's first line, or for a key the config does not have: that key and the closest ones."""
+    import difflib
+
+    from siamese.commands.help import config_keys
+
+    m = re.match(r"Could not override '([^']+)'", message.strip())
+    if not m:
+        return message.strip().splitlines()[0]
+    keys = [k for k, _, _ in config_keys(config)[1]]
+    wrong = m.group(1).split(".")[-1]
+
+    def likeness(key: str) -> float:  # the whole dotted key, or its last part, or a part of that
+        parts = [key, key.split(".")[-1], *key.split(".")[-1].split("_")]
+        return max(difflib.SequenceMatcher(None, wrong, p).ratio() for p in parts)
+
+    close = [k for k in sorted(keys, key=likeness, reverse=True) if likeness(k) >= 0.75]
+    hint = f" (did you mean {' or '.join(close[:3])}?)" if close else ""
+    return f"unknown key {m.group(1)!r}{hint}"
 
 
 class _Console(logging.Formatter):
@@ -272,7 +293,13 @@ def main(argv: list[str] | None = None) -> None:
         print("\nexit codes: 0 done, 1 the input could not be used, 2 the command line is wrong",
               file=sys.stderr if unknown else sys.stdout)
         sys.exit(2 if unknown else 0)
-    sys.exit(run(argv[0], argv[1:]))
+    try:
+        code = run(argv[0], argv[1:])
+        sys.stdout.flush()
+    except BrokenPipeError:  # `siamese ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def test_commands_work_from_any_directory(tmp_path, samples):
 @pytest.mark.parametrize("args, says", [
     (["cluster"], "missing input, out"),                          # required arguments
     (["detect", "photos"], "missing out"),
-    (["cluster", "x", "--out", "y", "nonsense_key=1"], "nonsense_key"),  # an unknown key
+    (["cluster", "x", "--out", "y", "nonsense_key=1"], "unknown key 'nonsense_key'"),  # an unknown key
+    (["cluster", "x", "--out", "y", "algoritm=dbscan"], "did you mean algorithm?"),  # a typo: the close key
     (["detect", "x", "--out"], "--out needs a value"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(args, says, tmp_path):
@@ -168,6 +169,8 @@ def test_help_explains_the_command_and_its_keys():
     assert "every_s" in r.stdout and "videos: one frame per this many seconds" in r.stdout
     assert "input" in r.stdout and "(required)" in r.stdout and "exit codes" in r.stdout
     assert "augment" not in r.stdout  # only this command's own groups
+    r = _run("gallery", "--help")  # its examples keep a line each
+    assert "\n`siamese gallery list`" in r.stdout and "\n`siamese gallery import known/`" in r.stdout
     r = _run("train", "--help")
     assert "LFW_ROOT" in r.stdout and "distill" in r.stdout and "augment=light" in r.stdout
 

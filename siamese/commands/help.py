@@ -18,11 +18,15 @@ def config_keys(config: str) -> tuple[str, list[tuple[str, str, str]], list[str]
     """(the opening comment, [(dotted key, value, comment)], config groups in its defaults list)
     of conf/<config>.yaml."""
     lines = (CONF_DIR / f"{config}.yaml").read_text(encoding="utf-8").splitlines()
-    about = []
+    about = []  # prose lines are joined; an example line (starting with `) keeps its own line
     for line in lines:
         if not line.startswith("#"):
             break
-        about.append(line.lstrip("# ").rstrip())
+        text = line.lstrip("#").strip()
+        if about and text and not text.startswith("`") and not about[-1].startswith("`"):
+            about[-1] += " " + text
+        elif text:
+            about.append(text)
     keys, groups, parents, in_defaults = [], [], [], False
     for line in lines:
         if line.startswith("defaults:"):
@@ -49,7 +53,7 @@ def config_keys(config: str) -> tuple[str, list[tuple[str, str, str]], list[str]
         if parents[:1] == ["hydra"]:
             continue
         keys.append((".".join([*parents, m.group("key")]), value, (m.group("comment") or "").strip()))
-    return " ".join(about), keys, groups
+    return "\n".join(about), keys, groups
 
 
 def command_help(name: str, config: str, summary: str, positional: list[str], fixed: list[str]) -> str:
