@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,7 @@ from siamese.faces.capture import captures, sources
 from siamese.faces.detect import Face
 from siamese.gallery.recognize import Recognizer
 from siamese.gallery.store import Gallery, GalleryError, _now
-from siamese.io.files import file_digest
+from siamese.io.files import file_digest, sweep_stale
 from siamese.io.images import ImageError, list_images, read_image, write_image
 from siamese.io.names import BadName, check_name
 from siamese.io.video import is_video
@@ -105,18 +106,37 @@ def add_video(gallery: Gallery, embedder, detector, name: str, source, count: in
     if not kept:
         r = {"added": 0, "duplicates": 0, "new_person": False}
         return {**_result(name, counts, r), "frames": counts["seen"]}
-    with gallery.transaction(bump=False):  # the person's id names the frames folder
-        new = gallery.db.execute("INSERT OR IGNORE INTO people(name, created) VALUES(?, ?)",
-                                 (name, _now())).rowcount == 1
-    pid = gallery.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
-    records = []
-    for cap in kept:
-        stem = f"{Path(cap.source).stem}_{cap.frame:06d}_{time.time_ns()}"  # unique across runs
-        path = write_image(gallery.frames_dir / str(pid) / f"{stem}.jpg", cap.image)
-        records.append(_source(str(path), file_sha256(path), cap.face))
     emb = embedder.embed(np.stack([embedder.crops(c.image, [c.face])[0] for c in kept]))
-    _warn_look_alikes(gallery, embedder, name, emb, [r["source"] for r in records])
-    r = {**gallery.add(name, emb, records), "new_person": new}
+    # Frames are written to a staging folder first and moved under the person's id in the same
+    # transaction that adds their embeddings: a kill leaves no half-enrolled person, and the next
+    # enrolment sweeps a killed run's staging folder (siamese.io.files.sweep_stale).
+    sweep_stale(gallery.frames_dir / "incoming")
+    staging = gallery.frames_dir / f".incoming.tmp-{os.getpid()}-{time.time_ns()}"
+    moved = []
+    try:
+        staged = []
+        for cap in kept:
+            stem = f"{Path(cap.source).stem}_{cap.frame:06d}_{time.time_ns()}"  # unique across runs
+            staged.append((write_image(staging / f"{stem}.jpg", cap.image), cap))
+        _warn_look_alikes(gallery, embedder, name, emb, [str(p) for p, _ in staged])
+        with gallery.transaction(bump=False):
+            new = gallery.db.execute("INSERT OR IGNORE INTO people(name, created) VALUES(?, ?)",
+                                     (name, _now())).rowcount == 1
+            pid = gallery.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+            records = []
+            for path, cap in staged:
+                final = gallery.frames_dir / str(pid) / path.name
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, final)
+                moved.append(final)
+                records.append(_source(str(final), file_sha256(final), cap.face))
+            r = {**gallery.add(name, emb, records), "new_person": new}
+    except BaseException:
+        for path in moved:  # the transaction did not commit: its frames go too
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {**_result(name, counts, r), "frames": counts["seen"]}
 
 
@@ -170,7 +190,16 @@ def import_folder(gallery: Gallery, embedder, detector, root: str | os.PathLike)
             raise BadName(f"{root / rel.parts[0]}: {err}") from None
     if not groups:
         raise GalleryError(f"{root}: no images — expected known/<person>/*.jpg or known/<person>.jpg")
-    return {p: add_images(gallery, embedder, detector, p, paths) for p, paths in groups.items()}
+    done = {}
+    for person, paths in groups.items():  # one transaction per person: a failure keeps whole people
+        try:
+            done[person] = add_images(gallery, embedder, detector, person, paths)
+        except GalleryError as err:
+            if not done:
+                raise
+            raise GalleryError(f"{err} (for {person}; the {len(done)} people before it are stored; the same "
+                               "import again adds the rest)") from err
+    return done
 
 
 def reembed(gallery: Gallery, embedder) -> dict:

@@ -313,6 +313,9 @@ def threshold_at_far(scores: np.ndarray, far: float) -> float:
     return float(np.nextafter(s[k], np.float32(np.inf))) if k < len(s) else float(s[-1])
 
 
+_WARNED: set[tuple[float, int]] = set()
+
+
 def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float = 0.01,
               kind: str = "nn") -> dict:
     """The unknown threshold for `recognizer`'s gallery at a false-accept rate.
@@ -329,7 +332,8 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
     """
     _, scores = recognizer.rank(impostors, kind, top=1)
     thr = threshold_at_far(scores[:, 0], far_target)
-    if len(impostors) < 10 / far_target:
+    if len(impostors) < 10 / far_target and (far_target, len(impostors)) not in _WARNED:
+        _WARNED.add((far_target, len(impostors)))  # once, not once per kind
         log.warning("calibrating FAR %.3g on only %d impostors: the threshold is noisy", far_target,
                     len(impostors))
     return {"threshold": thr, "far_target": far_target,

@@ -162,7 +162,13 @@ class Gallery:
     @contextlib.contextmanager
     def transaction(self, bump: bool = True):
         """One write transaction (BEGIN IMMEDIATE: takes the write lock up front, so two writers
-        queue on the busy timeout instead of deadlocking); `bump` counts a content change."""
+        queue on the busy timeout instead of deadlocking); `bump` counts a content change.
+        Inside another transaction it joins that one (which commits or rolls back both)."""
+        if self.db.in_transaction:
+            yield self.db
+            if bump:
+                self.set("revision", self.revision + 1)
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
