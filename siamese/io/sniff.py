@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import struct
 
-__all__ = ["HEAD_BYTES", "image_format", "image_size", "tiff_tags", "video_container"]
+__all__ = ["HEAD_BYTES", "image_format", "image_size", "iso_still_or_audio", "tiff_tags", "video_container"]
 
 HEAD_BYTES = 512  # enough for every signature and header below (JPEG's size is found by images.py)
 
@@ -164,6 +164,12 @@ def video_container(head: bytes) -> str | None:
     if _sync_bytes(head, 192, 4):  # Blu-ray / AVCHD packets: a 4-byte timestamp, then a TS packet
         return "M2TS"
     return None
+
+
+def iso_still_or_audio(head: bytes) -> bool:
+    """True for an ISO base media file holding a still image (HEIF, AVIF, Canon CR3) or audio: no video,
+    though it starts like an mp4."""
+    return head[4:8] == b"ftyp" and head[8:12] in _NOT_VIDEO_BRANDS
 
 
 def _sync_bytes(head: bytes, packet: int, offset: int) -> bool:
