@@ -309,6 +309,17 @@ def test_no_faces_and_bad_files_are_counted(tmp_path, embedder, yunet, samples):
     assert (tmp_path / "out" / "overview.jpg").is_file()
 
 
+def test_symlink_loops_in_the_input_are_skipped_and_counted(tmp_path, embedder, yunet, samples):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(samples / "reference_faces" / "obama_small.jpg", src)
+    (src / "self.jpg").symlink_to("self.jpg")  # Path.resolve() raises on it: this stopped the command
+    (src / "sub" / "up").symlink_to("..")
+    s = cluster(src, tmp_path / "out", embedder, yunet, progress=False)
+    assert s["sources"] == 1 and s["faces"] == 1
+    assert s["errors"] == 2 and s["errors_by_reason"] == {"symlink_loop": 2}
+
+
 def test_bad_arguments_say_what_to_fix(tmp_path, embedder, yunet, samples):
     with pytest.raises(FileNotFoundError, match="not found"):
         cluster(tmp_path / "nope", tmp_path / "out", embedder, yunet)

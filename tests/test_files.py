@@ -103,3 +103,18 @@ def test_an_old_result_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
     stale.write_text("half")
     files.atomic_write_text(tmp_path / "notes.txt", "y")
     assert not stale.exists() and (tmp_path / "notes.txt").read_text() == "y"
+
+
+def test_safe_name_keeps_short_names_and_shortens_long_ones(tmp_path):
+    assert files.safe_name("IMG_0001.jpg") == "IMG_0001.jpg"
+    assert files.safe_name("é" * 100) == "é" * 100  # 200 bytes: still fits
+    long = "Zoë_名前_" * 30 + ".jpg"  # 420 bytes of UTF-8, most characters 2 or 3 bytes long
+    short = files.safe_name(long)
+    assert len(short.encode()) <= 200 and short.endswith(".jpg") and short.startswith("Zoë_名前_Zoë")
+    assert short == files.safe_name(long)  # deterministic
+    (tmp_path / short).write_bytes(b"x")  # a name the file system takes (255 bytes would not be)
+    # Two long names that differ only past the cut stay two names.
+    assert files.safe_name(long[:-4] + "1.jpg") != short
+    assert len(files.safe_name("x" * 300, limit=64).encode()) <= 64
+    with pytest.raises(ValueError, match="at least 40"):
+        files.safe_name("x", limit=10)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
 import pickle
 import struct
+import subprocess
+import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -287,6 +292,128 @@ def test_huge_jpeg_refused_from_header(tmp_path, rgb, monkeypatch):
     assert "20000x20000 = 400.0 MP is over the 60 MP limit" in str(err)
 
 
+# Image bombs: headers claiming a huge size, written by hand, so nothing big is ever allocated here.
+
+
+def tiff_header(width: int, height: int, endian: str = "<", kind: int = 3) -> bytes:
+    """A TIFF that is only a header: IFD0 holding ImageWidth and ImageLength as SHORT (3) or LONG (4)."""
+    def entry(tag: int, value: int) -> bytes:
+        return struct.pack(endian + "HHI", tag, kind, 1) + struct.pack(endian + "HI"[kind - 3], value).ljust(4, b"\0")
+
+    magic = b"II*\x00" if endian == "<" else b"MM\x00*"
+    return magic + struct.pack(endian + "IH", 8, 2) + entry(256, width) + entry(257, height) + bytes(4)
+
+
+def bigtiff_header(width: int, height: int) -> bytes:
+    """A little-endian BigTIFF header: 8-byte offsets, 20-byte IFD entries, LONG8 (16) values."""
+    def entry(tag: int, value: int) -> bytes:
+        return struct.pack("<HHQQ", tag, 16, 1, value)
+
+    return b"II+\x00" + struct.pack("<HHQQ", 8, 0, 16, 2) + entry(256, width) + entry(257, height) + bytes(8)
+
+
+def webp_header(chunk: bytes, width: int, height: int) -> bytes:
+    """The first chunk of a WebP: 'VP8 ' (lossy), 'VP8L' (lossless) or 'VP8X' (extended, the canvas)."""
+    if chunk == b"VP8 ":
+        body = b"\x00\x00\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    elif chunk == b"VP8L":
+        body = b"\x2f" + struct.pack("<I", (width - 1) | (height - 1) << 14)
+    else:
+        body = bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    riff = b"WEBP" + chunk + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def bmp_header(width: int, height: int) -> bytes:
+    """A 24-bit BMP header (BITMAPINFOHEADER) and no pixels; a negative height means top-down rows."""
+    return b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHH", 40, width, height, 1, 24) + bytes(24)
+
+
+BOMBS = {
+    "tiff_le_short.tif": (tiff_header(20000, 20000, "<", 3), "20000x20000 = 400.0 MP"),
+    "tiff_be_short.tif": (tiff_header(20000, 20000, ">", 3), "20000x20000 = 400.0 MP"),
+    "tiff_le_long.tif": (tiff_header(100000, 3000, "<", 4), "100000x3000 = 300.0 MP"),
+    "tiff_be_long.tif": (tiff_header(3000, 100000, ">", 4), "3000x100000 = 300.0 MP"),
+    "bigtiff.tif": (bigtiff_header(20000, 20000), "20000x20000 = 400.0 MP"),
+    "lossy.webp": (webp_header(b"VP8 ", 16000, 16000), "16000x16000 = 256.0 MP"),
+    "lossless.webp": (webp_header(b"VP8L", 16384, 16384), "16384x16384 = 268.4 MP"),
+    "extended.webp": (webp_header(b"VP8X", 100000, 1000), "100000x1000 = 100.0 MP"),
+    "top_down.bmp": (bmp_header(20000, -20000), "20000x20000 = 400.0 MP"),
+    "bottom_up.bmp": (bmp_header(10000, 10000), "10000x10000 = 100.0 MP"),
+    "comment.ppm": (b"P6\n# made by hand\n20000 20000\n255\n", "20000x20000 = 400.0 MP"),
+    "grey.pgm": (b"P5 12000\t9000 255 ", "12000x9000 = 108.0 MP"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_image_bombs_are_refused_from_the_header_without_decoding(tmp_path, monkeypatch, name):
+    data, claim = BOMBS[name]
+    (tmp_path / name).write_bytes(data)
+    forbid_decoding(monkeypatch)
+    err = expect_error(tmp_path / name, "too_large")
+    assert f"{claim} is over the 60 MP limit — raise max_pixels" in str(err)
+
+
+@pytest.mark.parametrize("case", ["tiff", "bigtiff", "webp_lossy", "webp_lossless", "webp_extended", "bmp", "ppm",
+                                  "pgm"])
+def test_header_sizes_of_real_files(tmp_path, rgb, monkeypatch, case):
+    """Files written by Pillow and OpenCV: the size read from their headers is the true one."""
+    encoded = {"tiff": lambda: pillow_bytes(rgb, "TIFF"), "bigtiff": lambda: pillow_bytes(rgb, "TIFF", big_tiff=True),
+               "webp_lossy": lambda: pillow_bytes(rgb, "WEBP", quality=80),
+               "webp_lossless": lambda: pillow_bytes(rgb, "WEBP", lossless=True),
+               "webp_extended": lambda: pillow_bytes(np.dstack([rgb, rgb[..., :1]]), "WEBP"),  # alpha: VP8X
+               "bmp": lambda: cv2.imencode(".bmp", rgb)[1].tobytes(),
+               "ppm": lambda: pillow_bytes(rgb, "PPM"), "pgm": lambda: cv2.imencode(".pgm", rgb[..., 0])[1].tobytes()}
+    data = encoded[case]()
+    chunk = {"webp_lossy": b"VP8 ", "webp_lossless": b"VP8L", "webp_extended": b"VP8X"}.get(case)
+    assert chunk is None or data[12:16] == chunk  # each WebP flavour really is exercised
+    (tmp_path / "real.img").write_bytes(data)
+    assert read_image(tmp_path / "real.img").shape == (40, 60, 3)  # and it decodes as before
+    forbid_decoding(monkeypatch)
+    err = expect_error(tmp_path / "real.img", "too_large", max_pixels=2000)
+    assert "60x40 = 0.0 MP is over the 0.002 MP limit" in str(err)
+
+
+def deflate_tiff(side: int) -> bytes:
+    """A real side x side 8-bit grey TIFF of zeros in one deflate strip: 10000 px a side is 100 MB of
+    pixels in about 100 kB, the kind of file that took gigabytes to refuse after decoding."""
+    z = zlib.compressobj(6)
+    rows = bytes(side * min(side, 100))
+    strip = b"".join(z.compress(rows) for _ in range(0, side, 100)) + z.flush()
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 0), (277, 3, 1),
+            (278, 4, side), (279, 4, len(strip))]
+    start = 8 + 2 + 12 * len(tags) + 4  # the strip follows the IFD
+    ifd = b"".join(struct.pack("<HHI", tag, kind, 1) + struct.pack("<" + "HI"[kind - 3], start if tag == 273 else v)
+                   .ljust(4, b"\0") for tag, kind, v in tags)
+    return b"II*\x00" + struct.pack("<IH", 8, len(tags)) + ifd + bytes(4) + strip
+
+
+def test_deflate_tiff_builder_makes_real_tiffs(tmp_path):
+    (tmp_path / "small.tif").write_bytes(deflate_tiff(200))
+    back = read_image(tmp_path / "small.tif")
+    assert back.shape == (200, 200, 3) and not back.any()
+
+
+def test_tiff_bomb_is_refused_with_little_memory(tmp_path):
+    """Peak memory of a fresh process reading a 100 MP TIFF bomb: it must not grow by the pixels."""
+    bomb = tmp_path / "bomb.tif"
+    bomb.write_bytes(deflate_tiff(10000))
+    assert bomb.stat().st_size < 1_000_000
+    code = ("import resource, sys\n"
+            "from siamese.io.images import ImageError, read_image\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    read_image(sys.argv[1])\nexcept ImageError as err:\n    print(err.reason)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, cwd=repo, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    reason, grown_kb = r.stdout.split()
+    assert reason == "too_large"
+    assert int(grown_kb) < 30_000, f"peak memory grew by {int(grown_kb) // 1024} MB reading a refused image"
+
+
 def test_pixel_limit_after_decode_for_other_formats(tmp_path, rgb):
     cv2.imwrite(str(tmp_path / "plain.bmp"), rgb)
     expect_error(tmp_path / "plain.bmp", "too_large", max_pixels=1000)
@@ -319,6 +446,78 @@ def test_list_images(tmp_path, rgb):
     with pytest.raises(ImageError) as info:
         list_images(tmp_path / "gone")
     assert info.value.reason == "missing" and "gone" in str(info.value)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_symlink_loops_are_skipped_with_one_line_each(tmp_path, caplog):
+    root, other = tmp_path / "photos", tmp_path / "other"
+    for rel in ["photos/ok.jpg", "photos/sub/in.jpg", "other/far.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (root / "self.jpg").symlink_to("self.jpg")  # a link to itself
+    (root / "a.jpg").symlink_to("b.jpg")  # a -> b -> a
+    (root / "b.jpg").symlink_to("a.jpg")
+    (root / "sub" / "up").symlink_to("..")  # a folder link to its parent
+    (root / "sub" / "here").symlink_to(".")  # ... and to its own folder
+    (root / "shared").symlink_to(other)  # a link to a folder elsewhere: followed
+    skipped = Counter()
+    with caplog.at_level(logging.WARNING):
+        found = list_images(root, skipped)
+    assert [p.relative_to(root).as_posix() for p in found] == ["ok.jpg", "shared/far.jpg", "sub/in.jpg"]
+    assert skipped == {"symlink_loop": 5}
+    lines = warnings_of(caplog)
+    assert len(lines) == 5 and all("symlink loop" in line and "\n" not in line for line in lines)
+    for loop in ["self.jpg", "a.jpg", "b.jpg", "sub/up", "sub/here"]:
+        assert sum(line.startswith(f"skipped {root / loop}:") for line in lines) == 1, (loop, lines)
+
+
+def test_a_symlink_loop_as_the_input_says_so(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    for path in (tmp_path / "loop", tmp_path / "loop.jpg"):
+        with pytest.raises(ImageError) as info:
+            list_images(path)
+        assert info.value.reason == "symlink_loop" and str(info.value).startswith(f"{path}: symlink loop")
+        assert "not found" not in str(info.value)
+    assert "symlink loop" in str(expect_error(tmp_path / "loop.jpg", "symlink_loop"))
+
+
+def test_unreadable_folders_are_reported_and_counted(tmp_path, caplog, monkeypatch):
+    for rel in ["a.jpg", "locked/b.jpg", "open/c.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # chmod 000 would not stop root, so fake the refusal
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    skipped = Counter()
+    with caplog.at_level(logging.WARNING):
+        found = list_images(tmp_path, skipped)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.jpg", "open/c.jpg"]
+    assert skipped == {"unreadable_folder": 1}
+    assert warnings_of(caplog) == [f"skipped {tmp_path / 'locked'}: folder could not be listed (Permission denied)"]
+    assert list_images(tmp_path) == found  # without a Counter: the same list, as before
+
+
+def test_broken_links_and_fifos_are_not_listed(tmp_path, caplog):
+    (tmp_path / "ok.png").write_bytes(b"x")
+    (tmp_path / "gone.jpg").symlink_to("nowhere.jpg")
+    (tmp_path / "notes.txt").symlink_to("nowhere.txt")  # not an image name: not worth a line
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block for ever
+    skipped = Counter()
+    with caplog.at_level(logging.WARNING):
+        assert list_images(tmp_path, skipped) == [tmp_path / "ok.png"]
+    assert skipped == {"broken_link": 1, "not_a_file": 1} and len(warnings_of(caplog)) == 2
+    with pytest.raises(ImageError, match="not a regular file or folder") as info:
+        list_images(tmp_path / "pipe.jpg")
+    assert info.value.reason == "unreadable"
 
 
 def test_write_image_is_atomic_and_leaves_no_temp_files(tmp_path, rgb):

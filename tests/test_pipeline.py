@@ -1,11 +1,14 @@
 import hashlib
+import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from siamese.faces.folder import detect_folder, read_manifest
+from siamese.io.images import ImageError
 
 
 def _digest(folder):
@@ -104,3 +107,152 @@ def test_dominant_face_needs_one_clear_face():
     big, small, similar = face(100), face(40), face(90)
     assert dominant_face([small, big]) is big
     assert dominant_face([big, similar]) is None and dominant_face([]) is None
+
+
+# --- odd input: videos by content, long names, colliding names, symlink loops ---------------------
+
+
+def test_a_clip_named_ts_or_without_a_suffix_is_read_as_a_video(samples, tmp_path, yunet):
+    clip = samples / "video" / "short_hamilton_clip.mp4"
+    long_stem = name_of_bytes(250)  # and a name too long for any derived name to be built from as is
+    for name in ("clip.ts", long_stem):
+        shutil.copy(clip, tmp_path / name)
+        out = tmp_path / f"out_{len(name)}"
+        s = detect_folder(tmp_path / name, out, yunet, every_s=2.0, progress=False)
+        assert s["sources"] == 1 and 4 <= s["frames"] <= 6 and s["errors"] == 0, s
+        rows = read_manifest(out / "manifest.csv")
+        assert rows and all(r["source"] == name and r["frame"].isdigit() for r in rows)
+        assert all((out / r["crop"]).is_file() for r in rows)
+
+
+def name_of_bytes(n: int, suffix: str = "", fill: str = "Zoë 名前-") -> str:
+    """A file name of exactly `n` bytes of UTF-8 (with multi-byte characters), ending in `suffix`."""
+    name = ""
+    while len((name + fill[len(name) % len(fill)] + suffix).encode()) <= n:
+        name += fill[len(name) % len(fill)]
+    return name + "a" * (n - len((name + suffix).encode())) + suffix
+
+
+@pytest.fixture
+def face_photo(lfw_root):
+    return lfw_root / "lfw" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+
+
+def test_long_photo_names_get_short_distinct_crop_names(face_photo, tmp_path, yunet):
+    src = tmp_path / "photos"
+    src.mkdir()
+    names = [name_of_bytes(250, ".jpg"), name_of_bytes(250, "1.jpg"), name_of_bytes(250, "2.jpg")]
+    assert [len(n.encode()) for n in names] == [250, 250, 250] and len({n[:80] for n in names}) == 1
+    for name in names:
+        shutil.copy(face_photo, src / name)
+    s = detect_folder(src, tmp_path / "out", yunet, progress=False)
+    assert s["faces"] == 3 and s["errors"] == 0
+    rows = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert sorted(r["source"] for r in rows) == sorted(names)  # the manifest keeps the full names
+    crops = {r["crop"] for r in rows}
+    assert len(crops) == 3 and all(len(Path(c).name.encode()) <= 255 for c in crops)
+    assert all((tmp_path / "out" / c).is_file() for c in crops)
+
+
+def test_colliding_names_get_their_own_crops(face_photo, tmp_path, yunet):
+    """Once, these all had one crop name: photos overwrote each other's faces."""
+    src = tmp_path / "photos"
+    (src / "a").mkdir(parents=True)
+    face = cv2.imread(str(face_photo))
+    names = ["face.bmp", "face.tiff", "face.webp", "p.jpg", "p.png", "a/b.jpg", "a__b.jpg", "a_/b.jpg", "_a/b.jpg"]
+    for name in names:
+        (src / name).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(src / name), face)
+    s = detect_folder(src, tmp_path / "out", yunet, progress=False)
+    assert s["sources"] == len(names) and s["faces"] == len(names)
+    rows = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert sorted(r["source"] for r in rows) == sorted(names)
+    assert len({r["crop"] for r in rows}) == len(rows) == len(names)  # every row points at its own file
+    assert len(list((tmp_path / "out" / "crops").rglob("*.jpg"))) == len(names)
+    assert {r["crop"] for r in rows if r["source"] in ("p.jpg", "a/b.jpg")} == {
+        "crops/p.jpg_face0.jpg", "crops/a__b.jpg_face0.jpg"}  # the common case stays readable
+
+
+def test_symlink_loops_are_counted_and_a_loop_as_input_says_so(face_photo, tmp_path, yunet):
+    src = tmp_path / "photos"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(face_photo, src / "a.jpg")
+    (src / "self.jpg").symlink_to("self.jpg")
+    (src / "sub" / "up").symlink_to("..")
+    s = detect_folder(src, tmp_path / "out", yunet, progress=False)
+    assert s["faces"] == 1 and s["errors_by_reason"] == {"symlink_loop": 2}
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ImageError, match="symlink loop") as info:
+        detect_folder(tmp_path / "loop", tmp_path / "out2", yunet, progress=False)
+    assert "not found" not in str(info.value) and not (tmp_path / "out2").exists()
+
+
+# --- where detect writes: never over the user's files ---------------------------------------------
+
+
+@pytest.fixture
+def one_face(face_photo, tmp_path):
+    src = tmp_path / "one"
+    src.mkdir()
+    shutil.copy(face_photo, src / "a.jpg")
+    return src
+
+
+def test_out_holding_the_users_files_is_refused(one_face, tmp_path, yunet):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "manifest.csv").write_text("my,own,table\n")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=r"mine is not empty .*notes\.txt.* choose a new or empty out"):
+            detect_folder(one_face, mine, yunet, overwrite=overwrite, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["manifest.csv", "notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "manifest.csv").read_text() == "my,own,table\n"
+
+
+def test_out_inside_the_input_or_equal_to_it_is_refused(one_face, tmp_path, yunet):
+    before = _digest(one_face)
+    for out in (one_face, one_face / "faces", one_face / "deeper" / "faces"):
+        with pytest.raises(ValueError, match="inside the input folder .* choose an out outside it"):
+            detect_folder(one_face, out, yunet, progress=False)
+    assert _digest(one_face) == before and sorted(p.name for p in one_face.iterdir()) == ["a.jpg"]
+
+
+def test_out_naming_a_file_is_refused(one_face, tmp_path, yunet):
+    (tmp_path / "taken").write_text("a file of mine")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="taken exists and is not a folder"):
+            detect_folder(one_face, tmp_path / "taken", yunet, overwrite=overwrite, progress=False)
+    with pytest.raises(FileExistsError, match="is not a folder"):  # the photo itself, as out
+        detect_folder(one_face / "a.jpg", one_face / "a.jpg", yunet, progress=False)
+    assert (tmp_path / "taken").read_text() == "a file of mine" and _digest(one_face) == {
+        Path("a.jpg"): hashlib.md5((one_face / "a.jpg").read_bytes()).hexdigest()}
+
+
+def test_overwrite_replaces_only_an_earlier_detect_result(one_face, tmp_path, yunet, messy_folder):
+    out = tmp_path / "faces"
+    detect_folder(messy_folder, out, yunet, progress=False)
+    assert json.loads((out / "summary.json").read_text())["task"] == "detect"
+    s = detect_folder(one_face, out, yunet, overwrite=True, progress=False)
+    assert s["faces"] == 1 and [p.name for p in (out / "crops").iterdir()] == ["a.jpg_face0.jpg"]  # none stale
+    with pytest.raises(ValueError, match="holds the input"):  # replacing it would delete the input
+        detect_folder(out / "crops", out, yunet, overwrite=True, progress=False)
+    # A cluster result is not detect's to replace; a detect result from before the "task" marker is.
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "task": "cluster"}))
+    with pytest.raises(FileExistsError, match="no result of detect"):
+        detect_folder(one_face, out, yunet, overwrite=True, progress=False)
+    del summary["task"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert detect_folder(one_face, out, yunet, overwrite=True, progress=False)["faces"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_failed_run_leaves_no_folder_behind(one_face, tmp_path):
+    class Broken:
+        def detect(self, image):
+            raise RuntimeError("detector fell over")
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        detect_folder(one_face, tmp_path / "out", Broken(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from siamese.io import video
-from siamese.io.video import Frame, FrameSource, SourceError, iter_frames, parse_source
+from siamese.io.video import VIDEO_SUFFIXES, Frame, FrameSource, SourceError, is_video, iter_frames, parse_source
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", SHARED / "samples")) / "video"
@@ -165,6 +165,123 @@ def test_not_a_video(tmp_path, name, content):
     with pytest.raises(SourceError) as info:
         FrameSource(tmp_path / name)
     assert str(info.value) == f"{tmp_path / name}: not a readable video (OpenCV could not open it)"
+
+
+# --- is_video: by content, by suffix where the content says nothing -----------------------------
+
+
+def ts_packets(packet: int = 188, offset: int = 0, n: int = 3) -> bytes:
+    """`n` MPEG-TS packets (sync byte 0x47), each `offset` bytes after a packet boundary (M2TS: 4)."""
+    return b"".join(bytes(offset) + b"\x47" + bytes(packet - offset - 1) for _ in range(n))
+
+
+def jpeg_bytes(value: int = 100) -> bytes:
+    return cv2.imencode(".jpg", np.full((24, 32, 3), value, np.uint8))[1].tobytes()
+
+
+VIDEO_HEADS = {
+    "mp4 brand": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41",
+    "mov brand": b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ",
+    "3gp brand": b"\x00\x00\x00\x18ftyp3gp4\x00\x00\x00\x00isom3gp4",
+    "old QuickTime": b"\x00\x00\x00\x08wide\x00\x10\x00\x00mdat",
+    "MPEG-TS": ts_packets(),
+    "MPEG-TS, 2 packets": ts_packets(n=2),
+    "M2TS": ts_packets(192, 4),
+    "FLV": b"FLV\x01\x05\x00\x00\x00\x09",
+    "Matroska": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01webm",
+    "AVI": b"RIFF\x00\x10\x00\x00AVI LIST",
+    "MPEG-PS": b"\x00\x00\x01\xba\x44\x00\x04\x00\x04\x01",
+    "ASF": bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(16),
+}
+
+
+@pytest.mark.parametrize("name", ["clip.dat", "clip", "clip.jpg"])
+@pytest.mark.parametrize("kind", sorted(VIDEO_HEADS))
+def test_a_video_is_known_by_its_first_bytes(tmp_path, kind, name):
+    (tmp_path / name).write_bytes(VIDEO_HEADS[kind])
+    assert is_video(tmp_path / name)
+
+
+def gif_like_ts() -> bytes:
+    """A GIF starts with 0x47, MPEG-TS's sync byte: this one has it at 188 and 376 too."""
+    gif = bytearray(b"GIF89a" + bytes(500))
+    gif[188] = gif[376] = 0x47
+    return bytes(gif)
+
+
+NOT_VIDEOS = {"jpeg": jpeg_bytes, "png": lambda: cv2.imencode(".png", np.zeros((24, 32, 3), np.uint8))[1].tobytes(),
+             "gif": gif_like_ts, "heic": lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(600),
+             "m4a": lambda: b"\x00\x00\x00\x18ftypM4A \x00\x00\x02\x00M4A isom" + bytes(600)}
+
+
+@pytest.mark.parametrize("content", sorted(NOT_VIDEOS))
+def test_a_photo_or_a_song_named_mp4_is_no_video(tmp_path, content):
+    (tmp_path / "photo.mp4").write_bytes(NOT_VIDEOS[content]())
+    assert not is_video(tmp_path / "photo.mp4")
+
+
+def test_unknown_content_keeps_the_suffix_verdict(tmp_path):
+    for name in ("broken.mp4", "odd.ogv", "notes.txt", "noise"):
+        (tmp_path / name).write_bytes(b"no signature here" * 20)
+    assert is_video(tmp_path / "broken.mp4") and is_video(tmp_path / "odd.ogv")
+    assert not is_video(tmp_path / "notes.txt") and not is_video(tmp_path / "noise")
+    assert {".ts", ".mts", ".m2ts", ".3gp", ".flv", ".mjpeg"} <= VIDEO_SUFFIXES
+
+
+def test_mjpeg_is_a_stream_of_jpegs(tmp_path):
+    frames = b"".join(jpeg_bytes(v) for v in (0, 80, 160, 240))
+    (tmp_path / "cam.mjpeg").write_bytes(frames)
+    (tmp_path / "cam.jpg").write_bytes(frames)
+    assert is_video(tmp_path / "cam.mjpeg") and not is_video(tmp_path / "cam.jpg")
+    assert len(list(FrameSource(tmp_path / "cam.mjpeg"))) == 4
+
+
+def test_is_video_never_raises(tmp_path, monkeypatch):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "loop.mp4").symlink_to("loop.mp4")
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening it to read would block for ever
+    for name in ("empty.mp4", "folder.mp4", "loop.mp4", "pipe.mp4", "missing.mp4", "nul\0.mp4"):
+        assert is_video(tmp_path / name) is False, name
+    (tmp_path / "locked.mp4").write_bytes(VIDEO_HEADS["mp4 brand"])
+
+    def denied(*args, **kw):  # chmod 000 would not stop root, so fake the refusal
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(video, "open", denied, raising=False)
+    assert is_video(tmp_path / "locked.mp4") is False
+
+
+def test_is_video_reads_only_the_start(tmp_path, monkeypatch):
+    path = tmp_path / "big.bin"
+    path.write_bytes(VIDEO_HEADS["Matroska"] + bytes(5_000_000))
+    asked = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def read(self, n=-1):
+            asked.append(n)
+            return self.f.read(n)
+
+    monkeypatch.setattr(video, "open", lambda *a, **kw: Counting(real_open(*a, **kw)), raising=False)
+    assert is_video(path)
+    assert asked and all(0 < n <= 512 for n in asked)
+
+
+@needs_samples
+def test_sample_clips_are_videos_and_sample_photos_are_not():
+    assert is_video(HAMILTON) and is_video(OVAL)
+    photos = [p for p in SAMPLES.parent.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    assert len(photos) >= 4 and not any(is_video(p) for p in photos)
 
 
 def test_absent_camera():

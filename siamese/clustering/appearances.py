@@ -11,6 +11,7 @@ histograms differ) ends every track.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,8 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
             errors["undecodable_frame"] += src.failed_frames
         return items, counts, errors
     root = input if input.is_dir() else input.parent
-    paths = [p for p in list_images(input) if not any(p.resolve().is_relative_to(x) for x in exclude)]
+    paths = [p for p in list_images(input, errors)  # realpath: unlike resolve(), never raises on a symlink loop
+             if not any(Path(os.path.realpath(p)).is_relative_to(x) for x in exclude)]
     used: set[str] = set()
     counts["sources"] += len(paths)
     for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),

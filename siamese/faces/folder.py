@@ -2,13 +2,15 @@
 
 `detect_folder` walks a folder of photos (recursive), a single photo, or a video file, finds
 every face, saves its aligned crop and writes a manifest. Bad input never stops the batch: each
-unreadable file gets one log line and is counted by reason in the summary. The user's files are
-only ever read.
+unreadable file (and each folder that cannot be listed, each symlink loop) gets one log line and
+is counted by reason in the summary. The user's files are only ever read, and `out` is never a
+folder of theirs.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -20,7 +22,7 @@ import numpy as np
 
 from siamese.faces.align import align
 from siamese.faces.detect import Detector, Face
-from siamese.io.files import atomic_write_text
+from siamese.io.files import atomic_write_text, safe_name, staged_dir
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.video import FrameSource, SourceError, is_video
 
@@ -39,82 +41,150 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
                   every_s: float = 1.0, overwrite: bool = False, progress: bool = True) -> dict:
     """Find and align every face under `input`; write crops and `manifest.csv` into `out`.
 
+    `out` appears only once complete (built beside it, then swapped in), so an interrupted run
+    leaves nothing half-written, and nothing of the user's is ever written over.
+
     Args:
-        input: a photo, a folder of photos (searched recursively), or a video file.
-        out: output folder: `crops/` (aligned `size`x`size` JPEGs), `manifest.csv` (one row per
-            face: source file, frame and time for videos, box, landmarks, score, crop path) and
-            `summary.json`.
+        input: a photo, a folder of photos (searched recursively), or a video file (known by its
+            content, whatever its suffix).
+        out: output folder: `crops/` (aligned `size`x`size` JPEGs, one name per face: a photo's
+            path with "/" as "__", e.g. `crops/trip__a.jpg_face0.jpg`; a video's
+            `crops/<name>/f<frame>_face<k>.jpg`), `manifest.csv` (one row per face: source file,
+            frame and time for videos, box, landmarks, score, crop path) and `summary.json`. It
+            must be new, empty, or an earlier `detect` result; never the input folder or inside it.
         detector: a `siamese.faces.Detector`.
         size: aligned crop side in pixels; padding: see `siamese.faces.template`.
         save_crops: write the crops (the manifest is always written).
         every_s: for videos, sample one frame per this many seconds.
-        overwrite: replace an existing manifest in `out` (otherwise refuse, to keep old results).
+        overwrite: replace an earlier detect result in `out` (otherwise refuse, to keep it).
         progress: show a progress bar.
 
     Returns:
-        The summary: sources, frames, faces, sources_without_face, sources_with_many_faces,
-        errors (total) and errors_by_reason.
+        The summary: task ("detect"), sources, frames, faces, sources_without_face,
+        sources_with_many_faces, errors (total) and errors_by_reason.
+
+    Raises:
+        FileExistsError: `out` is a file, holds files detect did not write, or holds an earlier
+            result and `overwrite` is false.
+        ValueError: `out` is the input folder, inside it, or holds the input.
+        siamese.io.ImageError: `input` is missing or a symlink loop.
     """
     from tqdm import tqdm
 
     input, out = Path(input), Path(out)
-    manifest = out / "manifest.csv"
-    if manifest.exists() and not overwrite:
-        raise FileExistsError(f"{manifest} exists — choose another --out or pass overwrite=true")
+    _check_out(input, out, overwrite)
+    video = is_video(input)
+    errors: Counter = Counter()
+    paths = [] if video else list_images(input, errors)  # a missing input fails here, before any writing
     rows: list[list] = []
     counts: Counter = Counter()
-    errors: Counter = Counter()
+    with staged_dir(os.path.realpath(out)) as tmp:  # realpath: a link to a folder keeps pointing at the result
 
-    def handle(source: str, stem: str, image: np.ndarray, frame: int | str, time_s: float | str):
-        faces = detector.detect(image)
-        counts["frames"] += 1
-        counts["faces"] += len(faces)
-        counts["without_face"] += not faces
-        counts["many_faces"] += len(faces) > 1
-        for k, face in enumerate(faces):
-            crop_rel = ""
-            if save_crops:
-                crop_rel = f"crops/{stem}_face{k}.jpg"
-                write_image(out / crop_rel, align(image, face.landmarks, size, padding))
-            rows.append(_row(source, frame, time_s, k, face, crop_rel))
+        def handle(source: str, stem: str, image: np.ndarray, frame: int | str, time_s: float | str):
+            faces = detector.detect(image)
+            counts["frames"] += 1
+            counts["faces"] += len(faces)
+            counts["without_face"] += not faces
+            counts["many_faces"] += len(faces) > 1
+            for k, face in enumerate(faces):
+                crop_rel = ""
+                if save_crops:
+                    crop_rel = f"crops/{stem}_face{k}.jpg"
+                    write_image(tmp / crop_rel, align(image, face.landmarks, size, padding))
+                rows.append(_row(source, frame, time_s, k, face, crop_rel))
 
-    out.mkdir(parents=True, exist_ok=True)
-    if is_video(input):
-        try:
-            with FrameSource(str(input), every_s=every_s) as src:
-                total = int(src.frame_count / (src.fps * every_s)) + 1 if src.frame_count and src.fps else None
-                for fr in tqdm(src, total=total, desc="frames", unit="frame", disable=not progress):
-                    handle(input.name, f"{input.stem}/f{fr.index:06d}", fr.image, fr.index,
-                           round(fr.time_s, 3))
-                errors["undecodable_frame"] += src.failed_frames
-        except SourceError as err:
-            log.error("%s", err)
-            errors["unreadable_video"] += 1
-        counts["sources"] = 1
-    else:
-        paths = list_images(input)
-        root = input if input.is_dir() else input.parent
-        counts["sources"] = len(paths)
-        for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
-                                       errors):
-            rel = path.relative_to(root)
-            handle(str(rel), rel.with_suffix("").as_posix().replace("/", "__"), image, "", "")
+        if video:
+            try:
+                with FrameSource(str(input), every_s=every_s) as src:
+                    total = int(src.frame_count / (src.fps * every_s)) + 1 if src.frame_count and src.fps else None
+                    folder = safe_name(input.stem)
+                    for fr in tqdm(src, total=total, desc="frames", unit="frame", disable=not progress):
+                        handle(input.name, f"{folder}/f{fr.index:06d}", fr.image, fr.index, round(fr.time_s, 3))
+                    errors["undecodable_frame"] += src.failed_frames
+            except SourceError as err:
+                log.error("%s", err)
+                errors["unreadable_video"] += 1
+            counts["sources"] = 1
+        else:
+            root = input if input.is_dir() else input.parent
+            counts["sources"] = len(paths)
+            for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
+                                           errors):
+                rel = path.relative_to(root)
+                handle(rel.as_posix(), _crop_stem(rel), image, "", "")
+        summary = _write_results(tmp, input, rows, counts, errors)
+    log.info("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
+             summary["frames"] - summary["sources_without_face"], summary["frames"],
+             "frames" if video else "photos", summary["sources_without_face"],
+             summary["errors"], dict(errors) or "")
+    return summary
 
+
+def _write_results(folder: Path, input: Path, rows: list[list], counts: Counter, errors: Counter) -> dict:
+    """`manifest.csv` and `summary.json` into `folder`; returns the summary."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(MANIFEST_COLUMNS)
     writer.writerows(rows)
-    atomic_write_text(manifest, buf.getvalue())
-    summary = {"input": str(input), "sources": counts["sources"], "frames": counts["frames"],
+    atomic_write_text(folder / "manifest.csv", buf.getvalue())
+    summary = {"task": "detect", "input": str(input), "sources": counts["sources"], "frames": counts["frames"],
                "faces": counts["faces"], "sources_without_face": counts["without_face"],
                "sources_with_many_faces": counts["many_faces"],
                "errors": sum(errors.values()), "errors_by_reason": dict(errors)}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    log.info("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
-             summary["frames"] - summary["sources_without_face"], summary["frames"],
-             "frames" if is_video(input) else "photos", summary["sources_without_face"],
-             summary["errors"], dict(errors) or "")
+    atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _crop_stem(rel: Path) -> str:
+    """The crop-name prefix of the photo at `rel` (relative to the input folder): one per photo.
+
+    The photo's path with "/" written "__" and its suffix kept ("trip/a.jpg" -> "trip__a.jpg"), so
+    p.jpg and p.png, or face.bmp and face.tiff, get crops of their own. Where "__" could be read
+    two ways (a part holding "__" or "~", or starting or ending with "_": "a__b.jpg" beside
+    "a/b.jpg"), "~" and a hash of the path are added; a plain stem never holds "~", so the two
+    kinds never meet. Long stems are shortened by `safe_name` (also with a hash).
+    """
+    stem = "__".join(rel.parts)
+    if any("__" in part or "~" in part or part.startswith("_") or part.endswith("_") for part in rel.parts):
+        stem += "~" + hashlib.sha256(os.fsencode(rel.as_posix())).hexdigest()[:10]
+    return safe_name(stem)
+
+
+_OURS = {"crops", "manifest.csv", "summary.json", "siamese.log"}  # what detect (and the CLI's log) write
+
+
+def _check_out(input: Path, out: Path, overwrite: bool) -> None:
+    """Refuses an `out` where writing could cost the user a file, or feed the next run its own crops."""
+    real_in, real_out = Path(os.path.realpath(input)), Path(os.path.realpath(out))
+    if os.path.lexists(out) and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder — give out the name of a new folder")
+    if input.is_dir() and real_out.is_relative_to(real_in):
+        raise ValueError(f"{out} is inside the input folder {input} — its crops would be read as photos "
+                         "next time; choose an out outside it")
+    if real_in.is_relative_to(real_out):
+        raise ValueError(f"{out} holds the input {input} — choose an out that does not contain it")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    strangers = sorted(p.name for p in out.iterdir() if p.name not in _OURS)
+    if strangers or not _is_detect_result(out):
+        what = f"files detect did not write ({strangers[0]}, ...)" if strangers else "no result of detect"
+        raise FileExistsError(f"{out} is not empty and holds {what} — choose a new or empty out "
+                              "(nothing there was touched)")
+    if not overwrite:
+        raise FileExistsError(f"{out} holds an earlier detect result — choose another out or pass "
+                              "overwrite=true to replace it")
+
+
+def _is_detect_result(out: Path) -> bool:
+    """True for a folder written by `detect_folder`: its summary says so (or, from before summaries
+    named their task, it has none) and its manifest has detect's columns."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+        with open(out / "manifest.csv", newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, ValueError, csv.Error):
+        return False
+    return isinstance(summary, dict) and summary.get("task", "detect") == "detect" and header == MANIFEST_COLUMNS
 
 
 def _row(source: str, frame, time_s, k: int, face: Face, crop: str) -> list:

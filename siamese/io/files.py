@@ -3,7 +3,8 @@
 `atomic_write_bytes` / `atomic_write_text` / `atomic_save_npy` write a hidden temporary file in
 the target's folder and rename it over the target. `staged_dir` builds a whole folder the same
 way: everything goes into a hidden `.NAME.tmp-PID-*` folder beside `NAME`, which `swap_dir` puts in
-place only once it is complete (an old `NAME` is moved aside first and removed last).
+place only once it is complete (an old `NAME` is moved aside first and removed last). `safe_name`
+keeps a file name derived from a user's file name within what file systems allow.
 
 Every temporary name carries the writer's process id, so a run killed with `kill -9` leaves
 nothing behind for long: the next write to the same target removes the temporaries of writers
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "staged_dir",
-           "sweep_stale", "swap_dir"]
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "safe_name",
+           "staged_dir", "sweep_stale", "swap_dir"]
 
 
 
@@ -170,3 +171,34 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def safe_name(name: str, limit: int = 200) -> str:
+    """A file name derived from a user's one (one path component), shortened when it would be too long.
+
+    Most file systems refuse a name over 255 bytes (`Errno 36: File name too long`); a name whose
+    encoded form (UTF-8 on Linux) is over `limit` bytes keeps its first characters and its suffix
+    and gains "~" and 12 hex digits of the SHA-256 of the whole name, so two long names that begin
+    alike stay two names. The cut never splits a character. The default 200 leaves room for what
+    callers append, such as `_face12.jpg`.
+
+    Example:
+        safe_name("Été " * 100 + ".jpg") -> "Été Été … Ét~b79e845429c9.jpg"  (200 bytes)
+
+    Returns:
+        `name` itself when it fits, else the shortened name (deterministic).
+    """
+    if limit < 40:
+        raise ValueError(f"safe_name limit must be at least 40 bytes, got {limit}")
+    if len(os.fsencode(name)) <= limit:
+        return name
+    suffix = Path(name).suffix if len(os.fsencode(Path(name).suffix)) <= 16 else ""
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    room = limit - len(os.fsencode(suffix + tag))
+    kept, used = [], 0
+    for char in name[: len(name) - len(suffix)]:
+        used += len(os.fsencode(char))
+        if used > room:
+            break
+        kept.append(char)
+    return "".join(kept) + tag + suffix

@@ -7,18 +7,21 @@ message and a `reason` to count failures by. No TensorFlow here, so it imports i
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
 import struct
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from siamese.io.files import atomic_write_bytes
+from siamese.io.sniff import image_format, image_size, tiff_tags
 
 __all__ = ["IMAGE_SUFFIXES", "ImageError", "iter_images", "list_images", "read_image", "write_image"]
 
@@ -28,9 +31,6 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".t
 # The quality flag of each writable suffix (None: lossless, no quality knob).
 _WRITE_QUALITY = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QUALITY,
                   ".webp": cv2.IMWRITE_WEBP_QUALITY, ".png": None, ".bmp": None, ".tif": None, ".tiff": None}
-
-_SIGNATURES = [(b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP")]
 
 # A JPEG marker that ends entropy-coded data: 0xFF then not stuffing (00), restart (D0-D7) or fill (FF).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -43,7 +43,8 @@ class ImageError(ValueError):
         path: the path as given to `read_image` / `list_images`.
         reason: a short key to count failures by: ``"missing"``, ``"unreadable"`` (directory,
             permissions, I/O error), ``"empty"``, ``"not_image"``, ``"truncated"``, ``"corrupt"``,
-            ``"too_large"``, ``"too_small"`` or ``"unsupported"`` (an exotic pixel type).
+            ``"too_large"``, ``"too_small"``, ``"unsupported"`` (an exotic pixel type) or
+            ``"symlink_loop"`` (a link that leads back to itself).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, problem: str):
@@ -52,16 +53,6 @@ class ImageError(ValueError):
 
     def __reduce__(self):  # keep it picklable, so errors cross multiprocessing pools intact
         return type(self), (self.path, self.reason, self.problem)
-
-
-def _sniff(head: bytes) -> str | None:
-    """The format named by the file's signature (magic bytes), or None."""
-    for signature, fmt in _SIGNATURES:
-        if head.startswith(signature):
-            return fmt
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    return "PNM" if re.match(rb"P[1-6]\s", head) else None
 
 
 def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, bool, bytes]:
@@ -104,19 +95,8 @@ def _check_size(path, width: int, height: int, max_pixels: int, min_side: int) -
 def _exif_orientation(exif: bytes) -> int:
     """The EXIF Orientation tag (1-8; 1 = upright) from a TIFF-structured EXIF block."""
     exif = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-    if exif[:2] not in (b"II", b"MM"):
-        return 1
-    endian = "<" if exif[:2] == b"II" else ">"
-    try:
-        ifd = struct.unpack_from(endian + "I", exif, 4)[0]
-        for k in range(struct.unpack_from(endian + "H", exif, ifd)[0]):
-            tag, _, _, value = struct.unpack_from(endian + "HHI4s", exif, ifd + 2 + 12 * k)
-            if tag == 0x0112:
-                orientation = struct.unpack_from(endian + "H", value)[0]
-                return orientation if 1 <= orientation <= 8 else 1
-    except struct.error:  # a damaged EXIF block should not cost us the picture
-        pass
-    return 1
+    orientation = tiff_tags(exif, {0x0112}).get(0x0112, 1)  # a damaged block should not cost us the picture
+    return orientation if 1 <= orientation <= 8 else 1
 
 
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -167,8 +147,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
     Args:
         path: a JPEG, PNG, BMP, TIFF, WebP, GIF (first frame) or PPM/PGM file; the format is taken
             from the file's signature, not its suffix. Non-ASCII paths work.
-        max_pixels: width x height above which the file is refused (checked from the header,
-            before decoding, for PNG, JPEG and GIF) — protects memory from huge or hostile files.
+        max_pixels: width x height above which the file is refused, checked from the header before
+            decoding (every format above) — protects memory from huge or hostile files (image bombs).
         min_side: the shorter side, in pixels, below which the image is refused (too small for a face).
 
     Returns:
@@ -177,14 +157,14 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
 
     Raises:
         ImageError: with `reason` missing, unreadable, empty, not_image, truncated, corrupt,
-            too_large, too_small or unsupported.
+            too_large, too_small, unsupported or symlink_loop.
     """
     if os.path.isdir(path):
         raise ImageError(path, "unreadable", "is a directory — pass an image file, or use list_images() for a folder")
     try:
         with open(path, "rb") as f:
             # Sniff first, so a big non-image (a video named .jpg) is refused without reading it all.
-            fmt = _sniff(f.read(16))
+            fmt = image_format(f.read(16))
             if fmt is None and f.tell() == 0:
                 raise ImageError(path, "empty", "empty file (0 bytes)")
             if fmt is None:
@@ -196,15 +176,14 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
     except PermissionError:
         raise ImageError(path, "unreadable", "permission denied — check the file's read permissions") from None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(path, "symlink_loop", _LOOP) from None
         raise ImageError(path, "unreadable", f"could not be read ({e.strerror or e})") from None
 
-    size, complete, exif = _jpeg_info(data) if fmt == "JPEG" else (None, True, b"")
+    size, complete, exif = _jpeg_info(data) if fmt == "JPEG" else (image_size(data, fmt), True, b"")
     if fmt == "PNG":
         complete = data.rfind(b"IEND") > data.rfind(b"IDAT")
-        size = struct.unpack(">II", data[16:24]) if len(data) >= 24 and data[12:16] == b"IHDR" else None
-    elif fmt == "GIF" and len(data) >= 10:
-        size = struct.unpack("<HH", data[6:10])
-    if size is not None:  # refuse huge images before decoding them; other formats are checked after
+    if size is not None:  # refuse huge images before a decoder allocates them (a damaged header: after)
         _check_size(path, *size, max_pixels, min_side)
     # OpenCV decodes a cut-off JPEG file with grey filler (cv2.imread, a warning on stderr) but fails
     # on the same bytes in a buffer (cv2.imdecode); checking here makes truncation a reliable, named
@@ -220,29 +199,96 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
     return _orient(_to_rgb8(img, path), orientation)
 
 
-def list_images(root: str | os.PathLike) -> list[Path]:
+def list_images(root: str | os.PathLike, skipped: Counter | None = None) -> list[Path]:
     """Image files under `root`, by suffix, recursively, sorted; hidden files and folders skipped.
+
+    Links to folders are followed, except one that leads back to a folder above it (a symlink
+    loop). What cannot be listed never stops the listing: each folder that cannot be read, each
+    symlink loop, and each image-named entry that is a broken link or no regular file (a FIFO would
+    block the reader) gets one warning line naming it and is counted in `skipped` by reason.
 
     Args:
         root: a folder to search, or a single file (returned as is, whatever its suffix).
+        skipped: a Counter to add ``{reason: count}`` to: ``"unreadable_folder"``,
+            ``"symlink_loop"``, ``"broken_link"``, ``"not_a_file"``.
 
     Returns:
         Paths sorted by their string form, so runs over the same folder visit files in the same order.
 
     Raises:
-        ImageError: reason ``"missing"`` when `root` does not exist.
+        ImageError: reason ``"missing"`` when `root` does not exist, ``"symlink_loop"`` when it is
+            a symlink loop, ``"unreadable"`` when it cannot be looked at or is no file or folder.
     """
     root = Path(root)
-    if root.is_file():
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(root, "missing", "not found — check the path to the image or folder") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImageError(root, "symlink_loop", _LOOP) from None
+        raise ImageError(root, "unreadable", f"could not be looked at ({e.strerror or e})") from None
+    if stat.S_ISREG(mode):
         return [root]
-    if not root.is_dir():
-        raise ImageError(root, "missing", "not found — check the path to the image or folder")
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # prune in place: os.walk skips them
-        found += [Path(folder, name) for name in files
-                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(found)
+    if not stat.S_ISDIR(mode):
+        raise ImageError(root, "unreadable", "not a regular file or folder — pass an image file or a folder")
+
+    def report(path: str | os.PathLike, reason: str, problem: str) -> None:
+        logging.getLogger(__name__).warning("skipped %s: %s", os.fspath(path), problem)
+        if skipped is not None:
+            skipped[reason] += 1
+
+    return sorted(_walk(root, report))
+
+
+_LOOP = "symlink loop (the link leads back to itself) — point it at a real file or folder"
+
+
+def _walk(root: Path, report: Callable[[str, str, str], None]) -> Iterator[Path]:
+    """Image-suffixed regular files under `root`, depth first; see `list_images` for what is skipped."""
+    stack: list[tuple[Path, tuple]] = [(root, ())]  # (folder, (st_dev, st_ino) of the folders above it)
+    while stack:
+        folder, above = stack.pop()
+        try:
+            st = folder.stat()
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            report(folder, "unreadable_folder", f"folder could not be listed ({e.strerror or e})")
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in above:  # a link to this folder's own parent, grandparent, ...: following it never ends
+            report(folder, "symlink_loop", f"symlink loop (links to {os.path.realpath(folder)}, a folder above "
+                                           "it) — not followed")
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            kind = _kind(entry)
+            image = Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
+            if kind == "folder":
+                stack.append((Path(entry.path), (*above, key)))
+            elif kind == "file" and image:
+                yield Path(entry.path)
+            elif kind == "symlink_loop" or (image and kind != "file"):
+                report(entry.path, kind, _PROBLEMS[kind])
+
+
+_PROBLEMS = {"symlink_loop": _LOOP, "broken_link": "broken symlink (its target does not exist)",
+             "not_a_file": "not a regular file (a device, FIFO or socket)",
+             "unreadable": "could not be looked at (permission denied or an I/O error)"}
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """ "folder", "file", or what is wrong with the entry (a key of `_PROBLEMS`); links are followed."""
+    try:
+        if entry.is_dir():
+            return "folder"
+        if entry.is_file():
+            return "file"
+    except OSError as e:
+        return "symlink_loop" if e.errno == errno.ELOOP else "unreadable"
+    return "broken_link" if entry.is_symlink() else "not_a_file"
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:

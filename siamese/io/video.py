@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from siamese.io.sniff import HEAD_BYTES, image_format, iso_still_or_audio, video_container
 
 __all__ = ["VIDEO_SUFFIXES", "Frame", "FrameSource", "SourceError", "is_video", "iter_frames", "parse_source"]
 
@@ -235,9 +238,35 @@ def iter_frames(spec: str | int | os.PathLike, **kw) -> Iterator[Frame]:
     return frames()
 
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".asf", ".ts", ".mts",
+                  ".m2ts", ".3gp", ".3g2", ".flv", ".ogv", ".vob", ".mjpeg", ".mjpg"}
+_MJPEG_SUFFIXES = {".mjpeg", ".mjpg"}  # a stream of JPEG frames: it starts like a photo, so the suffix decides
 
 
 def is_video(path: str | os.PathLike) -> bool:
-    """True for a file whose suffix is a common video container."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    """True for a video file, judged by its first bytes, and by its suffix where they say nothing.
+
+    A clip named `.ts`, `.dat` or nothing at all is a video when it starts like one (ISO media
+    'ftyp', MPEG-TS / M2TS sync bytes, FLV, Matroska/WebM, AVI, MPEG-PS, ASF); a photo named
+    `.mp4` is not (nor a HEIC photo or an m4a song, though they start like an mp4; a JPEG named
+    `.mjpeg`/`.mjpg` is, being a stream of JPEG frames); a file
+    whose start is neither keeps the verdict of its suffix (`VIDEO_SUFFIXES`). Reads at most
+    `HEAD_BYTES` (512) bytes and never raises: a missing, unreadable or empty path, or a folder,
+    is not a video, so the photo reader reports what is wrong with it.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a folder; a FIFO would block the read
+            return False
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except (OSError, ValueError):  # ValueError: a path with a NUL byte
+        return False
+    if not head or iso_still_or_audio(head):
+        return False
+    if video_container(head):
+        return True
+    suffix = Path(path).suffix.lower()
+    fmt = image_format(head)
+    if fmt is not None:
+        return fmt == "JPEG" and suffix in _MJPEG_SUFFIXES
+    return suffix in VIDEO_SUFFIXES
