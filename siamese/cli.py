@@ -184,9 +184,10 @@ def _logging(verbose: bool):
     return buffer
 
 
-def _write_log(buffer, folder) -> None:
-    """The run's log records into `folder/siamese.log` (appended), if the command made that folder."""
-    if folder is None or not Path(folder).is_dir() or not buffer.buffer:
+def _write_log(buffer, folder, existed: bool, ok: bool) -> None:
+    """The run's log records into `folder/siamese.log` (appended) — if the command made that
+    folder, or finished and so owns it (a folder it refused stays as the user left it)."""
+    if folder is None or not Path(folder).is_dir() or not buffer.buffer or (existed and not ok):
         return
     with open(Path(folder) / "siamese.log", "a", encoding="utf-8") as f:
         f.writelines(buffer.format(r) + "\n" for r in buffer.buffer)
@@ -229,7 +230,7 @@ def run(name: str, args: list[str]) -> int:
     verbose = any(a.lower() in ("verbose=true", "verbose=1") for a in args)
     args = [a for a in args if not a.lower().startswith("verbose=")]
     _quiet_native_logs(verbose)
-    buffer, folder = _logging(verbose), None
+    buffer, folder, existed, ok = _logging(verbose), None, False, False
     debug = bool(os.environ.get("SIAMESE_DEBUG"))
     try:
         cfg = _compose(config, [*fixed, *_rewrite(args, positional)])
@@ -239,6 +240,7 @@ def run(name: str, args: list[str]) -> int:
             print(OmegaConf.to_yaml(cfg))
             return 0
         folder = cfg.get(log_key) if log_key else None
+        existed = folder is not None and os.path.lexists(folder)
         from omegaconf import OmegaConf
 
         log.debug("siamese %s %s\n%s", name, " ".join(args), OmegaConf.to_yaml(cfg))  # for the log file
@@ -246,6 +248,7 @@ def run(name: str, args: list[str]) -> int:
         command = getattr(importlib.import_module(f"siamese.commands.{module}"), fn)
         if not as_json:
             command(cfg)
+            ok = True
             return 0
         failure = None
         with contextlib.redirect_stdout(io.StringIO()):  # the result alone, as JSON, on stdout
@@ -256,6 +259,7 @@ def run(name: str, args: list[str]) -> int:
         print(json.dumps(_plain(result), indent=2, ensure_ascii=False))
         if failure is not None:
             raise failure
+        ok = True
         return 0
     except UsageError as err:
         if debug:
@@ -275,7 +279,7 @@ def run(name: str, args: list[str]) -> int:
         print(f"siamese {name}: stopped", file=sys.stderr)
         return 130
     finally:
-        _write_log(buffer, folder)
+        _write_log(buffer, folder, existed, ok)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -184,3 +184,12 @@ def test_nothing_usable_exits_1_and_every_command_speaks_json(tmp_path, samples)
     assert r.returncode == 1 and "no gallery here" in r.stderr
     r = _run("detect", str(samples / "photos" / "two_people.jpg"), "--out", str(tmp_path / "ok"), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["faces"] == 2
+
+
+def test_a_folder_the_command_refused_gets_no_log_file(tmp_path, samples):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = _run("detect", str(samples / "photos"), "--out", str(out), "progress=false")
+    assert r.returncode == 1 and "notes.txt" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]  # as the user left it
