@@ -21,6 +21,7 @@ import numpy as np
 
 from siamese.faces.align import align
 from siamese.faces.detect import Detector, Face, box_iou, frontalness
+from siamese.io.files import flat_name, safe_name
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.video import FrameSource, is_video
 
@@ -136,7 +137,7 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
                 counts["cuts"] += cut
                 prev_hist = hist
                 cur = _faces_of_image(embedder, fr.image, detector.detect(fr.image), input.name, fr.index,
-                                      round(fr.time_s, 2), f"{input.stem}_f{fr.index:06d}_t{fr.time_s:.1f}s",
+                                      round(fr.time_s, 2), safe_name(f"{input.stem}_f{fr.index:06d}_t{fr.time_s:.1f}s"),
                                       crop_size, crop_padding, staging)
                 links = {} if cut else link(prev, cur, embedder.score, embedder.threshold)
                 for c, item in enumerate(cur):
@@ -151,16 +152,12 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
     root = input if input.is_dir() else input.parent
     paths = [p for p in list_images(input, errors)  # realpath: unlike resolve(), never raises on a symlink loop
              if not any(Path(os.path.realpath(p)).is_relative_to(x) for x in exclude)]
-    used: set[str] = set()
     counts["sources"] += len(paths)
     for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
                                    errors):
         counts["frames"] += 1
         rel = path.relative_to(root)
-        stem = rel.with_suffix("").as_posix().replace("/", "__")
-        if stem in used:  # a.jpg and a.png: keep both crops
-            stem = rel.as_posix().replace("/", "__").replace(".", "_")
-        used.add(stem)
+        stem = flat_name(rel)  # one per photo: a.jpg and a.png, a/b.jpg and a__b.jpg, long names
         faces = detector.detect(image)
         new = _faces_of_image(embedder, image, faces, rel.as_posix(), "", "", stem, crop_size,
                               crop_padding, staging)

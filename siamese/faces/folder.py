@@ -10,7 +10,6 @@ folder of theirs.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -22,7 +21,7 @@ import numpy as np
 
 from siamese.faces.align import align
 from siamese.faces.detect import Detector, Face
-from siamese.io.files import atomic_write_text, safe_name, staged_dir
+from siamese.io.files import atomic_write_text, flat_name, safe_name, staged_dir
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.video import FrameSource, SourceError, is_video
 
@@ -111,7 +110,7 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
             for path, image in iter_images(tqdm(paths, desc="photos", unit="img", disable=not progress),
                                            errors):
                 rel = path.relative_to(root)
-                handle(rel.as_posix(), _crop_stem(rel), image, "", "")
+                handle(rel.as_posix(), flat_name(rel), image, "", "")
         summary = _write_results(tmp, input, rows, counts, errors)
     log.info("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
              summary["frames"] - summary["sources_without_face"], summary["frames"],
@@ -133,21 +132,6 @@ def _write_results(folder: Path, input: Path, rows: list[list], counts: Counter,
                "errors": sum(errors.values()), "errors_by_reason": dict(errors)}
     atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2))
     return summary
-
-
-def _crop_stem(rel: Path) -> str:
-    """The crop-name prefix of the photo at `rel` (relative to the input folder): one per photo.
-
-    The photo's path with "/" written "__" and its suffix kept ("trip/a.jpg" -> "trip__a.jpg"), so
-    p.jpg and p.png, or face.bmp and face.tiff, get crops of their own. Where "__" could be read
-    two ways (a part holding "__" or "~", or starting or ending with "_": "a__b.jpg" beside
-    "a/b.jpg"), "~" and a hash of the path are added; a plain stem never holds "~", so the two
-    kinds never meet. Long stems are shortened by `safe_name` (also with a hash).
-    """
-    stem = "__".join(rel.parts)
-    if any("__" in part or "~" in part or part.startswith("_") or part.endswith("_") for part in rel.parts):
-        stem += "~" + hashlib.sha256(os.fsencode(rel.as_posix())).hexdigest()[:10]
-    return safe_name(stem)
 
 
 _OURS = {"crops", "manifest.csv", "summary.json", "siamese.log"}  # what detect (and the CLI's log) write

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "safe_name",
-           "staged_dir", "sweep_stale", "swap_dir"]
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "flat_name",
+           "safe_name", "staged_dir", "sweep_stale", "swap_dir"]
 
 
 
@@ -202,3 +202,20 @@ def safe_name(name: str, limit: int = 200) -> str:
             break
         kept.append(char)
     return "".join(kept) + tag + suffix
+
+
+def flat_name(rel: str | os.PathLike) -> str:
+    """One file name for the file at the relative path `rel`, distinct for every distinct path
+    (the prefix of crop names in detect and cluster results).
+
+    The photo's path with "/" written "__" and its suffix kept ("trip/a.jpg" -> "trip__a.jpg"), so
+    p.jpg and p.png, or face.bmp and face.tiff, get crops of their own. Where "__" could be read
+    two ways (a part holding "__" or "~", or starting or ending with "_": "a__b.jpg" beside
+    "a/b.jpg"), "~" and a hash of the path are added; a plain stem never holds "~", so the two
+    kinds never meet. Long stems are shortened by `safe_name` (also with a hash).
+    """
+    rel = Path(rel)
+    stem = "__".join(rel.parts)
+    if any("__" in part or "~" in part or part.startswith("_") or part.endswith("_") for part in rel.parts):
+        stem += "~" + hashlib.sha256(os.fsencode(rel.as_posix())).hexdigest()[:10]
+    return safe_name(stem)
