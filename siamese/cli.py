@@ -212,6 +212,9 @@ def _quiet_native_logs(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+        # FFmpeg inside OpenCV ("moov atom not found"): our own line names the file and the problem
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
 def run(name: str, args: list[str]) -> int:

@@ -3,6 +3,7 @@ applications, all on the one gallery of known people."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -89,15 +90,21 @@ def gallery(cfg: DictConfig) -> dict:
     elif action == "calibrate":
         g, r = Gallery(db, embedder.identity(), create=False), {}
     else:
+        if action == "add" and (not cfg.person or cfg.path is None):
+            raise GalleryError("gallery add needs PATH (photos, folder, video or camera index) and --person NAME")
+        new = not os.path.lexists(db)
         g = Gallery(db, embedder.identity())
-        if action == "add":
-            if not cfg.person or cfg.path is None:
-                raise GalleryError("gallery add needs PATH (photos, folder, video or camera index) and --person NAME")
-            results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
-                                          video=plain(cfg.video))}
-        else:
-            results = import_folder(g, embedder, detector(cfg), cfg.path)
-        _print_adds(results)
+        try:
+            if action == "add":
+                results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
+                                              video=plain(cfg.video))}
+            else:
+                results = import_folder(g, embedder, detector(cfg), cfg.path)
+            _print_adds(results)
+        except BaseException:
+            if new and not g.people():  # a gallery this run made, and nobody in it: no file left behind
+                g.discard()
+            raise
         r = {"people": results}
     r["calibration"] = _calibrate(g, embedder, cfg, redraw=action == "calibrate")
     return r

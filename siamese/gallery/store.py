@@ -150,6 +150,14 @@ class Gallery:
         self.set("model", model)  # same weights, maybe a new path: keep the latest
         return model
 
+    def discard(self) -> None:
+        """Close and delete this gallery's files (the database, its journal files, its frames):
+        for a gallery a failed first enrolment created. Never called on one that holds people."""
+        self.close()
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        shutil.rmtree(self.frames_dir, ignore_errors=True)
+
     def close(self) -> None:
         self.db.close()
 
