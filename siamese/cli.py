@@ -158,8 +158,24 @@ def _explain(config: str, message: str) -> str:
     return f"unknown key {m.group(1)!r}{hint}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text) -> str:
+    """`text` with its control characters written as escapes (a newline as \\n): a file name can
+    hold any of them, and must not be able to start a line of our output of its own."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 class _Console(logging.Formatter):
+    """Console lines: warnings and errors prefixed; the values put into a message (file names,
+    person names) escaped with `one_line`, so none can forge a line of its own."""
+
     def format(self, record):
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record = logging.makeLogRecord({**record.__dict__, "args": tuple(
+                one_line(a) if isinstance(a, (str, os.PathLike)) else a for a in args)})
         msg = super().format(record)
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
@@ -267,16 +283,16 @@ def run(name: str, args: list[str]) -> int:
     except UsageError as err:
         if debug:
             raise
-        print(f"siamese {name}: {err} — see `siamese {name} --help`", file=sys.stderr)
+        print(f"siamese {name}: {one_line(err)} — see `siamese {name} --help`", file=sys.stderr)
         return 2
     except NothingUsable as err:
-        print(f"siamese {name}: {err}", file=sys.stderr)
+        print(f"siamese {name}: {one_line(err)}", file=sys.stderr)
         return 1
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as err:  # ImportError: a missing extra
         if debug:
             raise
         log.debug("error: %s", err)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"siamese {name}: stopped", file=sys.stderr)

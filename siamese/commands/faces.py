@@ -14,9 +14,10 @@ def detect(cfg: DictConfig) -> dict:
     summary = detect_folder(cfg.input, cfg.out, detector(cfg), size=cfg.align.size,
                             padding=cfg.align.padding, save_crops=cfg.save_crops,
                             every_s=cfg.every_s, overwrite=cfg.overwrite, progress=cfg.progress)
+    why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["errors_by_reason"].items())
     print(f"{summary['faces']} faces from {summary['sources']} source(s) -> {cfg.out}/manifest.csv "
-          f"({summary['sources_without_face']} without a face, {summary['errors']} skipped "
-          f"{summary['errors_by_reason'] or ''})")
+          f"({summary['sources_without_face']} without a face, {summary['errors']} skipped"
+          + (f": {why})" if why else ")"))
     if all_unreadable(summary):
         raise NothingUsable(f"none of {cfg.input}'s {summary['sources']} source(s) could be read", summary)
     return summary

@@ -121,6 +121,11 @@ def _photos(paths: list[Path], stats: Counter):
             stats["unreadable"] += 1
 
 
+# Why a photo gave no capture, as the one line that names it says.
+SKIP_REASONS = {"no_face": "no face found", "many_faces": "more than one face, none clearly the main one",
+                "small": "the face is smaller than min_size", "profile": "the face is not frontal enough (min_frontal)"}
+
+
 def captures(frames: Iterable[tuple[str, int | None, float | None, np.ndarray]], detector: Detector, *,
              count: int | None = None, min_size: float = 0, min_frontal: float = 0.0,
              stats: Counter | None = None) -> Iterator[Capture]:
@@ -147,6 +152,8 @@ def captures(frames: Iterable[tuple[str, int | None, float | None, np.ndarray]],
             face, reason = clear_face(detector.detect(image), min_size, min_frontal)
             if face is None:
                 stats[reason] += 1
+                if frame is None:  # a photo the user chose: say which (video frames are only counted)
+                    log.warning("skipped %s: %s", label, SKIP_REASONS.get(reason, reason.replace("_", " ")))
                 continue
             kept += 1
             yield Capture(image, face, label, frame, time_s)

@@ -112,7 +112,7 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
                 rel = path.relative_to(root)
                 handle(rel.as_posix(), flat_name(rel), image, "", "")
         summary = _write_results(tmp, input, rows, counts, errors)
-    log.info("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
+    log.debug("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
              summary["frames"] - summary["sources_without_face"], summary["frames"],
              "frames" if video else "photos", summary["sources_without_face"],
              summary["errors"], dict(errors) or "")
