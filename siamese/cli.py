@@ -205,6 +205,10 @@ def _write_log(buffer, folder, existed: bool, ok: bool) -> None:
     folder, or finished and so owns it (a folder it refused stays as the user left it)."""
     if folder is None or not Path(folder).is_dir() or not buffer.buffer or (existed and not ok):
         return
+    if not ok and not any(Path(folder).iterdir()):  # a folder this failed run made, left empty: not kept
+        with contextlib.suppress(OSError):
+            Path(folder).rmdir()
+        return
     with open(Path(folder) / "siamese.log", "a", encoding="utf-8") as f:
         f.writelines(buffer.format(r) + "\n" for r in buffer.buffer)
 

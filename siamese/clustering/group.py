@@ -37,6 +37,7 @@ from siamese.clustering.output import MANIFEST_COLUMNS, UNASSIGNED, people_label
 from siamese.clustering.scores import clustering_scores
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
+from siamese.io.images import NothingRead
 from siamese.io.video import is_video
 from siamese.model.embedder import Embedder
 
@@ -98,6 +99,10 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
                                               crop_size, crop_padding, labels,
                                               exclude=(out.resolve(), tmp.resolve()), progress=progress)
         t1 = time.perf_counter()
+        if counts["sources"] and not counts["frames"]:  # nothing could be read: no result folder either
+            raise NothingRead(f"none of {input}'s {counts['sources']} source(s) could be read",
+                              {"task": "cluster", "input": str(input), "sources": counts["sources"], "faces": 0,
+                               "errors": sum(errors.values()), "errors_by_reason": dict(errors)})
         tracks, tlab, sharp, cl = group_tracks(items, embedder, threshold, algorithm, floor=floor, k=k,
                                                eps=eps, min_samples=min_samples, seed=seed,
                                                min_sharpness=min_sharpness)

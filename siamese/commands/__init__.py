@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["NothingUsable", "all_unreadable", "detector", "output_dir", "plain"]
+__all__ = ["NothingUsable", "detector", "output_dir", "plain"]
 
 
 class NothingUsable(Exception):
@@ -22,11 +22,6 @@ class NothingUsable(Exception):
     def __init__(self, message: str, result=None):
         super().__init__(message)
         self.result = result
-
-
-def all_unreadable(summary: dict) -> bool:
-    """Whether every source of a detect / cluster summary failed to be read."""
-    return summary.get("sources", 0) > 0 and summary.get("errors", 0) >= summary["sources"] and not summary.get("faces")
 
 
 def detector(cfg: DictConfig):

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from siamese.commands import NothingUsable, all_unreadable, detector
+from siamese.commands import NothingUsable, detector
 from siamese.faces.capture import collect as capture
 from siamese.faces.folder import detect_folder
+from siamese.io.images import NothingRead
 
 
 def detect(cfg: DictConfig) -> dict:
     """Detect and align every face in `cfg.input` into `cfg.out`; returns the summary."""
-    summary = detect_folder(cfg.input, cfg.out, detector(cfg), size=cfg.align.size,
-                            padding=cfg.align.padding, save_crops=cfg.save_crops,
-                            every_s=cfg.every_s, overwrite=cfg.overwrite, progress=cfg.progress)
+    try:
+        summary = detect_folder(cfg.input, cfg.out, detector(cfg), size=cfg.align.size,
+                                padding=cfg.align.padding, save_crops=cfg.save_crops,
+                                every_s=cfg.every_s, overwrite=cfg.overwrite, progress=cfg.progress)
+    except NothingRead as err:
+        raise NothingUsable(f"{err}; nothing was written", err.summary) from None
     why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in summary["errors_by_reason"].items())
     print(f"{summary['faces']} faces from {summary['sources']} source(s) -> {cfg.out}/manifest.csv "
           f"({summary['sources_without_face']} without a face, {summary['errors']} skipped"
           + (f": {why})" if why else ")"))
-    if all_unreadable(summary):
-        raise NothingUsable(f"none of {cfg.input}'s {summary['sources']} source(s) could be read", summary)
     return summary
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from siamese.clustering.group import cluster as cluster_faces
-from siamese.commands import NothingUsable, all_unreadable, detector, output_dir, plain
+from siamese.commands import NothingUsable, detector, output_dir, plain
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
 from siamese.gallery.legacy import import_enrolled
 from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.recognize import recognize as name_faces
 from siamese.gallery.store import Gallery, GalleryError
+from siamese.io.images import NothingRead
 from siamese.model.embedder import Embedder
 from siamese.verification.live import run as play
 from siamese.verification.verifier import Verifier
@@ -25,25 +26,27 @@ from siamese.verification.verifier import Verifier
 
 def cluster(cfg: DictConfig) -> dict:
     """Group the faces of a photo folder or a video by person into `cfg.out/person_NNN/`."""
-    s = cluster_faces(cfg.input, cfg.out, Embedder.load(cfg.model_path), detector(cfg),
-                      algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
-                      eps=cfg.eps, min_samples=cfg.min_samples, every_s=cfg.every_s,
-                      keep_all_crops=cfg.keep_all_crops, labels=cfg.labels, overwrite=cfg.overwrite,
-                      min_sharpness=cfg.min_sharpness, crop_size=cfg.align.size,
-                      crop_padding=cfg.align.padding, seed=cfg.seed, progress=cfg.progress)
+    try:
+        s = cluster_faces(cfg.input, cfg.out, Embedder.load(cfg.model_path), detector(cfg),
+                          algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
+                          eps=cfg.eps, min_samples=cfg.min_samples, every_s=cfg.every_s,
+                          keep_all_crops=cfg.keep_all_crops, labels=cfg.labels, overwrite=cfg.overwrite,
+                          min_sharpness=cfg.min_sharpness, crop_size=cfg.align.size,
+                          crop_padding=cfg.align.padding, seed=cfg.seed, progress=cfg.progress)
+    except NothingRead as err:
+        raise NothingUsable(f"{err}; nothing was written", err.summary) from None
     if not s["faces"]:
         print(f"no faces found in {cfg.input} — wrote an empty {cfg.out}/manifest.csv")
     what = f"{s['tracks']} tracks in {s['frames']} frames" if s["kind"] == "video" else f"{s['frames']} photos"
     print(f"{s['faces']} faces ({what}) -> {s['people']} people {s['people_sizes']}, "
           f"{s['unassigned']} unassigned; {s['algorithm']} at threshold {s['threshold']:.3f}; "
-          f"{s['errors']} skipped {s['errors_by_reason'] or ''} -> {cfg.out}/overview.jpg")
+          f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
+          + f" -> {cfg.out}/overview.jpg")
     if "metrics" in s:
         mt = s["metrics"]
         print(f"vs folder labels ({mt['scored_faces']} faces, {mt['people']} people): pairwise F1 "
               f"{mt['pairwise_f1']:.3f}, BCubed P/R/F1 {mt['bcubed_precision']:.3f}/"
               f"{mt['bcubed_recall']:.3f}/{mt['bcubed_f1']:.3f}, NMI {mt['nmi']:.3f}")
-    if all_unreadable(s):
-        raise NothingUsable(f"none of {cfg.input}'s {s['sources']} source(s) could be read", s)
     return s
 
 
@@ -72,28 +75,38 @@ def gallery(cfg: DictConfig) -> dict:
     calibrate. Writing actions store the calibration and the SVC `recognize` then reads."""
     action, db = cfg.action, Path(cfg.db)
     if action == "list":
-        return _list(Gallery(db, create=False))
+        with Gallery(db, create=False) as g:
+            return _list(g)
     if action == "remove":
         person = cfg.person or cfg.path
-        n = Gallery(db, create=False).remove(person)
+        with Gallery(db, create=False) as g:
+            n = g.remove(person)
         print(f"removed {person} and {n} embeddings from {db}")
         return {"removed": person, "embeddings": n}
     if action not in ("add", "import", "reembed", "calibrate"):
         raise GalleryError(f"gallery action {action!r}: choose add, import, list, remove, reembed or calibrate")
     embedder = Embedder.load(cfg.model_path)
+    if action == "add" and (not cfg.person or cfg.path is None):
+        raise GalleryError("gallery add needs PATH (photos, folder, video or camera index) and --person NAME")
+    new = not os.path.lexists(db)
+    g = Gallery(db, None if action == "reembed" else embedder.identity(),  # reembed changes the model
+                create=action not in ("reembed", "calibrate"))
+    try:  # closed at the end: its -wal/-shm files go, and a copy of the .sqlite file is whole
+        return _write_action(cfg, g, embedder, new)
+    finally:
+        g.close()
+
+
+def _write_action(cfg: DictConfig, g: Gallery, embedder: Embedder, new: bool) -> dict:
+    action = cfg.action
     if action == "reembed":
-        g = Gallery(db, create=False)
         r = reembed(g, embedder)
         print(f"re-embedded {r['reembedded']} faces with {embedder.path}; skipped {len(r['missing'])} "
               f"missing and {len(r['changed'])} changed sources, {r['no_source']} without one"
               + (f"; now without faces: {', '.join(r['empty_people'])}" if r["empty_people"] else ""))
     elif action == "calibrate":
-        g, r = Gallery(db, embedder.identity(), create=False), {}
+        r = {}
     else:
-        if action == "add" and (not cfg.person or cfg.path is None):
-            raise GalleryError("gallery add needs PATH (photos, folder, video or camera index) and --person NAME")
-        new = not os.path.lexists(db)
-        g = Gallery(db, embedder.identity())
         try:
             if action == "add":
                 results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
@@ -128,16 +141,16 @@ def _enrolled(cfg: DictConfig, embedder: Embedder):
     """The person's embeddings from the gallery; an old `data/enrolled/NAME/` enrolment is imported
     into it on first use (with a notice; the folder is left as it was)."""
     db, legacy = Path(cfg.db), Path(cfg.legacy_enrolled)
-    if not db.is_file() and not (legacy / str(cfg.person) / "person.json").is_file():
+    if not os.path.lexists(db) and not (legacy / str(cfg.person) / "person.json").is_file():
         raise GalleryError(f"{db}: no gallery here, so nobody is enrolled — run `siamese enroll SOURCE "
                            f"--person {cfg.person}`")
-    g = Gallery(db, embedder.identity())
-    try:
-        return g.person(cfg.person)
-    except GalleryError:
-        n = import_enrolled(g, embedder, legacy, str(cfg.person))
-        if not n:
-            raise
+    with Gallery(db, embedder.identity()) as g:
+        try:
+            return g.person(cfg.person)
+        except GalleryError:
+            n = import_enrolled(g, embedder, legacy, str(cfg.person))
+            if not n:
+                raise
         print(f"imported {n} faces of {cfg.person} from the old enrolment {legacy / str(cfg.person)} into {db} "
               "(the folder is left as it was)")
         return g.person(cfg.person)
@@ -156,7 +169,7 @@ def verify(cfg: DictConfig) -> dict:
              overwrite=cfg.overwrite)
     print(f"{cfg.person}: verified in {r['verified_frames']} of {r['frames_with_face']} frames with a face "
           f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; thresholds: "
-          f"detection {verifier.match_threshold:.3f}, verification "
+          f"match {verifier.match_threshold:.3f}, verification "
           f"{verifier.verification_threshold:.3f}" + "".join(f"\n{k}: {r[k]}" for k in ("jsonl", "video") if k in r))
     if r["failed_frames"]:
         print(f"{r['failed_frames']} frame(s) could not be decoded and were skipped")
@@ -168,9 +181,9 @@ def recognize(cfg: DictConfig) -> dict:
     """Name every face in `cfg.input` against the gallery, or "unknown"; one line per face.
     Reads the gallery only (its calibration and SVC come from the `siamese gallery` commands)."""
     embedder = Embedder.load(cfg.model_path)
-    gallery = Gallery(cfg.db, create=False)
-    gallery.require(embedder.identity())
-    rec = load_recognizer(gallery, embedder, cfg.method, cfg.far_target, cfg.shortlist)
+    with Gallery(cfg.db, create=False) as gallery:  # read once, closed before the photos
+        gallery.require(embedder.identity())
+        rec = load_recognizer(gallery, embedder, cfg.method, cfg.far_target, cfg.shortlist)
     inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
     matches, summary = name_faces(inputs, rec, detector(cfg), annotate_dir=cfg.annotate_dir,
                                   overwrite=cfg.overwrite)

@@ -185,8 +185,7 @@ def collect(source, person: str, out_root: str | os.PathLike, detector: Detector
     from tqdm import tqdm
 
     person = check_name(person)
-    folder = Path(out_root) / person
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(out_root) / person  # made by the first kept face: a source that fails leaves nothing
     taken = [int(m.group(1)) for p in folder.glob("*.jpg")
              if (m := re.fullmatch(rf"{re.escape(person)}_(\d+)\.jpg", p.name))]
     next_no = first = max(taken, default=0) + 1

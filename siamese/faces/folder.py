@@ -22,7 +22,7 @@ import numpy as np
 from siamese.faces.align import align
 from siamese.faces.detect import Detector, Face
 from siamese.io.files import atomic_write_text, flat_name, safe_name, staged_dir
-from siamese.io.images import iter_images, list_images, write_image
+from siamese.io.images import NothingRead, iter_images, list_images, write_image
 from siamese.io.video import FrameSource, SourceError, is_video
 
 __all__ = ["MANIFEST_COLUMNS", "detect_folder", "read_manifest"]
@@ -67,6 +67,7 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
             result and `overwrite` is false.
         ValueError: `out` is the input folder, inside it, or holds the input.
         siamese.io.ImageError: `input` is missing or a symlink loop.
+        siamese.io.NothingRead: not one source could be read (nothing is written).
     """
     from tqdm import tqdm
 
@@ -112,6 +113,8 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
                 rel = path.relative_to(root)
                 handle(rel.as_posix(), flat_name(rel), image, "", "")
         summary = _write_results(tmp, input, rows, counts, errors)
+        if counts["sources"] and not counts["frames"]:  # nothing could be read: no result folder either
+            raise NothingRead(f"none of {input}'s {counts['sources']} source(s) could be read", summary)
     log.debug("%d faces in %d of %d %s; %d without a face; %d skipped %s", summary["faces"],
              summary["frames"] - summary["sources_without_face"], summary["frames"],
              "frames" if video else "photos", summary["sources_without_face"],

@@ -112,6 +112,15 @@ class Gallery:
         if self.path.is_file() and self.path.stat().st_size == 0:
             raise GalleryError(f"{self.path}: 0 bytes, not a gallery (a copy cut short?) — restore it, or delete "
                                "it to start a new one")
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                head = f.read(100)
+            page = int.from_bytes(head[16:18], "big") if head.startswith(b"SQLite format 3\x00") else 0
+            page = 65536 if page == 1 else page
+            size = self.path.stat().st_size
+            if page and (size < page or size % page):
+                raise GalleryError(f"{self.path}: cut short ({size} bytes, not a whole number of {page}-byte "
+                                   "pages) — restore it from a copy, or move it away to start a new one")
         if not self.path.is_file() and not create:
             raise GalleryError(f"{self.path}: no gallery here — create one with `siamese gallery "
                                "import DIR` or `siamese gallery add PHOTOS --person NAME`")

@@ -11,12 +11,13 @@ from siamese.io.files import (
                               swap_dir,
                               sweep_stale,
 )
-from siamese.io.images import IMAGE_SUFFIXES, ImageError, iter_images, list_images, read_image, write_image
+from siamese.io.images import IMAGE_SUFFIXES, ImageError, NothingRead, iter_images, list_images, read_image, write_image
 from siamese.io.names import UNKNOWN, BadName, check_name
 from siamese.io.paths import DEFAULT_MODEL, PACKAGE_DIR, lfw_cache
 from siamese.io.video import VIDEO_SUFFIXES, Frame, FrameSource, SourceError, is_video, iter_frames, parse_source
 
 __all__ = ["DEFAULT_MODEL", "IMAGE_SUFFIXES", "PACKAGE_DIR", "UNKNOWN", "VIDEO_SUFFIXES", "BadName", "Frame",
-           "FrameSource", "ImageError", "SourceError", "atomic_save_npy", "atomic_write_bytes", "atomic_write_text",
+           "FrameSource", "ImageError", "NothingRead", "SourceError", "atomic_save_npy", "atomic_write_bytes",
+           "atomic_write_text",
            "check_name", "is_video", "iter_frames", "iter_images", "lfw_cache", "list_images", "parse_source",
            "read_image", "safe_name", "staged_dir", "swap_dir", "sweep_stale", "write_image"]

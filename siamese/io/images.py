@@ -23,7 +23,7 @@ import numpy as np
 from siamese.io.files import atomic_write_bytes
 from siamese.io.sniff import image_format, image_size, tiff_tags
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "iter_images", "list_images", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "NothingRead", "iter_images", "list_images", "read_image", "write_image"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
                             ".ppm", ".pgm", ".pbm", ".pnm"})
@@ -34,6 +34,15 @@ _WRITE_QUALITY = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QU
 
 # A JPEG marker that ends entropy-coded data: 0xFF then not stuffing (00), restart (D0-D7) or fill (FF).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+class NothingRead(Exception):
+    """Not one of a run's inputs could be read (all unreadable, or the only video would not
+    open), so its result folder is not written. `summary` says what was tried and why it failed."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
 
 
 class ImageError(ValueError):
