@@ -35,7 +35,7 @@ def cluster(cfg: DictConfig) -> dict:
         print(f"no faces found in {cfg.input} — wrote an empty {cfg.out}/manifest.csv")
     what = f"{s['tracks']} tracks in {s['frames']} frames" if s["kind"] == "video" else f"{s['frames']} photos"
     print(f"{s['faces']} faces ({what}) -> {s['people']} people {s['people_sizes']}, "
-          f"{s['unassigned']} unassigned; {s['algorithm']} at threshold {s['threshold']:.3f}; "
+          f"{s['unassigned']} unassigned; {s['algorithm']} at {_settings_line(s)}; "
           f"{s['errors']} skipped {s['errors_by_reason'] or ''} -> {cfg.out}/overview.jpg")
     if "metrics" in s:
         mt = s["metrics"]
@@ -43,6 +43,14 @@ def cluster(cfg: DictConfig) -> dict:
               f"{mt['pairwise_f1']:.3f}, BCubed P/R/F1 {mt['bcubed_precision']:.3f}/"
               f"{mt['bcubed_recall']:.3f}/{mt['bcubed_f1']:.3f}, NMI {mt['nmi']:.3f}")
     return s
+
+
+def _settings_line(s: dict) -> str:
+    """The settings the algorithm used and where each came from: "threshold 0.425, floor 0.220 (cluster.json)"."""
+    src = s["settings_from"]
+    values = ", ".join(f"{n} {s[n]}" if n == "min_samples" else f"{n} {s[n]:.3f}" for n in src)
+    where = set(src.values())
+    return f"{values} ({where.pop() if len(where) == 1 else ', '.join(f'{n} {f}' for n, f in src.items())})"
 
 
 def _print_adds(results: dict) -> None:
