@@ -225,6 +225,27 @@ def test_without_calibrated_settings_an_algorithm_falls_back_or_names_what_it_ne
         resolve(_Model(None), "agglomerative", floor=0.2)
 
 
+def _item(track, sharpness, frontal, inside):
+    from siamese.clustering.appearances import FaceItem
+    from siamese.faces.detect import Face
+
+    face = Face(np.array([0, 0, 50, 50], np.float32), np.zeros((5, 2), np.float32), 0.9)
+    return FaceItem("clip.mp4", 0, 0.0, 0, face, np.eye(4, dtype=np.float32)[0], sharpness, frontal, "x.jpg",
+                    track=track, inside=inside)
+
+
+def test_a_face_cut_by_the_border_never_represents_a_track_with_a_whole_one():
+    from siamese.clustering.appearances import gather_tracks
+
+    # Track 0: a sharp frontal face 2 % cut by the border, and a blurrier turned one wholly inside.
+    # Track 1: only cut faces, so the best of them (the least cut x sharp x frontal).
+    items = [_item(0, 400.0, 0.95, 0.98), _item(0, 50.0, 0.5, 1.0),
+             _item(1, 100.0, 0.9, 0.7), _item(1, 100.0, 0.9, 0.9)]
+    assert [t["best"] for t in gather_tracks(items)] == [1, 3]
+    items[1].inside = 0.999  # no face of track 0 is whole: the sharp frontal one wins again
+    assert gather_tracks(items)[0]["best"] == 0
+
+
 def test_relabel_orders_by_size_and_drops_singletons():
     assert neighbours.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
 

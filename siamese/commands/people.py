@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from siamese.clustering.group import cluster as cluster_faces
 from siamese.commands import detector, output_dir, plain
+from siamese.faces.capture import SKIPS
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
 from siamese.gallery.legacy import import_enrolled
@@ -56,7 +57,7 @@ def _settings_line(s: dict) -> str:
 def _print_adds(results: dict) -> None:
     for person, r in results.items():
         print(f"{person}: +{r['added']} faces" + "".join(
-            f", {r[k]} {k.replace('_', ' ')}" for k in REASONS[1:] if r[k]))
+            f", {r[k]} {SKIPS.get(k, k.replace('_', ' '))}" for k in REASONS[1:] if r[k]))
         if not r["added"] and not r["duplicates"]:
             print(f"nothing added for {person} — every photo or frame was skipped for the reasons above")
 
