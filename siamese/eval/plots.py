@@ -1,6 +1,7 @@
 """Plots people would rather look at than read: ROC, score histograms, worst pairs, curves.
 
-Each function writes one PNG and returns its path. matplotlib runs headless (Agg).
+Each function writes one PNG and returns its path. Figures are made without pyplot, so nothing
+here changes the caller's matplotlib backend (a notebook keeps drawing inline).
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def _figure(**kw):
+    """A matplotlib Figure outside pyplot: no global backend is switched (a notebook that calls
+    these keeps drawing inline) and nothing is left open."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kw)
 
 
 def roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
@@ -29,8 +29,8 @@ def roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> P
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig = _figure(figsize=(5, 4.2))
+    ax = fig.subplots()
     for label, (scores, same) in curves.items():
         fpr, tpr, _ = roc_curve(same, scores)
         ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{label} (AUC {roc_auc_score(same, scores):.3f})")
@@ -43,15 +43,14 @@ def roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> P
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def histograms(scores: np.ndarray, same: np.ndarray, threshold: float, path: str | Path,
                title: str = "") -> Path:
     """Score histograms of same-person and different-person pairs, with the threshold."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = _figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     bins = np.linspace(min(scores.min(), 0), max(scores.max(), 1), 50)
     ax.hist(scores[same], bins, alpha=0.6, label="same person")
     ax.hist(scores[~same], bins, alpha=0.6, label="different people")
@@ -62,7 +61,6 @@ def histograms(scores: np.ndarray, same: np.ndarray, threshold: float, path: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -84,14 +82,14 @@ def worst_pairs(images: np.ndarray, idx: np.ndarray, scores: np.ndarray, same: n
         scores, same: (n_pairs,) the pairs' scores and truth; threshold: the decision's.
         n: pairs per row. names: (N,) the person of each face, or None.
     """
-    plt = _plt()
     fa = np.flatnonzero(~same & (scores >= threshold))
     fr = np.flatnonzero(same & (scores < threshold))
     fa = fa[np.argsort(-scores[fa])][:n]
     fr = fr[np.argsort(scores[fr])][:n]
     cols = max(len(fa), len(fr), 1)
     height = 2.0 if not len(fa) and not len(fr) else 6.4 if names is not None else 5.0
-    fig, axes = plt.subplots(2, cols, figsize=(max(1.6 * cols, 4.0), height), squeeze=False)
+    fig = _figure(figsize=(max(1.6 * cols, 4.0), height))
+    axes = fig.subplots(2, cols, squeeze=False)
     rows = ((f"false accepts: different people scored >= {threshold:.3f}", fa),
             (f"false rejects: the same person scored < {threshold:.3f}", fr))
     for row, (heading, picks) in enumerate(rows):
@@ -105,7 +103,6 @@ def worst_pairs(images: np.ndarray, idx: np.ndarray, scores: np.ndarray, same: n
         fig.text(0.01, 1 - row * 0.5 - 0.01, heading, fontsize=8, weight="bold", va="top")
     fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=2.0)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -128,14 +125,13 @@ def training_curves(log_csv: str | Path, path: str | Path) -> Path | None:
     rows = list(csv.DictReader(open(log_csv))) if log_csv.exists() else []
     if not rows:
         return None
-    plt = _plt()
-
     def col(name):
         return [float(r[name]) for r in rows] if rows[0].get(name) not in (None, "") else None
 
     ep, acc = [int(r["epoch"]) + 1 for r in rows], col("val_acc")
     best = ep[int(np.argmax(acc))]  # the first epoch at the best accuracy, as training keeps it
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = _figure(figsize=(13, 3.6))
+    ax = fig.subplots(1, 3)
     panels = ((ax[0], "training loss (all terms)", [("loss", "train loss")]),
               (ax[1], "pair loss (the head's BCE)", [("same_loss", "train pairs"), ("val_loss", "validation pairs")]),
               (ax[2], "validation", [("val_acc", "accuracy"), ("val_auc", "AUC")]))
@@ -152,5 +148,4 @@ def training_curves(log_csv: str | Path, path: str | Path) -> Path | None:
     ax[2].plot([best], [max(acc)], "o", mfc="none", color="k")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
