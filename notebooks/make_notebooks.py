@@ -43,7 +43,8 @@ plt.xscale("log"); plt.xlabel("images per person"); plt.ylabel("people"); plt.sh
     ("code", """top = [people[i] for i in np.argsort(-counts)[:N_PEOPLE]]
 pairs = lfw.pairs("view1_test")
 pairs = [p for p in pairs if p.same][: N_PAIRS // 2] + [p for p in pairs if not p.same][: N_PAIRS // 2]
-wanted = [r for r in refs if r.person in set(top)][: 20 * N_PEOPLE] + [r for p in pairs for r in (p.a, p.b)]
+mapped = [x for p in top for x in [r for r in refs if r.person == p][:20]]  # up to 20 of each person
+wanted = mapped + [r for p in pairs for r in (p.a, p.b)]
 cache_dir = Path(tempfile.mkdtemp()) / "cache"
 cache.build(lfw, cache_dir, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=1,
             refs=list(set(wanted)), progress=False)
@@ -67,20 +68,21 @@ plt.imshow(np.concatenate([face] + [augment(image=face)["image"] for _ in range(
     ("code", """from sklearn.decomposition import PCA
 
 model = Embedder.load(REPO / "siamese" / "assets" / "default_model")
-rows = [i for i, r in enumerate(fc.refs) if r.person in set(top)]
+rows = fc.rows(mapped)
 emb = model.embed(model.prepare(fc.images[rows]))
 xy = PCA(2).fit_transform(emb)
-names = [fc.refs[i].person for i in rows]
+names = np.array([r.person for r in mapped])
+assert set(names) == set(top)  # everyone in the legend is on the map
 plt.figure(figsize=(7, 5))
-for p in top:
-    m = np.array(names) == p
-    plt.scatter(xy[m, 0], xy[m, 1], s=12, label=p.replace("_", " "))
+for k, p in enumerate(top):  # ten colours, then the same colours as triangles
+    m = names == p
+    plt.scatter(xy[m, 0], xy[m, 1], s=14, marker="o^s"[k // 10 % 3], label=f"{p.replace('_', ' ')} ({m.sum()})")
 plt.legend(fontsize=6, ncol=2); plt.title(f"{model.format} embeddings, {len(rows)} faces"); plt.show()"""),
     ("md", "## ROC on the slice's View 1 test pairs (the full evaluation: `make evaluate`)"),
-    ("code", """_, _, scores, same = lfw_pair_scores(model, lfw, fc, pairs)
-out = plots.roc({"View 1 slice": (scores, same)}, Path(tempfile.mkdtemp()) / "roc.png")
+    ("code", """scored = lfw_pair_scores(model, lfw, fc, pairs)
+out = plots.roc({"View 1 slice": (scored.scores, scored.same)}, Path(tempfile.mkdtemp()) / "roc.png")
 plt.figure(figsize=(5, 4.2)); plt.imshow(plt.imread(out)); plt.axis("off"); plt.show()
-print("accuracy at the model's threshold:", np.mean((scores >= model.threshold) == same))"""),
+print("accuracy at the model's threshold:", np.mean((scored.scores >= model.threshold) == scored.same))"""),
 ]
 
 

@@ -155,6 +155,97 @@ def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
         fit_clustering(x[:3], [0, 1, 2])
 
 
+def test_fit_other_algorithms_finds_settings_that_recover_planted_people():
+    from siamese.eval.calibration import fit_other_algorithms
+
+    x, truth = _planted()
+    r = fit_other_algorithms(x, truth, neighbours.cosine)
+    assert set(r) == {"chinese_whispers", "components", "dbscan"}
+    for algorithm, fitted in r.items():
+        assert fitted["bcubed_f1"] == 1.0 == max(f for _, f in fitted["grid"]), algorithm
+        params = {k: v for k, v in fitted.items() if k in ("eps", "min_samples")}
+        labels = graph.cluster_embeddings(x, neighbours.cosine, fitted.get("threshold"), algorithm, **params)
+        assert metrics.bcubed_scores(truth, labels)["f1"] == 1.0, algorithm
+    # Ties go to the stricter setting: the highest threshold, the smallest radius that still scores 1.
+    assert r["components"]["threshold"] == max(t for t, f in r["components"]["grid"] if f == 1.0)
+    assert r["dbscan"]["eps"] == min(e for e, f in r["dbscan"]["grid"] if f == 1.0)
+
+
+class _Model:
+    """What `siamese.clustering.settings.resolve` reads of a model: its cluster.json and pair threshold."""
+
+    def __init__(self, cal):
+        self.cal, self.threshold, self.path = cal, 0.09, Path("m")
+
+    def calibration(self, name):
+        return self.cal
+
+
+CAL = {"threshold": 0.425, "floor": 0.22, "k": 10,
+       "algorithms": {"chinese_whispers": {"threshold": 0.34}, "components": {"threshold": 0.42},
+                      "dbscan": {"eps": 0.525, "min_samples": 2}}}
+
+
+@pytest.mark.parametrize("algorithm, values", [
+    ("agglomerative", {"threshold": 0.425, "floor": 0.22}), ("chinese_whispers", {"threshold": 0.34}),
+    ("components", {"threshold": 0.42}), ("dbscan", {"eps": 0.525, "min_samples": 2})])
+def test_every_algorithm_defaults_to_its_own_calibrated_settings(algorithm, values):
+    from siamese.clustering.settings import resolve
+
+    assert resolve(_Model(CAL), algorithm) == (algorithm, values, dict.fromkeys(values, "cluster.json"))
+
+
+def test_settings_given_win_and_unused_ones_are_refused():
+    from siamese.clustering.settings import resolve
+
+    assert resolve(_Model(CAL), "dbscan", eps=0.5) == (
+        "dbscan", {"eps": 0.5, "min_samples": 2}, {"eps": "given", "min_samples": "cluster.json"})
+    assert resolve(_Model(CAL), "agglomerative", threshold=0.5)[1] == {"threshold": 0.5, "floor": 0.22}
+    assert resolve(_Model(None), "agglomerative", threshold=0.5)[1:] == (
+        {"threshold": 0.5, "floor": 0.5}, {"threshold": "given", "floor": "= threshold"})
+    with pytest.raises(ValueError, match="dbscan does not use threshold — it reads only eps, min_samples"):
+        resolve(_Model(CAL), "dbscan", threshold=0.5)
+    with pytest.raises(ValueError, match="components does not use floor"):
+        resolve(_Model(CAL), "components", floor=0.2)
+
+
+def test_without_calibrated_settings_an_algorithm_falls_back_or_names_what_it_needs():
+    from siamese.clustering.settings import resolve
+
+    old = {k: CAL[k] for k in ("threshold", "floor", "k")}  # a cluster.json from before "algorithms"
+    assert resolve(_Model(old), "chinese_whispers") == ("chinese_whispers", {"threshold": 0.09},
+                                                         {"threshold": "model.json"})
+    assert resolve(_Model(None), "agglomerative")[:2] == ("chinese_whispers", {"threshold": 0.09})
+    with pytest.raises(ValueError, match=r"^dbscan needs eps=\.\.\. \(a cosine-distance radius; 1 - cluster.json's "
+                                         r"threshold is 0.575\)"):
+        resolve(_Model(old), "dbscan")
+    with pytest.raises(ValueError, match=r"^components needs threshold=\.\.\. .* pair threshold 0.090"):
+        resolve(_Model(None), "components")
+    with pytest.raises(ValueError, match=r"^agglomerative needs threshold="):
+        resolve(_Model(None), "agglomerative", floor=0.2)
+
+
+def _item(track, sharpness, frontal, inside):
+    from siamese.clustering.appearances import FaceItem
+    from siamese.faces.detect import Face
+
+    face = Face(np.array([0, 0, 50, 50], np.float32), np.zeros((5, 2), np.float32), 0.9)
+    return FaceItem("clip.mp4", 0, 0.0, 0, face, np.eye(4, dtype=np.float32)[0], sharpness, frontal, "x.jpg",
+                    track=track, inside=inside)
+
+
+def test_a_face_cut_by_the_border_never_represents_a_track_with_a_whole_one():
+    from siamese.clustering.appearances import gather_tracks
+
+    # Track 0: a sharp frontal face 2 % cut by the border, and a blurrier turned one wholly inside.
+    # Track 1: only cut faces, so the best of them (the least cut x sharp x frontal).
+    items = [_item(0, 400.0, 0.95, 0.98), _item(0, 50.0, 0.5, 1.0),
+             _item(1, 100.0, 0.9, 0.7), _item(1, 100.0, 0.9, 0.9)]
+    assert [t["best"] for t in gather_tracks(items)] == [1, 3]
+    items[1].inside = 0.999  # no face of track 0 is whole: the sharp frontal one wins again
+    assert gather_tracks(items)[0]["best"] == 0
+
+
 def test_relabel_orders_by_size_and_drops_singletons():
     assert neighbours.relabel(np.array([7, 3, 3, 9, 3, 7, -1])).tolist() == [1, 0, 0, -1, 0, 1, -1]
 
@@ -331,6 +422,27 @@ def test_bad_arguments_say_what_to_fix(tmp_path, embedder, yunet, samples):
         cluster(samples / "photos", samples, embedder, yunet)
 
 
+def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_path, capsys):
+    from siamese.cli import run
+
+    src = samples / "knn_examples" / "train"
+    for algorithm, used in (("dbscan", {"eps", "min_samples"}), ("components", {"threshold"}),
+                            ("agglomerative", {"threshold", "floor"})):
+        out = tmp_path / algorithm
+        assert run("cluster", [str(src), "--out", str(out), f"algorithm={algorithm}", "progress=false"]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        assert set(s["settings_from"]) == used and s["algorithm"] == algorithm
+        assert not ({"threshold", "floor", "eps", "min_samples"} - used) & set(s), algorithm
+        line = [x for x in capsys.readouterr().out.splitlines() if " faces (" in x][0]
+        assert f"{algorithm} at " in line and all(f"{u} " in line for u in used), line
+        assert not any(f" {u} " in line for u in {"threshold", "floor", "eps", "min_samples"} - used), line
+        # Neither everyone apart nor people merged: nobody in the sample has more than two photos.
+        assert s["people"] >= 2 and max(s["people_sizes"]) <= 2, (algorithm, s["people_sizes"])
+    # A setting the algorithm would ignore is refused, in one line, before anything is written.
+    assert run("cluster", [str(src), "--out", str(tmp_path / "x"), "algorithm=dbscan", "threshold=0.5"]) == 1
+    assert "dbscan does not use threshold" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_news_clip_gives_one_folder_per_person(tmp_path, samples, embedder, yunet):
     # By eye (contact sheets at every_s = 0.5, 1, 2 and 3): four men — Mirziyoyev, Trump and two
     # aides. At the default one frame per second each is in exactly one folder, none mixed (at
@@ -401,8 +513,13 @@ def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_
     with pytest.raises(FileExistsError, match="overwrite"):
         calibrate_clustering(emb, lfw_root, detector=yunet)
     s = cluster(samples / "knn_examples" / "train", tmp_path / "b", emb, yunet, progress=False)
-    assert (s["algorithm"], s["threshold"], s["floor"], s["threshold_from"]) == \
-        ("agglomerative", r["threshold"], r["floor"], "cluster.json")
+    assert (s["algorithm"], s["threshold"], s["floor"], s["settings_from"]) == \
+        ("agglomerative", r["threshold"], r["floor"], {"threshold": "cluster.json", "floor": "cluster.json"})
+    # Every other algorithm's settings were fitted too, and are what it runs with.
+    assert saved["algorithms"] == r["algorithms"] and set(r["algorithms"]) == {"chinese_whispers", "components",
+                                                                                 "dbscan"}
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "c", emb, yunet, algorithm="dbscan", progress=False)
+    assert s["eps"] == r["algorithms"]["dbscan"]["eps"] and s["settings_from"]["eps"] == "cluster.json"
     # A calibration made for another model is ignored, loudly.
     other = json.loads((small_model / "cluster.json").read_text())
     other["model"]["fingerprint"] = "0" * 64

@@ -97,5 +97,5 @@ def test_clustering_runs_on_an_ensemble(built, samples, yunet, tmp_path):
 
     s = cluster(samples / "knn_examples" / "train", tmp_path / "out", Embedder.load(built / "ens"),
                 yunet, labels=True, progress=False)
-    assert s["algorithm"] == "agglomerative" and s["threshold_from"] == "cluster.json"
+    assert s["algorithm"] == "agglomerative" and set(s["settings_from"].values()) == {"cluster.json"}
     assert s["metrics"]["scored_faces"] == 9

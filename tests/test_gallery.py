@@ -98,6 +98,21 @@ def test_no_face_many_faces_and_unreadable_are_skipped_and_counted(gallery, samp
     assert gallery.people() == before  # nobody is created without a face
 
 
+def test_a_face_cut_by_the_frame_border_is_skipped_counted_and_printed(gallery, samples, yunet, embedder,
+                                                                        tmp_path, capsys):
+    from siamese.commands.people import _print_adds
+    from siamese.io.images import read_image, write_image
+
+    photo = samples / "knn_examples" / "train" / "obama" / "obama.jpg"
+    image = read_image(photo)
+    x, _, w, _ = yunet.detect(image)[0].box
+    cut = write_image(tmp_path / "cut.jpg", image[:, int(x + 0.2 * w):])  # the frame's edge through his face
+    r = add_images(gallery, embedder, yunet, "obama", [cut, samples / "reference_faces" / "obama_small.jpg"])
+    assert (r["added"], r["cut_by_border"]) == (1, 1)
+    _print_adds({"obama": r})
+    assert capsys.readouterr().out.strip() == "obama: +1 faces, 1 cut by the frame border"
+
+
 @pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", "", "  ", "unknown", "Unknown", ".hidden",
                                  "x" * 101, "tab\tname"])
 def test_names_with_path_characters_are_rejected(bad):

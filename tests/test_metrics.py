@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from siamese.eval.metrics import accuracy, best_threshold, roc_auc, summary, tar_at_far
+from siamese.eval.metrics import accuracy, best_threshold, binary_cross_entropy, roc_auc, summary, tar_at_far
 
 
 def test_best_threshold_is_exact_on_separable_scores():
@@ -63,3 +63,12 @@ def test_kfold_thresholds_come_from_the_other_folds():
     accs = [f["accuracy"] for f in r["folds"]]
     assert r["accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-4)
     assert r["accuracy_std"] == pytest.approx(np.std(accs), abs=1e-4)
+
+
+def test_binary_cross_entropy_by_hand_and_as_keras_computes_it():
+    # -(ln 0.8 + ln(1 - 0.4)) / 2: a same pair at 0.8, a different one at 0.4.
+    assert binary_cross_entropy([0.8, 0.4], [1, 0]) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+    assert binary_cross_entropy([1.0, 0.0], [1, 0]) == pytest.approx(0.0, abs=1e-6)
+    assert binary_cross_entropy([0.0], [1]) == pytest.approx(-np.log(1e-7))  # clipped, not infinite
+    with pytest.raises(ValueError, match="differ in length"):
+        binary_cross_entropy([0.5], [1, 0])

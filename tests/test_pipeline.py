@@ -256,3 +256,60 @@ def test_a_failed_run_leaves_no_folder_behind(one_face, tmp_path):
     with pytest.raises(RuntimeError, match="fell over"):
         detect_folder(one_face, tmp_path / "out", Broken(), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]
+
+
+def _cut_obama(samples, yunet, share):
+    """knn_examples' obama.jpg with the frame's left edge `share` of the way into his face box."""
+    from siamese.io.images import read_image
+
+    image = read_image(samples / "knn_examples" / "train" / "obama" / "obama.jpg")
+    x, _, w, _ = yunet.detect(image)[0].box
+    return image, np.ascontiguousarray(image[:, int(x + share * w):])
+
+
+def test_face_inside_measures_the_box_and_the_crop(samples, yunet):
+    from siamese.faces.align import ARCFACE_TEMPLATE_112, face_inside
+    from siamese.faces.detect import Face
+
+    # A face placed exactly on the ArcFace template of a 112 px image: its crop is the image.
+    face = Face(np.array([30, 40, 52, 60], np.float32), ARCFACE_TEMPLATE_112.copy(), 0.9)
+    assert face_inside(face, (112, 112, 3)) == 1.0
+    assert face_inside(face, (112, 56, 3)) == pytest.approx(0.5, abs=0.02)  # right half of the crop gone
+    assert face_inside(face, (112, 112, 3), padding=0.25) < 1.0  # more context reaches past the image
+    box_out = Face(np.array([-26, 40, 52, 60], np.float32), ARCFACE_TEMPLATE_112.copy(), 0.9)
+    assert face_inside(box_out, (112, 112, 3)) == pytest.approx(0.5)  # half the box outside
+    # YuNet clips its boxes to the frame: a face cut by the border still shows in its crop.
+    whole, cut = _cut_obama(samples, yunet, 0.2)
+    assert face_inside(yunet.detect(whole)[0], whole.shape) == 1.0
+    f = yunet.detect(cut)[0]
+    assert f.box[0] >= -1 and face_inside(f, cut.shape) < 0.8
+
+
+def test_the_capture_loop_skips_a_face_cut_by_the_frame_border(samples, yunet, tmp_path, capsys):
+    from collections import Counter
+
+    from hydra import compose, initialize_config_dir
+
+    from siamese.commands.faces import collect as collect_command
+    from siamese.faces.capture import MIN_INSIDE, captures, clear_face
+    from siamese.io.images import write_image
+    from siamese.io.paths import CONF_DIR
+
+    whole, cut = _cut_obama(samples, yunet, 0.2)
+    assert clear_face(yunet.detect(cut), shape=cut.shape) == (None, "cut_by_border")
+    assert clear_face(yunet.detect(cut))[1] == ""  # without the frame's shape nothing can be judged
+    _, barely = _cut_obama(samples, yunet, -0.2)  # the edge a fifth of a box beside his face: 99.8 % inside
+    assert clear_face(yunet.detect(barely), shape=barely.shape)[1] == "" and MIN_INSIDE < 1.0
+    stats = Counter()
+    kept = list(captures([("whole", None, None, whole), ("cut", None, None, cut)], yunet, stats=stats))
+    assert [c.source for c in kept] == ["whole"] and (stats["seen"], stats["cut_by_border"]) == (2, 1)
+    # `siamese collect` counts it and says so.
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", whole)
+    write_image(photos / "b.jpg", cut)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("collect", overrides=[f"source={photos}", "person=obama", f"out_root={tmp_path / 'faces'}",
+                                            "progress=false"])
+    r = collect_command(cfg)
+    assert (r["kept"], r["skipped_cut_by_border"]) == (1, 1)
+    assert "1 cut by the frame border" in capsys.readouterr().out

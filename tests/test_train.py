@@ -75,8 +75,10 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert p.returncode == 0, out[-3000:]
     assert f"resuming {run} after epoch {done}" in out
     assert "mixed in 3 own faces of 1 people" in out
-    epochs = [int(r["epoch"]) for r in csv.DictReader(open(run / "log.csv"))]
+    logged = list(csv.DictReader(open(run / "log.csv")))
+    epochs = [int(r["epoch"]) for r in logged]
     assert sorted(set(epochs)) == [0, 1, 2]  # every epoch logged; none skipped
+    assert all(0 < float(r["val_loss"]) < 10 for r in logged)  # the head's BCE on the validation pairs
     metrics = json.loads((run / "metrics.json").read_text())
     # The tiny cache holds only some of the View 1 test faces: those pairs are scored.
     assert metrics["epochs_run"] == 3 and metrics["test"]["pairs"] == 60

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese.faces.align import align
+from siamese.faces.align import align, face_inside
 from siamese.faces.detect import Detector, Face, box_iou, frontalness
 from siamese.io.files import flat_name, safe_name
 from siamese.io.images import iter_images, list_images, write_image
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CUT_CORRELATION = 0.5  # HSV-histogram correlation of consecutive samples below this = a new shot
 TRACK_IOU = 0.2        # boxes in consecutive samples overlapping at least this may be one face
+FULLY_INSIDE = 1.0 - 1e-9  # `FaceItem.inside` of a face whose box and crop are wholly in the image
 
 
 @dataclass
@@ -45,8 +46,8 @@ class FaceItem:
         crop_name: file name of its crop in the staging folder.
         track: its track id (photos: one track per face).
         label: the person folder of a labelled photo's largest face, else "".
-        inside: share of the box inside the image (a face cut by the border gets smeared
-            edge pixels in its crop).
+        inside: share of the face inside the image (`siamese.faces.align.face_inside` for the
+            saved crop: a face cut by the border gets smeared edge pixels in its crop).
     """
 
     source: str
@@ -101,15 +102,12 @@ def _faces_of_image(embedder, image, faces, source, frame, time_s, stem, crop_si
         return []
     embs = embedder.embed_faces(image, faces)
     items = []
-    h, w = image.shape[:2]
     for k, (face, e) in enumerate(zip(faces, embs)):
         crop = align(image, face.landmarks, crop_size, crop_padding)
         name = f"{stem}_face{k}.jpg"
         write_image(staging / name, crop)
-        x, y, bw, bh = (float(v) for v in face.box)
-        seen = max(0.0, min(x + bw, w) - max(x, 0.0)) * max(0.0, min(y + bh, h) - max(y, 0.0))
         items.append(FaceItem(source, frame, time_s, k, face, e, sharpness(crop), frontalness(face),
-                              name, inside=seen / max(bw * bh, 1e-9)))
+                              name, inside=face_inside(face, image.shape, crop_padding)))
     return items
 
 
@@ -171,7 +169,11 @@ def gather_faces(input: Path, embedder, detector: Detector, staging: Path, every
 
 def gather_tracks(items: list[FaceItem]) -> list[dict]:
     """One entry per track: id, member indices, mean embedding ("emb", unit length), the sum of
-    its faces' embeddings ("sum", for clustering over faces), best member (sharp x frontal)."""
+    its faces' embeddings ("sum", for clustering over faces), best member ("best": the one shown).
+
+    The best member is the most frontal x sharpest x most inside the frame, among the faces fully
+    inside it when the track has any: a face cut by the border never stands for a person whose
+    track also shows them whole."""
     members: dict[int, list[int]] = {}
     for i, it in enumerate(items):
         members.setdefault(it.track, []).append(i)
@@ -180,8 +182,8 @@ def gather_tracks(items: list[FaceItem]) -> list[dict]:
         total = np.sum([items[i].emb for i in idx], axis=0)
         top = max(items[i].sharpness for i in idx) or 1.0
         # Sharpness only ranks within a track (its scale depends on the face and the lighting).
-        best = max(idx, key=lambda i: (0.1 + items[i].frontal) * (0.1 + items[i].sharpness / top)
-                   * items[i].inside)
+        best = max(idx, key=lambda i: (items[i].inside >= FULLY_INSIDE, (0.1 + items[i].frontal)
+                                       * (0.1 + items[i].sharpness / top) * items[i].inside))
         out.append({"id": tid, "members": idx, "best": best, "sum": total.astype(np.float32),
                     "emb": (total / max(np.linalg.norm(total), 1e-12)).astype(np.float32)})
     return out

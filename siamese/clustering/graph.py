@@ -235,8 +235,8 @@ def split_conflicts(labels: np.ndarray, emb: np.ndarray, score_fn: ScoreFn, thre
     return relabel(labels), evictions
 
 
-def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float,
-                       algorithm: str = "agglomerative", k: int = 10, eps: float = 0.4,
+def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float | None,
+                       algorithm: str = "agglomerative", k: int = 10, eps: float | None = None,
                        min_samples: int = 2, seed: int = 0, floor: float | None = None,
                        sums: np.ndarray | None = None, counts: np.ndarray | None = None,
                        cannot_link: np.ndarray | None = None,
@@ -247,10 +247,11 @@ def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float,
         emb: (n, D) float32 unit vectors.
         score_fn: pair scorer (the graph algorithms' edges, and `split_conflicts`).
         threshold: agglomerative: the mean cosine two single faces need to merge (see
-            `agglomerative`); chinese_whispers / components: the `score_fn` score an edge needs.
+            `agglomerative`); chinese_whispers / components: the `score_fn` score an edge needs;
+            dbscan: unused (None).
         algorithm: "agglomerative" | "chinese_whispers" | "components" | "dbscan".
         k: cosine shortlist per face.
-        eps, min_samples: DBSCAN only (cosine distance radius; it ignores `threshold`).
+        eps, min_samples: dbscan only (cosine-distance radius, faces per core point).
         seed: Chinese whispers' update order.
         floor, sums, counts: agglomerative only: the bar for two large groups (None =
             `threshold`); items that stand for several faces (see `agglomerative`).
@@ -266,6 +267,9 @@ def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float,
     emb = np.asarray(emb, np.float32)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown clustering algorithm {algorithm!r} — choose one of {list(ALGORITHMS)}")
+    needs = "eps" if algorithm == "dbscan" else "threshold"
+    if (eps if algorithm == "dbscan" else threshold) is None:
+        raise ValueError(f"{algorithm} needs {needs} (see siamese.clustering.settings for the model's own)")
     n = len(emb)
     cl = np.zeros((0, 2), np.int64) if cannot_link is None else np.asarray(cannot_link, np.int64).reshape(-1, 2)
     if algorithm == "agglomerative":  # honours cannot_link itself
@@ -289,4 +293,6 @@ def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float,
     if not len(cl):
         return labels
     lt = threshold if link_threshold is None else link_threshold
+    if lt is None:
+        raise ValueError("dbscan with cannot_link needs link_threshold (the score that re-homes an evicted face)")
     return split_conflicts(labels, emb, score_fn, lt, cl, seed=seed)[0]

@@ -35,6 +35,7 @@ from siamese.clustering import graph
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
 from siamese.clustering.output import MANIFEST_COLUMNS, UNASSIGNED, people_labels, write_people, write_table
 from siamese.clustering.scores import clustering_scores
+from siamese.clustering.settings import clustering_settings, resolve
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
 from siamese.io.images import NothingRead
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
             detector: Detector | None = None, *, algorithm: str = "agglomerative",
             threshold: float | None = None, floor: float | None = None, k: int = 10,
-            eps: float = 0.4, min_samples: int = 2,
+            eps: float | None = None, min_samples: int | None = None,
             every_s: float = 1.0, keep_all_crops: bool = False, labels: bool = False,
             overwrite: bool = False, min_sharpness: float = 10.0, crop_size: int = 112,
             crop_padding: float = 0.0, seed: int = 0, progress: bool = True) -> dict:
@@ -63,12 +64,13 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         algorithm: one of `siamese.clustering.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
             was best on unseen LFW people (see `siamese.eval.bench.clustering.compare_algorithms`).
         threshold, floor: agglomerative: the mean cosine two single faces need to merge, and
-            the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); None = the model's
-            calibrated ones (`cluster.json`, fitted on its validation people; without it the
-            command falls back to chinese_whispers, with a warning). chinese_whispers /
-            components: head score for an edge, None = `embedder.threshold`, the model's own.
+            the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); chinese_whispers /
+            components: the head score an edge needs (no floor).
+        eps, min_samples: dbscan only: cosine-distance radius, faces per core point.
+            Each None = the model's calibrated one (`cluster.json`, fitted on its validation people;
+            see `siamese.clustering.settings` for what happens without one). A setting the chosen
+            algorithm does not use is refused (ValueError).
         k: cosine shortlist per face.
-        eps, min_samples: DBSCAN only.
         every_s: videos: one frame per this many seconds.
         keep_all_crops: videos: also save every face of every track under `person_NNN/all/`.
         labels: `input` is `input/<person>/<photos>`: score the clustering of each photo's
@@ -92,7 +94,8 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
     _check_args(input, out, overwrite, labels, algorithm, every_s)
     embedder = embedder or Embedder.load()
     detector = detector or YuNetDetector()
-    algorithm, threshold, floor, source = _settings(embedder, algorithm, threshold, floor)
+    algorithm, settings, sources = resolve(embedder, algorithm, threshold=threshold, floor=floor, eps=eps,
+                                           min_samples=min_samples)
     with staged_dir(out) as tmp:  # `out` appears (or is replaced) only once complete
         t0 = time.perf_counter()
         items, counts, errors = gather_faces(input, embedder, detector, tmp / "_staging", every_s,
@@ -103,8 +106,7 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
             raise NothingRead(f"none of {input}'s {counts['sources']} source(s) could be read",
                               {"task": "cluster", "input": str(input), "sources": counts["sources"], "faces": 0,
                                "errors": sum(errors.values()), "errors_by_reason": dict(errors)})
-        tracks, tlab, sharp, cl = group_tracks(items, embedder, threshold, algorithm, floor=floor, k=k,
-                                               eps=eps, min_samples=min_samples, seed=seed,
+        tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
                                                min_sharpness=min_sharpness)
         t2 = time.perf_counter()
         temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
@@ -117,9 +119,7 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
                    "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
                    "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
                    "different_people_pairs": len(cl), "algorithm": algorithm,
-                   "threshold": round(threshold, 6), "threshold_from": source, "k": k,
-                   **({"floor": round(floor, 6)} if algorithm == "agglomerative" else {}),
-                   **({"eps": eps, "min_samples": min_samples} if algorithm == "dbscan" else {}),
+                   **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
                    "min_sharpness": min_sharpness, "every_s": every_s if video else None,
                    "model": str(embedder.path), "errors": sum(errors.values()),
                    "errors_by_reason": dict(errors),
@@ -136,10 +136,13 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
     return summary
 
 
-def group_tracks(items: list[FaceItem], embedder, threshold: float, algorithm: str = "agglomerative", *,
-                 floor: float | None = None, k: int = 10, eps: float = 0.4, min_samples: int = 2,
+def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict, *, k: int = 10,
                  seed: int = 0, min_sharpness: float = 10.0):
     """Cluster the appearances (tracks) of `items` into people.
+
+    Args:
+        algorithm, settings: as `siamese.clustering.settings.resolve` returns them (exactly the
+            settings the algorithm uses: threshold, floor, eps, min_samples).
 
     Returns:
         (tracks (`gather_tracks`), labels (t,) int64 person per track, -1 unassigned, sharp (t,)
@@ -158,10 +161,11 @@ def group_tracks(items: list[FaceItem], embedder, threshold: float, algorithm: s
     # A track is one appearance: clustered as one item whose similarity is over its faces.
     tsum = np.stack([t["sum"] for t in tracks]) if tracks else temb
     tfaces = np.array([len(t["members"]) for t in tracks])
-    tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, threshold, algorithm, k=k,
-                                          eps=eps, min_samples=min_samples, seed=seed,
-                                          floor=floor, sums=tsum[keep], counts=tfaces[keep],
-                                          cannot_link=cl_kept, link_threshold=embedder.threshold)
+    tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, settings.get("threshold"), algorithm, k=k,
+                                          eps=settings.get("eps"), min_samples=settings.get("min_samples", 2),
+                                          seed=seed, floor=settings.get("floor"), sums=tsum[keep],
+                                          counts=tfaces[keep], cannot_link=cl_kept,
+                                          link_threshold=embedder.threshold)
     return tracks, people_labels(tlab, tracks, sharp), sharp, cl
 
 
@@ -199,32 +203,3 @@ def _check_out(input: Path, out: Path, overwrite: bool) -> None:
     if not ours:  # never delete a folder this command did not write
         raise FileExistsError(f"{out} is not a previous cluster result (no summary.json from "
                               "`siamese cluster`) — refusing to replace it; choose another out")
-
-
-def _settings(embedder, algorithm: str, threshold: float | None,
-              floor: float | None) -> tuple[str, float, float | None, str]:
-    """(algorithm, threshold, floor, where the threshold came from) with the defaults filled in
-    from the model: cluster.json for agglomerative, its pair threshold for the graph ones."""
-
-    if algorithm == "agglomerative" and threshold is None:
-        cal = clustering_settings(embedder)
-        if cal is not None:
-            return (algorithm, float(cal["threshold"]),
-                    float(cal["floor"] if floor is None else floor), "cluster.json")
-        log.warning("%s has no cluster.json for agglomerative clustering — using chinese_whispers "
-                    "at the model's threshold; calibrate with `siamese calibrate %s "
-                    "--clustering`", embedder.path, embedder.path)
-        algorithm = "chinese_whispers"
-    if threshold is None:
-        return algorithm, float(embedder.threshold), floor, "model"
-    return algorithm, float(threshold), floor, "given"
-
-
-def clustering_settings(embedder) -> dict | None:
-    """{"threshold", "floor", "k", ...} from `cluster.json` beside the model, or None when
-    there is none for this model."""
-    cal = embedder.calibration("cluster.json")
-    if cal is not None and not {"threshold", "floor", "k"} <= set(cal):
-        raise ValueError(f"{embedder.path / 'cluster.json'}: missing threshold/floor/k — refit it: "
-                         f"`siamese calibrate {embedder.path} overwrite=true`")
-    return cal

@@ -70,6 +70,9 @@ def calibrate(cfg: DictConfig) -> dict:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite)
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
+        for name, a in r["algorithms"].items():
+            fitted = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid"))
+            print(f"  {name}: {fitted} -> BCubed F1 {a['bcubed_f1']:.4f}")
         out["cluster"] = r
     if "impostors" in cfg.fit:
         b = cfg.impostors

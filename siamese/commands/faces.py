@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from siamese.commands import NothingUsable, detector
+from siamese.faces.capture import SKIPS
 from siamese.faces.capture import collect as capture
 from siamese.faces.folder import detect_folder
 from siamese.io.images import NothingRead
@@ -30,9 +31,8 @@ def collect(cfg: DictConfig) -> dict:
     r = capture(cfg.source, cfg.person, cfg.out_root, detector(cfg), count=cfg.count,
                 every_s=cfg.every_s, size=cfg.align.size, padding=cfg.align.padding,
                 min_size=cfg.min_size, min_frontal=cfg.min_frontal, progress=cfg.progress)
-    print(f"kept {r['kept']} faces of {cfg.person} in {r['dir']} from {r['frames']} frames "
-          f"({r['skipped_no_face']} without a face, {r['skipped_many_faces']} with no single clear "
-          f"face, {r['skipped_small']} too small, {r['skipped_profile']} in profile)")
+    skipped = ", ".join(f"{r['skipped_' + k]} {words}" for k, words in SKIPS.items())
+    print(f"kept {r['kept']} faces of {cfg.person} in {r['dir']} from {r['frames']} frames ({skipped})")
     if not r["kept"]:
         raise NothingUsable("no face was kept — one face, alone, frontal and large enough in the frame", r)
     return r

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from siamese.clustering.group import cluster as cluster_faces
 from siamese.commands import NothingUsable, detector, output_dir, plain
+from siamese.faces.capture import SKIPS
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
 from siamese.gallery.legacy import import_enrolled
@@ -39,7 +40,7 @@ def cluster(cfg: DictConfig) -> dict:
         print(f"no faces found in {cfg.input} — wrote an empty {cfg.out}/manifest.csv")
     what = f"{s['tracks']} tracks in {s['frames']} frames" if s["kind"] == "video" else f"{s['frames']} photos"
     print(f"{s['faces']} faces ({what}) -> {s['people']} people {s['people_sizes']}, "
-          f"{s['unassigned']} unassigned; {s['algorithm']} at threshold {s['threshold']:.3f}; "
+          f"{s['unassigned']} unassigned; {s['algorithm']} at {_settings_line(s)}; "
           f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
           + f" -> {cfg.out}/overview.jpg")
     if "metrics" in s:
@@ -50,10 +51,18 @@ def cluster(cfg: DictConfig) -> dict:
     return s
 
 
+def _settings_line(s: dict) -> str:
+    """The settings the algorithm used and where each came from: "threshold 0.425, floor 0.220 (cluster.json)"."""
+    src = s["settings_from"]
+    values = ", ".join(f"{n} {s[n]}" if n == "min_samples" else f"{n} {s[n]:.3f}" for n in src)
+    where = set(src.values())
+    return f"{values} ({where.pop() if len(where) == 1 else ', '.join(f'{n} {f}' for n, f in src.items())})"
+
+
 def _print_adds(results: dict) -> None:
     for person, r in results.items():
         print(f"{person}: +{r['added']} faces" + "".join(
-            f", {r[k]} {k.replace('_', ' ')}" for k in REASONS[1:] if r[k]))
+            f", {r[k]} {SKIPS.get(k, k.replace('_', ' '))}" for k in REASONS[1:] if r[k]))
     if results and not any(r["added"] or r["duplicates"] for r in results.values()):
         raise NothingUsable("nothing was added: every photo or frame was skipped for the reasons above",
                             {"people": results})

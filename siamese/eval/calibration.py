@@ -8,9 +8,10 @@ a false-accept rate. The result, with the model's identity (`Embedder.identity`)
 `verify.json` beside the model; `siamese.verification.calibrated_threshold` reads it back (and ignores
 one fitted for another model).
 
-Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`)
-on the model's validation people — held out of training, listed in its people.json — and saves
-them as `cluster.json`, which `siamese.clustering.clustering_settings` reads back. Training writes it.
+Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`),
+and the other algorithms' own settings (`fit_other_algorithms`), on the model's validation people
+— held out of training, listed in its people.json — and saves them as `cluster.json`, which
+`siamese.clustering.settings` reads back. Training writes it.
 
 Faces come from `siamese.data.unseen` (the LFW face cache when it is aligned as the model
 expects, else the photos). No TensorFlow here: the shipped model runs on ONNX Runtime.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.clustering.graph import knn
+from siamese.clustering.graph import cluster_embeddings, knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
 from siamese.data.cache import load as load_cache
@@ -37,8 +38,11 @@ from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
 from siamese.verification.verifier import judge
 
-__all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "validation_embeddings",
-           "validation_faces"]
+__all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
+           "validation_embeddings", "validation_faces"]
+
+SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
+EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +222,36 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict
             "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
 
 
+def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
+    """The settings of chinese_whispers, components and dbscan for labelled faces: for each, the
+    best BCubed F1 over a grid (ties: the stricter setting), as agglomerative's threshold is fitted.
+
+    Args:
+        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
+        score_fn: the model's pair scorer (the graph algorithms' edges).
+        k: kNN shortlist. min_samples: dbscan's, fixed (its eps is fitted for it).
+
+    Returns:
+        {"chinese_whispers": {"threshold", "bcubed_f1", "grid"}, "components": {same},
+        "dbscan": {"eps", "min_samples", "bcubed_f1", "grid"}}; grid: [[setting, f1], ...].
+    """
+    emb = np.asarray(emb, np.float32)
+
+    def f1(labels):
+        return round(bcubed_scores(truth, labels)["f1"], 4)
+
+    out = {}
+    for algorithm in ("chinese_whispers", "components"):
+        grid = [[float(t), f1(cluster_embeddings(emb, score_fn, float(t), algorithm, k=k))] for t in SCORE_GRID]
+        t, best = max(grid, key=lambda r: (r[1], r[0]))
+        out[algorithm] = {"threshold": t, "bcubed_f1": best, "grid": grid}
+    grid = [[float(e), f1(cluster_embeddings(emb, score_fn, None, "dbscan", k=k, eps=float(e),
+                                            min_samples=min_samples))] for e in EPS_GRID]
+    e, best = max(grid, key=lambda r: (r[1], -r[0]))  # ties: the smaller radius
+    out["dbscan"] = {"eps": e, "min_samples": min_samples, "bcubed_f1": best, "grid": grid}
+    return out
+
+
 def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
                           detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The LFW (DevTrain) photos of `people` embedded by `embedder` its own way
@@ -247,7 +281,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
                          labels=None, embeddings: np.ndarray | None = None,
                          out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
-    """Fit the agglomerative clustering settings on the model's validation people; save them.
+    """Fit every clustering algorithm's settings on the model's validation people; save them.
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -259,7 +293,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         out: None = `cluster.json` beside the model; False = nowhere. overwrite: replace it.
 
     Returns:
-        {"threshold", "floor", "k", "bcubed_f1", "people", "faces", "data", "grid", "model"}.
+        {"threshold", "floor", "k", "bcubed_f1", "grid" (agglomerative's, as `fit_clustering`),
+        "algorithms" (the others', as `fit_other_algorithms`), "people", "faces", "data", "model"}.
     """
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
@@ -275,6 +310,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     if len(np.unique(labels)) < 2:
         raise ValueError("clustering calibration needs faces of at least two people")
     result = {**fit_clustering(embeddings, labels),
+              "algorithms": fit_other_algorithms(embeddings, labels, embedder.score),
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:
@@ -282,6 +318,9 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     log.info("clustering: threshold %.3f, floor %.3f -> BCubed F1 %.4f on %d validation people "
              "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
              result["people"], result["faces"])
+    for name, a in result["algorithms"].items():
+        log.info("clustering, %s: %s -> BCubed F1 %.4f", name,
+                 ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid")), a["bcubed_f1"])
     return result
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,18 +32,33 @@ from siamese.io.images import iter_images, list_images
 log = logging.getLogger(__name__)
 
 
-def lfw_pair_scores(embedder, lfw: LFW, fc, pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Scores of LFW pairs: (crops (N, S, S, 3) uint8 for the plots, (p, 2) rows into them,
-    (p,) head scores, (p,) same). The model embeds the images its own way
-    (`Embedder.embed_refs`: from the face cache, or, for the teacher, its own alignment)."""
+class ScoredPairs(NamedTuple):
+    """Pairs scored by a model, with their faces for the plots.
+
+    Attributes:
+        images: (N, S, S, 3) uint8 RGB faces; names: (N,) the person of each face.
+        idx: (p, 2) each pair's rows in `images`; scores: (p,) head scores; same: (p,) bool truth.
+    """
+
+    images: np.ndarray
+    names: list[str]
+    idx: np.ndarray
+    scores: np.ndarray
+    same: np.ndarray
+
+
+def lfw_pair_scores(embedder, lfw: LFW, fc, pairs: list[Pair]) -> ScoredPairs:
+    """Scores of LFW pairs, with the cached crops and names of their faces for the plots. The model
+    embeds the images its own way (`Embedder.embed_refs`: from the face cache, or, for the
+    teacher, its own alignment)."""
     images, idx, same = fc.pair_faces(pairs)
-    refs = sorted({r for p in pairs for r in (p.a, p.b)}, key=lambda r: (r.person, r.index))
+    refs = sorted({r for p in pairs for r in (p.a, p.b)}, key=lambda r: (r.person, r.index))  # pair_faces' rows
     emb, kept = embedder.embed_refs_with_progress(lfw, refs, fc, desc=f"embedding {len(refs)} LFW faces")
     if len(kept) < len(refs):
         raise ValueError(f"{len(refs) - len(kept)} LFW images of the test pairs could not be read — "
                          "check the copy (`siamese data check`)")
     scores = np.asarray(embedder.score(emb[idx[:, 0]], emb[idx[:, 1]]), np.float64).ravel()
-    return images, idx, scores, same
+    return ScoredPairs(images, [r.person for r in refs], idx, scores, same)
 
 
 def _unseen(pairs: list[Pair], seen: set[str]) -> tuple[list[Pair], int]:
@@ -50,20 +66,20 @@ def _unseen(pairs: list[Pair], seen: set[str]) -> tuple[list[Pair], int]:
     return keep, len(pairs) - len(keep)
 
 
-def view1(embedder, lfw: LFW, fc, seen: set[str]) -> tuple[dict, tuple]:
+def view1(embedder, lfw: LFW, fc, seen: set[str]) -> tuple[dict, ScoredPairs]:
     """View 1 test pairs (DevTest) at the model's threshold."""
     pairs, dropped = _unseen(lfw.pairs("view1_test"), seen)
     if dropped:
         log.warning("View 1: REFUSED %d of %d test pairs whose people the model trained on",
                     dropped, dropped + len(pairs))
-    images, idx, scores, same = lfw_pair_scores(embedder, lfw, fc, pairs)
-    result = summary(scores, same, embedder.threshold)
-    result["oracle_accuracy"] = round(best_threshold(scores, same)[1], 4)
+    data = lfw_pair_scores(embedder, lfw, fc, pairs)
+    result = summary(data.scores, data.same, embedder.threshold)
+    result["oracle_accuracy"] = round(best_threshold(data.scores, data.same)[1], 4)
     result["refused_pairs"] = dropped
-    return result, (images, idx, scores, same)
+    return result, data
 
 
-def view2(embedder, lfw: LFW, fc, seen: set[str]) -> tuple[dict, tuple]:
+def view2(embedder, lfw: LFW, fc, seen: set[str]) -> tuple[dict, ScoredPairs]:
     """View 2's 10 folds; each fold's threshold chosen on the other nine.
 
     Pairs with people the model saw are refused and counted (a View 1-trained model saw about
@@ -79,10 +95,10 @@ def view2(embedder, lfw: LFW, fc, seen: set[str]) -> tuple[dict, tuple]:
     if dropped:
         log.warning("View 2: REFUSED %d of %d pairs whose people the model trained on; "
                     "10-fold over the remaining %d", dropped, dropped + len(pairs), len(pairs))
-    images, idx, scores, same = lfw_pair_scores(embedder, lfw, fc, pairs)
-    result = kfold(scores, same, fold_of)
-    result.update(pairs=len(pairs), same_pairs=int(same.sum()), refused_pairs=dropped)
-    return result, (images, idx, scores, same)
+    data = lfw_pair_scores(embedder, lfw, fc, pairs)
+    result = kfold(data.scores, data.same, fold_of)
+    result.update(pairs=len(pairs), same_pairs=int(data.same.sum()), refused_pairs=dropped)
+    return result, data
 
 
 def folder_faces(embedder, root: str | Path, detector) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
@@ -113,7 +129,7 @@ def folder_faces(embedder, root: str | Path, detector) -> tuple[np.ndarray, np.n
     return np.stack(emb), np.stack(crops), names, counts
 
 
-def folder(embedder, root: str | Path, detector, n_pairs: int = 2000, seed: int = 0) -> tuple[dict, tuple]:
+def folder(embedder, root: str | Path, detector, n_pairs: int = 2000, seed: int = 0) -> tuple[dict, ScoredPairs]:
     """Balanced same/different pairs drawn with `seed` from a folder-per-identity dataset."""
     emb, images, names, counts = folder_faces(embedder, root, detector)
     people = sorted(set(names))
@@ -126,7 +142,7 @@ def folder(embedder, root: str | Path, detector, n_pairs: int = 2000, seed: int 
     result = summary(scores, same, embedder.threshold)
     result.update(oracle_accuracy=round(best_threshold(scores, same)[1], 4), people=len(people),
                   faces=len(images), **counts)
-    return result, (images, idx, scores, same)
+    return result, ScoredPairs(images, names, idx, scores, same)
 
 
 def _report(metrics: dict) -> str:
@@ -168,11 +184,12 @@ def evaluate(embedder, out_dir: str | Path, *, lfw: LFW | None = None, fc=None,
     if folder_root is not None:
         results["folder"], data = folder(embedder, folder_root, detector, n_pairs, seed)
         curves[f"folder {Path(folder_root).name}"] = data
-    for label, (images, idx, scores, same) in curves.items():
+    for label, d in curves.items():
         slug = label.replace(" ", "_").lower()
-        plots.histograms(scores, same, embedder.threshold, out / f"histogram_{slug}.png", label)
-        plots.worst_pairs(images, idx, scores, same, embedder.threshold, out / f"worst_{slug}.png")
-    plots.roc({k: (v[2], v[3]) for k, v in curves.items()}, out / "roc.png")
+        plots.histograms(d.scores, d.same, embedder.threshold, out / f"histogram_{slug}.png", label)
+        plots.worst_pairs(d.images, d.idx, d.scores, d.same, embedder.threshold, out / f"worst_{slug}.png",
+                          names=d.names)
+    plots.roc({k: (d.scores, d.same) for k, d in curves.items()}, out / "roc.png")
     metrics = {"model": model_name, "format": embedder.format,
                "threshold": float(embedder.threshold), "results": results}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

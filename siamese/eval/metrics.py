@@ -60,6 +60,15 @@ def roc_auc(scores, same) -> float:
     return float(roc_auc_score(same, scores))
 
 
+def binary_cross_entropy(probs, same, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy (nats) of pair probabilities P(same) against the truth: the
+    head's own training loss (`same_loss` in a run's log.csv), on any pairs. Probabilities are
+    clipped to [eps, 1 - eps], as Keras' BinaryCrossentropy does."""
+    p, same = _check(probs, same)
+    p = np.clip(p, eps, 1 - eps)
+    return float(-np.mean(np.where(same, np.log(p), np.log1p(-p))))
+
+
 def tar_at_far(scores, same, far: float) -> tuple[float, float]:
     """True-accept rate at the threshold where the false-accept rate is at most `far`.
 

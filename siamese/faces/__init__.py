@@ -6,6 +6,7 @@ from siamese.faces.align import (
            ARCFACE_TEMPLATE_112,
            LFW_MEDIAN_LANDMARKS,
            align,
+           face_inside,
            resize_faces,
            similarity_transform,
            template,
@@ -17,5 +18,5 @@ from siamese.faces.track import FaceTracker, Track
 
 __all__ = ["ARCFACE_TEMPLATE_112", "LFW_MEDIAN_LANDMARKS", "MANIFEST_COLUMNS", "Capture", "Detector", "Face",
            "FaceTracker", "HaarDetector", "Track", "YuNetDetector", "align", "box_iou", "captures", "central_face",
-           "clear_face", "collect", "detect_folder", "dominant_face", "frontalness", "read_face_folders",
+           "clear_face", "collect", "detect_folder", "dominant_face", "face_inside", "frontalness", "read_face_folders",
            "read_manifest", "resize_faces", "similarity_transform", "sources", "template"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["ARCFACE_TEMPLATE_112", "LFW_MEDIAN_LANDMARKS", "align", "resize_faces", "similarity_transform",
-           "template"]
+__all__ = ["ARCFACE_TEMPLATE_112", "LFW_MEDIAN_LANDMARKS", "align", "face_inside", "resize_faces",
+           "similarity_transform", "template"]
 
 # ArcFace's five-point template for a 112x112 crop (insightface), in (x, y) pixels:
 # left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = image left).
@@ -94,6 +94,32 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = 112,
     m = similarity_transform(landmarks, template(size, padding))
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
+
+
+def face_inside(face, shape: tuple, padding: float = 0.0, grid: int = 32) -> float:
+    """How much of a face lies inside its image: the smaller of its box's share and its aligned
+    crop's (`align` at `padding`; the part of a crop outside the image is replicated edge pixels).
+
+    Both are needed: YuNet clips its boxes to the frame, so a face cut by the border often has a
+    box fully inside while its crop is smeared; a box reaching out is caught even if its crop is not.
+
+    Args:
+        face: a `siamese.faces.Face` (box `x, y, w, h` and (5, 2) landmarks, in image pixels).
+        shape: the image's shape, (H, W, ...).
+        padding: the crop's, see `template`. grid: crop pixels sampled per side.
+
+    Returns:
+        A share in [0, 1]: 1.0 = the box and the whole crop are inside the image.
+    """
+    h, w = shape[:2]
+    x, y, bw, bh = (float(v) for v in face.box)
+    box = max(0.0, min(x + bw, w) - max(x, 0.0)) * max(0.0, min(y + bh, h) - max(y, 0.0)) / max(bw * bh, 1e-9)
+    inv = cv2.invertAffineTransform(similarity_transform(face.landmarks, template(112, padding)))
+    t = (np.arange(grid) + 0.5) * 112 / grid  # crop pixel centres, mapped back into the image
+    u, v = np.meshgrid(t, t)
+    src = inv @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
+    crop = float(np.mean((src[0] >= 0) & (src[0] <= w - 1) & (src[1] >= 0) & (src[1] <= h - 1)))
+    return min(box, crop)
 
 
 def resize_faces(images: np.ndarray, size: int) -> np.ndarray:

@@ -6,8 +6,7 @@
 
 Used by `collect` (training faces of the user: `data/faces/NAME/NAME_NNNN.jpg`, read back by
 `read_face_folders`) and by the gallery's enrolment (`siamese.gallery.enrol`). Skipped frames are
-counted by reason: no_face, many_faces (none clearly the largest), small, profile, unreadable,
-undecodable_frames. No TensorFlow here.
+counted by reason (`SKIPS`, plus unreadable and undecodable_frames). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -23,16 +22,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese.faces.align import align
+from siamese.faces.align import align, face_inside
 from siamese.faces.detect import Detector, Face, frontalness
 from siamese.io.images import IMAGE_SUFFIXES, ImageError, list_images, read_image, write_image
 from siamese.io.names import check_name
 from siamese.io.video import FrameSource, parse_source
 
-__all__ = ["Capture", "captures", "clear_face", "collect", "dominant_face", "read_face_folders",
-           "sources"]
+__all__ = ["MIN_INSIDE", "SKIPS", "Capture", "captures", "clear_face", "collect", "dominant_face",
+           "read_face_folders", "sources"]
 
 log = logging.getLogger(__name__)
+
+# Why `clear_face` skips a frame, each with the words a command prints for it.
+SKIPS = {"no_face": "without a face", "many_faces": "with no single clear face", "small": "too small",
+         "cut_by_border": "cut by the frame border", "profile": "in profile"}
+
+# A kept face has at least this share of its box and of its aligned crop inside the frame
+# (`siamese.faces.align.face_inside`): the rest of a crop is smeared edge pixels, which would be
+# learnt or enrolled as part of the face. Dominant faces of LFW photos (648 checked) are all above it.
+MIN_INSIDE = 0.95
 
 
 @dataclass
@@ -65,15 +73,20 @@ def dominant_face(faces: list[Face], ratio: float = 2.0) -> Face | None:
     return by_area[0] if a0 >= ratio * a1 else None
 
 
-def clear_face(faces: list[Face], min_size: float = 0, min_frontal: float = 0.0) -> tuple[Face | None, str]:
-    """(the frame's one clear face, "") or (None, why not): "no_face", "many_faces" (none
-    clearly the largest), "small" (box side under `min_size` px) or "profile" (under
-    `min_frontal`, see `siamese.faces.frontalness`)."""
+def clear_face(faces: list[Face], min_size: float = 0, min_frontal: float = 0.0, shape: tuple | None = None,
+               min_inside: float = MIN_INSIDE) -> tuple[Face | None, str]:
+    """(the frame's one clear face, "") or (None, why not, one of `SKIPS`): "no_face",
+    "many_faces" (none clearly the largest), "small" (box side under `min_size` px),
+    "cut_by_border" (with the frame's `shape` given: under `min_inside` of it inside the frame,
+    see `siamese.faces.align.face_inside`) or "profile" (under `min_frontal`, see
+    `siamese.faces.frontalness`)."""
     face = dominant_face(faces)
     if face is None:
         return None, "no_face" if not faces else "many_faces"
     if min(face.box[2], face.box[3]) < min_size:
         return None, "small"
+    if shape is not None and face_inside(face, shape) < min_inside:
+        return None, "cut_by_border"
     if frontalness(face) < min_frontal:
         return None, "profile"
     return face, ""
@@ -121,11 +134,6 @@ def _photos(paths: list[Path], stats: Counter):
             stats["unreadable"] += 1
 
 
-# Why a photo gave no capture, as the one line that names it says.
-SKIP_REASONS = {"no_face": "no face found", "many_faces": "more than one face, none clearly the main one",
-                "small": "the face is smaller than min_size", "profile": "the face is not frontal enough (min_frontal)"}
-
-
 def captures(frames: Iterable[tuple[str, int | None, float | None, np.ndarray]], detector: Detector, *,
              count: int | None = None, min_size: float = 0, min_frontal: float = 0.0,
              stats: Counter | None = None) -> Iterator[Capture]:
@@ -135,8 +143,8 @@ def captures(frames: Iterable[tuple[str, int | None, float | None, np.ndarray]],
         frames: from `sources` (or any (label, frame, time_s, image) tuples).
         detector: a `siamese.faces.Detector`.
         count: stop after this many captures (None: all).
-        min_size, min_frontal: see `clear_face`.
-        stats: a Counter that receives "seen" and one count per skip reason.
+        min_size, min_frontal: see `clear_face` (a face cut by the frame border is always skipped).
+        stats: a Counter that receives "seen" and one count per skip reason (`SKIPS`).
 
     Yields:
         `Capture`s, in source order. A KeyboardInterrupt (a user stopping a camera) ends the
@@ -149,11 +157,11 @@ def captures(frames: Iterable[tuple[str, int | None, float | None, np.ndarray]],
             if count is not None and kept >= count:
                 break
             stats["seen"] += 1
-            face, reason = clear_face(detector.detect(image), min_size, min_frontal)
+            face, reason = clear_face(detector.detect(image), min_size, min_frontal, image.shape)
             if face is None:
                 stats[reason] += 1
                 if frame is None:  # a photo the user chose: say which (video frames are only counted)
-                    log.warning("skipped %s: %s", label, SKIP_REASONS.get(reason, reason.replace("_", " ")))
+                    log.warning("skipped %s: %s", label, SKIPS.get(reason, reason.replace("_", " ")))
                 continue
             kept += 1
             yield Capture(image, face, label, frame, time_s)
@@ -179,8 +187,7 @@ def collect(source, person: str, out_root: str | os.PathLike, detector: Detector
         size, padding: the crop (see `siamese.faces.align`); min_size, min_frontal: see `clear_face`.
 
     Returns:
-        {"kept", "frames", "skipped_no_face", "skipped_many_faces", "skipped_small",
-        "skipped_profile", "dir"}.
+        {"kept", "frames", "skipped_<reason>" for each of `SKIPS`, "dir"}.
     """
     from tqdm import tqdm
 
@@ -198,7 +205,7 @@ def collect(source, person: str, out_root: str | os.PathLike, detector: Detector
             next_no += 1
             bar.update()
     result = {"kept": next_no - first, "frames": stats["seen"],
-              **{f"skipped_{k}": stats[k] for k in ("profile", "no_face", "many_faces", "small")},
+              **{f"skipped_{k}": stats[k] for k in SKIPS},
               "dir": str(folder)}
     log.info("collect %s: %s", person, result)
     return result

@@ -5,8 +5,8 @@ another model.
 Outcomes, by design: the same name again merges into that person; the same file (by SHA-256) twice
 for one person is skipped; a file enrolled as someone else is skipped with a warning; photos and
 frames go through the one capture loop (`siamese.faces.capture.captures`): one clear face, big and
-frontal enough, else skipped and counted by reason. Names follow `siamese.io.names.check_name`.
-Nothing is written for a person until a face of theirs is kept. No TensorFlow here.
+frontal enough and not cut by the frame border, else skipped and counted by reason. Names follow
+`siamese.io.names.check_name`. Nothing is written for a person until a face of theirs is kept. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.faces.capture import captures, sources
+from siamese.faces.capture import SKIPS, captures, sources
 from siamese.faces.detect import Face
 from siamese.gallery.recognize import Recognizer
 from siamese.gallery.store import Gallery, GalleryError, _now
@@ -34,8 +34,7 @@ __all__ = ["REASONS", "add_images", "add_video", "enroll", "file_sha256", "impor
 log = logging.getLogger(__name__)
 
 # What each add reports: kept, and every reason a photo or frame was not.
-REASONS = ("added", "duplicates", "enrolled_as_other", "no_face", "many_faces", "small", "profile",
-           "unreadable")
+REASONS = ("added", "duplicates", "enrolled_as_other", *SKIPS, "unreadable")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

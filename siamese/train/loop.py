@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from siamese.data.sampling import most_similar
-from siamese.eval.metrics import best_threshold, roc_auc
+from siamese.eval.metrics import best_threshold, binary_cross_entropy, roc_auc
 from siamese.io.files import atomic_write_text
 from siamese.model.networks import embed, pair_scores
 from siamese.train.batches import PairBatches
@@ -51,7 +51,9 @@ class Loop(keras.callbacks.Callback):
         emb = embed(self.model.get_layer("embedding"), images)
         scores = pair_scores(self.model.get_layer("head"), emb[idx[:, 0]], emb[idx[:, 1]])
         thr, acc = best_threshold(scores, same)
+        # val_loss: the head's pair loss on the validation pairs, comparable with same_loss.
         logs.update(val_acc=acc, val_auc=roc_auc(scores, same), val_threshold=thr,
+                    val_loss=binary_cross_entropy(scores, same),
                     lr=float(np.asarray(self.model.optimizer.learning_rate)),
                     epoch_s=seconds,
                     images_per_s=2 * self.cfg.train.batch_size * self.data.steps / seconds)
@@ -64,8 +66,8 @@ class Loop(keras.callbacks.Callback):
         save(self.model, self.run_dir / "last.keras")
         # state.json last: it is what says the epoch is complete.
         atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
-        log.info("epoch %d: val_acc %.4f auc %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
-                 logs["val_auc"], st["best_val_acc"], st["best_epoch"], seconds)
+        log.info("epoch %d: val_acc %.4f auc %.4f loss %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
+                 logs["val_auc"], logs["val_loss"], st["best_val_acc"], st["best_epoch"], seconds)
         if should_stop(st, self.cfg.train):
             log.info("early stop: no val_acc gain for %d epochs", self.cfg.train.patience)
             self.model.stop_training = True

@@ -51,26 +51,30 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
                        lfw_root=None, min_images: int = 10, max_images: int | None = None) -> list[dict]:
     """Every algorithm at the model's own settings on unseen LFW people: the quality table.
 
-    Agglomerative uses the model's cluster.json (threshold and floor fitted on its validation
-    people, never on these), and is also shown with one bar for all sizes; the graph
-    algorithms use the model's pair threshold. DBSCAN is shown at several eps to show how much
-    it depends on one (its eps is a cosine radius the model knows nothing about). B3_F1_90% is
-    `siamese.clustering.scores.bcubed_interval`: how much F1 moves over resamples of the people.
+    Each algorithm runs at the settings in the model's cluster.json (fitted on its validation
+    people, never on these; rows "cluster.json"); agglomerative is also shown with one bar for
+    all sizes, the graph algorithms at the model's pair threshold, and DBSCAN at several eps to
+    show how much it depends on one. B3_F1_90% is `siamese.clustering.scores.bcubed_interval`:
+    how much F1 moves over resamples of the people.
     """
 
     emb_ = Embedder.load(model_path)
     emb, truth = unseen_lfw_faces(emb_, cache_dir, lfw_root, min_images, max_images)
-    thr, cal = emb_.threshold, clustering_settings(emb_)
+    thr, cal = emb_.threshold, clustering_settings(emb_) or {}
     runs = [("chinese_whispers", thr, {"k": 10}), ("chinese_whispers", thr, {"k": 20}),
             ("components", thr, {"k": 10}), ("components", thr, {"k": 3}),
             *[("dbscan", None, {"eps": e, "min_samples": 2}) for e in (0.3, 0.4, 0.5, 0.6)]]
-    if cal is not None:  # as calibrated, and as classic average linkage (one bar for all sizes)
-        runs = [("agglomerative", cal["threshold"], {"k": cal["k"], "floor": cal["floor"]}),
+    for name, fitted in reversed((cal.get("algorithms") or {}).items()):  # as calibrated, first
+        params = {k: v for k, v in fitted.items() if k in ("eps", "min_samples")}
+        runs.insert(0, (name, fitted.get("threshold"), {"k": cal["k"], **params, "from": "cluster.json"}))
+    if cal:  # as calibrated, and as classic average linkage (one bar for all sizes)
+        runs = [("agglomerative", cal["threshold"], {"k": cal["k"], "floor": cal["floor"], "from": "cluster.json"}),
                 ("agglomerative", cal["threshold"], {"k": cal["k"]}), *runs]
     rows = []
     for algorithm, t_, params in runs:
         t = time.perf_counter()
-        labels = graph.cluster_embeddings(emb, emb_.score, t_ or 0.0, algorithm, **params)
+        labels = graph.cluster_embeddings(emb, emb_.score, t_, algorithm,
+                                          **{k: v for k, v in params.items() if k != "from"})
         sec = time.perf_counter() - t
         s = metrics.clustering_scores(truth, labels)
         rows.append({"algorithm": algorithm,
