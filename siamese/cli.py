@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 from siamese.commands import NothingUsable
-from siamese.commands.help import command_help
+from siamese.commands.help import command_help, config_keys
+from siamese.io.names import BadSetting
 from siamese.io.paths import CONF_DIR
 
 log = logging.getLogger("siamese")
@@ -140,8 +141,6 @@ def _compose(config: str, overrides: list[str]):
 def _explain(config: str, message: str) -> str:
     """Hydra's first line, or for a key the config does not have: that key and the closest ones."""
     import difflib
-
-    from siamese.commands.help import config_keys
 
     m = re.match(r"Could not override '([^']+)'", message.strip())
     if not m:
@@ -284,7 +283,7 @@ def run(name: str, args: list[str]) -> int:
             raise failure
         ok = True
         return 0
-    except UsageError as err:
+    except (UsageError, BadSetting) as err:
         if debug:
             raise
         print(f"siamese {name}: {one_line(err)} — see `siamese {name} --help`", file=sys.stderr)

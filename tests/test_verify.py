@@ -127,7 +127,7 @@ def test_enrol_nothing_usable_writes_nothing(tmp_path, embedder, detector):
         _enrolled(db, "nobody", embedder)
     with pytest.raises(FileNotFoundError, match="missing.jpg: not found"):
         _enrol(db, tmp_path / "missing.jpg", "nobody", detector, embedder)
-    with pytest.raises(SourceError, match="missing.mp4: not found"):
+    with pytest.raises(FileNotFoundError, match="missing.mp4: not found"):
         _enrol(db, tmp_path / "missing.mp4", "nobody", detector, embedder)
     with pytest.raises(SourceError, match="camera 99"):
         _enrol(db, 99, "nobody", detector, embedder)

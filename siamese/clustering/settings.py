@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 
+from siamese.io.names import BadSetting
+
 __all__ = ["USES", "clustering_settings", "resolve"]
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def resolve(embedder, algorithm: str, **given) -> tuple[str, dict, dict]:
     given = {k: v for k, v in given.items() if v is not None}
     unused = sorted(set(given) - set(USES[algorithm]))
     if unused:
-        raise ValueError(f"{algorithm} does not use {', '.join(unused)} — it reads only "
+        raise BadSetting(f"{algorithm} does not use {', '.join(unused)} — it reads only "
                          f"{', '.join(USES[algorithm])} ({'; '.join(_MEANING[u] for u in USES[algorithm])})")
     cal = clustering_settings(embedder)
     if algorithm == "agglomerative" and cal is None and not given:
@@ -96,12 +98,12 @@ def _fallback(embedder, algorithm: str, name: str, values: dict, cal: dict | Non
         return embedder.threshold, "model.json"
     refit = f"or fit cluster.json: `siamese calibrate {embedder.path} fit=[cluster] overwrite=true`"
     if algorithm == "agglomerative":  # a floor given, no cluster.json
-        raise ValueError(f"agglomerative needs threshold=... (the mean cosine two single faces need) {refit}")
+        raise BadSetting(f"agglomerative needs threshold=... (the mean cosine two single faces need) {refit}")
     if name == "min_samples":
         return 2, "default"
     if algorithm == "components":
-        raise ValueError(f"components needs threshold=... (the head score an edge needs; one wrong edge "
+        raise BadSetting(f"components needs threshold=... (the head score an edge needs; one wrong edge "
                          f"merges two people, so set it well above the model's pair threshold "
                          f"{embedder.threshold:.3f}) {refit}")
     hint = f"; 1 - cluster.json's threshold is {1 - cal['threshold']:.3f}" if cal else ""
-    raise ValueError(f"dbscan needs eps=... (a cosine-distance radius{hint}) {refit}")
+    raise BadSetting(f"dbscan needs eps=... (a cosine-distance radius{hint}) {refit}")

@@ -122,13 +122,24 @@ def add_video(gallery: Gallery, embedder, detector, name: str, source, count: in
             new = gallery.db.execute("INSERT OR IGNORE INTO people(name, created) VALUES(?, ?)",
                                      (name, _now())).rowcount == 1
             pid = gallery.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()[0]
+            # Frames no row points at were moved by a run killed before its commit; any run moving
+            # frames holds this write lock, so none is in flight: they are orphans.
+            known = {Path(src).name for (src,) in gallery.db.execute(
+                "SELECT source FROM embeddings WHERE person_id = ? AND source IS NOT NULL", (pid,))}
+            for orphan in (gallery.frames_dir / str(pid)).glob("*.jpg"):
+                if orphan.name not in known:
+                    orphan.unlink(missing_ok=True)
             records = []
             for path, cap in staged:
+                sha = file_sha256(path)
+                if name in gallery.owners(sha):  # the same frame again: a duplicate row (ignored), no file
+                    records.append({"sha256": sha})
+                    continue
                 final = gallery.frames_dir / str(pid) / path.name
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, final)
                 moved.append(final)
-                records.append(_source(str(final), file_sha256(final), cap.face))
+                records.append(_source(str(final), sha, cap.face))
             r = {**gallery.add(name, emb, records), "new_person": new}
     except BaseException:
         for path in moved:  # the transaction did not commit: its frames go too

@@ -118,7 +118,7 @@ class Gallery:
             page = int.from_bytes(head[16:18], "big") if head.startswith(b"SQLite format 3\x00") else 0
             page = 65536 if page == 1 else page
             size = self.path.stat().st_size
-            if page and (size < page or size % page):
+            if page in {1 << n for n in range(9, 17)} and (size < page or size % page):
                 raise GalleryError(f"{self.path}: cut short ({size} bytes, not a whole number of {page}-byte "
                                    "pages) — restore it from a copy, or move it away to start a new one")
         if not self.path.is_file() and not create:

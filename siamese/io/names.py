@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["BadName", "UNKNOWN", "check_name"]
+__all__ = ["BadName", "BadSetting", "UNKNOWN", "check_name"]
 
 UNKNOWN = "unknown"
 _NAME = re.compile(r"[^\W_][\w .'-]{0,99}")  # starts with a letter or digit; unicode welcome
@@ -21,6 +21,11 @@ _NAME = re.compile(r"[^\W_][\w .'-]{0,99}")  # starts with a letter or digit; un
 
 class BadName(ValueError):
     """A person name that breaks the rule; the message quotes it and says what is allowed."""
+
+
+class BadSetting(ValueError):
+    """A setting the user gave (key=value) that the command cannot use, or one it needs and was
+    not given: a command-line mistake, so the command line's exit code 2 (`siamese.cli`)."""
 
 
 def check_name(name: str) -> str:

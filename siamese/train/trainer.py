@@ -35,6 +35,7 @@ from siamese.eval.plots import training_curves
 from siamese.faces.align import resize_faces
 from siamese.faces.capture import read_face_folders
 from siamese.io.files import atomic_write_text
+from siamese.io.names import BadSetting
 from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
 from siamese.model.teacher_cache import targets
@@ -167,7 +168,7 @@ def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
         return None, {}
     saved = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
     if saved is not None and OmegaConf.to_container(saved.model) != OmegaConf.to_container(cfg.model):
-        raise ValueError(f"{run_dir} holds a run with other model settings ({saved.model}) — "
+        raise BadSetting(f"{run_dir} holds a run with other model settings ({saved.model}) — "
                          "choose another run_name=... (or delete that run dir)")
     state = json.loads(state_path.read_text())
     log.info("resuming %s after epoch %d", run_dir, state["epoch"])
