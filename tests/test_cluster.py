@@ -438,7 +438,7 @@ def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_pat
         assert not any(f" {u} " in line for u in {"threshold", "floor", "eps", "min_samples"} - used), line
         # Neither everyone apart nor people merged: nobody in the sample has more than two photos.
         assert s["people"] >= 2 and max(s["people_sizes"]) <= 2, (algorithm, s["people_sizes"])
-    # A setting the algorithm would ignore is refused, in one line, before anything is written. (exit 2: a command-line mistake)
+    # A setting the algorithm would ignore is refused in one line (exit 2), before anything is written.
     assert run("cluster", [str(src), "--out", str(tmp_path / "x"), "algorithm=dbscan", "threshold=0.5"]) == 2
     assert "dbscan does not use threshold" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
