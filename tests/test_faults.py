@@ -1,5 +1,7 @@
 """Faults a user's machine really has: `kill -9` in the middle of a command, and a full disk.
 
+Commands: gallery import, enrol from a video, cluster, detect.
+
 Each command is run as the user runs it (`python -m siamese.cli ...` in a subprocess) and killed
 with SIGKILL at a moment it is known to be half way (its progress line printed, or its staging
 folder holding files). Afterwards the store or output folder is what it was before or what it is
@@ -133,6 +135,17 @@ def test_cluster_killed_half_way_leaves_no_output_and_finishes_when_run_again(pe
     code, _, err = _finish(*args)
     assert code == 0, err[-1500:]
     assert (out / "summary.json").exists() and _hidden(tmp_path) == []
+
+
+def test_detect_killed_half_way_leaves_no_output_and_finishes_when_run_again(samples, tmp_path):
+    out = tmp_path / "faces"
+    args = ("detect", samples / "video" / "short_hamilton_clip.mp4", "--out", out, "every_s=0.1", "progress=false")
+    proc = _cli(*args)
+    _kill_when(proc, lambda: any(p.is_file() for p in tmp_path.glob(".faces.tmp-*/crops/**/*")))
+    assert not out.exists()  # never a half result
+    code, _, err = _finish(*args)
+    assert code == 0, err[-1500:]
+    assert (out / "manifest.csv").exists() and _hidden(tmp_path) == []
 
 
 def _disk_full_at(limit: int):
