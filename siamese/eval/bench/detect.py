@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from siamese.data.lfw import LFW
-from siamese.eval.bench.table import table
+from siamese.eval.bench.table import machine, table
 from siamese.faces.detect import central_face
 from siamese.io.images import list_images, read_image
 from siamese.io.paths import SAMPLES, lfw_cache
@@ -65,7 +65,7 @@ def run(lfw_root, detectors: dict, images: int = 300, seed: int = 0,
         if photos:
             r = time_detector(detector, photos, central=False)
             rows.append({"detector": name, "input": f"{len(photos)} sample photos", **r})
-    print("\nDetection, one thread (wall ms per image, decode excluded)\n")
+    print(f"\nDetection, one thread (wall ms per image, decode excluded); {machine()}\n")
     print(table(rows))
 
     build = Path(cache_dir) / "build.json"

@@ -9,14 +9,13 @@ a busy machine; the machine's load average is printed with them.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
 from siamese.data.cache import FaceCache
 from siamese.data.lfw import LFW
-from siamese.eval.bench.table import table
+from siamese.eval.bench.table import machine, table
 from siamese.model.embedder import Embedder
 
 __all__ = ["embed_speed"]
@@ -54,7 +53,6 @@ def embed_speed(models: list[str], lfw_root, cache: FaceCache, faces: int = 256,
             rows.append({"model": str(path), "format": model.format, "input_px": model.input_size,
                          "threads": threads, "batched_ms": round(_ms_per_face(model.embed, crops, 64, repeats), 2),
                          "single_ms": round(_ms_per_face(model.embed, crops[:64], 1, repeats), 2)})
-    print(f"\nEmbedding speed, ms per face (flip-averaged), {faces} LFW faces; cpu count {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.2f}\n")
+    print(f"\nEmbedding speed, ms per face (flip-averaged), {faces} LFW faces; {machine()}\n")
     print(table(rows))
     return rows

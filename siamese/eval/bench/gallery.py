@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.eval.bench.table import table
+from siamese.eval.bench.table import machine, table
 from siamese.gallery.index import Index
 from siamese.gallery.recognize import Recognizer
 from siamese.gallery.store import Gallery
@@ -89,5 +89,6 @@ def bench_gallery(n: int = 1_000_000, per_person: int = 10, add_people: int = 10
         timed(lambda i: rec.identify(q[i]), "identify, nn (shortlist 32 + head), default index")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n{machine()}\n")
     print(table(rows))
     return rows

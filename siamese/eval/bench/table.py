@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["table"]
+import os
+
+__all__ = ["machine", "table"]
+
+
+def machine() -> str:
+    """The machine a speed was measured on, and how busy it was: "2 CPUs, load average 1.93 (1 min)".
+    Speeds on a loaded machine read lower: compare rows of one run, not runs of different days."""
+    return f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min)"
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from siamese.eval.bench.table import table
+from siamese.eval.bench.table import machine, table
 from siamese.faces.detect import YuNetDetector
 from siamese.io.images import read_image
 from siamese.io.paths import DEFAULT_MODEL, SAMPLES
@@ -65,6 +65,6 @@ def verify_speed(video: str | os.PathLike | None = None,
                      **ms, "frames": r["frames"]})
     print(f"\nVerification of {video.name}, end to end (decode -> write video + jsonl), "
           f"{embedder.format}, {threads} embedder thread(s), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS')}; ms per frame\n")
+          f"{os.environ.get('OMP_NUM_THREADS')}; {machine()}; ms per frame\n")
     print(table(rows))
     return rows
