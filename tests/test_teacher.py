@@ -148,6 +148,7 @@ def test_distillation_losses():
     assert float(np.asarray(rel(pairs_t, moved))) == pytest.approx(float(np.asarray(rel(pairs_t, pairs_s))))
 
 
+@pytest.mark.slow  # ~40 s of training and a resume: `make test-slow`, and CI
 def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_path):
     from hydra import compose, initialize_config_dir
 
