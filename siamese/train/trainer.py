@@ -175,6 +175,25 @@ def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
     return keras.saving.load_model(last), state
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep and reuse the memory TensorFlow frees every step instead of handing it back.
+
+    Each step allocates activation buffers of 100+ MB; by default glibc serves those with mmap and
+    returns them with munmap, so every step zero-fills fresh pages: measured on 2 cores, half the
+    CPU time went to the kernel (page faults) and an epoch of `+experiment=distill` took ~160 s;
+    with mmap off and no trimming, 0 % kernel time and ~67 s. Linux/glibc only; elsewhere a no-op.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: never mmap; big blocks come from the heap and are reused
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed memory for the next step
+    except (OSError, AttributeError):
+        pass
+
+
 def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     """Train (or resume) into `run_dir`; returns the final metrics (also in metrics.json)."""
     import keras
@@ -186,6 +205,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _keep_freed_memory()
     keras.utils.set_random_seed(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
     fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
