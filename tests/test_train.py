@@ -163,3 +163,37 @@ def test_cache_pack_round_trip(tmp_path, tiny_cache):
     assert b.images.shape == a.images.shape
     assert np.abs(b.images.astype(float) - a.images).mean() < 4.0
     assert (b.meta == a.meta).all() and b.config == a.config
+
+
+def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
+    # --teacher: the rows' teacher descriptors travel too, and the unpacked cache's teacher cache
+    # is accepted as its own (same rows, renumbered with the faces).
+    import shutil
+
+    import numpy as np
+
+    from siamese.model import teacher_cache
+    from siamese.model.dlib_resnet import identity
+
+    src, lfw_root = tiny_cache
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(src, cache_dir)
+    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
+    tdir = teacher_cache.teacher_dir(cache_dir)
+    tdir.mkdir()
+    emb = np.random.default_rng(0).normal(size=(n, 2, 128)).astype(np.float32) * 0.1
+    np.save(tdir / "embeddings.npy", emb)
+    np.save(tdir / "status.npy", np.ones(n, np.uint8))
+    (tdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache._cache_identity(cache_dir)}))
+    (tdir / "build.json").write_text("{}")
+    pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
+    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), "--teacher"],
+                 ["unpack", str(pack), str(out)]):
+        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr[-2000:]
+    got, status, _ = teacher_cache.load(out)  # checked against this machine's teacher and the new index
+    rows = np.load(pack)["rows"]
+    np.testing.assert_allclose(got, emb[rows], atol=1e-3)  # float16 on the way
+    assert (status == 1).all()

@@ -9,6 +9,10 @@ The pack holds the training people and the test-pair images of `--protocol` (Vie
 1,549 faces, 27.5 MiB at WebP quality 80, mean error 2.7 grey levels; the raw cache is 478 MB).
 WebP is lossy: a model trained on unpacked faces is scored again on the real cache
 (`tools/refinish.py`) before its numbers are reported.
+
+`--teacher` also carries the distillation teacher's descriptors of those rows (the face cache's
+`teacher_dlib/`, made by `siamese teach`; float16, ~5.6 MiB for View 1), unpacked beside the faces
+so that `siamese train +experiment=distill` runs there without dlib (`distill.check_files=false`).
 No pickle: plain arrays only.
 """
 
@@ -28,7 +32,7 @@ from siamese.data.lfw import LFW, protocol_split
 
 
 def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: int,
-         quality: int) -> None:
+         quality: int, teacher: bool = False) -> None:
     fc = cache.load(cache_dir)
     people, pairs = protocol_split(LFW(lfw_root), protocol, fold)
     wanted = set(people)
@@ -44,10 +48,17 @@ def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: in
     with open(Path(cache_dir) / "index.csv", newline="") as f:
         lines = f.read().splitlines()
     header, body = lines[0], lines[1:]
+    extra = {}
+    if teacher:
+        from siamese.model.teacher_cache import load as load_teacher
+
+        emb, status, tcfg = load_teacher(cache_dir)
+        extra = {"teacher_embeddings": np.asarray(emb[rows], np.float16), "teacher_status": status[rows],
+                 "teacher_config": np.array(json.dumps(tcfg))}
     np.savez(out, rows=rows, offsets=np.cumsum([0] + [len(b) for b in blobs]),
              data=np.concatenate(blobs), meta=fc.meta[rows],
              index=np.array([header] + [body[i] for i in rows]),
-             config=np.array(json.dumps(fc.config)))
+             config=np.array(json.dumps(fc.config)), **extra)
     print(f"{out}: {len(rows)} faces, {Path(out).stat().st_size / 2**20:.1f} MiB")
 
 
@@ -70,6 +81,19 @@ def unpack(pack_path: str, cache_dir: str) -> None:
     (out / "config.json").write_text(str(z["config"]))
     (out / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
     print(f"{cache_dir}: {len(faces)} faces")
+    if "teacher_embeddings" in z:  # the same rows, renumbered like the faces: the unpacked cache's own
+        from siamese.io.files import file_digest
+        from siamese.model.teacher_cache import teacher_dir
+
+        tdir = teacher_dir(out)
+        tdir.mkdir(exist_ok=True)
+        np.save(tdir / "embeddings.npy", z["teacher_embeddings"].astype(np.float32))
+        np.save(tdir / "status.npy", z["teacher_status"])
+        tcfg = {**json.loads(str(z["teacher_config"])), "face_cache": str(out), "images": len(faces),
+                "index_sha256": file_digest(out / "index.csv"), "unpacked_from": pack_path}
+        (tdir / "config.json").write_text(json.dumps(tcfg, indent=2))
+        (tdir / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
+        print(f"{tdir}: teacher descriptors of {len(faces)} faces")
 
 
 def main() -> None:
@@ -79,11 +103,12 @@ def main() -> None:
     p.add_argument("cache_dir"), p.add_argument("out")
     p.add_argument("--lfw", default=None), p.add_argument("--protocol", default="view1")
     p.add_argument("--fold", type=int, default=0), p.add_argument("--quality", type=int, default=80)
+    p.add_argument("--teacher", action="store_true", help="also the teacher's descriptors (siamese teach)")
     u = sub.add_parser("unpack")
     u.add_argument("pack"), u.add_argument("cache_dir")
     a = ap.parse_args()
     if a.cmd == "pack":
-        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality)
+        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher)
     else:
         unpack(a.pack, a.cache_dir)
 
