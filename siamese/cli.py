@@ -61,7 +61,7 @@ COMMANDS = {
     "calibrate": ("calibrate", "evaluation.calibrate", "fit a model's verify.json and cluster.json on unseen "
                   "LFW people", ["model_path"], [], None),
     "openset": ("recognize", "evaluation.openset", "open-set identification on unseen LFW people: top-1/5, "
-                "DIR@FAR", [], [], "out"),
+                "DIR@FAR", [], ["input=null"], "out"),  # it makes its own gallery and probes
     "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded:"
               " speed and quality tables", ["what"], [], None),
     "cluster": ("cluster", "people.cluster", "group the faces of photos / a video by person -> OUT/person_NNN/",

@@ -63,6 +63,7 @@ def command_help(name: str, config: str, summary: str, positional: list[str], fi
     out = [f"usage: {usage}", "", summary + ".", ""]
     if about:
         out += [about, ""]
+    fixed = [f for f in fixed if not f.endswith("=null")]  # keys the command does not use
     if fixed:
         out += [f"(the same as `siamese {config} {' '.join(f.split('=', 1)[1] for f in fixed)} ...`)", ""]
     if positional:
