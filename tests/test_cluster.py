@@ -195,36 +195,6 @@ def test_every_algorithm_defaults_to_its_own_calibrated_settings(algorithm, valu
     assert resolve(_Model(CAL), algorithm) == (algorithm, values, dict.fromkeys(values, "cluster.json"))
 
 
-def test_the_default_algorithm_is_the_one_cluster_json_found_best():
-    from siamese.clustering.settings import resolve
-
-    assert resolve(_Model(CAL), None)[0] == "agglomerative"  # a file without "default"
-    assert resolve(_Model({**CAL, "default": "chinese_whispers"}), None) == (
-        "chinese_whispers", {"threshold": 0.34}, {"threshold": "cluster.json"})
-    assert resolve(_Model({**CAL, "default": "chinese_whispers"}), "agglomerative")[0] == "agglomerative"  # asked
-
-
-def test_calibration_names_the_best_algorithm_as_the_default():
-    from siamese.eval.calibration import calibrate_clustering
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(6, 16))
-    labels = np.repeat(np.arange(6), 5)
-    emb = centres[labels] + 0.3 * rng.normal(size=(30, 16))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-
-    class Scored(_Model):
-        def score(self, a, b):
-            return (np.sum(a * b, axis=1) + 1) / 2
-
-        def identity(self):
-            return {"fingerprint": "x", "dim": 16}
-
-    r = calibrate_clustering(Scored(None), embeddings=emb.astype(np.float32), labels=labels, out=False)
-    scores = {"agglomerative": r["bcubed_f1"], **{n: a["bcubed_f1"] for n, a in r["algorithms"].items()}}
-    assert r["default"] in scores and scores[r["default"]] == max(scores.values())
-
-
 def test_settings_given_win_and_unused_ones_are_refused():
     from siamese.clustering.settings import resolve
 
@@ -562,5 +532,5 @@ def test_config_composes():
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("cluster", overrides=["input=x", "out=y"])
-    assert cfg.algorithm is None and cfg.threshold is None  # None: the model's cluster.json "default"
+    assert cfg.algorithm in graph.ALGORITHMS and cfg.threshold is None
     assert cfg.model_path == str(Path(cfg.paths.default_model))

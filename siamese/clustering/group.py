@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
-            detector: Detector | None = None, *, algorithm: str | None = None,
+            detector: Detector | None = None, *, algorithm: str = "agglomerative",
             threshold: float | None = None, floor: float | None = None, k: int = 10,
             eps: float | None = None, min_samples: int | None = None,
             every_s: float = 1.0, keep_all_crops: bool = False, labels: bool = False,
@@ -61,9 +61,8 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         out: the output folder; must not exist (or be empty) unless `overwrite`.
         embedder: a `siamese.model.Embedder` (default: the shipped model).
         detector: a `siamese.faces.Detector` (default: YuNet).
-        algorithm: one of `siamese.clustering.graph.ALGORITHMS`, or None: the one the model's
-            cluster.json found best on its validation people ("default"; agglomerative, average
-            linkage on cosine, for files without it).
+        algorithm: one of `siamese.clustering.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
+            was best on unseen LFW people (see `siamese.eval.bench.clustering.compare_algorithms`).
         threshold, floor: agglomerative: the mean cosine two single faces need to merge, and
             the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); chinese_whispers /
             components: the head score an edge needs (no floor).
@@ -184,7 +183,7 @@ def _check_args(input: Path, out: Path, overwrite: bool, labels: bool, algorithm
     _check_out(input, out, overwrite)
     if labels and (is_video(input) or not input.is_dir()):
         raise ValueError(f"{input}: labels=true needs a folder of person folders (INPUT/<person>/*.jpg)")
-    if algorithm is not None and algorithm not in graph.ALGORITHMS:
+    if algorithm not in graph.ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r} — choose one of {list(graph.ALGORITHMS)}")
     if not every_s > 0:
         raise ValueError(f"every_s must be a positive number of seconds, got {every_s!r}")

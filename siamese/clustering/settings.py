@@ -1,8 +1,6 @@
 """Which settings each clustering algorithm uses, and where their defaults come from.
 
-Which algorithm runs by default is the model's too: the one its `cluster.json` found best on the
-validation people ("default"; agglomerative for files without it). Every algorithm's defaults are
-the model's: `cluster.json` beside it, fitted on its validation
+Every algorithm's defaults are the model's: `cluster.json` beside it, fitted on its validation
 people by `siamese calibrate MODEL fit=[cluster]` (training writes it too). Its top level holds the
 agglomerative threshold and floor; "algorithms" holds the others' (fitted the same way, on the same
 people). A setting given by the caller wins over the file; a setting the chosen algorithm does not
@@ -20,7 +18,7 @@ import logging
 
 from siamese.io.names import BadSetting
 
-__all__ = ["USES", "clustering_settings", "default_algorithm", "resolve"]
+__all__ = ["USES", "clustering_settings", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +42,12 @@ def clustering_settings(embedder) -> dict | None:
     return cal
 
 
-def default_algorithm(embedder) -> str:
-    """The algorithm the model's cluster.json names as its best on the validation people
-    ("default"), else agglomerative."""
-    cal = clustering_settings(embedder)
-    return (cal or {}).get("default") or "agglomerative"
-
-
-def resolve(embedder, algorithm: str | None, **given) -> tuple[str, dict, dict]:
+def resolve(embedder, algorithm: str, **given) -> tuple[str, dict, dict]:
     """The settings `algorithm` will run with, each from the caller or the model.
 
     Args:
         embedder: a `siamese.model.Embedder` (its cluster.json and pair threshold).
-        algorithm: one of `USES`; None: the model's `default_algorithm`.
+        algorithm: one of `USES`.
         given: threshold, floor, eps, min_samples as the caller gave them (None = not given).
 
     Returns:
@@ -66,7 +57,6 @@ def resolve(embedder, algorithm: str | None, **given) -> tuple[str, dict, dict]:
     Raises:
         ValueError: a setting the algorithm does not use was given, or one it needs has no default.
     """
-    algorithm = algorithm or default_algorithm(embedder)
     given = {k: v for k, v in given.items() if v is not None}
     unused = sorted(set(given) - set(USES[algorithm]))
     if unused:

@@ -294,9 +294,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
 
     Returns:
         {"threshold", "floor", "k", "bcubed_f1", "grid" (agglomerative's, as `fit_clustering`),
-        "algorithms" (the others', as `fit_other_algorithms`), "default" (the algorithm with the best
-        BCubed F1, agglomerative on a tie: what `siamese cluster` runs unless told), "people",
-        "faces", "data", "model"}.
+        "algorithms" (the others', as `fit_other_algorithms`), "people", "faces", "data", "model"}.
     """
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
@@ -311,11 +309,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("clustering calibration needs faces of at least two people")
-    agglomerative = fit_clustering(embeddings, labels)
-    others = fit_other_algorithms(embeddings, labels, embedder.score)
-    scores = {"agglomerative": agglomerative["bcubed_f1"], **{n: a["bcubed_f1"] for n, a in others.items()}}
-    best = max(scores, key=lambda n: (scores[n], n == "agglomerative"))  # ties: agglomerative
-    result = {**agglomerative, "algorithms": others, "default": best,
+    result = {**fit_clustering(embeddings, labels),
+              "algorithms": fit_other_algorithms(embeddings, labels, embedder.score),
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:
@@ -326,7 +321,6 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     for name, a in result["algorithms"].items():
         log.info("clustering, %s: %s -> BCubed F1 %.4f", name,
                  ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid")), a["bcubed_f1"])
-    log.info("clustering: default algorithm %s (the best BCubed F1 on the validation people)", best)
     return result
 
 
