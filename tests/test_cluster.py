@@ -534,3 +534,12 @@ def test_config_composes():
         cfg = compose("cluster", overrides=["input=x", "out=y"])
     assert cfg.algorithm in graph.ALGORITHMS and cfg.threshold is None
     assert cfg.model_path == str(Path(cfg.paths.default_model))
+
+
+def test_a_symlink_loop_given_as_the_input_is_named_as_one(tmp_path):
+    from siamese.io.images import ImageError
+
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ImageError, match="symlink loop"):
+        cluster(tmp_path / "loop", tmp_path / "out", embedder=object(), detector=object())
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -91,3 +92,18 @@ def test_trainer_trains_under_mixed_precision(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(part.get_weights(), emb.get_weights()))
     ref = emb.predict_on_batch(x).astype(np.float32)
     assert np.abs(part.predict_on_batch(x) - ref).max() < 0.05  # float16 vs float32 compute
+
+
+def test_a_broken_stranger_bank_names_the_file_and_never_suggests_unpickling(tmp_path):
+    import json
+    import shutil
+
+    from siamese.model.modeldir import read_impostors
+
+    src = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
+    shutil.copy(src / "impostors.json", tmp_path / "impostors.json")
+    (tmp_path / "impostors.npy").write_bytes(np.random.default_rng(0).bytes(500))
+    fingerprint = json.loads((src / "impostors.json").read_text())["model"]["fingerprint"]
+    with pytest.raises(ValueError) as info:
+        read_impostors(tmp_path, fingerprint)
+    assert str(tmp_path / "impostors.npy") in str(info.value) and "pickle" not in str(info.value)

@@ -38,7 +38,7 @@ from siamese.clustering.scores import clustering_scores
 from siamese.clustering.settings import clustering_settings, resolve
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
-from siamese.io.images import NothingRead
+from siamese.io.images import NothingRead, list_images
 from siamese.io.video import is_video
 from siamese.model.embedder import Embedder
 
@@ -179,6 +179,8 @@ def _label_scores(items: list[FaceItem], tracks: list[dict], tlab: np.ndarray) -
 
 def _check_args(input: Path, out: Path, overwrite: bool, labels: bool, algorithm: str, every_s: float) -> None:
     if not input.exists():
+        if input.is_symlink():  # a loop or a broken link: say which, not "not found"
+            list_images(input)  # raises the ImageError that names it
         raise FileNotFoundError(f"{input}: not found — give a folder of photos, a photo or a video file")
     _check_out(input, out, overwrite)
     if labels and (is_video(input) or not input.is_dir()):

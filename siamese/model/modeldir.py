@@ -131,8 +131,9 @@ def read_impostors(model_dir: str | os.PathLike, fingerprint: str):
         return None
     try:
         vectors = np.load(path, allow_pickle=False).astype(np.float32)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a readable .npy ({err}) — refit it: `siamese calibrate {model_dir} "
+    except (ValueError, OSError) as err:  # numpy's own text would suggest allow_pickle: never for a bank
+        why = "not a plain array" if "pickle" in str(err) else str(err)
+        raise ValueError(f"{path}: not a readable .npy ({why}) — refit it: `siamese calibrate {model_dir} "
                          "fit=[impostors] overwrite=true`") from None
     if len(vectors) != len(meta["names"]):
         raise ValueError(f"{path}: {len(vectors)} rows but impostors.json names {len(meta['names'])} — refit it")
