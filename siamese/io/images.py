@@ -180,14 +180,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
                 raise ImageError(path, "not_image", "not an image (unrecognised file signature)")
             f.seek(0)
             data = f.read()
-    except FileNotFoundError:
-        raise ImageError(path, "missing", "not found — check the path") from None
-    except PermissionError:
-        raise ImageError(path, "unreadable", "permission denied — check the file's read permissions") from None
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ImageError(path, "symlink_loop", _LOOP) from None
-        raise ImageError(path, "unreadable", f"could not be read ({e.strerror or e})") from None
+        raise _os_error(path, e, "not found — check the path", "read") from None
 
     size, complete, exif = _jpeg_info(data) if fmt == "JPEG" else (image_size(data, fmt), True, b"")
     if fmt == "PNG":
@@ -206,6 +200,17 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
         raise ImageError(path, "corrupt", f"corrupt {fmt} data (OpenCV could not decode it)")
     _check_size(path, img.shape[1], img.shape[0], max_pixels, min_side)
     return _orient(_to_rgb8(img, path), orientation)
+
+
+def _os_error(path: str | os.PathLike, e: OSError, missing: str, verb: str) -> ImageError:
+    """The ImageError for an OSError met opening or looking at `path` (``missing`` says what to check)."""
+    if isinstance(e, FileNotFoundError):
+        return ImageError(path, "missing", missing)
+    if isinstance(e, PermissionError):
+        return ImageError(path, "unreadable", "permission denied — check its read permissions")
+    if e.errno == errno.ELOOP:
+        return ImageError(path, "symlink_loop", _LOOP)
+    return ImageError(path, "unreadable", f"could not be {verb} ({e.strerror or e})")
 
 
 def list_images(root: str | os.PathLike, skipped: Counter | None = None) -> list[Path]:
@@ -231,12 +236,8 @@ def list_images(root: str | os.PathLike, skipped: Counter | None = None) -> list
     root = Path(root)
     try:
         mode = root.stat().st_mode
-    except FileNotFoundError:
-        raise ImageError(root, "missing", "not found — check the path to the image or folder") from None
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ImageError(root, "symlink_loop", _LOOP) from None
-        raise ImageError(root, "unreadable", f"could not be looked at ({e.strerror or e})") from None
+        raise _os_error(root, e, "not found — check the path to the image or folder", "looked at") from None
     if stat.S_ISREG(mode):
         return [root]
     if not stat.S_ISDIR(mode):
