@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help venv teacher serve-deps serve review bench-serve test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,18 +28,25 @@ $(VENV)/.teacher: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,teacher]'
 	@touch $@
 
+# The HTTP API and review page (fastapi, uvicorn, python-multipart): `make serve` and the tests.
+$(VENV)/.serve: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,serve]'
+	@touch $@
+
 venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
+
+serve-deps: $(VENV)/.serve ## install the serve extra into .venv (make serve / test do it)
 
 teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / distill / test do it)
 
-test: teacher ## lint, then run the fast test suite (what CI runs)
+test: teacher serve-deps ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
-test-slow: teacher ## run the slow tests too (full-LFW checks, subprocess training)
+test-slow: teacher serve-deps ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "slow or not slow" $(ARGS)
 
-test-slow-only: teacher ## only the slow tests (CI runs them after `make test`)
+test-slow-only: teacher serve-deps ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
@@ -137,3 +144,6 @@ bench: venv ## print detection ms per image and the LFW cache build time
 clean: ## remove the virtualenv and Python caches (never data/ or checkpoints/)
 	rm -rf $(VENV) .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+serve: serve-deps ## the HTTP API on 127.0.0.1:8000 (docs at /docs; ARGS=port=9000 api_key=...)
+	$(SIAMESE) serve $(ARGS)

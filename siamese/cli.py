@@ -72,6 +72,8 @@ COMMANDS = {
                ["path"], ["action=add"], None),
     "verify": ("verify", "people.verify", "live: is the enrolled person there? VERIFIED/UNVERIFIED per face",
                ["source"], [], "out"),
+    "serve": ("serve", "service.serve", "the HTTP API (FastAPI): detect, embed, verify, identify, subjects",
+              [], [], None),
     "recognize": ("recognize", "people.recognize", "who is in these photos? a name or 'unknown' per face", ["input"],
                   [], None),
 }

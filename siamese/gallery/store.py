@@ -287,6 +287,13 @@ class Gallery:
         shutil.rmtree(self.frames_dir / str(row[0]), ignore_errors=True)  # ours, never the user's
         return n
 
+    def remove_face(self, name: str, face_id: int) -> None:
+        """Delete one embedding of `name` by its id (`sources()`); GalleryError when they have none such."""
+        with self.transaction():
+            if not self.db.execute("DELETE FROM embeddings WHERE id = ? AND person_id = (SELECT id FROM people "
+                                   "WHERE name = ?)", (int(face_id), check_name(name))).rowcount:
+                raise GalleryError(f"{self.path}: {check_name(name)!r} has no face {int(face_id)}")
+
     def person(self, name: str) -> np.ndarray:
         """(n, D) float32 embeddings of one person (what verification compares with).
 

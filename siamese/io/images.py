@@ -23,7 +23,8 @@ import numpy as np
 from siamese.io.files import atomic_write_bytes
 from siamese.io.sniff import image_format, image_size, tiff_tags
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "NothingRead", "iter_images", "list_images", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "NothingRead", "decode_image", "iter_images", "list_images", "read_image",
+           "write_image"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
                             ".ppm", ".pgm", ".pbm", ".pnm"})
@@ -182,24 +183,42 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = 60_000_000, min_sid
             data = f.read()
     except OSError as e:
         raise _os_error(path, e, "not found — check the path", "read") from None
+    return decode_image(data, path, max_pixels=max_pixels, min_side=min_side)
 
+
+def decode_image(data: bytes, name: str | os.PathLike = "upload", *, max_pixels: int = 60_000_000,
+                 min_side: int = 20) -> np.ndarray:
+    """`read_image` for bytes already in memory (an upload): the same checks, in the same order.
+
+    Args:
+        data: the whole encoded file.
+        name: what error messages call it (`ImageError.path`).
+        max_pixels, min_side: as for `read_image`.
+
+    Returns:
+        (H, W, 3) uint8 RGB, upright.
+    """
+    fmt = image_format(data[:16])
+    if fmt is None:
+        raise ImageError(name, "empty", "empty file (0 bytes)") if not data else \
+            ImageError(name, "not_image", "not an image (unrecognised file signature)")
     size, complete, exif = _jpeg_info(data) if fmt == "JPEG" else (image_size(data, fmt), True, b"")
     if fmt == "PNG":
         complete = data.rfind(b"IEND") > data.rfind(b"IDAT")
     if size is not None:  # refuse huge images before a decoder allocates them (a damaged header: after)
-        _check_size(path, *size, max_pixels, min_side)
+        _check_size(name, *size, max_pixels, min_side)
     # OpenCV decodes a cut-off JPEG file with grey filler (cv2.imread, a warning on stderr) but fails
     # on the same bytes in a buffer (cv2.imdecode); checking here makes truncation a reliable, named
     # error for the two formats where it is common and cheap to see.
     if not complete:
         missing = "no end-of-image marker" if fmt == "JPEG" else "no IEND chunk"
-        raise ImageError(path, "truncated", f"truncated {fmt} ({missing})")
+        raise ImageError(name, "truncated", f"truncated {fmt} ({missing})")
 
     img, orientation = _decode(np.frombuffer(data, np.uint8), fmt, exif)
     if img is None or img.size == 0:
-        raise ImageError(path, "corrupt", f"corrupt {fmt} data (OpenCV could not decode it)")
-    _check_size(path, img.shape[1], img.shape[0], max_pixels, min_side)
-    return _orient(_to_rgb8(img, path), orientation)
+        raise ImageError(name, "corrupt", f"corrupt {fmt} data (OpenCV could not decode it)")
+    _check_size(name, img.shape[1], img.shape[0], max_pixels, min_side)
+    return _orient(_to_rgb8(img, name), orientation)
 
 
 def _os_error(path: str | os.PathLike, e: OSError, missing: str, verb: str) -> ImageError:

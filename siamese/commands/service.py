@@ -1,0 +1,44 @@
+"""`siamese serve`: the HTTP API (and `siamese review DIR`: the same server with a cluster result
+to review). FastAPI and uvicorn come with the extra `pip install 'siamese[serve]'`."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def _server_parts():
+    """FastAPI's app factory and uvicorn, or one line saying how to install them."""
+    try:
+        import uvicorn  # the optional extra: imported only by this command
+
+        from siamese.service.app import create_app  # imports fastapi (the same extra)
+        from siamese.service.http import Settings
+    except ImportError as err:
+        raise SystemExit(f"siamese serve needs the serve extra ({err.name} is missing): "
+                         "pip install 'siamese[serve]'") from None
+    return uvicorn, create_app, Settings
+
+
+def serve(cfg: DictConfig) -> dict:
+    """Run the API until interrupted (Ctrl-C); prints where it listens and the key writes need."""
+    uvicorn, create_app, Settings = _server_parts()
+    settings = Settings(model_path=cfg.model_path, db=str(cfg.db), host=cfg.host, api_key=cfg.api_key,
+                        max_upload_mb=float(cfg.max_upload_mb), workers=int(cfg.workers), queue=int(cfg.queue),
+                        far_target=float(cfg.far_target), review_dir=cfg.review_dir)
+    app = create_app(settings)
+    url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
+    print(f"serving {url} (API docs {url}/docs; gallery {cfg.db}); Ctrl-C stops it")
+    if settings.generated_key:
+        print(f"writes need the header x-api-key: {settings.api_key}  (set api_key= or SIAMESE_API_KEY to fix one)")
+    if cfg.review_dir:
+        print(f"review: {url}/review")
+        if cfg.open_browser:
+            import webbrowser
+
+            webbrowser.open(f"{url}/review")
+    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
+    return {"url": url}

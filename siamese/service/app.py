@@ -1,0 +1,60 @@
+"""`siamese serve`: the HTTP API (FastAPI), JSON in and out, OpenAPI docs at /docs.
+
+Images come as multipart uploads (`-F image=@a.jpg`) or as base64 strings in a JSON body
+(`{"image": "<base64>"}`), at most `max_upload_mb` each, and go through the same header checks
+as the command line (`siamese.io.images.decode_image`). Every JSON response carries the model's
+fingerprint (`"model"`). Bad input is a 4xx with one line in `"error"`, never a traceback:
+400 a malformed request, 401 a missing or wrong API key, 404 an unknown subject or face,
+409 a write that contradicts the gallery, 413 an upload over the limit, 422 an image that cannot
+be used (not an image, truncated, no face), 503 the worker queue is full.
+
+Writes (subjects and their faces) need the API key (header `x-api-key`) when one is configured,
+and every route does when the server listens on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from siamese.service.engine import Engine
+from siamese.service.http import LOOPBACK, Settings, error, install_errors
+from siamese.service.routes import add_routes
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The API over one `Engine` (made from `settings` at start-up unless given, for tests)."""
+    settings.check()
+    limit = int(settings.max_upload_mb * 1e6)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.engine = engine or Engine(settings.model_path, settings.db, workers=settings.workers,
+                                            queue=settings.queue, far_target=settings.far_target)
+        yield
+        app.state.engine.close()
+
+    app = FastAPI(title="siamese", version="1", lifespan=lifespan,
+                  description="Detect, embed, verify and identify faces with your own Siamese model.")
+    install_errors(app)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > limit * 4 + 65536:  # a few images of the limit, base64
+            return error(413, f"request body of {int(size) / 1e6:.1f} MB is over the upload limit")
+        writes = request.method in ("POST", "DELETE") and request.url.path.startswith("/v1/subjects")
+        if writes or settings.host not in LOOPBACK:
+            sent = request.headers.get("x-api-key", "")
+            if not hmac.compare_digest(sent.encode(), settings.api_key.encode()):
+                return error(401, "missing or wrong API key (send it in the x-api-key header)")
+        return await call_next(request)
+
+    add_routes(app, limit)
+    return app
+
+
