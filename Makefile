@@ -145,5 +145,8 @@ clean: ## remove the virtualenv and Python caches (never data/ or checkpoints/)
 	rm -rf $(VENV) .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
+bench-serve: serve-deps ## HTTP latency / throughput of siamese serve: 500 verify + 500 identify, 8 at a time
+	$(SIAMESE) bench serve $(ARGS)
+
 serve: serve-deps ## the HTTP API on 127.0.0.1:8000 (docs at /docs; ARGS=port=9000 api_key=...)
 	$(SIAMESE) serve $(ARGS)

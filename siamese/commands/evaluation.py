@@ -106,7 +106,7 @@ def openset(cfg: DictConfig) -> dict:
 
 
 def bench(cfg: DictConfig):
-    """`siamese bench detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded`: a benchmark table."""
+    """`siamese bench detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded|serve`: a benchmark table."""
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
@@ -116,21 +116,22 @@ def bench(cfg: DictConfig):
         detectors = {n: instantiate(OmegaConf.load(CONF_DIR / "detector" / f"{n}.yaml")) for n in cfg.detectors}
         return bench_detection(cfg.data.root, detectors, cfg.images, cfg.seed, cfg.cache_dir)
     if what == "verify":
-
         return verify_speed(model_path=cfg.model_path)
     if what == "cluster":
-
         c = cfg.cluster
         return compare_algorithms(cfg.model_path, cfg.cache_dir, cfg.data.root, c.min_images, c.max_images)
     if what == "cluster-scale":
-
         c = cfg.cluster
         scorers = ("cosine",) if c.algorithm == "agglomerative" else ("cosine", "head")
         return scale(tuple(plain(c.sizes)), c.algorithm, scorers, cfg.model_path)
     if what == "gallery":
-
         g = cfg.gallery
         return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
+    if what == "serve":
+        from siamese.service.bench import bench_serve  # httpx: the serve extra
+
+        s = cfg.serve
+        return bench_serve(s.requests, s.concurrency, s.workers, cfg.model_path)
     if what == "clips":
         return clips.report(cfg.model_path)
     if what == "embed":

@@ -36,7 +36,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.state.engine = engine or Engine(settings.model_path, settings.db, workers=settings.workers,
                                             queue=settings.queue, far_target=settings.far_target)
         yield
-        app.state.engine.close()
+        if engine is None:  # one given by the caller (a test) is theirs to close
+            app.state.engine.close()
 
     app = FastAPI(title="siamese", version="1", lifespan=lifespan,
                   description="Detect, embed, verify and identify faces with your own Siamese model.")
