@@ -13,7 +13,7 @@ __all__ = ["CONF_DIR", "DEFAULT_MODEL", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_c
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO = PACKAGE_DIR.parent
-CONF_DIR = REPO / "conf"  # the Hydra configs (an editable install: the package runs from the repo)
+CONF_DIR = PACKAGE_DIR / "conf"  # the Hydra configs: the top-level conf/ (linked in the tree, copied into a wheel)
 DEFAULT_MODEL = PACKAGE_DIR / "assets" / "default_model"
 # The demo media (photos, clips) the benchmarks use: SIAMESE_SAMPLES, else beside the repo.
 SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", REPO.parent / "shared" / "datasets" / "samples"))
