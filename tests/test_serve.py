@@ -168,6 +168,14 @@ def test_upload_limit(engine, samples, tmp_path):
         big = samples / "photos" / "obama_and_biden.jpg"
         assert big.stat().st_size > 50_000
         assert "upload limit" in _one_line_error(c.post("/v1/detect", files={"image": _file(big)}), 413)
+        huge = b"\xff\xd8" + bytes(400_000)
+        assert "upload limit" in _one_line_error(c.post("/v1/detect", files={"image": ("h.jpg", huge)}), 413)
+
+        def chunks():  # no content-length: counted as it arrives
+            for _ in range(100):
+                yield bytes(10_000)
+        r = c.post("/v1/detect", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert "upload limit" in _one_line_error(r, 413)
         small = _jpeg(cv2.resize(cv2.imread(str(big))[:, :, ::-1], (200, 150)))
         assert len(small) < 50_000 and c.post("/v1/detect", files={"image": ("s.jpg", small)}).status_code == 200
 

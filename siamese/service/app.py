@@ -14,13 +14,12 @@ and every route does when the server listens on anything but loopback.
 
 from __future__ import annotations
 
-import hmac
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from siamese.service.engine import Engine
-from siamese.service.http import LOOPBACK, Settings, error, install_errors
+from siamese.service.http import Guard, Settings, install_errors
 from siamese.service.routes import add_routes
 
 __all__ = ["create_app"]
@@ -42,19 +41,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(title="siamese", version="1", lifespan=lifespan,
                   description="Detect, embed, verify and identify faces with your own Siamese model.")
     install_errors(app)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > limit * 4 + 65536:  # a few images of the limit, base64
-            return error(413, f"request body of {int(size) / 1e6:.1f} MB is over the upload limit")
-        writes = request.method in ("POST", "DELETE") and request.url.path.startswith("/v1/subjects")
-        if writes or settings.host not in LOOPBACK:
-            sent = request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(sent.encode(), settings.api_key.encode()):
-                return error(401, "missing or wrong API key (send it in the x-api-key header)")
-        return await call_next(request)
-
+    app.add_middleware(Guard, settings=settings, limit=limit * 4 + 65536)  # a few images of the limit, in base64
     add_routes(app, limit)
     return app
 

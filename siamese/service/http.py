@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 import secrets
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from siamese.service.engine import Busy, Conflict, NoFace, NotFound, Upload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOOPBACK", "ApiError", "Inputs", "Settings", "error", "install_errors", "subject_name"]
+__all__ = ["LOOPBACK", "ApiError", "Guard", "Inputs", "Settings", "error", "install_errors", "subject_name"]
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -90,6 +91,45 @@ def _b64(value: str, name: str) -> bytes:
         raise ApiError(400, f"{name}: not valid base64") from None
 
 
+class Guard:
+    """ASGI middleware in front of every route: the API key, and the body size limit.
+
+    The key (header `x-api-key`, compared in constant time) is required for writes under
+    /v1/subjects and, when the server listens beyond loopback, for every request. A body over
+    `limit` bytes ends in a 413 whether or not it said its length up front: a chunked upload is
+    counted as it arrives, never spooled whole.
+    """
+
+    def __init__(self, app, settings: Settings, limit: int):
+        self.app, self.settings, self.limit = app, settings, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        writes = scope["method"] in ("POST", "DELETE") and scope["path"].startswith("/v1/subjects")
+        if writes or self.settings.host not in LOOPBACK:
+            sent = headers.get(b"x-api-key", b"")
+            if not hmac.compare_digest(sent, self.settings.api_key.encode()):
+                return await error(401, "missing or wrong API key (send it in the x-api-key header)")(
+                    scope, receive, send)
+        size = headers.get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.limit:
+            return await error(413, f"request body of {int(size) / 1e6:.1f} MB is over the upload limit")(
+                scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, f"request body over {self.limit / 1e6:.1f} MB: over the upload limit")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class Inputs:
     """The fields of one request, multipart or JSON, with images read under the size limit."""
 
@@ -102,6 +142,8 @@ class Inputs:
         if kind.startswith("multipart/form-data"):
             try:
                 form = await request.form(max_files=64, max_fields=64)
+            except ApiError:
+                raise
             except Exception as err:  # starlette's parser errors: a malformed body
                 raise ApiError(400, f"malformed multipart body ({err})") from None
             return cls({k: form.getlist(k) for k in form.keys()}, limit)
