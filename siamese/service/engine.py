@@ -48,7 +48,8 @@ class Busy(RuntimeError):
 
 def face_json(face: Face) -> dict:
     """A detected face as JSON: box [x, y, w, h] and landmarks [[x, y] x 5] in pixels, score 0..1."""
-    return {"box": np.round(face.box, 1).tolist(), "landmarks": np.round(face.landmarks, 1).tolist(),
+    return {"box": np.round(face.box.astype(float), 1).tolist(),  # float64: 235.8, not 235.8000030517578
+            "landmarks": np.round(face.landmarks.astype(float), 1).tolist(),
             "score": round(float(face.score), 4)}
 
 
