@@ -64,7 +64,7 @@ def test_detect_and_embed_match_the_python_api(client, samples):
     body = r.json()
     assert body["model"] == api._model().fingerprint()
     assert len(body["faces"]) == 2 and body["faces"][0]["box"][0] < body["faces"][1]["box"][0]  # left to right
-    assert all(len(f["landmarks"]) == 5 and 0 < f["score"] <= 1 for f in body["faces"])
+    assert all(len(f["landmarks"]) == 5 and 0 < f["det_score"] <= 1 for f in body["faces"])
 
     emb = client.post("/v1/embed", files={"image": _file(two)}).json()
     got = np.array([f["embedding"] for f in emb["faces"]], np.float32)

@@ -47,10 +47,11 @@ class Busy(RuntimeError):
 
 
 def face_json(face: Face) -> dict:
-    """A detected face as JSON: box [x, y, w, h] and landmarks [[x, y] x 5] in pixels, score 0..1."""
+    """A detected face as JSON: box [x, y, w, h] and landmarks [[x, y] x 5] in pixels, the detector's
+    confidence `det_score` 0..1 (`score` is kept for match scores)."""
     return {"box": np.round(face.box.astype(float), 1).tolist(),  # float64: 235.8, not 235.8000030517578
             "landmarks": np.round(face.landmarks.astype(float), 1).tolist(),
-            "score": round(float(face.score), 4)}
+            "det_score": round(float(face.score), 4)}
 
 
 @dataclass(frozen=True)
