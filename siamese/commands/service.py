@@ -7,6 +7,8 @@ import logging
 
 from omegaconf import DictConfig
 
+from siamese.io.names import BadSetting
+
 log = logging.getLogger(__name__)
 
 
@@ -42,3 +44,10 @@ def serve(cfg: DictConfig) -> dict:
             webbrowser.open(f"{url}/review")
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
     return {"url": url}
+
+
+def review(cfg: DictConfig) -> dict:
+    """`siamese review DIR`: `serve` with the cluster result DIR to review at /review (opened in a browser)."""
+    if not cfg.review_dir:
+        raise BadSetting("give the `siamese cluster` result to review: siamese review DIR")
+    return serve(cfg)
