@@ -155,7 +155,8 @@ $("gallery-btn").addEventListener("click", async () => {
   const r = await post("gallery");
   if (!r) return;
   const lines = Object.entries(r.people).map(([n, c]) => `${n}: ${c.added} added` +
-    (c.duplicates ? `, ${c.duplicates} already there` : "") + (c.no_face ? `, ${c.no_face} without a face` : ""));
+    (c.duplicates ? `, ${c.duplicates} already there` : "") + (c.no_face ? `, ${c.no_face} without a face` : "") +
+    (c.unreadable ? `, ${c.unreadable} unreadable` : ""));
   say(`Gallery ${r.gallery}: ${lines.join("; ")}`);
 });
 document.addEventListener("keydown", (e) => {
