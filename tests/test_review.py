@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from siamese.cli import run
 from siamese.clustering.output import MANIFEST_COLUMNS, write_table
 from siamese.io.images import write_image
 from siamese.service import review_store
@@ -43,11 +44,12 @@ def make_result(root):
     return root
 
 
-def face(name, frame, folder):
+def face(name, frame):
+    """A face's id in the review: its crop's file name."""
     return f"clip_f{frame:06d}_face0_{name}.jpg"
 
 
-A, B, C, D, E = (face("a", 0, ""), face("b", 30, ""), face("c", 60, ""), face("d", 90, ""), face("e", 120, ""))
+A, B, C, D, E = face("a", 0), face("b", 30), face("c", 60), face("d", 90), face("e", 120)
 
 
 @pytest.fixture
@@ -227,8 +229,6 @@ def test_writes_need_the_token_and_this_machine(result):
 
 
 def test_not_a_cluster_result_is_one_line(tmp_path, capsys):
-    from siamese.cli import run
-
     with pytest.raises(ReviewError, match="not a `siamese cluster` result"):
         create_app(Settings(review_dir=str(tmp_path)))
     assert run("review", [str(tmp_path), "open_browser=false"]) == 1

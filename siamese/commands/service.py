@@ -39,9 +39,11 @@ def serve(cfg: DictConfig) -> dict:
     if cfg.review_dir:
         print(f"review: {url}/review")
         if cfg.open_browser:
+            import threading
             import webbrowser
 
-            webbrowser.open(f"{url}/review")
+            # uvicorn.run below blocks: open the page a moment later, once it listens
+            threading.Timer(1.5, webbrowser.open, [f"{url}/review"]).start()
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
     return {"url": url}
 

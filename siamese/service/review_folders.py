@@ -19,7 +19,7 @@ from siamese.clustering.sheets import contact_sheet, overview
 from siamese.io.files import staged_dir
 from siamese.io.images import ImageError, read_image, write_image
 
-__all__ = ["ReviewError", "export", "inside", "move_crops", "redraw", "repair", "valid_crop"]
+__all__ = ["ReviewError", "export", "inside", "move_crops", "redraw", "repair", "sheet_items", "valid_crop"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,21 @@ def move_crops(root: Path, moves: list[tuple[str, str]]) -> None:
             with contextlib.suppress(OSError):
                 os.rename(dst, src)
         raise
+
+
+def sheet_items(rows: list[list[str]], col: dict[str, int]) -> dict[str, list[tuple[str, str, float]]]:
+    """{folder: [(crop, caption, score to its centre)]} of manifest rows, for the contact sheets."""
+    out = {}
+    for r in rows:
+        if crop := r[col["crop"]]:
+            t = r[col["time_s"]]
+            caption = f"{float(t):.1f}s" if t else PurePosixPath(r[col["source"]]).stem[:14]
+            try:
+                score = float(r[col["score_to_centre"]])
+            except ValueError:
+                score = 0.0
+            out.setdefault(r[col["cluster"]], []).append((crop, caption, score))
+    return out
 
 
 def redraw(root: Path, groups: dict[str, list[tuple[str, str, float]]], touched: set[str]) -> None:

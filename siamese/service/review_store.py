@@ -271,7 +271,8 @@ class ReviewStore:
         folders.move_crops(self.root, moves)
         atomic_write_text(self.manifest, self._text(new))
         touched = {r[self.col["cluster"]] for a, b in zip(old, new) if a != b for r in (a, b)}
-        folders.redraw(self.root, self._sheet_rows(new), touched)
+        groups = folders.sheet_items(new, self.col)
+        folders.redraw(self.root, {f: groups[f] for f in sorted(groups, key=_folder_order)}, touched)
 
     def _text(self, rows: list[list[str]]) -> str:
         buf = io.StringIO()
@@ -279,16 +280,6 @@ class ReviewStore:
         writer.writerow(self.header)
         writer.writerows(rows)
         return buf.getvalue()
-
-    def _sheet_rows(self, rows) -> dict[str, list[tuple[str, str, float]]]:
-        """{folder: [(crop, caption, score)]} for the contact sheets."""
-        c, out = self.col, {}
-        for r in rows:
-            if r[c["crop"]]:
-                t = r[c["time_s"]]
-                caption = f"{float(t):.1f}s" if t else PurePosixPath(r[c["source"]]).stem[:14]
-                out.setdefault(r[c["cluster"]], []).append((r[c["crop"]], caption, _num(r[c["score_to_centre"]])))
-        return {f: out[f] for f in sorted(out, key=_folder_order)}
 
     def _person(self, rows, folder: str) -> None:
         if folder in SPECIAL or not any(r[self.col["cluster"]] == folder for r in rows):
