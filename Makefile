@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher serve-deps serve review bench-serve test test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help venv teacher serve-deps serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,8 +43,11 @@ test: teacher serve-deps ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
+test-browser: serve-deps ## the review page in headless Chromium (needs chromium + chromium-driver)
+	$(PY) -m pytest -m browser $(ARGS)
+
 test-slow: teacher serve-deps ## run the slow tests too (full-LFW checks, subprocess training)
-	$(PY) -m pytest -m "slow or not slow" $(ARGS)
+	$(PY) -m pytest -m "not browser" $(ARGS)
 
 test-slow-only: teacher serve-deps ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
@@ -150,3 +153,7 @@ bench-serve: serve-deps ## HTTP latency / throughput of siamese serve: 500 verif
 
 serve: serve-deps ## the HTTP API on 127.0.0.1:8000 (docs at /docs; ARGS=port=9000 api_key=...)
 	$(SIAMESE) serve $(ARGS)
+
+review: serve-deps ## review + label a `siamese cluster` result DIR in the browser (127.0.0.1:8000/review)
+	@test -n "$(DIR)" || { echo "usage: make review DIR=people/ [ARGS=port=9000]"; exit 2; }
+	$(SIAMESE) review "$(DIR)" $(ARGS)

@@ -74,6 +74,8 @@ COMMANDS = {
                ["source"], [], "out"),
     "serve": ("serve", "service.serve", "the HTTP API (FastAPI): detect, embed, verify, identify, subjects",
               [], [], None),
+    "review": ("serve", "service.review", "review a `siamese cluster` result in the browser: name, merge, move, "
+               "undo, export", ["review_dir"], ["open_browser=true"], None),
     "recognize": ("recognize", "people.recognize", "who is in these photos? a name or 'unknown' per face", ["input"],
                   [], None),
 }

@@ -65,7 +65,9 @@ def command_help(name: str, config: str, summary: str, positional: list[str], fi
         out += [about, ""]
     fixed = [f for f in fixed if not f.endswith("=null")]  # keys the command does not use
     if fixed:
-        out += [f"(the same as `siamese {config} {' '.join(f.split('=', 1)[1] for f in fixed)} ...`)", ""]
+        # action=add reads as `gallery add`; any other fixed key is shown as the override it is
+        shown = " ".join(f.split("=", 1)[1] if f.startswith("action=") else f for f in fixed)
+        out += [f"(the same as `siamese {config} {shown} ...`)", ""]
     if positional:
         out.append("arguments (or as key=value): " + ", ".join(f"{p.upper()} = {p}" for p in positional))
         out.append("")

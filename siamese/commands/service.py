@@ -7,6 +7,8 @@ import logging
 
 from omegaconf import DictConfig
 
+from siamese.io.names import BadSetting
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +39,17 @@ def serve(cfg: DictConfig) -> dict:
     if cfg.review_dir:
         print(f"review: {url}/review")
         if cfg.open_browser:
+            import threading
             import webbrowser
 
-            webbrowser.open(f"{url}/review")
+            # uvicorn.run below blocks: open the page a moment later, once it listens
+            threading.Timer(1.5, webbrowser.open, [f"{url}/review"]).start()
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
     return {"url": url}
+
+
+def review(cfg: DictConfig) -> dict:
+    """`siamese review DIR`: `serve` with the cluster result DIR to review at /review (opened in a browser)."""
+    if not cfg.review_dir:
+        raise BadSetting("give the `siamese cluster` result to review: siamese review DIR")
+    return serve(cfg)

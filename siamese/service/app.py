@@ -9,17 +9,20 @@ fingerprint (`"model"`). Bad input is a 4xx with one line in `"error"`, never a 
 be used (not an image, truncated, no face), 503 the worker queue is full.
 
 Writes (subjects and their faces) need the API key (header `x-api-key`) when one is configured,
-and every route does when the server listens on anything but loopback.
+and every route does when the server listens on anything but loopback. With `review_dir` set the
+app also serves the review page of a cluster result (`siamese.service.review`, loopback only).
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from siamese.service.engine import Engine
 from siamese.service.http import Guard, Settings, install_errors
+from siamese.service.review import add_review
 from siamese.service.routes import add_routes
 
 __all__ = ["create_app"]
@@ -43,6 +46,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     install_errors(app)
     app.add_middleware(Guard, settings=settings, limit=limit * 4 + 65536)  # a few images of the limit, in base64
     add_routes(app, limit)
+    if settings.review_dir:  # `siamese review DIR`: the page and its routes (loopback only)
+        add_review(app, Path(settings.review_dir))
     return app
 
 

@@ -70,6 +70,8 @@ class Settings:
         if self.host not in LOOPBACK and self.generated_key:
             raise ValueError(f"host={self.host} listens beyond this machine: set api_key= (or SIAMESE_API_KEY) "
                              "so that requests must carry it")
+        if self.review_dir and self.host not in LOOPBACK:
+            raise ValueError(f"host={self.host}: the review page serves this machine only — use host=127.0.0.1")
         if self.max_upload_mb <= 0:
             raise ValueError(f"max_upload_mb={self.max_upload_mb}: must be above 0")
 
