@@ -29,7 +29,8 @@ from siamese.service.engine import Busy, Conflict, NoFace, NotFound, Upload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOOPBACK", "ApiError", "Guard", "Inputs", "Settings", "error", "install_errors", "subject_name"]
+__all__ = ["LOOPBACK", "ApiError", "Guard", "Inputs", "Settings", "error", "install_errors", "json_object",
+           "subject_name"]
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -132,6 +133,17 @@ class Guard:
         await self.app(scope, counted, send)
 
 
+async def json_object(request: Request) -> dict:
+    """The request's JSON body, which must be an object; ApiError 400 otherwise."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return body
+
+
 class Inputs:
     """The fields of one request, multipart or JSON, with images read under the size limit."""
 
@@ -150,12 +162,7 @@ class Inputs:
                 raise ApiError(400, f"malformed multipart body ({err})") from None
             return cls({k: form.getlist(k) for k in form.keys()}, limit)
         if kind.startswith("application/json"):
-            try:
-                body = await request.json()
-            except ValueError:
-                raise ApiError(400, "the body is not valid JSON") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, "the JSON body must be an object")
+            body = await json_object(request)
             return cls({k: v if isinstance(v, list) else [v] for k, v in body.items()}, limit)
         raise ApiError(400, "send multipart/form-data (-F image=@photo.jpg) or JSON ({\"image\": \"<base64>\"})")
 

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from siamese.io.images import ImageError, decode_image
 from siamese.service.engine import Upload
-from siamese.service.http import ApiError, error
+from siamese.service.http import ApiError, error, json_object
 from siamese.service.review_store import ReviewError, ReviewStore
 
 __all__ = ["add_review"]
@@ -132,13 +132,7 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
 async def _body(request: Request) -> dict:
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise ApiError(400, "send a JSON body (content-type: application/json)")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the JSON body must be an object")
-    return body
+    return await json_object(request)
 
 
 def _text(body: dict, key: str) -> str:
