@@ -44,6 +44,8 @@ COMMANDS = {
               "its model dir", [], [], "out"),
     "detect": ("detect", "faces.detect", "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"], [], "out"),
+    "index": ("index", "faces.index", "faces of a photo/video library -> Parquet rows with embeddings (Ray; "
+              "resumable)", ["input"], [], "out"),
     "collect": ("collect", "faces.collect", "capture your own face from a webcam/video into data/faces/NAME",
                 ["source"], [], None),
     "train": ("train", "training.train", "train the Siamese network (resumes the same run if interrupted)", [], [],
