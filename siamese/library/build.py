@@ -42,7 +42,7 @@ _COUNTS = ("sources", "frames", "faces", "without_face", "many_faces")
 
 def build_index(input: str | os.PathLike, out: str | os.PathLike, *, detector: dict, model_path=None,
                 backend: str = "ray", address: str | None = None, num_cpus: int | None = None,
-                detect_workers: int | None = None, embed_actors: int = 1, shard_size: int = 256,
+                detect_workers: int | None = None, embed_actors: int | None = None, shard_size: int = 256,
                 every_s: float = 1.0, videos: bool = True, crop_size: int = 112, crop_padding: float = 0.0,
                 overwrite: bool = False, progress: bool = True) -> dict:
     """Index every face under `input` into the Parquet folder `out`.
@@ -56,8 +56,8 @@ def build_index(input: str | os.PathLike, out: str | os.PathLike, *, detector: d
         backend: "ray" (a Ray Data pipeline) or "local" (this process; the same rows).
         address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one with
             `num_cpus` CPUs (None: all). A Ray already started in this process is used as it is.
-        detect_workers: Ray workers reading and detecting (None: the cluster's CPUs - embed_actors,
-            at least 1); embed_actors: ONNX Runtime actors (one CPU and one model each).
+        detect_workers: Ray workers reading and detecting; embed_actors: ONNX Runtime actors (one
+            model each). Each is one thread and takes half a CPU; None: as many as the cluster's CPUs.
         shard_size: photos per shard (the unit of resuming); each video is one shard.
         every_s: videos: one frame per this many seconds. videos: index a folder's videos too.
         crop_size, crop_padding: the crop whose sharpness is recorded (the cluster manifest's).
@@ -246,17 +246,20 @@ def _run_ray(todo, shown_root, settings, finished, *, address, num_cpus, detect_
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        # Each worker and actor is one thread and asks for half a CPU, so there are two processes per
+        # core: whichever stage is slower for this library (small photos: embedding; big ones:
+        # detection), no core waits for the other stage.
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = detect_workers or max(1, cpus - embed_actors)
+        workers, actors = detect_workers or cpus, embed_actors or cpus
         with warnings.catch_warnings():  # max_restarts: not yet a named parameter of map_batches
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             ds = ray.data.from_items([{"shard": json.dumps(asdict(s))} for s in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(_bound(_DetectStage, settings=settings, shown_root=shown_root), batch_size=1,
-                                batch_format="numpy", num_cpus=1, max_restarts=0,
+                                batch_format="numpy", num_cpus=0.5, max_restarts=0,
                                 compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))))
             ds = ds.map_batches(_bound(_EmbedStage, model_path=settings["model_path"]), batch_size=None,
-                                batch_format="numpy", num_cpus=1 if cpus > 1 else 0, max_restarts=0,
-                                compute=ray.data.ActorPoolStrategy(size=embed_actors))
+                                batch_format="numpy", num_cpus=0.5, max_restarts=0,
+                                compute=ray.data.ActorPoolStrategy(size=actors))
         by_name = {s.name: s for s in todo}
         pending: dict[str, dict] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -55,16 +55,16 @@ def _pa():
 
 def shard_bytes(rows: dict, meta: dict) -> bytes:
     """One shard as Parquet bytes: `rows` maps each of `COLUMNS` to a column ((n,) arrays, lists of
-    str, (n, 4) / (n, 10) / (n, D) float32 arrays); `meta` (JSON-able) goes into the file's
-    key-value metadata as "siamese" (the shard's files, counts and skipped files)."""
+    str, (n, 4) / (n, 10) / (n, D) float32 arrays); `meta` (JSON-able, with "dim" = D) goes into the
+    file's key-value metadata as "siamese" (the shard's files, counts and skipped files)."""
     pa, pq = _pa()
     n = len(rows["source"])
     cols = {}
     for name in COLUMNS:
         v = rows[name]
         if name in _VECTORS or name == "embedding":
-            a = np.ascontiguousarray(np.asarray(v, np.float32).reshape(n, -1))
-            width = _VECTORS.get(name, a.shape[1])
+            width = _VECTORS.get(name) or int(meta["dim"])
+            a = np.ascontiguousarray(np.asarray(v, np.float32).reshape(n, width))
             cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(a.ravel(), pa.float32()), width)
         elif name in ("source", "sha256", "label", "model"):
             cols[name] = pa.array([str(s) for s in v], pa.string())
@@ -72,8 +72,6 @@ def shard_bytes(rows: dict, meta: dict) -> bytes:
             dtype = {"frame": pa.int32(), "face": pa.int16(), "image_w": pa.int32(), "image_h": pa.int32()}.get(
                 name, pa.float32())
             cols[name] = pa.array(np.asarray(v), dtype)
-    if not n:  # an empty shard still needs the embedding's type: a fixed-size list of unknown width is refused
-        cols["embedding"] = pa.array([], pa.list_(pa.float32(), int(meta.get("dim", 1))))
     table = pa.table(cols).replace_schema_metadata({"siamese": json.dumps(meta)})
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=8192, compression="zstd")

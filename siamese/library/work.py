@@ -63,7 +63,7 @@ def detect_shard(shard: Shard, detector: Detector, embedder, *, every_s: float =
     """
     rows = {k: [] for k in _FIELDS}
     crops: list[np.ndarray] = []
-    stats = Counter(files=len(shard.files))
+    stats = Counter(files=len(shard.files), sources=0, frames=0, faces=0, without_face=0, many_faces=0)
     errors: list[list[str]] = []
     size, padding = embedder.alignment
     same = (size, padding) == (crop_size, float(crop_padding))
@@ -114,6 +114,8 @@ def detect_shard(shard: Shard, detector: Detector, embedder, *, every_s: float =
     return rows, batch, stats
 
 
-def embed_crops(embedder, crops: np.ndarray) -> np.ndarray:
-    """(n, D) float32 unit embeddings of (n, S, S, 3) uint8 crops (`Embedder.embed`, flip-averaged)."""
-    return embedder.embed(crops)
+def embed_crops(embedder, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(n, D) float32 unit embeddings of (n, S, S, 3) uint8 crops (`Embedder.embed`, flip-averaged).
+    Batches of 32: as fast as 256 on CPU, and ONNX Runtime's arena stays ~10x smaller (a 256-face
+    batch grew the process to 2.6 GB)."""
+    return embedder.embed(crops, batch_size=batch_size)
