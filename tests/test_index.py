@@ -182,3 +182,64 @@ def test_an_index_of_other_settings_is_refused(library, ray_index):
     with pytest.raises(FileExistsError, match="every_s"):
         build_index(library, ray_index, detector=YUNET, backend="ray", every_s=2.0, progress=False)
     assert Counter(p.suffix for p in ray_index.iterdir())[".parquet"] == 4
+
+
+@pytest.fixture(scope="session")
+def people_index(samples, ray_session, tmp_path_factory) -> tuple[Path, Path]:
+    """knn_examples/train (5 people, <person>/<photo>) and its index."""
+    folder = samples / "knn_examples" / "train"
+    out = tmp_path_factory.mktemp("people") / "train.parquet"
+    build_index(folder, out, detector=YUNET, backend="ray", shard_size=3, progress=False)
+    return folder, out
+
+
+def _manifest(folder: Path) -> dict:
+    keep = ["crop", "source", "face", "x", "y", "w", "h", "det_score", "frontalness", "sharpness", "cluster",
+            "label", "note"]
+    return {r["crop"]: {k: r[k] for k in keep} for r in read_manifest(folder / "manifest.csv")}
+
+
+def test_cluster_from_the_index_matches_the_photo_folder(people_index, tmp_path):
+    from siamese.clustering.from_index import cluster_index
+    from siamese.clustering.group import cluster
+
+    folder, index = people_index
+    embedder = Embedder.load()
+    a = cluster(folder, tmp_path / "from_photos", embedder, YuNetDetector(), labels=True, progress=False)
+    b = cluster_index(index, tmp_path / "from_index", embedder, labels=True, progress=False)
+    assert (a["faces"], a["people"], a["people_sizes"], a["unassigned"]) == \
+        (b["faces"], b["people"], b["people_sizes"], b["unassigned"])
+    assert a["metrics"] == b["metrics"]
+    assert _manifest(tmp_path / "from_photos") == _manifest(tmp_path / "from_index")
+    for crop in _manifest(tmp_path / "from_index"):  # the same crops, cut again from the sources
+        pa, pb = read_image(tmp_path / "from_photos" / crop), read_image(tmp_path / "from_index" / crop)
+        assert np.abs(pa.astype(int) - pb).max() <= 1
+    assert (tmp_path / "from_index" / "overview.jpg").is_file()
+
+
+def test_cluster_command_reads_an_index(people_index, tmp_path):
+    _, index = people_index
+    r = subprocess.run([sys.executable, "-m", "siamese.cli", "cluster", str(index), "--out", str(tmp_path / "p"),
+                        "progress=false"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "faces" in r.stdout and (tmp_path / "p" / "manifest.csv").is_file()
+
+
+def test_gallery_import_from_the_index_matches_the_folder(people_index, tmp_path):
+    from siamese.gallery.enrol import import_folder
+    from siamese.gallery.from_index import import_index
+    from siamese.gallery.store import Gallery
+
+    folder, index = people_index
+    embedder = Embedder.load()
+    with Gallery(tmp_path / "a.sqlite", embedder.identity()) as ga, \
+            Gallery(tmp_path / "b.sqlite", embedder.identity()) as gb:
+        ra = import_folder(ga, embedder, YuNetDetector(), folder)
+        rb = import_index(gb, embedder, index)
+        assert ra == rb and ga.people() == gb.people() and len(ga.people()) == 5
+        for person, _ in ga.people():
+            np.testing.assert_allclose(ga.person(person), gb.person(person), atol=1e-5)
+        assert sorted(s["sha256"] for s in ga.sources()) == sorted(s["sha256"] for s in gb.sources())
+        again = import_index(gb, embedder, index)  # the same photos again: duplicates, nothing added
+        assert sum(r["added"] for r in again.values()) == 0
+        assert sum(r["duplicates"] for r in again.values()) == sum(r["added"] for r in rb.values())

@@ -69,6 +69,13 @@ def index_faces(index, crop_padding: float = 0.0) -> tuple[list[FaceItem], list[
                                   inside=face_inside(face, (int(b["image_h"][j]), int(b["image_w"][j])), crop_padding)))
             shas.append(b["sha256"][j])
             i += 1
+    # Shards are named by hash, so read in no useful order: put the faces in the order a photo folder
+    # or a video gives them (by path, frame, rank), which decides ties between equal groups as `cluster` does.
+    order = sorted(range(len(items)), key=lambda n: (items[n].source, items[n].frame != "", items[n].frame or 0,
+                                                     items[n].k))
+    items, shas = [items[n] for n in order], [shas[n] for n in order]
+    for n, it in enumerate(items):
+        it.track = n
     return items, shas, idx.meta
 
 

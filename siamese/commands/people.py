@@ -16,6 +16,7 @@ from siamese.commands import NothingUsable, detector, output_dir, plain
 from siamese.faces.capture import SKIPS
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
+from siamese.gallery.from_index import import_index
 from siamese.gallery.legacy import import_enrolled
 from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.recognize import recognize as name_faces
@@ -130,6 +131,8 @@ def _write_action(cfg: DictConfig, g: Gallery, embedder: Embedder, new: bool) ->
             if action == "add":
                 results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
                                               video=plain(cfg.video))}
+            elif index_folder(cfg.path) is not None:  # a `siamese index` of known/<person>/*.jpg: its embeddings
+                results = import_index(g, embedder, cfg.path)
             else:
                 results = import_folder(g, embedder, detector(cfg), cfg.path)
             _print_adds(results)
