@@ -64,8 +64,8 @@ COMMANDS = {
                   "LFW people", ["model_path"], [], None),
     "openset": ("recognize", "evaluation.openset", "open-set identification on unseen LFW people: top-1/5, "
                 "DIR@FAR", [], ["input=null"], "out"),  # it makes its own gallery and probes
-    "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded:"
-              " speed and quality tables", ["what"], [], None),
+    "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded|"
+              "index|cluster-parquet: speed and quality tables", ["what"], [], None),
     "cluster": ("cluster", "people.cluster", "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"], [], "out"),
     "gallery": ("gallery", "people.gallery", "known faces in SQLite: add|import|list|remove|reembed|calibrate",

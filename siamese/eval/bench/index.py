@@ -24,7 +24,7 @@ import numpy as np
 from siamese.data.lfw import LFW
 from siamese.eval.bench.table import machine, table
 
-__all__ = ["bench_index", "tree_peak_rss"]
+__all__ = ["bench_cluster_parquet", "bench_index", "tree_peak_rss"]
 
 
 def tree_peak_rss(cmd: list[str], env: dict | None = None) -> tuple[int, float, int]:
@@ -116,5 +116,77 @@ def bench_index(images: int = 10_000, num_cpus: int = 2, shard_size: int = 256, 
         r["vs_detect"] = f"{r['photos_per_s'] / base:.2f}x" if base else "-"
     print(f"{n} LFW photos (seed {seed}); {machine()}; Ray: a local Ray with num_cpus={num_cpus}, "
           f"shard_size={shard_size}")
+    print(table(rows))
+    return rows
+
+
+def _synthetic_index(folder: Path, faces: int, dim: int, seed: int, shard_rows: int = 100_000) -> None:
+    """`faces` planted-cluster embeddings (`siamese.eval.bench.clustering.planted`) as a face index
+    (the true person in `label`; the other columns plausible constants)."""
+    from siamese.eval.bench.clustering import planted
+    from siamese.library.table import META, write_shard
+
+    emb, truth = planted(faces, dim=dim, seed=seed)
+    folder.mkdir(parents=True)
+    (folder / META).write_text(json.dumps({"model": "synthetic", "dim": dim, "root": str(folder)}))
+    for lo in range(0, faces, shard_rows):
+        n = min(shard_rows, faces - lo)
+        rows = {"source": [f"p{t}/{lo + i:07d}.jpg" for i, t in enumerate(truth[lo:lo + n])],
+                "frame": np.full(n, -1), "time_s": np.full(n, -1.0), "face": np.zeros(n),
+                "score": np.full(n, 0.9), "box": np.tile([10, 10, 100, 120], (n, 1)),
+                "landmarks": np.tile([40, 50, 80, 50, 60, 70, 45, 95, 75, 95], (n, 1)),
+                "image_w": np.full(n, 250), "image_h": np.full(n, 250), "frontalness": np.ones(n),
+                "sharpness": np.full(n, 100.0), "embedding": emb[lo:lo + n], "sha256": [""] * n,
+                "label": [f"p{t}" for t in truth[lo:lo + n]], "model": ["synthetic"] * n}
+        write_shard(folder / f"part-{lo // shard_rows:05d}.parquet", rows, {"dim": dim})
+
+
+def _cluster_parquet_one(path: str, threshold: float, floor: float, k: int) -> dict:
+    import resource
+
+    from siamese.clustering.linkage import agglomerative
+    from siamese.clustering.neighbours import EXACT_MAX
+    from siamese.clustering.scores import clustering_scores
+    from siamese.library.table import open_index
+
+    t0 = time.perf_counter()
+    idx = open_index(path)
+    emb = idx.embeddings()
+    t1 = time.perf_counter()
+    labels = agglomerative(emb, threshold, floor, k)
+    t2 = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    truth = [t for b in idx.batches(["label"]) for t in b["label"]]
+    s = clustering_scores(truth, labels)
+    return {"faces": len(emb), "knn": "exact" if len(emb) <= EXACT_MAX else "approximate (IVF)",
+            "read_s": round(t1 - t0, 1), "cluster_s": round(t2 - t1, 1), "total_s": round(t2 - t0, 1),
+            "peak_rss_mb": round(peak), "B3_F1": f"{s['bcubed_f1']:.3f}", "clusters": s["clusters"],
+            "people": s["people"]}
+
+
+def bench_cluster_parquet(faces=(1_000_000,), dim: int = 128, seed: int = 0, threshold: float = 0.45,
+                          floor: float = 0.2, k: int = 10) -> list[dict]:
+    """Agglomerative clustering of planted-cluster embeddings read from a Parquet index, each size
+    in a fresh process: reading (row group by row group into one array), clustering (kNN, exact up
+    to `siamese.clustering.neighbours.EXACT_MAX` rows, else the inverted file), peak memory
+    (ru_maxrss of that process: the embeddings are n x D x 4 bytes of it), and BCubed F1 against
+    the planted people (as `siamese bench cluster-scale`)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    for n in faces:
+        with tempfile.TemporaryDirectory(prefix="bench_cluster_parquet_") as tmp:
+            t = time.perf_counter()
+            _synthetic_index(Path(tmp) / "synthetic.parquet", n, dim, seed)
+            made = time.perf_counter() - t
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                r = pool.submit(_cluster_parquet_one, str(Path(tmp) / "synthetic.parquet"), threshold, floor,
+                                k).result()
+            r["write_index_s"] = round(made, 1)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    print(f"planted clusters of ~10 faces, D={dim}; agglomerative at threshold {threshold} / floor {floor}, "
+          f"k={k}; {machine()}")
     print(table(rows))
     return rows
