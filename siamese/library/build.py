@@ -179,29 +179,44 @@ def _detect(shard, detector, embedder, settings, shown_root):
 
 # --- the Ray backend ---------------------------------------------------------------------------
 class _DetectStage:
-    """Ray Data stage 1 (one actor per CPU): a shard's files -> one row per face with its model crop,
-    plus one row (seq -1) carrying the shard's counts and skipped files."""
+    """Ray Data stage 1: a shard's files -> one row per face with its model crop, `STEP` files at a time
+    (so the embedding actors start on a shard before its last file is read), and after its last
+    face one row (seq -1) carrying the shard's counts and skipped files."""
 
     settings: dict = {}  # set on a subclass per run (`_bound`), so nothing goes through the object store
     shown_root = ""
+    STEP = 16
 
     def __init__(self):
         quiet_threads()
         self.detector = make(self.settings["detector"])
         self.embedder = Embedder.load(self.settings["model_path"], threads=1)  # its preprocessing only
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict):
         shard = Shard(**json.loads(str(batch["shard"][0])))
-        rows, crops, stats = _detect(shard, self.detector, self.embedder, self.settings, self.shown_root)
-        n, s = len(rows["source"]), self.embedder.input_size
-        cols = {"shard": np.array([shard.name] * (n + 1)), "seq": np.arange(-1, n),
-                "stats": np.array([json.dumps(stats)] + [""] * n),
-                "crop": np.concatenate([np.zeros((1, s, s, 3), np.uint8), crops])}
+        total, errors, seq = Counter(), [], 0
+        for lo in range(0, len(shard.files), self.STEP):
+            part = Shard(shard.name, shard.kind, shard.root, shard.files[lo:lo + self.STEP])
+            rows, crops, stats = _detect(part, self.detector, self.embedder, self.settings, self.shown_root)
+            errors += stats.pop("errors")
+            total.update(stats)
+            last = lo + self.STEP >= len(shard.files)
+            if len(crops) or last:
+                yield self._columns(shard.name, rows, crops, seq, dict(total, errors=errors) if last else None)
+            seq += len(crops)
+
+    def _columns(self, name: str, rows: dict, crops: np.ndarray, seq: int, stats: dict | None) -> dict:
+        n, s, head = len(rows["source"]), self.embedder.input_size, int(stats is not None)
+        cols = {"shard": np.array([name] * (n + head)),
+                "seq": np.concatenate([[-1] * head, np.arange(seq, seq + n)]).astype(np.int64),
+                "stats": np.array([json.dumps(stats)] * head + [""] * n),
+                "crop": np.concatenate([np.zeros((head, s, s, 3), np.uint8), crops])}
         blank = {"source": "", "sha256": "", "label": "", "box": np.zeros(4, np.float32),
                  "landmarks": np.zeros(10, np.float32)}
-        for name, values in rows.items():
-            cols[name] = np.array([blank.get(name, -1), *values]) if name not in ("box", "landmarks") \
-                else np.stack([blank[name], *values]).astype(np.float32)
+        for key, values in rows.items():
+            first = [blank.get(key, -1)] * head
+            cols[key] = np.array([*first, *values]) if key not in ("box", "landmarks") \
+                else np.stack([*first, *values] or [blank[key]])[:n + head].astype(np.float32)
         return cols
 
 
