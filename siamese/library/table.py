@@ -27,7 +27,8 @@ import numpy as np
 
 from siamese.io.files import atomic_write_bytes
 
-__all__ = ["COLUMNS", "INSTALL", "IndexRows", "index_folder", "open_index", "require_extra", "shard_bytes"]
+__all__ = ["COLUMNS", "INSTALL", "META", "SUMMARY", "IndexRows", "index_folder", "open_index", "require_extra",
+           "shard_bytes", "shard_meta", "write_shard"]
 
 INSTALL = "pip install 'siamese[scale]'"
 COLUMNS = ["source", "frame", "time_s", "face", "score", "box", "landmarks", "image_w", "image_h",

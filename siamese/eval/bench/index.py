@@ -21,8 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese.clustering.linkage import agglomerative
+from siamese.clustering.neighbours import EXACT_MAX
+from siamese.clustering.scores import clustering_scores
 from siamese.data.lfw import LFW
+from siamese.eval.bench.clustering import planted
 from siamese.eval.bench.table import machine, table
+from siamese.library.table import META, open_index, write_shard
 
 __all__ = ["bench_cluster_parquet", "bench_index", "tree_peak_rss"]
 
@@ -123,9 +128,6 @@ def bench_index(images: int = 10_000, num_cpus: int = 2, shard_size: int = 256, 
 def _synthetic_index(folder: Path, faces: int, dim: int, seed: int, shard_rows: int = 100_000) -> None:
     """`faces` planted-cluster embeddings (`siamese.eval.bench.clustering.planted`) as a face index
     (the true person in `label`; the other columns plausible constants)."""
-    from siamese.eval.bench.clustering import planted
-    from siamese.library.table import META, write_shard
-
     emb, truth = planted(faces, dim=dim, seed=seed)
     folder.mkdir(parents=True)
     (folder / META).write_text(json.dumps({"model": "synthetic", "dim": dim, "root": str(folder)}))
@@ -144,10 +146,6 @@ def _synthetic_index(folder: Path, faces: int, dim: int, seed: int, shard_rows: 
 def _cluster_parquet_one(path: str, threshold: float, floor: float, k: int) -> dict:
     import resource
 
-    from siamese.clustering.linkage import agglomerative
-    from siamese.clustering.neighbours import EXACT_MAX
-    from siamese.clustering.scores import clustering_scores
-    from siamese.library.table import open_index
 
     t0 = time.perf_counter()
     idx = open_index(path)
