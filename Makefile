@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher serve-deps serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help venv teacher serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,23 +33,30 @@ $(VENV)/.serve: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,serve]'
 	@touch $@
 
+# Ray Data + pyarrow: `siamese index` and reading an index (cluster / gallery import from Parquet).
+$(VENV)/.scale: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,scale]'
+	@touch $@
+
 venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
 serve-deps: $(VENV)/.serve ## install the serve extra into .venv (make serve / test do it)
 
+scale-deps: $(VENV)/.scale ## install the scale extra (ray[data], pyarrow) into .venv (make index / test do it)
+
 teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / distill / test do it)
 
-test: teacher serve-deps ## lint, then run the fast test suite (what CI runs)
+test: teacher serve-deps scale-deps ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
 test-browser: serve-deps ## the review page in headless Chromium (needs chromium + chromium-driver)
 	$(PY) -m pytest -m browser $(ARGS)
 
-test-slow: teacher serve-deps ## run the slow tests too (full-LFW checks, subprocess training)
+test-slow: teacher serve-deps scale-deps ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "not browser" $(ARGS)
 
-test-slow-only: teacher serve-deps ## only the slow tests (CI runs them after `make test`)
+test-slow-only: teacher serve-deps scale-deps ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)
@@ -61,6 +68,16 @@ prepare: venv ## detect + align all of LFW into data/cache (resumable; ARGS=hydr
 detect: venv ## faces in INPUT (photo/folder/video) -> OUT/crops + OUT/manifest.csv
 	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make detect INPUT=photos/ OUT=faces/"; exit 2; }
 	$(SIAMESE) detect "$(INPUT)" --out "$(OUT)" $(ARGS)
+
+index: scale-deps ## every face of INPUT (photos/videos) -> OUT.parquet rows with embeddings (Ray; resumable)
+	@test -n "$(INPUT)" -a -n "$(OUT)" || { echo "usage: make index INPUT=photos/ OUT=library.parquet [ARGS=backend=local]"; exit 2; }
+	$(SIAMESE) index "$(INPUT)" --out "$(OUT)" $(ARGS)
+
+bench-index: scale-deps ## siamese index with a local Ray on 2 CPUs vs siamese detect on 10k LFW photos (ARGS=index.images=N)
+	$(SIAMESE) bench index $(ARGS)
+
+bench-cluster-parquet: scale-deps ## clustering 1M synthetic embeddings read from Parquet: time, peak memory
+	$(SIAMESE) bench cluster-parquet $(ARGS)
 
 collect: venv ## capture PERSON's face from SOURCE (camera index or video) into data/faces/
 	@test -n "$(PERSON)" || { echo "usage: make collect PERSON=alice [SOURCE=0]"; exit 2; }

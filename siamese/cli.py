@@ -44,6 +44,8 @@ COMMANDS = {
               "its model dir", [], [], "out"),
     "detect": ("detect", "faces.detect", "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"], [], "out"),
+    "index": ("index", "faces.index", "faces of a photo/video library -> Parquet rows with embeddings (Ray; "
+              "resumable)", ["input"], [], "out"),
     "collect": ("collect", "faces.collect", "capture your own face from a webcam/video into data/faces/NAME",
                 ["source"], [], None),
     "train": ("train", "training.train", "train the Siamese network (resumes the same run if interrupted)", [], [],
@@ -62,8 +64,8 @@ COMMANDS = {
                   "LFW people", ["model_path"], [], None),
     "openset": ("recognize", "evaluation.openset", "open-set identification on unseen LFW people: top-1/5, "
                 "DIR@FAR", [], ["input=null"], "out"),  # it makes its own gallery and probes
-    "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded:"
-              " speed and quality tables", ["what"], [], None),
+    "bench": ("bench", "evaluation.bench", "detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded|"
+              "index|cluster-parquet: speed and quality tables", ["what"], [], None),
     "cluster": ("cluster", "people.cluster", "group the faces of photos / a video by person -> OUT/person_NNN/",
                 ["input"], [], "out"),
     "gallery": ("gallery", "people.gallery", "known faces in SQLite: add|import|list|remove|reembed|calibrate",

@@ -17,11 +17,12 @@ PACKAGE = REPO / "siamese"
 
 # Lowest first; a module may import its own subpackage and those of lower rank only. Two
 # subpackages of the same rank (verification, clustering) know nothing of each other.
-LAYERS = {"io": 0, "faces": 1, "data": 2, "model": 3, "gallery": 4, "verification": 5, "clustering": 5,
-          "eval": 6, "train": 7, "service": 8, "commands": 9, "cli": 10, "api": 10}
+LAYERS = {"io": 0, "faces": 1, "data": 2, "model": 3, "library": 3.5, "gallery": 4, "verification": 5,
+          "clustering": 5, "eval": 6, "train": 7, "service": 8, "commands": 9, "cli": 10, "api": 10}
 # Third-party modules heavy enough that importing them only when needed is worth a
 # function-level import (seconds of start-up, or an optional extra).
-HEAVY = {"keras", "tensorflow", "tf2onnx", "dlib", "face_recognition_models", "uvicorn", "fastapi", "httpx"}
+HEAVY = {"keras", "tensorflow", "tf2onnx", "dlib", "face_recognition_models", "uvicorn", "fastapi", "httpx",
+         "ray", "pyarrow"}
 MAX_LINES = 400
 
 

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 REQUIRED = {"detect": ["input=x", "out=y"], "collect": ["person=me"], "export": ["run_dir=x"],
             "cluster": ["input=x", "out=y"], "recognize": ["input=x"], "verify": ["person=me"],
-            "ensemble": ["out=x", "models=[a,b]"], "refinish": ["runs=[x]"]}  # values marked ??? in the config
+            "ensemble": ["out=x", "models=[a,b]"], "refinish": ["runs=[x]"],
+            "index": ["input=x", "out=y"]}  # values marked ??? in the config
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PRIMARY = sorted(p.stem for p in CONF.glob("*.yaml"))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from siamese.faces.align import align, face_inside
+from siamese.faces.align import align, face_inside, sharpness
 from siamese.faces.detect import Detector, Face, box_iou, frontalness
 from siamese.io.files import flat_name, safe_name
 from siamese.io.images import iter_images, list_images, write_image
@@ -62,11 +62,6 @@ class FaceItem:
     track: int = -1
     label: str = ""
     inside: float = 1.0
-
-
-def sharpness(crop: np.ndarray) -> float:
-    """Variance of the Laplacian of a (S, S, 3) uint8 RGB crop: higher = sharper (no unit)."""
-    return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
 
 
 def _histogram(image: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from siamese.eval.bench.clustering import compare_algorithms, scale
 from siamese.eval.bench.detect import run as bench_detection
 from siamese.eval.bench.embed_speed import embed_speed
 from siamese.eval.bench.gallery import bench_gallery
+from siamese.eval.bench.index import bench_cluster_parquet, bench_index
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
 from siamese.eval.calibration import calibrate as fit_verification
@@ -106,7 +107,8 @@ def openset(cfg: DictConfig) -> dict:
 
 
 def bench(cfg: DictConfig):
-    """`siamese bench detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded|serve`: a benchmark table."""
+    """`siamese bench detect|verify|embed|clips|cluster|cluster-scale|gallery|degraded|serve|index|cluster-parquet`:
+    a benchmark table."""
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
@@ -127,6 +129,12 @@ def bench(cfg: DictConfig):
     if what == "gallery":
         g = cfg.gallery
         return bench_gallery(g.n, g.per_person, g.add_people, g.queries, cfg.model_path)
+    if what == "index":
+        i = cfg.index
+        return bench_index(i.images, i.num_cpus, i.shard_size, cfg.data.root, cfg.seed, cfg.model_path,
+                           tuple(plain(i.modes)))
+    if what == "cluster-parquet":
+        return bench_cluster_parquet(tuple(plain(cfg.index.faces)), seed=cfg.seed)
     if what == "serve":
         from siamese.service.bench import bench_serve  # httpx: the serve extra
 
@@ -148,5 +156,5 @@ def bench(cfg: DictConfig):
         atomic_write_text(out, json.dumps(r, indent=2))
         print(f"-> {out}")
         return r
-    raise ValueError(f"bench {what!r}: choose detect, verify, embed, clips, cluster, cluster-scale, gallery or "
-                     "degraded")
+    raise ValueError(f"bench {what!r}: choose detect, verify, embed, clips, cluster, cluster-scale, gallery, "
+                     "degraded, serve, index or cluster-parquet")

@@ -10,32 +10,43 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from siamese.clustering.from_index import cluster_index
 from siamese.clustering.group import cluster as cluster_faces
 from siamese.commands import NothingUsable, detector, output_dir, plain
 from siamese.faces.capture import SKIPS
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import REASONS, enroll, import_folder, reembed
+from siamese.gallery.from_index import import_index
 from siamese.gallery.legacy import import_enrolled
 from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.recognize import recognize as name_faces
 from siamese.gallery.store import Gallery, GalleryError
 from siamese.io.images import NothingRead
+from siamese.library.table import index_folder
 from siamese.model.embedder import Embedder
 from siamese.verification.live import run as play
 from siamese.verification.verifier import Verifier
 
 
 def cluster(cfg: DictConfig) -> dict:
-    """Group the faces of a photo folder or a video by person into `cfg.out/person_NNN/`."""
-    try:
-        s = cluster_faces(cfg.input, cfg.out, Embedder.load(cfg.model_path), detector(cfg),
-                          algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
-                          eps=cfg.eps, min_samples=cfg.min_samples, every_s=cfg.every_s,
-                          keep_all_crops=cfg.keep_all_crops, labels=cfg.labels, overwrite=cfg.overwrite,
-                          min_sharpness=cfg.min_sharpness, crop_size=cfg.align.size,
-                          crop_padding=cfg.align.padding, seed=cfg.seed, progress=cfg.progress)
-    except NothingRead as err:
-        raise NothingUsable(f"{err}; nothing was written", err.summary) from None
+    """Group the faces of a photo folder, a video or a face index (`siamese index`) by person into
+    `cfg.out/person_NNN/`."""
+    if index_folder(cfg.input) is not None:  # its faces and embeddings as they are: nothing detected again
+        s = cluster_index(cfg.input, cfg.out, Embedder.load(cfg.model_path), algorithm=cfg.algorithm,
+                          threshold=cfg.threshold, floor=cfg.floor, k=cfg.k, eps=cfg.eps, min_samples=cfg.min_samples,
+                          labels=cfg.labels, overwrite=cfg.overwrite, min_sharpness=cfg.min_sharpness,
+                          crop_size=cfg.align.size, crop_padding=cfg.align.padding, seed=cfg.seed,
+                          progress=cfg.progress)
+    else:
+        try:
+            s = cluster_faces(cfg.input, cfg.out, Embedder.load(cfg.model_path), detector(cfg),
+                              algorithm=cfg.algorithm, threshold=cfg.threshold, floor=cfg.floor, k=cfg.k,
+                              eps=cfg.eps, min_samples=cfg.min_samples, every_s=cfg.every_s,
+                              keep_all_crops=cfg.keep_all_crops, labels=cfg.labels, overwrite=cfg.overwrite,
+                              min_sharpness=cfg.min_sharpness, crop_size=cfg.align.size,
+                              crop_padding=cfg.align.padding, seed=cfg.seed, progress=cfg.progress)
+        except NothingRead as err:
+            raise NothingUsable(f"{err}; nothing was written", err.summary) from None
     if not s["faces"]:
         print(f"no faces found in {cfg.input} — wrote an empty {cfg.out}/manifest.csv")
     what = f"{s['tracks']} tracks in {s['frames']} frames" if s["kind"] == "video" else f"{s['frames']} photos"
@@ -120,6 +131,8 @@ def _write_action(cfg: DictConfig, g: Gallery, embedder: Embedder, new: bool) ->
             if action == "add":
                 results = {cfg.person: enroll(g, embedder, detector(cfg), cfg.person, plain(cfg.path),
                                               video=plain(cfg.video))}
+            elif index_folder(cfg.path) is not None:  # a `siamese index` of known/<person>/*.jpg: its embeddings
+                results = import_index(g, embedder, cfg.path)
             else:
                 results = import_folder(g, embedder, detector(cfg), cfg.path)
             _print_adds(results)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["ARCFACE_TEMPLATE_112", "LFW_MEDIAN_LANDMARKS", "align", "face_inside", "resize_faces",
+__all__ = ["ARCFACE_TEMPLATE_112", "LFW_MEDIAN_LANDMARKS", "align", "face_inside", "resize_faces", "sharpness",
            "similarity_transform", "template"]
 
 # ArcFace's five-point template for a 112x112 crop (insightface), in (x, y) pixels:
@@ -134,3 +134,8 @@ def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
     for i, im in enumerate(images):
         out[i] = cv2.resize(im, (size, size), interpolation=interp)
     return out
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of a (S, S, 3) uint8 RGB crop: higher = sharper (no unit)."""
+    return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
