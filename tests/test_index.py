@@ -21,7 +21,12 @@ from siamese.io.video import FrameSource
 from siamese.library.build import build_index
 from siamese.model.embedder import Embedder
 
-pytest.importorskip("pyarrow")
+try:  # the scale extra, which `make test` installs: without it these tests fail, saying so (never skip)
+    import pyarrow  # noqa: F401
+    import ray
+except ImportError as err:
+    raise ImportError(f"tests/test_index.py needs the scale extra ({err.name} is missing): "
+                      "pip install -e '.[scale]' (make test installs it)") from None
 from siamese.library.table import open_index  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +36,6 @@ YUNET = {"_target_": "siamese.faces.YuNetDetector"}
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray (2 CPUs) for every test here; `build_index` uses a Ray already started."""
-    ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
