@@ -133,7 +133,9 @@ def _jax(batch_size: int, limit: int | None) -> Distributed:
     devices = keras.distribution.list_devices()[:limit]
     check_batch(batch_size, len(devices))
     processes = jax.process_count()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    # auto_shard_dataset=False: Keras can shard only a tf.data.Dataset over processes; our batches
+    # (a PyDataset) are shared out by `PairBatches(part=...)` instead (without this, multi-host stops).
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
     if len(devices) == 1:
         log.warning("train.distribution=data_parallel on one device: nothing to spread")
     log.info("data parallel (JAX): %d devices (%s), %d process(es), %d pairs per device per step", len(devices),
