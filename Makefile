@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,11 @@ $(VENV)/.scale: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,scale]'
 	@touch $@
 
+# The JAX backend (jax[cpu]): KERAS_BACKEND=jax training, train.distribution=data_parallel and its tests.
+$(VENV)/.jax: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,jax]'
+	@touch $@
+
 venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
 serve-deps: $(VENV)/.serve ## install the serve extra into .venv (make serve / test do it)
@@ -46,17 +51,19 @@ scale-deps: $(VENV)/.scale ## install the scale extra (ray[data], pyarrow) into 
 
 teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / distill / test do it)
 
-test: teacher serve-deps scale-deps ## lint, then run the fast test suite (what CI runs)
+jax: $(VENV)/.jax ## install the jax extra into .venv (make test does it)
+
+test: teacher serve-deps scale-deps jax ## lint, then run the fast test suite (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(ARGS)
 
 test-browser: serve-deps ## the review page in headless Chromium (needs chromium + chromium-driver)
 	$(PY) -m pytest -m browser $(ARGS)
 
-test-slow: teacher serve-deps scale-deps ## run the slow tests too (full-LFW checks, subprocess training)
+test-slow: teacher serve-deps scale-deps jax ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "not browser" $(ARGS)
 
-test-slow-only: teacher serve-deps scale-deps ## only the slow tests (CI runs them after `make test`)
+test-slow-only: teacher serve-deps scale-deps jax ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)

@@ -18,12 +18,24 @@ from siamese.train.ensemble import build
 def train(cfg: DictConfig) -> dict:
     """Train (or resume) the Siamese network in `cfg.run_dir`; returns the test metrics."""
     metrics = trainer.train(cfg, cfg.run_dir)
+    if "test" not in metrics:  # a multi-host run's process > 0: process 0 saves and scores the model
+        print(f"process {metrics['process_index']}: trained to epoch {metrics['epochs_run']}; process 0 "
+              f"writes {cfg.run_dir}")
+        return metrics
     t = metrics["test"]
     tested = (f"test accuracy {t['accuracy']:.4f} (AUC {t['auc']:.4f}, threshold {t['threshold']:.3f} from "
               "validation)" if t else "no test pairs (every LFW person was trained on)")
     print(f"{cfg.run_dir}: {cfg.protocol} {tested}, best epoch {metrics['best_epoch']} (validation accuracy "
-          f"{metrics['best_val_acc']:.4f}), {metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB")
+          f"{metrics['best_val_acc']:.4f}), {metrics['train_minutes']} min, peak {metrics['peak_memory_mb']} MB"
+          + _spread(metrics.get("distribution")))
     return metrics
+
+
+def _spread(dist: dict | None) -> str:
+    if not dist or dist["kind"] == "none":
+        return ""
+    hosts = f" on {dist['processes']} hosts" if dist["processes"] > 1 else ""
+    return f", {dist['kind']} over {dist['devices']} devices{hosts}"
 
 
 def unrestricted(cfg: DictConfig) -> dict:

@@ -145,15 +145,26 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
 def embed(embedding: keras.Model, images, batch_size: int = 256, flip: bool = True) -> np.ndarray:
     """(N, D) float32 unit embeddings of (N, S, S, 3) uint8 aligned crops by a Keras "embedding"
     model, with the flip test-time augmentation of `siamese.model.preprocess.flip_embed`."""
-    return flip_embed(lambda x: embedding.predict_on_batch(x), images, embedding.output_shape[-1],
-                      flip, batch_size)
+    return flip_embed(_predictor(embedding), images, embedding.output_shape[-1], flip, batch_size)
 
 
 def pair_scores(head: keras.Model, emb_a, emb_b, batch_size: int = 4096) -> np.ndarray:
     """(n,) head probabilities that each pair of embeddings is the same person."""
-    out = [np.asarray(head.predict_on_batch([emb_a[s:s + batch_size], emb_b[s:s + batch_size]]))
+    predict = _predictor(head)
+    out = [np.asarray(predict([emb_a[s:s + batch_size], emb_b[s:s + batch_size]]))
            for s in range(0, len(emb_a), batch_size)]
     return np.concatenate(out).ravel() if out else np.zeros(0, np.float32)
+
+
+def _predictor(model: keras.Model):
+    """`model.predict_on_batch`, except for a model built in a tf.distribute strategy of several
+    replicas (train.distribution=data_parallel on TensorFlow): there Keras runs the whole batch on
+    every replica and concatenates the copies (2 replicas: twice the rows), so the model is called
+    directly, outside the replicas, on the one set of weights they share."""
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        return lambda x: model(x, training=False)
+    return model.predict_on_batch
 
 
 def load_float32(path: Path):

@@ -6,6 +6,11 @@ person, half not; some negatives hard once the loop sets `similar`), augmented, 
 carry teacher targets (distillation), each image is mirrored here with probability 1/2 and its
 target is the teacher's embedding of that same view (the image's or its mirror's); the
 augmentation pipeline must then not flip images itself.
+
+Several processes (multi-host data parallel, `siamese.train.distribution`): process p of P draws
+batch_size / P pairs of each batch from its own stream, seeded by (seed, epoch, batch, p), so the
+processes' shares together make one global batch of distinct pairs. One process (P = 1) draws
+from (seed, epoch, batch) as before: a single-host run's batches do not depend on the devices.
 """
 
 from __future__ import annotations
@@ -26,12 +31,18 @@ class PairBatches(keras.utils.PyDataset):
     """Batches of pairs for `build_trainer`, reproducible by (seed, epoch, batch)."""
 
     def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
-                 hard_share: float, workers: int = 1, outputs: tuple[str, ...] = ("id_a", "id_b", "same")):
+                 hard_share: float, workers: int = 1, outputs: tuple[str, ...] = ("id_a", "id_b", "same"),
+                 part: tuple[int, int] = (0, 1)):
         # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
         # process would copy the JAX/TF runtime. Each thread augments with its own copy of
         # the pipeline: seeding one shared pipeline from several threads would race.
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.faces, self.batch_size, self.steps, self.seed = faces, batch_size, steps, seed
+        process, processes = part
+        if batch_size % processes:
+            raise ValueError(f"a batch of {batch_size} pairs does not split over {processes} processes")
+        # Pairs this process draws per step; the devices' sharing of them is Keras's.
+        self.faces, self.batch_size, self.steps, self.seed = faces, batch_size // processes, steps, seed
+        self.stream = [process] if processes > 1 else []
         self.augment, self.hard_share, self.outputs = augment, hard_share, outputs
         self.epoch, self.similar = 0, None
         self._local = threading.local()
@@ -58,7 +69,7 @@ class PairBatches(keras.utils.PyDataset):
         return to_input(ims), targets
 
     def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, self.epoch, i, *self.stream])
         p = sample_pairs(self.faces, self.batch_size, rng, similar=self.similar,
                          hard_share=self.hard_share if self.similar is not None else 0.0)
         la, lb = self.faces.labels[p[:, 0]].astype(np.int32), self.faces.labels[p[:, 1]].astype(np.int32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class Loop(keras.callbacks.Callback):
-    """Per-epoch work: hard negatives, validation, checkpoints, early stopping."""
+    """Per-epoch work: hard negatives, validation, checkpoints, early stopping. With `writes`
+    false (a multi-host run's processes other than 0) it validates, saves and stops as process 0
+    does, so that every process runs the same collectives, but leaves the run dir to process 0."""
 
-    def __init__(self, run_dir: Path, data: PairBatches, val, state: dict, cfg: DictConfig):
+    def __init__(self, run_dir: Path, data: PairBatches, val, state: dict, cfg: DictConfig, writes: bool = True):
         super().__init__()
         self.run_dir, self.data, self.val, self.state, self.cfg = run_dir, data, val, state, cfg
+        self.writes = writes
         self.t_epoch = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -60,17 +64,29 @@ class Loop(keras.callbacks.Callback):
         st = self.state
         st["epoch"] = epoch + 1
         st["train_seconds"] = st.get("train_seconds", 0.0) + seconds
-        if acc > st.get("best_val_acc", -1.0):
+        best = acc > st.get("best_val_acc", -1.0)
+        if best:
             st.update(best_val_acc=acc, best_epoch=epoch + 1)
-            save(self.model, self.run_dir / "best.keras")
-        save(self.model, self.run_dir / "last.keras")
-        # state.json last: it is what says the epoch is complete.
-        atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
+        if best:
+            self._checkpoint("best.keras")
+        self._checkpoint("last.keras")
+        if self.writes:  # state.json last: it is what says the epoch is complete.
+            atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
         log.info("epoch %d: val_acc %.4f auc %.4f loss %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
                  logs["val_auc"], logs["val_loss"], st["best_val_acc"], st["best_epoch"], seconds)
         if should_stop(st, self.cfg.train):
             log.info("early stop: no val_acc gain for %d epochs", self.cfg.train.patience)
             self.model.stop_training = True
+
+
+    def _checkpoint(self, name: str) -> None:
+        if self.writes:
+            save(self.model, self.run_dir / name)
+            return
+        # Multi-host: Keras's save takes part in collectives with every process (JAX), so the
+        # other processes save too, into a temporary folder they then delete.
+        with tempfile.TemporaryDirectory() as tmp:
+            save(self.model, Path(tmp) / name)
 
 
 def should_stop(state: dict, tc) -> bool:

@@ -39,6 +39,7 @@ from siamese.io.names import BadSetting
 from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
 from siamese.model.teacher_cache import targets
+from siamese.train.distribution import setup
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _keep_freed_memory()
+    tc = cfg.train
+    # Before anything is built: JAX's multi-host start must come first, and a distribution (JAX)
+    # or strategy scope (TensorFlow) decides where each variable lives when it is created.
+    dist = setup(tc.get("distribution", "none"), tc.batch_size)
     keras.utils.set_random_seed(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
     fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
@@ -217,26 +222,34 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
                              "use an augmentation without HorizontalFlip, e.g. augment=distill")
     log.info("protocol %s: %d training people (%d images), %d validation people, %d val pairs",
              cfg.protocol, len(faces.names), len(faces), len(val_faces.names), len(val[1]))
-    tc = cfg.train
     steps = max(1, tc.pairs_per_epoch // tc.batch_size)
-    trainer, state = _resume(cfg, run_dir)
-    if trainer is None:
-        trainer, state = _new_trainer(cfg, len(faces.names), steps), {"epoch": 0}
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with dist.scope():
+        trainer, state = _resume(cfg, run_dir)
+        if trainer is None:
+            trainer, state = _new_trainer(cfg, len(faces.names), steps), {"epoch": 0}
+            if dist.writes:
+                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
     outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
-                       workers=tc.get("workers", 1), outputs=outputs)
-    callbacks = [Loop(run_dir, data, val, state, cfg), keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True)]
-    if keras.config.backend() == "tensorflow":
+                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part)
+    callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]
+    if dist.writes:
+        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True))
+    if dist.writes and keras.config.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     if not (state.get("finished") or state["epoch"] >= tc.epochs or should_stop(state, tc)):
         trainer.fit(data, epochs=tc.epochs, initial_epoch=state["epoch"], callbacks=callbacks,
                     verbose=1 if sys.stdout.isatty() else 2)
+    if not dist.writes:  # process 0 saved the checkpoints and finishes the run alone
+        return {"process_index": dist.process_index, "epochs_run": state["epoch"], "distribution": dist.info()}
+    if dist.kind != "none" and keras.config.backend() == "jax":
+        keras.distribution.set_distribution(None)  # the model's parts are scored on one device
     state["finished"] = True
     atomic_write_text(run_dir / "state.json", json.dumps(state, indent=2))
     save_parts(run_dir)
-    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people, validation=val_faces)
+    return finish(cfg, run_dir, fc, val, test_pairs, state, policy, seen=people, validation=val_faces,
+                  distribution=dist.info())
 
 
 def save_parts(run_dir: Path) -> None:
@@ -277,7 +290,7 @@ def _provenance(cfg) -> dict:
 
 
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
-           seen: list[str], validation: FaceSet) -> dict:
+           seen: list[str], validation: FaceSet, distribution: dict | None = None) -> dict:
     """The parts in run_dir/model (`save_parts`) -> threshold from validation, clustering
     settings from the validation people (cluster.json), test metrics, curves."""
     import keras
@@ -325,7 +338,8 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
                "best_val_acc": state.get("best_val_acc"),
                "train_minutes": round(state.get("train_seconds", 0) / 60, 1),
                "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-               "backend": keras.config.backend(), "precision": policy}
+               "backend": keras.config.backend(), "precision": policy,
+               "distribution": distribution or {"kind": "none", "devices": 1, "processes": 1}}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     training_curves(run_dir / "log.csv", run_dir / "curves.png")
     log.info("test: %s", test)
