@@ -137,6 +137,7 @@ GRAPH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 15 s each: the default suite keeps under 4 minutes; CI runs it with the slow ones
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_the_training_graph_trains_on_two_devices(backend, request):
     if backend == "jax":
