@@ -280,3 +280,18 @@ def test_the_real_server_over_http(samples, tmp_path):
         out = proc.communicate(timeout=30)[0]
     assert f"serving {url}" in out and "Traceback" not in out
     assert "writes need the header" not in out  # the key came from SIAMESE_API_KEY: none was made up
+
+
+def test_the_command_refuses_an_open_address_without_a_key_and_a_taken_port(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SIAMESE_API_KEY"}
+    r = subprocess.run([sys.executable, "-m", "siamese.cli", "serve", "host=0.0.0.0", "--db", str(tmp_path / "g")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "set api_key=" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "siamese.cli", "serve", "--port", str(port), "--db",
+                            str(tmp_path / "g")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "choose another --port" in r.stderr and "serving" not in r.stdout
+    assert not (tmp_path / "g").exists()  # nothing written

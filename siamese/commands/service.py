@@ -4,6 +4,7 @@ to review). FastAPI and uvicorn come with the extra `pip install 'siamese[serve]
 from __future__ import annotations
 
 import logging
+import socket
 
 from omegaconf import DictConfig
 
@@ -20,9 +21,19 @@ def _server_parts():
         from siamese.service.app import create_app  # imports fastapi (the same extra)
         from siamese.service.http import Settings
     except ImportError as err:
-        raise SystemExit(f"siamese serve needs the serve extra ({err.name} is missing): "
-                         "pip install 'siamese[serve]'") from None
+        raise ImportError(f"siamese serve needs the serve extra ({err.name} is missing): "
+                          "pip install 'siamese[serve]'") from None
     return uvicorn, create_app, Settings
+
+
+def _check_port(host: str, port: int) -> None:
+    """OSError (one line, exit 1) when the address is taken, before anything says it is served."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise OSError(f"{host}:{port}: {err.strerror or err} — choose another --port") from None
 
 
 def serve(cfg: DictConfig) -> dict:
@@ -32,6 +43,7 @@ def serve(cfg: DictConfig) -> dict:
                         max_upload_mb=float(cfg.max_upload_mb), workers=int(cfg.workers), queue=int(cfg.queue),
                         far_target=float(cfg.far_target), review_dir=cfg.review_dir)
     app = create_app(settings)
+    _check_port(cfg.host, int(cfg.port))
     url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
     print(f"serving {url} (API docs {url}/docs; gallery {cfg.db}); Ctrl-C stops it")
     if settings.generated_key:

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from siamese.gallery.store import GalleryError
 from siamese.io.images import ImageError, decode_image
-from siamese.io.names import BadName, check_name
+from siamese.io.names import BadName, BadSetting, check_name
 from siamese.service.engine import Busy, Conflict, NoFace, NotFound, Upload
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class Settings:
     def check(self) -> None:
         """ValueError (one line) for settings the server must not start with."""
         if self.host not in LOOPBACK and self.generated_key:
-            raise ValueError(f"host={self.host} listens beyond this machine: set api_key= (or SIAMESE_API_KEY) "
+            raise BadSetting(f"host={self.host} listens beyond this machine: set api_key= (or SIAMESE_API_KEY) "
                              "so that requests must carry it")
         if self.review_dir and self.host not in LOOPBACK:
-            raise ValueError(f"host={self.host}: the review page serves this machine only — use host=127.0.0.1")
+            raise BadSetting(f"host={self.host}: the review page serves this machine only — use host=127.0.0.1")
         if self.max_upload_mb <= 0:
-            raise ValueError(f"max_upload_mb={self.max_upload_mb}: must be above 0")
+            raise BadSetting(f"max_upload_mb={self.max_upload_mb}: must be above 0")
 
 
 class ApiError(Exception):
