@@ -119,14 +119,16 @@ def test_a_rerun_skips_what_is_written(library, ray_index):
     assert s["shards_written"] == 0 and s["shards_resumed"] == s["shards"] == 4
 
 
-def _index_cmd(library, out):
-    return [sys.executable, "-m", "siamese.cli", "index", str(library), "--out", str(out), "backend=local",
+def _index_cmd(library, out, backend="local"):
+    return [sys.executable, "-m", "siamese.cli", "index", str(library), "--out", str(out), f"backend={backend}",
             "shard_size=1", "progress=false"]
 
 
-def test_killed_index_resumes_without_duplicates(library, tmp_path):
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_killed_index_resumes_without_duplicates(library, tmp_path, backend):
     out = tmp_path / "killed.parquet"
-    proc = subprocess.Popen(_index_cmd(library, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_index_cmd(library, out, backend), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 90
     while not list(out.glob("part-*.parquet")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -134,7 +136,7 @@ def test_killed_index_resumes_without_duplicates(library, tmp_path):
     proc.wait()
     first = len(list(out.glob("part-*.parquet")))
     assert 0 < first < 13, "killed after the first shard and before the last"
-    r = subprocess.run(_index_cmd(library, out), cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(_index_cmd(library, out, backend), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{first} already there" in r.stdout
     clean = tmp_path / "clean.parquet"
