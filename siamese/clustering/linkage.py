@@ -13,6 +13,8 @@ from siamese.clustering.neighbours import knn, relabel
 
 __all__ = ["agglomerative", "average_linkage"]
 
+_EMPTY: frozenset = frozenset()  # a merged group's links and any group's missing cannot-links
+
 
 def average_linkage(emb: np.ndarray, threshold: float, floor: float, idx: np.ndarray,
                     sums: np.ndarray | None = None, counts: np.ndarray | None = None,
@@ -32,38 +34,62 @@ def average_linkage(emb: np.ndarray, threshold: float, floor: float, idx: np.nda
     a = np.repeat(np.arange(n), idx.shape[1])
     b = idx.ravel()
     pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], 1), axis=0)
-    sums = emb.astype(np.float64) if sums is None else np.asarray(sums, np.float64).copy()
+    del a, b
+    # Group sums in float64: a face's own row until its group first grows (then a row of `grown`), so
+    # a million faces do not hold a second, float64 copy of every embedding.
+    base = emb if sums is None else np.asarray(sums, np.float64)
+    slot, grown, used = np.full(n, -1, np.int64), np.zeros((1024, base.shape[1])), 0
     faces = np.ones(n) if counts is None else np.asarray(counts, np.float64).copy()
     items = np.ones(n)
-    adj: list[set[int]] = [set() for _ in range(n)]
+    # Memory at a million faces is Python objects: a set of linked groups per face, cannot-link sets only
+    # for the faces that have any, one shared empty set for merged groups, and heap entries keyed by one
+    # int per pair (i * n + m orders exactly as (i, m) did).
+    adj: list = [set() for _ in range(n)]
+    ints = list(range(n))  # one int object per face, shared by every set it is in
     for i, j in pairs.tolist():
-        adj[i].add(j)
-        adj[j].add(i)
-    apart: list[set[int]] = [set() for _ in range(n)]
+        adj[i].add(ints[j])
+        adj[j].add(ints[i])
+    del pairs, ints
+    apart: dict[int, set[int]] = {}
     for i, j in np.asarray(cannot_link if cannot_link is not None else [], np.int64).reshape(-1, 2).tolist():
-        apart[i].add(j)
-        apart[j].add(i)
+        apart.setdefault(i, set()).add(j)
+        apart.setdefault(j, set()).add(i)
     version, parent = np.zeros(n, np.int64), np.arange(n)
+
+    def group_sums(rows) -> np.ndarray:
+        out = base[rows].astype(np.float64)
+        s = slot[rows]
+        if np.ndim(rows) == 0:
+            return grown[s] if s >= 0 else out
+        if (m := s >= 0).any():
+            out[m] = grown[s[m]]
+        return out
 
     def past_bar(i: int, others: np.ndarray) -> np.ndarray:
         """Mean face similarity of group i to each of `others`, minus their bar."""
-        sim = (sums[others] @ sums[i]) / (faces[others] * faces[i])
+        sim = (group_sums(others) @ group_sums(i)) / (faces[others] * faces[i])
         return sim - (floor + (threshold - floor) / np.sqrt(items[others] * items[i]))
 
-    heap = []  # (-(similarity - bar), group, group, their versions when pushed)
+    heap = []  # (-(similarity - bar), i * n + m, their versions when pushed)
     for i in range(n):
-        nb = np.array([m for m in adj[i] if m > i and m not in apart[i]], np.int64)
+        away = apart.get(i, _EMPTY)
+        nb = np.array([m for m in adj[i] if m > i and m not in away], np.int64)
         if len(nb):
             p = past_bar(i, nb)
-            heap += [(-v, i, m, 0, 0) for m, v in zip(nb[p >= 0].tolist(), p[p >= 0].tolist())]
+            heap += [(-v, i * n + m, 0, 0) for m, v in zip(nb[p >= 0].tolist(), p[p >= 0].tolist())]
     heapq.heapify(heap)
     while heap:
-        _, i, j, vi, vj = heapq.heappop(heap)
+        _, key, vi, vj = heapq.heappop(heap)
+        i, j = divmod(key, n)
         if version[i] != vi or version[j] != vj or parent[i] != i or parent[j] != j:
             continue  # stale: one of the two has merged since
         if len(adj[i]) < len(adj[j]):
             i, j = j, i  # fold the group with fewer links into the other
-        sums[i] += sums[j]
+        if slot[i] < 0:
+            if used == len(grown):
+                grown = np.concatenate([grown, np.zeros_like(grown)])
+            grown[used], slot[i], used = base[i], used, used + 1
+        grown[slot[i]] += group_sums(j)
         faces[i] += faces[j]
         items[i] += items[j]
         parent[j] = i
@@ -74,17 +100,18 @@ def average_linkage(emb: np.ndarray, threshold: float, floor: float, idx: np.nda
                 adj[m].add(i)
                 adj[i].add(m)
         adj[i].discard(j)
-        adj[j] = set()
-        for m in apart[j]:
-            apart[m].discard(j)
-            apart[m].add(i)
-        apart[i] |= apart[j]
-        apart[j] = set()
-        nb = np.array([m for m in adj[i] if m not in apart[i]], np.int64)
+        adj[j] = _EMPTY
+        if j in apart:
+            for m in apart[j]:
+                apart[m].discard(j)
+                apart[m].add(i)
+            apart.setdefault(i, set()).update(apart.pop(j))
+        away = apart.get(i, _EMPTY)
+        nb = np.array([m for m in adj[i] if m not in away], np.int64)
         if len(nb):
             p = past_bar(i, nb)
             for m, v in zip(nb[p >= 0].tolist(), p[p >= 0].tolist()):
-                heapq.heappush(heap, (-v, i, m, int(version[i]), int(version[m])))
+                heapq.heappush(heap, (-v, i * n + m, int(version[i]), int(version[m])))
     root = parent
     while (root[root] != root).any():
         root = root[root]
