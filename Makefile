@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help shipped-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -181,3 +181,10 @@ serve: serve-deps ## the HTTP API on 127.0.0.1:8000 (docs at /docs; ARGS=port=90
 review: serve-deps ## review + label a `siamese cluster` result DIR in the browser (127.0.0.1:8000/review)
 	@test -n "$(DIR)" || { echo "usage: make review DIR=people/ [ARGS=port=9000]"; exit 2; }
 	$(SIAMESE) review "$(DIR)" $(ARGS)
+
+shipped-keras: ## restore the shipped model's Keras weights (not in the tree: 24 MB) from git history, hash-checked
+	git show 4f7ba451a1bf54de694088e6f8672b843f186be3:siamese/assets/default_model/embedding.keras > siamese/assets/default_model/embedding.keras.tmp
+	@want=$$(python3 -c "import json; print(json.load(open('siamese/assets/default_model/model.json'))['files']['embedding.keras'])"); \
+	 got=$$(sha256sum siamese/assets/default_model/embedding.keras.tmp | cut -d' ' -f1); \
+	 test "$$want" = "$$got" || { rm -f siamese/assets/default_model/embedding.keras.tmp; echo "hash mismatch"; exit 1; }
+	mv siamese/assets/default_model/embedding.keras.tmp siamese/assets/default_model/embedding.keras
