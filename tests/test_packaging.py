@@ -21,7 +21,8 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
                    check=True, timeout=600)
     wheel = glob.glob(str(wheels / "siamese-*.whl"))[0]
     names = zipfile.ZipFile(wheel).namelist()
-    assert "siamese/assets/default_model/embedding.onnx" in names and "siamese/conf/detect.yaml" in names
+    assert "siamese/assets/default_model/embedding.onnx.planes.xz" in names and "siamese/conf/detect.yaml" in names
+    assert "siamese/assets/default_model/embedding.onnx" not in names  # stored once, packed
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "data/", "checkpoints/"))]
 
     # A new environment: the wheel installed without dependencies, which come from this one's
@@ -37,11 +38,13 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
     away = tmp_path / "elsewhere"
     away.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SIAMESE_MODEL")}
+    env["SIAMESE_CACHE"] = str(tmp_path / "cache")  # a new user: the model is unpacked on first use
     photo = samples / "photos" / "two_people.jpg"
     code = ("import siamese, sys; assert 'site-packages' in siamese.__file__, siamese.__file__; "
             f"print(len(siamese.detect({str(photo)!r})), siamese.verify({str(photo)!r}, {str(photo)!r}).same)")
     r = subprocess.run([py, "-c", code], cwd=away, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.split() == ["2", "True"], r.stderr[-2000:]
+    assert len(list((tmp_path / "cache" / "models").glob("*/embedding.onnx"))) == 1
     r = subprocess.run([env_dir / "bin" / "siamese", "detect", str(photo), "--out", "faces"], cwd=away, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -19,10 +19,25 @@ def test_files_match_their_recorded_checksums():
         if name in meta["not_shipped"] and not (SHIPPED / name).exists():
             continue  # the Keras weights, out of the tree (`make shipped-keras`); their hash still names the network
         assert hashlib.sha256((SHIPPED / name).read_bytes()).hexdigest() == digest, name
-    # One copy of a 6 M-parameter network (ONNX): 23 MiB. The bound catches a second format
-    # coming back (.keras, SavedModel, TFLite) or a bigger network, which the tree cannot carry.
+    # One copy of a 6 M-parameter network (ONNX, packed): 19.7 MiB in all. The bound (issue 13's
+    # 20 MB, as `du -h` counts) catches a second format coming back (.keras, SavedModel, TFLite),
+    # the unpacked ONNX added to the tree, or a bigger network, which the tree cannot carry.
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file() and p.name not in meta["not_shipped"])
-    assert size <= 25 * 2**20
+    assert size <= 20 * 2**20
+
+
+def test_the_packed_network_unpacks_to_the_recorded_onnx(tmp_path, monkeypatch):
+    """The tree holds embedding.onnx packed; a new user's first load unpacks it into their cache,
+    byte for byte the ONNX model.json names, and loads it from there."""
+    from siamese.model.packed import weights_path
+
+    monkeypatch.setenv("SIAMESE_CACHE", str(tmp_path / "cache"))
+    meta = json.loads((SHIPPED / "model.json").read_text())
+    got = weights_path(SHIPPED, "embedding.onnx")
+    assert got.parent.parent == tmp_path / "cache" / "models"
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == meta["files"]["embedding.onnx"]
+    model = Embedder.load(SHIPPED)
+    assert model.format == "onnx" and model.dim == 128
 
 
 def test_it_knows_who_it_saw_and_they_are_view1_training_people(lfw_root):

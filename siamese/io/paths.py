@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONF_DIR", "DEFAULT_MODEL", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_cache"]
+__all__ = ["CONF_DIR", "DEFAULT_MODEL", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_cache", "user_cache"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO = PACKAGE_DIR.parent
@@ -26,3 +26,12 @@ def lfw_cache(cache_root: str | os.PathLike = "data/cache", detector: str = "yun
     Example: lfw_cache("data/cache") -> data/cache/lfw_yunet_112_p0.0 (what `make prepare` builds).
     """
     return Path(cache_root) / f"lfw_{detector}_{int(size)}_p{float(padding)}"
+
+
+def user_cache() -> Path:
+    """The per-user folder for files derived at first use (the shipped model's unpacked weights):
+    SIAMESE_CACHE, else $XDG_CACHE_HOME/siamese, else ~/.cache/siamese. Read on every call."""
+    if os.environ.get("SIAMESE_CACHE"):
+        return Path(os.environ["SIAMESE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "siamese"

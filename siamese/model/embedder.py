@@ -29,6 +29,7 @@ from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import Detector, Face
 from siamese.io.paths import DEFAULT_MODEL
 from siamese.model import modeldir
+from siamese.model.packed import SUFFIX, weights_path
 from siamese.model.preprocess import flip_embed
 
 __all__ = ["DEFAULT_MODEL", "Embedder"]
@@ -65,8 +66,9 @@ class Embedder:
         Args:
             path: an export dir, a run's `model/` dir, a run dir (its newer of export/, model/),
                 an ensemble or teacher dir; None: the shipped model (`DEFAULT_MODEL`).
-            prefer: formats to try in order; "onnx" needs embedding.onnx, head.onnx and
-                onnxruntime; "keras" needs embedding.keras, head.keras.
+            prefer: formats to try in order; "onnx" needs embedding.onnx, head.onnx (either
+                may be stored packed, `siamese.model.packed`) and onnxruntime; "keras" needs
+                embedding.keras, head.keras.
             threads: ONNX Runtime intra-op threads; None leaves ORT's default (all cores).
         """
         root = modeldir.find_model_dir(DEFAULT_MODEL if path is None else path)
@@ -77,12 +79,14 @@ class Embedder:
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
                 raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")
-            if not all((root / f"{p}.{fmt}").is_file() for p in ("embedding", "head")):
-                continue
             if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-                log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
+                if any((root / n).is_file() for n in ("embedding.onnx", "embedding.onnx" + SUFFIX)):
+                    log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
                 continue
-            return cls(root, meta, fmt, *(_onnx(root, threads) if fmt == "onnx" else _keras(root)))
+            files = [weights_path(root, f"{p}.{fmt}") for p in ("embedding", "head")]
+            if None in files:
+                continue
+            return cls(root, meta, fmt, *(_onnx(*files, threads) if fmt == "onnx" else _keras(*files)))
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
 
@@ -216,25 +220,24 @@ class Embedder:
         return modeldir.read_calibration(self.path, name, self.fingerprint())
 
 
-def _onnx(root: Path, threads: int | None):
+def _onnx(embedding: Path, head: Path, threads: int | None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
-    emb, head = (ort.InferenceSession(str(root / f"{p}.onnx"), opts,
-                                      providers=["CPUExecutionProvider"])
-                 for p in ("embedding", "head"))
+    emb, head = (ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+                 for f in (embedding, head))
     e_in, h_in = emb.get_inputs()[0].name, [i.name for i in head.get_inputs()]
     return (lambda x: emb.run(None, {e_in: x})[0],
             lambda a, b: head.run(None, dict(zip(h_in, (a, b))))[0],
             emb.get_outputs()[0].shape[-1])
 
 
-def _keras(root: Path):
+def _keras(embedding: Path, head: Path):
     from siamese.model.networks import load_float32  # Keras: imported only for .keras models
 
-    emb, head = load_float32(root / "embedding.keras"), load_float32(root / "head.keras")
+    emb, head = load_float32(embedding), load_float32(head)
     return (lambda x: np.asarray(emb.predict_on_batch(x)),
             lambda a, b: np.asarray(head.predict_on_batch([a, b])),
             emb.output_shape[-1])
