@@ -147,6 +147,18 @@ def test_distillation_losses():
     moved[2, 1] = -moved[2, 1]  # only the image without a target changes: no effect
     assert float(np.asarray(rel(pairs_t, moved))) == pytest.approx(float(np.asarray(rel(pairs_t, pairs_s))))
 
+    # Over-similar pairs (student above teacher) count (1 + over) times; the others as before.
+    flat_s, flat_t = s[:5], t[:5]
+    diff = flat_s @ flat_s.T - flat_t @ flat_t.T
+    for over in (0.0, 3.0):
+        full = np.zeros((6, 6))
+        full[:5, :5] = (1 + over * (diff > 0)) * diff ** 2
+        got = float(np.asarray(TeacherRelations(over)(pairs_t, pairs_s)))
+        assert got == pytest.approx(full.mean(), rel=1e-4)
+    assert TeacherRelations.from_config(TeacherRelations(2.5).get_config()).over == 2.5
+    with pytest.raises(ValueError, match="over must be >= 0"):
+        TeacherRelations(-1)
+
 
 @pytest.mark.slow  # ~40 s of training and a resume: `make test-slow`, and CI
 def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_path):

@@ -39,15 +39,28 @@ class TeacherRelations(keras.losses.Loss):
     """(b) relational: the mean squared difference between the student's and the teacher's
     cosine-similarity matrices over all 2B images of the batch (pairs' embeddings stacked as
     (B, 2, D) by `siamese.model.layers.PairStack`). Returned per pair, (B,), so Keras' mean over
-    the batch is the mean over the (2B x 2B) matrix."""
+    the batch is the mean over the (2B x 2B) matrix.
 
-    def __init__(self, name="teacher_relations", **kwargs):
+    `over` (>= 0) weighs the pairs the student finds more alike than the teacher does (1 + over)
+    times: a "hub" face, close to many faces of other people, is such an error repeated along its
+    row, and it is what spoils clustering and 1:N search more than verification (docs/distill.md).
+    0 is the plain symmetric term."""
+
+    def __init__(self, over: float = 0.0, name="teacher_relations", **kwargs):
         super().__init__(name=name, **kwargs)
+        if over < 0:
+            raise ValueError(f"over must be >= 0, not {over}")
+        self.over = float(over)
 
     def call(self, y_true, y_pred):
         b = ops.shape(y_pred)[0]
         s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
         t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
         has = _has(t)
-        d = has[:, None] * has[None, :] * ops.square(ops.matmul(s, ops.transpose(s)) - ops.matmul(t, ops.transpose(t)))
+        diff = ops.matmul(s, ops.transpose(s)) - ops.matmul(t, ops.transpose(t))
+        weight = 1.0 + self.over * ops.cast(diff > 0, "float32")
+        d = has[:, None] * has[None, :] * weight * ops.square(diff)
         return ops.mean(ops.reshape(d, (b, -1)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "over": self.over}

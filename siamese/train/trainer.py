@@ -135,7 +135,7 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
             "same": keras.losses.BinaryCrossentropy()}
     weights = {"id_a": tc.id_weight, "id_b": tc.id_weight, "same": tc.pair_weight}
     if dc:
-        loss.update(emb_a=TeacherCosine(), emb_b=TeacherCosine(), embs=TeacherRelations())
+        loss.update(emb_a=TeacherCosine(), emb_b=TeacherCosine(), embs=TeacherRelations(dc.get("over_weight", 0.0)))
         weights.update(emb_a=dc.cos_weight / 2, emb_b=dc.cos_weight / 2, embs=dc.rel_weight)
     trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
                     loss=loss, loss_weights=weights)
@@ -286,7 +286,8 @@ def _provenance(cfg) -> dict:
             "training_data": f"LFW {cfg.protocol} training people (identity labels) and a teacher's "
                              "embeddings of their images (the teacher learned from ~3 M faces outside LFW)",
             "distillation": {"teacher": teacher, "cos_weight": cfg.distill.cos_weight,
-                             "rel_weight": cfg.distill.rel_weight}}
+                             "rel_weight": cfg.distill.rel_weight,
+                             "over_weight": cfg.distill.get("over_weight", 0.0)}}
 
 
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
