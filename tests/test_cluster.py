@@ -155,6 +155,28 @@ def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
         fit_clustering(x[:3], [0, 1, 2])
 
 
+def test_fit_clustering_for_degraded_copies_too_picks_the_best_mean_of_both():
+    from siamese.eval.calibration import fit_clustering
+
+    x, truth = _planted()
+    rng = np.random.default_rng(1)
+    hard = x + 0.9 * rng.standard_normal(x.shape) / np.sqrt(x.shape[1])  # the same faces, made worse
+    hard /= np.linalg.norm(hard, axis=1, keepdims=True)
+    clean_only, both = fit_clustering(x, truth), fit_clustering(x, truth, hard=hard)
+    assert both["floor"] == clean_only["floor"] and "degraded" not in clean_only
+
+    def f1(e, t):
+        return metrics.bcubed_scores(truth, linkage.agglomerative(e, t, both["floor"]))["f1"]
+
+    for t, value in both["grid"]:
+        assert value == pytest.approx((f1(x, t) + f1(hard, t)) / 2, abs=1e-4)
+    assert max(v for _, v in both["grid"]) == dict(both["grid"])[both["threshold"]]
+    d = both["degraded"]
+    assert d["bcubed_f1_clean"] == both["bcubed_f1"] == pytest.approx(f1(x, both["threshold"]), abs=1e-4)
+    assert d["bcubed_f1_degraded"] == pytest.approx(f1(hard, both["threshold"]), abs=1e-4)
+    assert d["bcubed_f1_degraded"] < d["bcubed_f1_clean"] and 0 <= d["false_merge_degraded"] <= 1
+
+
 def test_fit_other_algorithms_finds_settings_that_recover_planted_people():
     from siamese.eval.calibration import fit_other_algorithms
 
@@ -520,6 +542,12 @@ def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_
                                                                                  "dbscan"}
     s = cluster(samples / "knn_examples" / "train", tmp_path / "c", emb, yunet, algorithm="dbscan", progress=False)
     assert s["eps"] == r["algorithms"]["dbscan"]["eps"] and s["settings_from"]["eps"] == "cluster.json"
+    # Fitted for degraded copies too: from the same photos, made harder; with faces given it cannot be.
+    d = calibrate_clustering(emb, lfw_root, detector=yunet, degraded=True, out=False)
+    assert d["faces"] == 22 and "degraded copy" in d["data"] and set(d["degraded"]) == {
+        "bcubed_f1_clean", "bcubed_f1_degraded", "false_merge_clean", "false_merge_degraded"}
+    with pytest.raises(ValueError, match="from the LFW photos"):
+        calibrate_clustering(emb, embeddings=np.zeros((2, emb.dim)), labels=[0, 1], degraded=True, out=False)
     # A calibration made for another model is ignored, loudly.
     other = json.loads((small_model / "cluster.json").read_text())
     other["model"]["fingerprint"] = "0" * 64

@@ -68,9 +68,15 @@ def calibrate(cfg: DictConfig) -> dict:
               f"on {r['people']} unseen people")
         out["verify"] = r
     if "cluster" in cfg.fit:
-        r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite)
+        r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
+                                 degraded=cfg.cluster.degraded, seed=cfg.seed)
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
+        if "degraded" in r:
+            d = r["degraded"]
+            print(f"  fitted for degraded copies too: BCubed F1 {d['bcubed_f1_clean']:.4f} clean / "
+                  f"{d['bcubed_f1_degraded']:.4f} degraded, false merges {d['false_merge_clean']:.4f} / "
+                  f"{d['false_merge_degraded']:.4f}")
         for name, a in r["algorithms"].items():
             fitted = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid"))
             print(f"  {name}: {fitted} -> BCubed F1 {a['bcubed_f1']:.4f}")

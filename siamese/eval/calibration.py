@@ -28,12 +28,12 @@ import numpy as np
 
 from siamese.clustering.graph import cluster_embeddings, knn
 from siamese.clustering.linkage import agglomerative
-from siamese.clustering.scores import bcubed_scores
+from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
 from siamese.data.unseen import lfw_crops, unseen_people
-from siamese.faces.detect import Detector
-from siamese.gallery.calibrate import impostors_from_lfw
+from siamese.faces.detect import Detector, YuNetDetector
+from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
 from siamese.verification.verifier import judge
@@ -176,7 +176,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     return result
 
 
-def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict:
+def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: np.ndarray | None = None) -> dict:
     """The agglomerative settings (`siamese.clustering.linkage.agglomerative`) for labelled faces.
 
     floor, the bar for big groups: halfway between the mean cosine of same-person pairs and of
@@ -189,10 +189,14 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict
         emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
         thresholds: to try (default: the floor, then 0.10 to 0.95 in steps of 0.025 above it).
         k: kNN shortlist.
+        hard: or also (n, D) embeddings of a degraded copy of each face: the threshold then has
+            the best mean of the clean and the degraded BCubed F1 (the floor stays the clean one).
 
     Returns:
-        {"threshold", "floor", "k", "bcubed_f1", "same_mean", "different_mean",
-        "grid": [[threshold, f1], ...]}.
+        {"threshold", "floor", "k", "bcubed_f1" (clean faces), "same_mean", "different_mean",
+        "grid": [[threshold, f1 (or the mean of both)], ...]}; with `hard` also "degraded":
+        {"bcubed_f1_clean", "bcubed_f1_degraded", "false_merge_clean", "false_merge_degraded"}
+        at the chosen threshold (false merges: 1 - pairwise precision).
     """
 
     emb = np.asarray(emb, np.float64)
@@ -211,15 +215,25 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10) -> dict
     floor = round((same_mean + diff_mean) / 2, 4)
     if thresholds is None:  # 0.10 to 0.95 in steps of 0.025, none below the floor
         thresholds = [floor, *(t for t in np.round(np.arange(0.1, 0.951, 0.025), 3) if t > floor)]
-    emb32 = emb.astype(np.float32)
-    near = knn(emb32, k)
-    grid = [[float(t), round(bcubed_scores(truth, agglomerative(emb32, float(t), floor, k, near))["f1"], 4)]
+    sets = [emb.astype(np.float32)] + ([] if hard is None else [np.asarray(hard, np.float32)])
+    sets = [(x, knn(x, k)) for x in sets]
+
+    def labels(t: float) -> list[np.ndarray]:  # clean first, then degraded
+        return [agglomerative(x, t, floor, k, near) for x, near in sets]
+
+    grid = [[float(t), round(float(np.mean([bcubed_scores(truth, lab)["f1"] for lab in labels(float(t))])), 4)]
             for t in thresholds if t >= floor]
     if not grid:
         raise ValueError(f"no threshold to try at or above the floor {floor:.3f}")
-    t, f1 = max(grid, key=lambda r: (r[1], r[0]))  # ties: the stricter threshold
-    return {"threshold": t, "floor": floor, "k": k, "bcubed_f1": f1,
-            "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
+    t = max(grid, key=lambda r: (r[1], r[0]))[0]  # ties: the stricter threshold
+    found = labels(t)
+    out = {"threshold": t, "floor": floor, "k": k, "bcubed_f1": round(bcubed_scores(truth, found[0])["f1"], 4),
+           "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
+    if hard is not None:
+        out["degraded"] = {f"{m}_{w}": round(v, 4) for w, lab in zip(("clean", "degraded"), found)
+                           for m, v in (("bcubed_f1", bcubed_scores(truth, lab)["f1"]),
+                                        ("false_merge", 1 - pairwise_scores(truth, lab)["precision"]))}
+    return out
 
 
 def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
@@ -253,14 +267,22 @@ def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samp
 
 
 def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
-                          detector: Detector | None = None) -> tuple[np.ndarray, np.ndarray]:
+                          detector: Detector | None = None, degraded: bool = False, seed: int = 0) -> tuple:
     """The LFW (DevTrain) photos of `people` embedded by `embedder` its own way
-    (`Embedder.embed_refs`): ((n, D) embeddings, (n,) person names)."""
+    (`Embedder.embed_refs`): ((n, D) embeddings, (n,) person names); with `degraded` also
+    (n, D) embeddings of a harder copy of each (`siamese.gallery.calibrate.degraded_embeddings`;
+    photos without a face to make harder are left out of all three)."""
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
-    emb, kept = embedder.embed_refs(lfw, refs, _cache(cache_dir), detector)
-    return emb, np.array([r.person for r in kept])
+    cache = _cache(cache_dir)
+    emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
+    names = np.array([r.person for r in kept])
+    if not degraded:
+        return emb, names
+    hard = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
+    ok = np.abs(hard).sum(1) > 0
+    return emb[ok], names[ok], hard[ok]
 
 
 def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
@@ -280,7 +302,8 @@ def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=No
 def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
                          labels=None, embeddings: np.ndarray | None = None,
-                         out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+                         out: str | os.PathLike | None = None, overwrite: bool = False,
+                         degraded: bool = False, seed: int = 0) -> dict:
     """Fit every clustering algorithm's settings on the model's validation people; save them.
 
     Args:
@@ -291,6 +314,9 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             and (n,) person ids (training passes its validation set).
         embeddings: or their (n, D) embeddings already, with `labels`.
         out: None = `cluster.json` beside the model; False = nowhere. overwrite: replace it.
+        degraded: fit agglomerative's threshold for clean and degraded photos alike
+            (`fit_clustering`'s `hard`: a harder copy of each validation photo, seeded by `seed`);
+            needs the photos, so not with `faces` or `embeddings`.
 
     Returns:
         {"threshold", "floor", "k", "bcubed_f1", "grid" (agglomerative's, as `fit_clustering`),
@@ -299,17 +325,22 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
-    data = "validation people (held out of training)"
+    data, hard = "validation people (held out of training)", None
+    if degraded and (faces is not None or embeddings is not None):
+        raise ValueError("a degraded clustering calibration makes its harder faces from the LFW photos: "
+                         "call it without faces or embeddings")
     if faces is not None:
         embeddings = embedder.embed(faces)
     elif embeddings is None:
-        embeddings, labels = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
-                                                   cache_dir=cache_dir, detector=detector)
-        data = "LFW validation people (held out of training)"
+        embeddings, labels, *rest = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
+                                                          cache_dir=cache_dir, detector=detector,
+                                                          degraded=degraded, seed=seed)
+        hard = rest[0] if rest else None
+        data = "LFW validation people (held out of training)" + (", and a degraded copy of each" if degraded else "")
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("clustering calibration needs faces of at least two people")
-    result = {**fit_clustering(embeddings, labels),
+    result = {**fit_clustering(embeddings, labels, hard=hard),
               "algorithms": fit_other_algorithms(embeddings, labels, embedder.score),
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}

@@ -22,7 +22,7 @@ from siamese.faces.detect import Face, YuNetDetector, central_face
 from siamese.gallery.recognize import Recognizer, Svc, unknown_thresholds
 from siamese.io.images import read_image
 
-__all__ = ["impostors_from_lfw", "refresh"]
+__all__ = ["degraded_embeddings", "impostors_from_lfw", "refresh"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,17 @@ def impostors_from_lfw(embedder, lfw_root=None, *, cache_dir=None, detector=None
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
     names = [r.person for r in kept]
     if degraded:
-        hard = _degraded(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
+        hard = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
         ok = np.abs(hard).sum(1) > 0  # photos without a face to make harder are left out
         emb, names = np.concatenate([emb, hard[ok]]), names + [n for n, k in zip(names, ok) if k]
         source += ", and a degraded copy of each"
     return emb, names, f"{source}: {len(kept)} people, one face each"
 
 
-def _degraded(embedder, lfw: LFW, refs: list, cache, detector, seed: int) -> np.ndarray:
-    """Embeddings of a harder copy of each photo (its face from the cache, else detected)."""
+def degraded_embeddings(embedder, lfw: LFW, refs: list, cache, detector, seed: int) -> np.ndarray:
+    """(n, D) embeddings of a harder copy of each photo of `refs` (`siamese.data.degrade.KINDS` in
+    turn, seeded per photo; its face from the cache, else detected). A photo without a face to
+    make harder gets a zero row, for the caller to drop."""
     rows = {r: i for i, r in enumerate(cache.refs)} if cache is not None else {}
     out = np.zeros((len(refs), embedder.dim), np.float32)
     for i, ref in enumerate(refs):
