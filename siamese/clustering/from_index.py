@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from siamese.clustering.appearances import FaceItem
-from siamese.clustering.group import _check_out, _label_scores, group_tracks
-from siamese.clustering.output import write_people, write_table
+from siamese.clustering.group import _check_out, group_and_write
+from siamese.clustering.output import write_table
 from siamese.clustering.settings import resolve
 from siamese.faces.align import align, face_inside
 from siamese.faces.detect import Face
@@ -147,27 +146,17 @@ def cluster_index(index: str | os.PathLike, out: str | os.PathLike, embedder, *,
         t0 = time.perf_counter()
         failed = _cut_crops(items, shas, Path(meta["root"]), tmp / "_staging", crop_size, crop_padding, progress)
         t1 = time.perf_counter()
-        tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
-                                               min_sharpness=min_sharpness)
-        t2 = time.perf_counter()
-        temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
-        rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, False, sharp)
-        shutil.rmtree(tmp / "_staging", ignore_errors=True)
+        rows, people = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k, seed=seed,
+                                       min_sharpness=min_sharpness, keep_all_crops=False, labels=labels)
+        cluster_s = people.pop("cluster_s")
         summary = {"task": "cluster", "input": str(index), "kind": "index", "index": str(index),
                    "sources": len(set(shas)), "frames": len({(it.source, it.frame) for it in items}), "cuts": 0,
-                   "faces": len(items), "tracks": len(tracks), "people": len(sizes),
-                   "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
-                   "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
-                   "different_people_pairs": len(cl), "algorithm": algorithm,
-                   **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
-                   "min_sharpness": min_sharpness, "every_s": meta.get("every_s"), "model": str(embedder.path),
+                   **people, "every_s": meta.get("every_s"), "model": str(embedder.path),
                    "errors": failed, "errors_by_reason": {"source_gone_or_changed": failed} if failed else {},
-                   "seconds": {"crops": round(t1 - t0, 2), "cluster": round(t2 - t1, 3)}}
-        if labels:
-            summary["metrics"] = _label_scores(items, tracks, tlab)
+                   "seconds": {"crops": round(t1 - t0, 2), "cluster": cluster_s}}
         write_table(tmp / "manifest.csv", rows)
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
-    log.info("%s: %d faces -> %d people, %d unassigned -> %s", index, len(items), len(sizes),
+    log.info("%s: %d faces -> %d people, %d unassigned -> %s", index, len(items), summary["people"],
              summary["unassigned"], out)
     return summary

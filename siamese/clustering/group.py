@@ -106,34 +106,53 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
             raise NothingRead(f"none of {input}'s {counts['sources']} source(s) could be read",
                               {"task": "cluster", "input": str(input), "sources": counts["sources"], "faces": 0,
                                "errors": sum(errors.values()), "errors_by_reason": dict(errors)})
-        tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
-                                               min_sharpness=min_sharpness)
-        t2 = time.perf_counter()
-        temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
-        rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
-        shutil.rmtree(tmp / "_staging", ignore_errors=True)
+        rows, people = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k, seed=seed,
+                                       min_sharpness=min_sharpness, keep_all_crops=keep_all_crops,
+                                       labels=labels)
+        cluster_s = people.pop("cluster_s")
         video = is_video(input)
         summary = {"task": "cluster", "input": str(input), "kind": "video" if video else "photos",
-                   "sources": counts["sources"], "frames": counts["frames"], "cuts": counts["cuts"],
-                   "faces": len(items), "tracks": len(tracks), "people": len(sizes),
-                   "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
-                   "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
-                   "different_people_pairs": len(cl), "algorithm": algorithm,
-                   **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
-                   "min_sharpness": min_sharpness, "every_s": every_s if video else None,
-                   "model": str(embedder.path), "errors": sum(errors.values()),
-                   "errors_by_reason": dict(errors),
-                   "seconds": {"faces": round(t1 - t0, 2), "cluster": round(t2 - t1, 3)}}
-        if labels:
-            summary["metrics"] = _label_scores(items, tracks, tlab)
+                   "sources": counts["sources"], "frames": counts["frames"], "cuts": counts["cuts"], **people,
+                   "every_s": every_s if video else None, "model": str(embedder.path),
+                   "errors": sum(errors.values()), "errors_by_reason": dict(errors),
+                   "seconds": {"faces": round(t1 - t0, 2), "cluster": cluster_s}}
         if not items:
             log.warning("%s: no faces found — wrote an empty manifest", input)
         write_table(tmp / "manifest.csv", rows)
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
-    log.info("%s: %d faces -> %d people, %d unassigned -> %s", input, len(items), len(sizes),
+    log.info("%s: %d faces -> %d people, %d unassigned -> %s", input, len(items), summary["people"],
              summary["unassigned"], out)
     return summary
+
+
+def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, settings: dict, sources: dict,
+                    *, k: int, seed: int, min_sharpness: float, keep_all_crops: bool, labels: bool):
+    """The step every `cluster` shares, whatever the faces came from: group `items` into people
+    (`group_tracks`), write the person folders into `tmp` (`write_people`), drop `tmp/_staging`.
+
+    Returns:
+        (manifest rows, the summary's keys about the people: "faces", "tracks", "people",
+        "people_sizes", "people_faces", "unassigned", "too_blurry", "different_people_pairs",
+        "algorithm", its settings, "settings_from", "k", "min_sharpness", "metrics" with `labels`,
+        and "cluster_s", the seconds the grouping took).
+    """
+    t0 = time.perf_counter()
+    tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
+                                           min_sharpness=min_sharpness)
+    seconds = round(time.perf_counter() - t0, 3)
+    temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
+    rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
+    shutil.rmtree(tmp / "_staging", ignore_errors=True)
+    people = {"faces": len(items), "tracks": len(tracks), "people": len(sizes),
+              "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
+              "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
+              "different_people_pairs": len(cl), "algorithm": algorithm,
+              **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
+              "min_sharpness": min_sharpness, "cluster_s": seconds}
+    if labels:
+        people["metrics"] = _label_scores(items, tracks, tlab)
+    return rows, people
 
 
 def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict, *, k: int = 10,
