@@ -25,7 +25,7 @@ from siamese.io.files import atomic_write_text, flat_name, safe_name, staged_dir
 from siamese.io.images import NothingRead, iter_images, list_images, write_image
 from siamese.io.video import FrameSource, SourceError, is_video
 
-__all__ = ["MANIFEST_COLUMNS", "detect_folder", "read_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "detect_counted", "detect_folder", "read_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,7 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
     with staged_dir(os.path.realpath(out)) as tmp:  # realpath: a link to a folder keeps pointing at the result
 
         def handle(source: str, stem: str, image: np.ndarray, frame: int | str, time_s: float | str):
-            faces = detector.detect(image)
-            counts["frames"] += 1
-            counts["faces"] += len(faces)
-            counts["without_face"] += not faces
-            counts["many_faces"] += len(faces) > 1
+            faces = detect_counted(detector, image, counts)
             for k, face in enumerate(faces):
                 crop_rel = ""
                 if save_crops:
@@ -120,6 +116,17 @@ def detect_folder(input: str | os.PathLike, out: str | os.PathLike, detector: De
              "frames" if video else "photos", summary["sources_without_face"],
              summary["errors"], dict(errors) or "")
     return summary
+
+
+def detect_counted(detector: Detector, image: np.ndarray, counts: Counter) -> list[Face]:
+    """The faces `detector` finds in `image` ((H, W, 3) uint8 RGB), counted into `counts` as every
+    folder/video pass reports them: frames, faces, without_face, many_faces."""
+    faces = detector.detect(image)
+    counts["frames"] += 1
+    counts["faces"] += len(faces)
+    counts["without_face"] += not faces
+    counts["many_faces"] += len(faces) > 1
+    return faces
 
 
 def _write_results(folder: Path, input: Path, rows: list[list], counts: Counter, errors: Counter) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from siamese.faces.align import align, sharpness
 from siamese.faces.detect import Detector, frontalness
+from siamese.faces.folder import detect_counted
 from siamese.io.files import file_digest
 from siamese.io.images import ImageError, read_image
 from siamese.io.video import FrameSource, SourceError
@@ -69,11 +70,7 @@ def detect_shard(shard: Shard, detector: Detector, embedder, *, every_s: float =
     same = (size, padding) == (crop_size, float(crop_padding))
 
     def handle(rel: str, sha: str, image: np.ndarray, frame: int, time_s: float) -> None:
-        faces = detector.detect(image)
-        stats["frames"] += 1
-        stats["faces"] += len(faces)
-        stats["without_face"] += not faces
-        stats["many_faces"] += len(faces) > 1
+        faces = detect_counted(detector, image, stats)
         for k, face in enumerate(faces):
             aligned = align(image, face.landmarks, size, padding)
             shown = aligned if same else align(image, face.landmarks, crop_size, crop_padding)
