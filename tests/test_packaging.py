@@ -3,6 +3,7 @@ and its `siamese` command and verbs work from any directory."""
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,6 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_the_wheel_works_without_the_repository(tmp_path, samples):
     wheels = tmp_path / "wheels"
+    # setuptools reuses the git-ignored build/ folder, where files since removed from the tree
+    # (the unpacked embedding.onnx) would ride along: build from a clean one.
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(REPO), "-w", str(wheels)],
                    check=True, timeout=600)
     wheel = glob.glob(str(wheels / "siamese-*.whl"))[0]
