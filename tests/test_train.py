@@ -197,3 +197,20 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     rows = np.load(pack)["rows"]
     np.testing.assert_allclose(got, emb[rows], atol=1e-3)  # float16 on the way
     assert (status == 1).all()
+
+
+def test_the_unrestricted_report_keeps_earlier_folds_and_names_the_missing(tmp_path):
+    from siamese.train.unrestricted import read_report, summarize
+
+    report = tmp_path / "unrestricted.json"
+    assert read_report(report) == []
+    first = summarize([{"fold": 3, "accuracy": 0.9}, {"fold": 0, "accuracy": 0.8}])
+    assert [f["fold"] for f in first["folds"]] == [0, 3] and first["folds_missing"] == [1, 2, 4, 5, 6, 7, 8, 9]
+    assert first["accuracy_mean"] == 0.85 and first["accuracy_std"] == 0.05
+    report.write_text(json.dumps(first))
+    done = {f["fold"]: f for f in read_report(report)}
+    done[3] = {"fold": 3, "accuracy": 0.7}  # a fold trained again replaces its row
+    assert summarize(list(done.values()))["accuracy_mean"] == 0.75
+    report.write_text('{"protocol": "something else"}')
+    with pytest.raises(ValueError, match="unrestricted.json: not a readable"):
+        read_report(report)

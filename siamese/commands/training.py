@@ -43,8 +43,9 @@ def unrestricted(cfg: DictConfig) -> dict:
     result = protocol.unrestricted(cfg)
     for f in result["folds"]:
         print(f"fold {f['fold']}: accuracy {f['accuracy']:.4f} (AUC {f['auc']})")
+    missing = f" (not run yet: folds {result['folds_missing']})" if result["folds_missing"] else ""
     print(f"View 2 unrestricted over {len(result['folds'])} folds: accuracy {result['accuracy_mean']:.4f} "
-          f"± {result['accuracy_std']:.4f} -> {cfg.run_dir}/unrestricted.json")
+          f"± {result['accuracy_std']:.4f}{missing} -> {cfg.run_dir}/unrestricted.json")
     return result
 
 

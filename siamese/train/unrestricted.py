@@ -20,26 +20,50 @@ log = logging.getLogger(__name__)
 
 def unrestricted(cfg: DictConfig) -> dict:
     """Train `cfg.folds` one after another into `cfg.run_dir/fold<k>/` (each resumes like any
-    training run); returns {"protocol", "accuracy_mean", "accuracy_std", "folds", "folds_asked"}.
+    training run); returns `summarize` of every fold reported in the run dir.
 
-    `unrestricted.json` is rewritten after every fold, so a run stopped part-way (hours on a CPU)
-    still reports the folds it finished, and says how many were asked."""
+    `unrestricted.json` is rewritten after every fold and keeps the folds an earlier call into the
+    same run dir reported (a fold trained again replaces its row), so a long run can be done a few
+    folds at a time (`folds=[5,6]`) and one stopped part-way still reports the folds it finished."""
     if not cfg.folds:
         raise ValueError("folds is empty: give at least one View 2 fold, e.g. folds=[0]")
-    folds, result = [], {}
+    report = Path(cfg.run_dir) / "unrestricted.json"
+    done = {f["fold"]: f for f in read_report(report)}
+    result = {}
     for k in cfg.folds:
         fold_cfg = cfg.copy()
         fold_cfg.fold, fold_cfg.protocol = int(k), "view2"
         m = train(fold_cfg, Path(cfg.run_dir) / f"fold{k}")
-        folds.append({"fold": int(k), **m["test"]})
+        done[int(k)] = {"fold": int(k), **m["test"]}
         log.info("fold %d: accuracy %.4f (AUC %s)", k, m["test"]["accuracy"], m["test"]["auc"])
-        result = summarize(folds, len(cfg.folds))
-        atomic_write_text(Path(cfg.run_dir) / "unrestricted.json", json.dumps(result, indent=2))
+        result = summarize(list(done.values()))
+        atomic_write_text(report, json.dumps(result, indent=2))
     return result
 
 
-def summarize(folds: list[dict], asked: int) -> dict:
-    """Mean and (population) std of the folds' test accuracies, with the folds themselves."""
+def read_report(path: Path) -> list[dict]:
+    """The folds an `unrestricted.json` reports ([] when there is none).
+
+    Raises:
+        ValueError: the file is there but is not such a report (named in the message).
+    """
+    if not path.exists():
+        return []
+    try:
+        r = json.loads(path.read_text())
+        if r.get("protocol") != "view2 unrestricted":
+            raise ValueError("not a View 2 unrestricted report")
+        return [{**f, "fold": int(f["fold"])} for f in r["folds"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a readable unrestricted.json ({e}) — move it away to start "
+                         "the report again") from e
+
+
+def summarize(folds: list[dict]) -> dict:
+    """Mean and (population) std of the folds' test accuracies, the folds in order, and which of
+    View 2's ten folds are not in it yet ("folds_missing")."""
+    folds = sorted(folds, key=lambda f: f["fold"])
     acc = np.array([f["accuracy"] for f in folds])
     return {"protocol": "view2 unrestricted", "accuracy_mean": round(float(acc.mean()), 4),
-            "accuracy_std": round(float(acc.std()), 4), "folds": folds, "folds_asked": asked}
+            "accuracy_std": round(float(acc.std()), 4), "folds": folds,
+            "folds_missing": sorted(set(range(10)) - {f["fold"] for f in folds})}
