@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from siamese.model.packed import SUFFIX, pack, unpack_bytes, weights_path
+from siamese.model import packed
+from siamese.model.packed import SUFFIX, pack, stored, unpack_bytes, weights_path
 
 
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 7, 8, 4099])
@@ -41,17 +42,20 @@ def test_first_use_unpacks_into_the_cache_then_reuses_it(tmp_path, monkeypatch):
     got = weights_path(d, "embedding.onnx")
     assert got.read_bytes() == data and got.is_relative_to(tmp_path / "cache")
     mtime = got.stat().st_mtime_ns
+    hashed = []
+    monkeypatch.setattr(packed, "file_digest", lambda p: hashed.append(p) or hashlib.sha256(p.read_bytes()).hexdigest())
     assert weights_path(d, "embedding.onnx") == got and got.stat().st_mtime_ns == mtime  # not unpacked again
-    got.write_bytes(b"tampered")  # a damaged cached copy is made again from the packed file
-    assert weights_path(d, "embedding.onnx").read_bytes() == data
-    assert weights_path(d, "head.onnx") is None  # neither plain nor packed: not there
+    assert hashed == []  # and not hashed again by the process that wrote it
+    got.write_bytes(b"tampered")  # a damaged cached copy is hashed, found wrong, made again
+    assert weights_path(d, "embedding.onnx").read_bytes() == data and hashed == [got]
+    assert weights_path(d, "head.onnx") is None and stored(d, "head.onnx") is None  # neither plain nor packed
 
 
 def test_a_plain_file_wins_and_nothing_is_unpacked(tmp_path, monkeypatch):
     monkeypatch.setenv("SIAMESE_CACHE", str(tmp_path / "cache"))
     d = _model_dir(tmp_path, b"packed")
     (d / "embedding.onnx").write_bytes(b"plain")
-    assert weights_path(d, "embedding.onnx") == d / "embedding.onnx"
+    assert weights_path(d, "embedding.onnx") == d / "embedding.onnx" == stored(d, "embedding.onnx")
     assert not (tmp_path / "cache").exists()
 
 

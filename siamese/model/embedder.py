@@ -29,7 +29,7 @@ from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import Detector, Face
 from siamese.io.paths import DEFAULT_MODEL
 from siamese.model import modeldir
-from siamese.model.packed import SUFFIX, weights_path
+from siamese.model.packed import stored, weights_path
 from siamese.model.preprocess import flip_embed
 
 __all__ = ["DEFAULT_MODEL", "Embedder"]
@@ -79,13 +79,13 @@ class Embedder:
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
                 raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")
+            names = [f"{p}.{fmt}" for p in ("embedding", "head")]
+            if not all(stored(root, n) for n in names):
+                continue
             if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-                if any((root / n).is_file() for n in ("embedding.onnx", "embedding.onnx" + SUFFIX)):
-                    log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
+                log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
                 continue
-            files = [weights_path(root, f"{p}.{fmt}") for p in ("embedding", "head")]
-            if None in files:
-                continue
+            files = [weights_path(root, n) for n in names]
             return cls(root, meta, fmt, *(_onnx(*files, threads) if fmt == "onnx" else _keras(*files)))
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")

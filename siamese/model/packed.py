@@ -28,10 +28,11 @@ import numpy as np
 from siamese.io.files import atomic_write_bytes, file_digest
 from siamese.io.paths import user_cache
 
-__all__ = ["SUFFIX", "pack", "unpack_bytes", "weights_path"]
+__all__ = ["SUFFIX", "pack", "stored", "unpack_bytes", "weights_path"]
 
 SUFFIX = ".planes.xz"
 _STRIDE = 4  # float32: four byte planes
+_CHECKED: dict[Path, tuple[int, int]] = {}  # unpacked copies hashed by this process: (mtime_ns, size)
 
 
 def _planes(data: bytes) -> bytes:
@@ -69,6 +70,15 @@ def unpack_bytes(packed: str | os.PathLike) -> bytes:
         raise ValueError(f"{packed}: not a packed weight file ({e}) — reinstall the model") from e
 
 
+def stored(root: str | os.PathLike, name: str) -> Path | None:
+    """The file in model dir `root` that holds weight file `name`: `root/name`, else
+    `root/name.planes.xz`, else None. Reads nothing (see `weights_path` for a readable path)."""
+    for p in (Path(root) / name, Path(root) / (name + SUFFIX)):
+        if p.is_file():
+            return p
+    return None
+
+
 def weights_path(root: str | os.PathLike, name: str) -> Path | None:
     """Where weight file `name` (e.g. "embedding.onnx") of model dir `root` can be read, or None.
 
@@ -81,29 +91,34 @@ def weights_path(root: str | os.PathLike, name: str) -> Path | None:
             do not have that hash (a damaged or swapped file: nothing is used).
         OSError: the cache cannot be written (set SIAMESE_CACHE to a writable folder).
     """
-    root = Path(root)
-    plain, packed = root / name, root / (name + SUFFIX)
-    if plain.is_file():
-        return plain
-    if not packed.is_file():
-        return None
-    meta = root / "model.json"
+    packed = stored(root, name)
+    if packed is None or packed.name == name:
+        return packed  # not there, or there as it is
+    meta = Path(root) / "model.json"
     want = json.loads(meta.read_text()).get("files", {}).get(name) if meta.is_file() else None
     if not want:
         raise ValueError(f"{packed}: {meta} records no SHA-256 for {name}, so it cannot be checked")
     cached = user_cache() / "models" / want / name
-    if cached.is_file() and file_digest(cached) == want:
-        return cached
+    if cached.is_file():
+        st = cached.stat()
+        if _CHECKED.get(cached) == (st.st_mtime_ns, st.st_size):
+            return cached  # hashed once by this process and unchanged since: not 24 MB read again
+        if file_digest(cached) == want:
+            _CHECKED[cached] = (st.st_mtime_ns, st.st_size)
+            return cached
     data = unpack_bytes(packed)
     got = hashlib.sha256(data).hexdigest()
     if got != want:
         raise ValueError(f"{packed}: unpacks to SHA-256 {got[:12]}…, model.json records {want[:12]}… — "
                          "the file is damaged or from another model; reinstall the model")
     try:
-        return atomic_write_bytes(cached, data)
+        atomic_write_bytes(cached, data)
     except OSError as e:
         raise OSError(f"{cached.parent}: cannot write the unpacked model there ({e.strerror or e}) — "
                       "set SIAMESE_CACHE to a writable folder") from e
+    st = cached.stat()
+    _CHECKED[cached] = (st.st_mtime_ns, st.st_size)
+    return cached
 
 
 if __name__ == "__main__":  # python -m siamese.model.packed FILE...: pack weight files to ship them
