@@ -6,7 +6,8 @@ other people spoil clustering and 1:N search more than pair verification (docs/d
 Prints, per model, on the faces of its validation people (held out of its training): the median
 cosine of same-person pairs, the 99th and 99.9th percentile of different-person cosines, and the
 share of the different-person pairs above that 99.9th percentile that involve the 20 faces taking
-part in most of them (1.0: all the worst confusions come from 20 faces; small: spread out).
+part in most of them (1.0: all the worst confusions come from 20 faces; small: spread out), and the
+length of the mean embedding (0: centred; large: one direction shared by every face).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def hubness(emb: np.ndarray, names: np.ndarray, top: int = 20) -> dict:
     share = float((np.isin(a[worst], hubs) | np.isin(b[worst], hubs)).mean()) if worst.any() else 0.0
     return {"faces": len(emb), "same_median": round(float(np.median(s[iu][same])), 3),
             "diff_p99": round(float(np.quantile(diff, 0.99)), 3), "diff_p999": round(cut, 3),
-            f"top{top}_share": round(share, 3)}
+            f"top{top}_share": round(share, 3), "mean_norm": round(float(np.linalg.norm(emb.mean(0))), 3)}
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     rows = []
     for path in args.models:
         model = Embedder.load(path)
-        emb, names = validation_embeddings(model, model.validation_people(), args.lfw, cache_dir=args.cache)
+        emb, names, _ = validation_embeddings(model, model.validation_people(), args.lfw, cache_dir=args.cache)
         rows.append({"model": path, **hubness(emb, names)})
     print(table(rows))
 

@@ -218,15 +218,15 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: n
     sets = [emb.astype(np.float32)] + ([] if hard is None else [np.asarray(hard, np.float32)])
     sets = [(x, knn(x, k)) for x in sets]
 
-    def labels(t: float) -> list[np.ndarray]:  # clean first, then degraded
-        return [agglomerative(x, t, floor, k, near) for x, near in sets]
-
-    grid = [[float(t), round(float(np.mean([bcubed_scores(truth, lab)["f1"] for lab in labels(float(t))])), 4)]
-            for t in thresholds if t >= floor]
+    # Each threshold's labels of the clean faces, then (with `hard`) of the degraded ones.
+    runs = {float(t): [agglomerative(x, float(t), floor, k, near) for x, near in sets]
+            for t in thresholds if t >= floor}
+    grid = [[t, round(float(np.mean([bcubed_scores(truth, lab)["f1"] for lab in found])), 4)]
+            for t, found in runs.items()]
     if not grid:
         raise ValueError(f"no threshold to try at or above the floor {floor:.3f}")
     t = max(grid, key=lambda r: (r[1], r[0]))[0]  # ties: the stricter threshold
-    found = labels(t)
+    found = runs[t]
     out = {"threshold": t, "floor": floor, "k": k, "bcubed_f1": round(bcubed_scores(truth, found[0])["f1"], 4),
            "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
     if hard is not None:
@@ -267,11 +267,12 @@ def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samp
 
 
 def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
-                          detector: Detector | None = None, degraded: bool = False, seed: int = 0) -> tuple:
+                          detector: Detector | None = None, degraded: bool = False, seed: int = 0
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The LFW (DevTrain) photos of `people` embedded by `embedder` its own way
-    (`Embedder.embed_refs`): ((n, D) embeddings, (n,) person names); with `degraded` also
-    (n, D) embeddings of a harder copy of each (`siamese.gallery.calibrate.degraded_embeddings`;
-    photos without a face to make harder are left out of all three)."""
+    (`Embedder.embed_refs`): ((n, D) embeddings, (n,) person names, and with `degraded` (n, D)
+    embeddings of a harder copy of each, else None). With `degraded`, photos without a face to
+    make harder (`siamese.gallery.calibrate.degraded_embeddings`) are left out of all three."""
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
@@ -279,10 +280,9 @@ def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_d
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
     names = np.array([r.person for r in kept])
     if not degraded:
-        return emb, names
-    hard = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
-    ok = np.abs(hard).sum(1) > 0
-    return emb[ok], names[ok], hard[ok]
+        return emb, names, None
+    hard, ok = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
+    return emb[ok], names[ok], hard
 
 
 def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
@@ -332,10 +332,9 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     if faces is not None:
         embeddings = embedder.embed(faces)
     elif embeddings is None:
-        embeddings, labels, *rest = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
-                                                          cache_dir=cache_dir, detector=detector,
-                                                          degraded=degraded, seed=seed)
-        hard = rest[0] if rest else None
+        embeddings, labels, hard = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
+                                                         cache_dir=cache_dir, detector=detector,
+                                                         degraded=degraded, seed=seed)
         data = "LFW validation people (held out of training)" + (", and a degraded copy of each" if degraded else "")
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:

@@ -28,12 +28,11 @@ from siamese.clustering.graph import cluster_embeddings
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.scores import pairwise_scores
 from siamese.data.cache import FaceCache
-from siamese.data.degrade import KINDS, degrade
+from siamese.data.degrade import KINDS
 from siamese.data.lfw import LFW
 from siamese.data.unseen import sample_refs, unseen_people
-from siamese.faces.detect import Face
+from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
-from siamese.io.images import read_image
 from siamese.verification.verifier import calibrated_threshold, judge
 
 __all__ = ["degraded_faces", "report"]
@@ -56,17 +55,10 @@ def degraded_faces(embedder, lfw: LFW, cache: FaceCache, n_people: int = 1200, p
     refs |= set(lfw.identities({p: n for p, n in people.items() if n > 10}))
     refs = sorted(refs & set(cache.refs), key=lambda r: (r.person, r.index))
     clean, kept = embedder.embed_refs(lfw, refs, cache)
-    rows = cache.rows(kept)
-    out, kinds = [], []
-    for i, (ref, row) in enumerate(zip(kept, rows)):
-        m = cache.meta[row]
-        face = Face(m["box"].astype(np.float32), m["landmarks"].astype(np.float32), float(m["score"]))
-        kind = KINDS[i % len(KINDS)]
-        image, moved = degrade(read_image(lfw.path(ref)), face, kind, np.random.default_rng([seed, i]))
-        out.append(embedder.embed_faces(image, [moved])[0])
-        kinds.append(kind)
-    return {"clean": clean, "degraded": np.stack(out), "names": np.array([r.person for r in kept]),
-            "kinds": np.array(kinds)}
+    hard, ok = degraded_embeddings(embedder, lfw, kept, cache, None, seed)  # every ref is in the cache
+    kinds = np.array([KINDS[i % len(KINDS)] for i in range(len(kept))])
+    return {"clean": clean[ok], "degraded": hard, "names": np.array([r.person for r in kept])[ok],
+            "kinds": kinds[ok]}
 
 
 def _impostor_pairs(names: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:

@@ -44,19 +44,24 @@ def impostors_from_lfw(embedder, lfw_root=None, *, cache_dir=None, detector=None
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
     names = [r.person for r in kept]
     if degraded:
-        hard = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
-        ok = np.abs(hard).sum(1) > 0  # photos without a face to make harder are left out
-        emb, names = np.concatenate([emb, hard[ok]]), names + [n for n, k in zip(names, ok) if k]
+        hard, ok = degraded_embeddings(embedder, lfw, kept, cache, detector or YuNetDetector(), seed)
+        emb, names = np.concatenate([emb, hard]), names + [n for n, k in zip(names, ok) if k]
         source += ", and a degraded copy of each"
     return emb, names, f"{source}: {len(kept)} people, one face each"
 
 
-def degraded_embeddings(embedder, lfw: LFW, refs: list, cache, detector, seed: int) -> np.ndarray:
-    """(n, D) embeddings of a harder copy of each photo of `refs` (`siamese.data.degrade.KINDS` in
-    turn, seeded per photo; its face from the cache, else detected). A photo without a face to
-    make harder gets a zero row, for the caller to drop."""
+def degraded_embeddings(embedder, lfw: LFW, refs: list, cache, detector, seed: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of a harder copy of each photo of `refs`: photo i made harder by
+    `siamese.data.degrade.KINDS[i % 5]`, seeded by (seed, i); its face from the cache, else found
+    by `detector` (None: every ref must be in the cache).
+
+    Returns:
+        ((m, D) float32 embeddings, (n,) bool: which refs they are — a photo without a face to
+        make harder has none).
+    """
     rows = {r: i for i, r in enumerate(cache.refs)} if cache is not None else {}
-    out = np.zeros((len(refs), embedder.dim), np.float32)
+    out, keep = [], np.zeros(len(refs), bool)
     for i, ref in enumerate(refs):
         image = read_image(lfw.path(ref))
         if ref in rows:
@@ -65,10 +70,11 @@ def degraded_embeddings(embedder, lfw: LFW, refs: list, cache, detector, seed: i
         else:
             face = central_face(detector.detect(image), image.shape)
         if face is None or face.box[2] <= 0:
-            continue  # no face to make harder: a zero row, dropped by the caller
+            continue  # no face to make harder
         hard, moved = degrade(image, face, KINDS[i % len(KINDS)], np.random.default_rng([seed, i]))
-        out[i] = embedder.embed_faces(hard, [moved])[0]
-    return out
+        out.append(embedder.embed_faces(hard, [moved])[0])
+        keep[i] = True
+    return (np.stack(out) if out else np.zeros((0, embedder.dim), np.float32)), keep
 
 
 def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache_dir=None, detector=None,
