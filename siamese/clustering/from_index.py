@@ -146,9 +146,9 @@ def cluster_index(index: str | os.PathLike, out: str | os.PathLike, embedder, *,
         t0 = time.perf_counter()
         failed = _cut_crops(items, shas, Path(meta["root"]), tmp / "_staging", crop_size, crop_padding, progress)
         t1 = time.perf_counter()
-        rows, people = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k, seed=seed,
-                                       min_sharpness=min_sharpness, keep_all_crops=False, labels=labels)
-        cluster_s = people.pop("cluster_s")
+        rows, people, cluster_s = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k,
+                                                  seed=seed, min_sharpness=min_sharpness, keep_all_crops=False,
+                                                  labels=labels)
         summary = {"task": "cluster", "input": str(index), "kind": "index", "index": str(index),
                    "sources": len(set(shas)), "frames": len({(it.source, it.frame) for it in items}), "cuts": 0,
                    **people, "every_s": meta.get("every_s"), "model": str(embedder.path),

@@ -106,10 +106,9 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
             raise NothingRead(f"none of {input}'s {counts['sources']} source(s) could be read",
                               {"task": "cluster", "input": str(input), "sources": counts["sources"], "faces": 0,
                                "errors": sum(errors.values()), "errors_by_reason": dict(errors)})
-        rows, people = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k, seed=seed,
-                                       min_sharpness=min_sharpness, keep_all_crops=keep_all_crops,
-                                       labels=labels)
-        cluster_s = people.pop("cluster_s")
+        rows, people, cluster_s = group_and_write(tmp, items, embedder, algorithm, settings, sources, k=k,
+                                                  seed=seed, min_sharpness=min_sharpness,
+                                                  keep_all_crops=keep_all_crops, labels=labels)
         video = is_video(input)
         summary = {"task": "cluster", "input": str(input), "kind": "video" if video else "photos",
                    "sources": counts["sources"], "frames": counts["frames"], "cuts": counts["cuts"], **people,
@@ -134,8 +133,8 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     Returns:
         (manifest rows, the summary's keys about the people: "faces", "tracks", "people",
         "people_sizes", "people_faces", "unassigned", "too_blurry", "different_people_pairs",
-        "algorithm", its settings, "settings_from", "k", "min_sharpness", "metrics" with `labels`,
-        and "cluster_s", the seconds the grouping took).
+        "algorithm", its settings, "settings_from", "k", "min_sharpness", "metrics" with `labels`;
+        the seconds the grouping took).
     """
     t0 = time.perf_counter()
     tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
@@ -149,10 +148,10 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
               "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
               "different_people_pairs": len(cl), "algorithm": algorithm,
               **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
-              "min_sharpness": min_sharpness, "cluster_s": seconds}
+              "min_sharpness": min_sharpness}
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
-    return rows, people
+    return rows, people, seconds
 
 
 def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict, *, k: int = 10,
