@@ -106,6 +106,79 @@ def test_targets_are_centred_unit_vectors(small):
     assert np.mean(t[:, 0] @ t[:, 0].T) < np.mean(raw_cos) - 0.3
 
 
+def test_harder_views_go_through_the_teacher_resume_and_refuse_other_settings(small, tmp_path):
+    import shutil
+
+    from siamese.data.degrade import KINDS
+    from siamese.model import teacher_views
+
+    out = tmp_path / "face_cache"
+    shutil.copytree(small[0], out)
+    with pytest.raises(FileNotFoundError, match=r"siamese teach views=1"):
+        teacher_views.view_targets(out, np.arange(3), np.zeros(128, np.float32), 32)
+    stats = teacher_views.build_views(out, small[1], views=1, workers=2, progress=False)
+    n = len(cache.load(out).refs)
+    assert stats["done"] + stats["errors"] == n and stats["pending"] == 0 and stats["views"] == 1
+    assert sum(stats["kinds"].values()) == stats["done"] and sum(v > 0 for v in stats["kinds"].values()) >= 4
+    d = teacher_views.views_dir(out)
+    crops, raw = np.load(d / "faces.npy"), np.load(d / "embeddings.npy")
+    assert crops.shape == (n, 1, 112, 112, 3) and raw.shape == (n, 1, 128)
+    # a harder view is still its face: nearer the teacher's descriptor of its own clean image than
+    # of the other images' (dlib's scale: same person < 0.6)
+    clean = np.asarray(teacher_cache.load(out)[0])
+    mirrored = np.load(d / "mirrored.npy")[:, 0]
+    own = np.where(mirrored[:, None], clean[:, 1], clean[:, 0])
+    dist = np.linalg.norm(raw[:, 0, None] - own[None], axis=-1)
+    assert np.median(np.diag(dist)) < 0.45 < np.median(dist[~np.eye(n, dtype=bool)])
+    assert 0.2 < mirrored.mean() < 0.8
+    # resumes: views marked pending are made again, the same (seeded by row and view)
+    status = np.load(d / "status.npy")
+    status[: n // 2] = 0
+    np.save(d / "status.npy", status)
+    again = teacher_views.build_views(out, small[1], views=1, workers=1, progress=False)
+    assert again["done"] == stats["done"]
+    np.testing.assert_allclose(np.load(d / "embeddings.npy"), raw, atol=1e-5)
+    assert np.array_equal(np.load(d / "faces.npy"), crops)
+    with pytest.raises(ValueError, match="another views"):
+        teacher_views.build_views(out, small[1], views=2, workers=1, progress=False)
+    # training targets: unit vectors in the plain targets' frame, crops at the model's size
+    rows = np.arange(8)
+    _, center = teacher_cache.targets(out, rows)
+    ims, t = teacher_views.view_targets(out, rows, center, 32)
+    assert ims.shape == (8, 1, 32, 32, 3) and np.allclose(np.linalg.norm(t, axis=-1), 1, atol=1e-5)
+    assert set(json.loads((d / "config.json").read_text())["kinds"]) == set(KINDS)
+
+
+def test_batches_swap_in_harder_views_with_their_targets():
+    from siamese.data.sampling import FaceSet, add_people
+    from siamese.train.batches import PairBatches
+
+    n = 40
+    targets = np.zeros((n, 2, 4), np.float32)
+    targets[:, :, 0] = 1.0
+    views = np.full((n, 1, 8, 8, 3), 255, np.uint8)
+    view_targets = np.zeros((n, 1, 4), np.float32)
+    view_targets[:, :, 1] = 1.0
+    view_targets[:5] = 0.0  # these images have no harder view: they stay as they are
+    faces = FaceSet(np.zeros((n, 8, 8, 3), np.uint8), np.repeat(np.arange(10), 4), [f"p{i}" for i in range(10)],
+                    targets, np.arange(n), views, view_targets)
+    outputs = ("emb_a", "emb_b", "same")
+    x, y = PairBatches(faces, 200, 1, 3, None, 0.0, outputs=outputs, views_p=1.0)[0]
+    swapped = x["image_a"].reshape(200, -1).max(1) == 1.0
+    assert swapped.mean() > 0.8 and not swapped.all()
+    assert np.array_equal(y["emb_a"][:, 1] == 1.0, swapped)  # each swapped image has its view's target
+    x, y = PairBatches(faces, 200, 1, 3, None, 0.0, outputs=outputs, views_p=0.3)[0]
+    share = (x["image_a"].reshape(200, -1).max(1) == 1.0).mean()
+    assert 0.15 < share < 0.45
+    x, y = PairBatches(faces, 200, 1, 3, None, 0.0, outputs=outputs)[0]  # off by default
+    assert x["image_a"].max() == 0.0 and (y["emb_a"][:, 0] == 1.0).all()
+    # a subset keeps each image's views; people added without views get none
+    sub = faces.subset(["p1", "p2"])
+    assert np.array_equal(sub.view_targets, view_targets[4:12])
+    more = add_people(faces, np.zeros((2, 8, 8, 3), np.uint8), ["own", "own"])
+    assert more.views.shape == (n + 2, 1, 8, 8, 3) and not more.view_targets[n:].any()
+
+
 def test_the_teacher_is_an_embedder_whose_cached_rows_match_the_photos(small, tmp_path):
     from siamese.model import Embedder
     from siamese.model.teacher import TeacherEmbedder, write_teacher_dir
@@ -164,11 +237,13 @@ def test_distillation_losses():
 def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from siamese.model import teacher_views
     from siamese.train.trainer import train
 
     out, lfw_root, _ = small
+    teacher_views.build_views(out, lfw_root, views=1, workers=2, progress=False)  # harder views: in training too
     overrides = [f"run_dir={tmp_path / 'run'}", f"cache_dir={out}", f"data.root={lfw_root}", "+experiment=distill",
-                 "val_pairs=40", "val_fraction=0.3", "model.input_size=32", "model.dim=128",
+                 "distill.views_p=0.5", "val_pairs=40", "val_fraction=0.3", "model.input_size=32", "model.dim=128",
                  "model.widths=[8,16,16,32]", "model.blocks=[1,1,1,1]", "train.batch_size=16",
                  "train.pairs_per_epoch=64", "train.epochs=1"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -178,6 +253,7 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
     card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert card["lfw_category"] == "unrestricted, labeled outside data"
     assert card["distillation"]["teacher"]["sha256"] == teacher_cache.load(out)[2]["sha256"]
+    assert card["distillation"]["views_p"] == 0.5
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert {"emb_a_loss", "embs_loss", "same_loss"} <= set(log[0].split(","))
     state = json.loads((tmp_path / "run" / "state.json").read_text())

@@ -8,7 +8,7 @@ from siamese.commands import plain
 from siamese.data import cache
 from siamese.data.fetch import check, link_existing
 from siamese.data.lfw import LFW
-from siamese.model import teacher_cache
+from siamese.model import teacher_cache, teacher_views
 from siamese.train.teacher import make_teacher_dir
 
 
@@ -47,7 +47,8 @@ def data(cfg: DictConfig) -> dict:
 
 
 def teach(cfg: DictConfig) -> dict:
-    """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir."""
+    """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir;
+    with `views=K`, also K harder views of every image through the teacher (resumable)."""
 
     stats = teacher_cache.build(cfg.cache_dir, LFW(cfg.data.root).root, workers=cfg.workers, progress=cfg.progress)
     print(f"teacher cache {teacher_cache.teacher_dir(cfg.cache_dir)}: {stats['detected']} images from their "
@@ -57,4 +58,11 @@ def teach(cfg: DictConfig) -> dict:
     print(f"teacher model dir {cfg.out}: cosine threshold {r['threshold']:.4f} (validation accuracy "
           f"{r['val_accuracy']:.4f}); cluster.json BCubed F1 {r['cluster']['bcubed_f1']:.4f} on the validation "
           f"people — evaluate it with `siamese evaluate {cfg.out}`")
+    if cfg.views:
+        v = teacher_views.build_views(cfg.cache_dir, LFW(cfg.data.root).root, views=cfg.views, seed=cfg.views_seed,
+                                      workers=cfg.workers, progress=cfg.progress)
+        print(f"harder views {teacher_views.views_dir(cfg.cache_dir)}: {v['done']} views of {v['images']} images "
+              f"({', '.join(f'{k} {n}' for k, n in v['kinds'].items())}), {v['errors']} unreadable, "
+              f"{v['seconds']} s in all — train on them with distill.views_p=0.3")
+        r["views"] = v
     return {"cache": stats, **r}

@@ -27,6 +27,9 @@ class FaceSet:
         targets: optional (N, 2, D) float32 per image: a teacher's unit embedding of the image
             and of its mirror (distillation); all zero where there is none.
         rows: optional (N,) int64 row of each image in the face cache it came from (-1: none).
+        views: optional (N, K, S, S, 3) uint8: K harder copies of each image (already mirrored
+            or not), with `view_targets` (N, K, D) float32, the teacher's unit embedding of each
+            (`siamese.model.teacher_views`); all zero where there is none.
     """
 
     images: np.ndarray
@@ -34,6 +37,8 @@ class FaceSet:
     names: list[str]
     targets: np.ndarray | None = None
     rows: np.ndarray | None = None
+    views: np.ndarray | None = None
+    view_targets: np.ndarray | None = None
 
     def __post_init__(self):
         order = np.argsort(self.labels, kind="stable")
@@ -59,9 +64,9 @@ class FaceSet:
         remap = {self.names.index(n): i for i, n in enumerate(keep_names)}
         mask = np.isin(self.labels, list(remap))
         labels = np.array([remap[int(k)] for k in self.labels[mask]], dtype=np.int64)
-        return FaceSet(self.images[mask], labels, keep_names,
-                       None if self.targets is None else self.targets[mask],
-                       None if self.rows is None else self.rows[mask])
+        targets, rows, views, view_targets = (None if a is None else a[mask] for a in
+                                              (self.targets, self.rows, self.views, self.view_targets))
+        return FaceSet(self.images[mask], labels, keep_names, targets, rows, views, view_targets)
 
 
 def add_people(faces: FaceSet, images: np.ndarray, names: list[str], prefix: str = "") -> FaceSet:
@@ -78,8 +83,10 @@ def add_people(faces: FaceSet, images: np.ndarray, names: list[str], prefix: str
     targets = None if faces.targets is None else np.concatenate(  # no teacher target for them
         [faces.targets, np.zeros((len(images), *faces.targets.shape[1:]), np.float32)])
     rows = None if faces.rows is None else np.concatenate([faces.rows, np.full(len(images), -1)])
+    views, view_targets = (None if a is None else np.concatenate([a, np.zeros((len(images), *a.shape[1:]), a.dtype)])
+                           for a in (faces.views, faces.view_targets))  # no harder views of them either
     return FaceSet(np.concatenate([faces.images, images]), labels,
-                   faces.names + [prefix + n for n in new], targets, rows)
+                   faces.names + [prefix + n for n in new], targets, rows, views, view_targets)
 
 
 def split_people(names: list[str], counts: np.ndarray, fraction: float,

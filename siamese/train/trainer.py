@@ -39,6 +39,7 @@ from siamese.io.names import BadSetting
 from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
 from siamese.model.teacher_cache import targets
+from siamese.model.teacher_views import view_targets
 from siamese.train.distribution import setup
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,21 @@ def _with_teacher(cfg: DictConfig, faces: FaceSet) -> FaceSet:
     these training images only; the user's own faces (no cache row) get none."""
 
     ok = faces.rows >= 0
-    t, _ = targets(cfg.cache_dir, faces.rows[ok], check_files=cfg.distill.check_files)
+    t, center = targets(cfg.cache_dir, faces.rows[ok], check_files=cfg.distill.check_files)
     if t.shape[-1] != cfg.model.dim:
         raise ValueError(f"the teacher's embeddings are {t.shape[-1]}-D: distilling needs model.dim={t.shape[-1]}, "
                          f"not {cfg.model.dim}")
     faces.targets = np.zeros((len(faces), *t.shape[1:]), np.float32)
     faces.targets[ok] = t
     log.info("distilling: teacher targets for %d of %d training images", int(ok.sum()), len(faces))
+    if cfg.distill.get("views_p", 0.0) > 0:
+        crops, vt = view_targets(cfg.cache_dir, faces.rows[ok], center, cfg.model.input_size,
+                                 check_files=cfg.distill.check_files)
+        faces.views = np.zeros((len(faces), *crops.shape[1:]), np.uint8)
+        faces.view_targets = np.zeros((len(faces), *vt.shape[1:]), np.float32)
+        faces.views[ok], faces.view_targets[ok] = crops, vt
+        log.info("distilling: %d harder views per image, each image replaced by one with p %.2f",
+                 crops.shape[1], cfg.distill.views_p)
     return faces
 
 
@@ -232,7 +241,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
     outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
-                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part)
+                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part,
+                       views_p=cfg.distill.get("views_p", 0.0) if cfg.get("distill") else 0.0)
     callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]
     if dist.writes:
         callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True))
@@ -287,7 +297,8 @@ def _provenance(cfg) -> dict:
                              "embeddings of their images (the teacher learned from ~3 M faces outside LFW)",
             "distillation": {"teacher": teacher, "cos_weight": cfg.distill.cos_weight,
                              "rel_weight": cfg.distill.rel_weight,
-                             "over_weight": cfg.distill.get("over_weight", 0.0)}}
+                             "over_weight": cfg.distill.get("over_weight", 0.0),
+                             "views_p": cfg.distill.get("views_p", 0.0)}}
 
 
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
