@@ -54,6 +54,9 @@ def test_the_report_measures_every_calibrated_threshold(lfw_root, tmp_path):
     u = r["unknown"]
     assert u["mixed_calibration"]["threshold"] >= u["clean_calibration"]["threshold"]  # harder impostors
     assert {row["threshold"] for row in degraded.rows(r)} >= {"pair (model.json)", "verify (share of 10)"}
+    v = r["verification"]  # the same faces' pairs are harder to tell apart once their photos are
+    assert v["same_pairs"] > 100 and v["different_pairs"] == r["pair"]["pairs"]
+    assert 0.5 < v["degraded"]["auc"] < v["clean"]["auc"] <= 1.0
 
 
 def test_the_unknown_threshold_can_be_calibrated_on_degraded_strangers_too(lfw_root, tmp_path, samples, yunet):

@@ -158,6 +158,9 @@ def bench(cfg: DictConfig):
         print(f"{r['model']}: {r['faces']} faces of {r['people']} unseen LFW people, each also degraded "
               "(small, jpeg 30, blur, grey, light in turn); false accepts of each calibrated threshold:")
         print(table(degraded.rows(r)))
+        v = r["verification"]
+        print(f"verification ({v['same_pairs']} same-person, {v['different_pairs']} different-person pairs):")
+        print(table([{"pairs": k.replace("_", " "), **v[k]} for k in ("clean", "clean_vs_degraded", "degraded")]))
         out = output_dir(cfg) / "degraded.json"
         atomic_write_text(out, json.dumps(r, indent=2))
         print(f"-> {out}")

@@ -15,6 +15,9 @@ in turn, seeded). Then each calibrated threshold is applied where it would be in
 - cluster: the people's degraded faces clustered with cluster.json's settings: the share of
   different-people pairs put together (1 - pairwise precision).
 
+Beside them, "verification": how well the same faces' pairs are told apart at all (AUC, and the
+share of same-person pairs the pair threshold accepts), clean and degraded.
+
 Every figure is "how many strangers got through" against the target it was calibrated for.
 """
 
@@ -31,6 +34,7 @@ from siamese.data.cache import FaceCache
 from siamese.data.degrade import KINDS
 from siamese.data.lfw import LFW
 from siamese.data.unseen import sample_refs, unseen_people
+from siamese.eval.metrics import roc_auc
 from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
 from siamese.verification.verifier import calibrated_threshold, judge
@@ -113,6 +117,31 @@ def _verify(embedder, f: dict, n_enroll: int = 10) -> dict | None:
             "far_degraded": round(float(np.mean(fars)), 4)}
 
 
+def _same_pairs(names: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
+    """Up to `n` pairs of two faces of one person (every such pair when there are fewer)."""
+    pairs = []
+    for p in np.unique(names):
+        idx = np.flatnonzero(names == p)
+        pairs += [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
+    pairs = np.array(pairs, np.int64).reshape(-1, 2)
+    return pairs[rng.choice(len(pairs), n, replace=False)] if len(pairs) > n else pairs
+
+
+def _verification(embedder, f: dict, impostors: np.ndarray, rng: np.random.Generator) -> dict:
+    """How well pairs are told apart when photos are harder: AUC, and the share of same-person
+    pairs the model's pair threshold accepts (TAR; its false accepts are in "pair"), for
+    clean-clean, clean-degraded and degraded-degraded pairs of the same faces."""
+    same = _same_pairs(f["names"], rng)
+    out = {"same_pairs": len(same), "different_pairs": len(impostors)}
+    for key, (x, y) in {"clean": ("clean", "clean"), "clean_vs_degraded": ("clean", "degraded"),
+                        "degraded": ("degraded", "degraded")}.items():
+        s = embedder.score(f[x][same[:, 0]], f[y][same[:, 1]])
+        d = embedder.score(f[x][impostors[:, 0]], f[y][impostors[:, 1]])
+        out[key] = {"auc": round(roc_auc(np.concatenate([s, d]), np.r_[np.ones(len(s)), np.zeros(len(d))]), 4),
+                    "tar": round(float((s >= embedder.threshold).mean()), 4)}
+    return out
+
+
 def _cluster(embedder, f: dict) -> dict | None:
     cal = clustering_settings(embedder)
     if cal is None:
@@ -139,7 +168,8 @@ def report(embedder, lfw: LFW, cache: FaceCache, n_people: int = 1200, per_perso
                                                         pairs[f["kinds"][pairs[:, 0]] == k]), 4) for k in KINDS}}
     return {"model": str(embedder.path), "faces": len(f["names"]), "people": len(set(f["names"].tolist())),
             "pair": pair, "unknown": _unknown(embedder, f, far_target, rng), "verify": _verify(embedder, f),
-            "cluster": _cluster(embedder, f)}
+            "cluster": _cluster(embedder, f),
+            "verification": _verification(embedder, f, pairs, np.random.default_rng([seed, 1]))}
 
 
 def rows(r: dict) -> list[dict]:
