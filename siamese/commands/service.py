@@ -26,14 +26,20 @@ def _server_parts():
     return uvicorn, create_app, Settings
 
 
-def _check_port(host: str, port: int) -> None:
-    """OSError (one line, exit 1) when the address is taken, before anything says it is served."""
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening, before anything says it is served; OSError (one
+    line, exit 1) when the address is taken. uvicorn serves on this very socket, so no other
+    process can take the port between the check and the start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        try:
-            s.bind((host, port))
-        except OSError as err:
-            raise OSError(f"{host}:{port}: {err.strerror or err} — choose another --port") from None
+    s = socket.socket(family)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn itself binds
+    try:
+        s.bind((host, port))
+        s.listen(2048)
+    except OSError as err:
+        s.close()
+        raise OSError(f"{host}:{port}: {err.strerror or err} — choose another --port") from None
+    return s
 
 
 def serve(cfg: DictConfig) -> dict:
@@ -43,7 +49,7 @@ def serve(cfg: DictConfig) -> dict:
                         max_upload_mb=float(cfg.max_upload_mb), workers=int(cfg.workers), queue=int(cfg.queue),
                         far_target=float(cfg.far_target), review_dir=cfg.review_dir)
     app = create_app(settings)
-    _check_port(cfg.host, int(cfg.port))
+    sock = _listen(cfg.host, int(cfg.port))
     url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
     print(f"serving {url} (API docs {url}/docs; gallery {cfg.db}); Ctrl-C stops it")
     if settings.generated_key:
@@ -56,7 +62,8 @@ def serve(cfg: DictConfig) -> dict:
 
             # uvicorn.run below blocks: open the page a moment later, once it listens
             threading.Timer(1.5, webbrowser.open, [f"{url}/review"]).start()
-    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level="warning")
+    with sock:
+        uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=int(cfg.port), log_level="warning")).run(sockets=[sock])
     return {"url": url}
 
 
