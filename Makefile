@@ -187,8 +187,4 @@ review: serve-deps ## review + label a `siamese cluster` result DIR in the brows
 	$(SIAMESE) review "$(DIR)" $(ARGS)
 
 shipped-keras: ## restore the shipped model's Keras weights (not in the tree: 24 MB) from git history, hash-checked
-	git show 4f7ba451a1bf54de694088e6f8672b843f186be3:siamese/assets/default_model/embedding.keras > siamese/assets/default_model/embedding.keras.tmp
-	@want=$$(python3 -c "import json; print(json.load(open('siamese/assets/default_model/model.json'))['files']['embedding.keras'])"); \
-	 got=$$(sha256sum siamese/assets/default_model/embedding.keras.tmp | cut -d' ' -f1); \
-	 test "$$want" = "$$got" || { rm -f siamese/assets/default_model/embedding.keras.tmp; echo "hash mismatch"; exit 1; }
-	mv siamese/assets/default_model/embedding.keras.tmp siamese/assets/default_model/embedding.keras
+	$(PYTHON) tools/restore_from_history.py siamese/assets/default_model/embedding.keras
