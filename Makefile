@@ -94,7 +94,7 @@ teach: teacher ## the distillation teacher's embedding of every LFW image (resum
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach $(ARGS)
 
-teach-views: teacher ## also one harder view of every LFW image through the teacher (resumable, ~10 min), for distill.views_p
+teach-views: teacher ## also one harder view of every LFW image through the teacher (resumable, ~20 min), for distill.views_p
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach views=1 $(ARGS)
 

@@ -18,7 +18,7 @@ what the two networks see of that same harder photo:
         build.json      counts and seconds
 
 One descriptor per view (the plain cache holds two per image: the image and its mirror), so K
-views cost about K / 2 of `siamese teach`'s pass: ~7 min for K = 1 on 2 cores. It resumes after a
+views cost about K / 2 of `siamese teach`'s pass (K = 1: 1,204 s here, beside a training run). It resumes after a
 kill. Training reads it through `view_targets` when `distill.views_p` > 0
 (`siamese.train.batches.PairBatches`). The kinds of damage are the ones `siamese bench degraded`
 measures thresholds on (its photos are of people no training run sees).
