@@ -38,7 +38,7 @@ import numpy as np
 from siamese.data.cache import load as load_cache
 from siamese.data.degrade import KINDS, degrade
 from siamese.data.lfw import LFW
-from siamese.faces.align import align
+from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import Face
 from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import ImageError, read_image
@@ -194,8 +194,6 @@ def view_targets(cache_dir: str | os.PathLike, rows: np.ndarray, center: np.ndar
         FileNotFoundError: no finished views cache — with the command that builds it.
         ValueError: built by another teacher version or from another face cache.
     """
-    from siamese.faces.align import resize_faces
-
     out = views_dir(cache_dir)
     hint = "run `siamese teach views=1` (make teach-views) to build it"
     if not (out / "build.json").exists():
