@@ -36,7 +36,7 @@ from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
 
-__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "load", "targets", "teacher_dir"]
+__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "finished", "load", "targets", "teacher_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -187,17 +187,33 @@ def load(cache_dir: str | os.PathLike, check_files: bool = True) -> tuple[np.nda
         ValueError: built by another teacher version or from another face cache.
     """
     out = teacher_dir(cache_dir)
-    hint = "run `siamese teach` (make teach) to build it"
+    status, config = finished(out, cache_dir, "teacher cache", "siamese teach", check_files)
+    return np.load(out / "embeddings.npy", mmap_mode="r"), status, config
+
+
+def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, check_files: bool
+             ) -> tuple[np.ndarray, dict]:
+    """(status.npy, config.json) of the finished teacher-made cache at `out` (this one, or the
+    harder views of `siamese.model.teacher_views`), refusing one that is missing, incomplete
+    (any status 0) or, with `check_files`, built by another teacher or from another face cache.
+
+    Args:
+        out: the cache's folder.
+        cache_dir: the face cache it belongs to.
+        what: its name in the messages ("teacher cache").
+        command: the command that builds it, named in the messages ("siamese teach").
+        check_files: compare the teacher's and the face cache's hashes (see `load`).
+    """
     if not (out / "build.json").exists():
-        raise FileNotFoundError(f"{out}: no finished teacher cache — {hint}")
+        raise FileNotFoundError(f"{out}: no finished {what} — run `{command}` to build it")
     status = np.load(out / "status.npy")
     if (status == PENDING).any():
-        raise FileNotFoundError(f"{out}: the teacher cache is incomplete — {hint} to resume it")
+        raise FileNotFoundError(f"{out}: the {what} is incomplete — run `{command}` to resume it")
     config = json.loads((out / "config.json").read_text())
     if check_files and (diff := _differs(config, {**identity(), **_cache_identity(Path(cache_dir))})):
         raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's "
-                         f"— delete it and run `siamese teach` again")
-    return np.load(out / "embeddings.npy", mmap_mode="r"), status, config
+                         f"— delete it and run `{command}` again")
+    return status, config
 
 
 def cached_descriptors(cache: FaceCache, refs: list[ImageRef]) -> np.ndarray | None:

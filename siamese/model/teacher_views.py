@@ -44,7 +44,7 @@ from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
-from siamese.model.teacher_cache import _cache_identity, _differs, teacher_dir
+from siamese.model.teacher_cache import _cache_identity, _differs, finished, teacher_dir
 
 __all__ = ["build_views", "view_targets", "views_dir"]
 
@@ -195,17 +195,7 @@ def view_targets(cache_dir: str | os.PathLike, rows: np.ndarray, center: np.ndar
         ValueError: built by another teacher version or from another face cache.
     """
     out = views_dir(cache_dir)
-    hint = "run `siamese teach views=1` (make teach-views) to build it"
-    if not (out / "build.json").exists():
-        raise FileNotFoundError(f"{out}: no finished cache of harder views — {hint}")
-    status = np.load(out / "status.npy")
-    if (status == PENDING).any():
-        raise FileNotFoundError(f"{out}: the cache of harder views is incomplete — {hint} to resume it")
-    config = json.loads((out / "config.json").read_text())
-    want = {**identity(), **_cache_identity(Path(cache_dir))} if check_files else {}
-    if diff := _differs(config, want):
-        raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's "
-                         "— delete it and run `siamese teach views=...` again")
+    status, config = finished(out, cache_dir, "cache of harder views", "siamese teach views=1", check_files)
     k = int(config["views"])
     raw = np.asarray(np.load(out / "embeddings.npy", mmap_mode="r")[rows], np.float32)
     ok = status[rows] == DONE
