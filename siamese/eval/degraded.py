@@ -119,11 +119,8 @@ def _verify(embedder, f: dict, n_enroll: int = 10) -> dict | None:
 
 def _same_pairs(names: np.ndarray, rng: np.random.Generator, n: int = 20000) -> np.ndarray:
     """Up to `n` pairs of two faces of one person (every such pair when there are fewer)."""
-    pairs = []
-    for p in np.unique(names):
-        idx = np.flatnonzero(names == p)
-        pairs += [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
-    pairs = np.array(pairs, np.int64).reshape(-1, 2)
+    a, b = np.triu_indices(len(names), 1)
+    pairs = np.stack([a, b], 1)[names[a] == names[b]]
     return pairs[rng.choice(len(pairs), n, replace=False)] if len(pairs) > n else pairs
 
 

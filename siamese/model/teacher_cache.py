@@ -36,7 +36,8 @@ from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
 
-__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "finished", "load", "targets", "teacher_dir"]
+__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "claim", "finished", "load", "targets",
+           "teacher_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,7 @@ def build(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, workers: in
     lfw = LFW(lfw_root)
     out = teacher_dir(cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**identity(), **_cache_identity(cache_dir)}
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and (diff := _differs(json.loads(cfg_path.read_text()), config)):
-        raise ValueError(f"{cfg_path}: built with another {', '.join(diff)} (another teacher version or "
-                         f"another face cache) — delete {out} to rebuild it")
-    if not cfg_path.exists():
-        atomic_write_text(cfg_path, json.dumps(config, indent=2))
+    claim(out, {**identity(), **_cache_identity(cache_dir)})
     n = len(faces.refs)
     emb_path, status_path = out / "embeddings.npy", out / "status.npy"
     emb = (np.load(emb_path, mmap_mode="r+") if emb_path.exists()
@@ -189,6 +184,21 @@ def load(cache_dir: str | os.PathLike, check_files: bool = True) -> tuple[np.nda
     out = teacher_dir(cache_dir)
     status, config = finished(out, cache_dir, "teacher cache", "siamese teach", check_files)
     return np.load(out / "embeddings.npy", mmap_mode="r"), status, config
+
+
+def claim(out: Path, config: dict) -> None:
+    """Start or continue a teacher-made cache at `out` built with `config` (its config.json is
+    written on the first call); a cache there built otherwise is refused, naming what differs.
+
+    Raises:
+        ValueError: `out` holds a cache of another teacher version, face cache or settings.
+    """
+    path = out / "config.json"
+    if path.exists() and (diff := _differs(json.loads(path.read_text()), config)):
+        raise ValueError(f"{path}: built with another {', '.join(diff)} (another teacher version, face cache "
+                         f"or settings) — delete {out} to rebuild it")
+    if not path.exists():
+        atomic_write_text(path, json.dumps(config, indent=2))
 
 
 def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, check_files: bool

@@ -44,7 +44,7 @@ from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
-from siamese.model.teacher_cache import _cache_identity, _differs, finished, teacher_dir
+from siamese.model.teacher_cache import _cache_identity, claim, finished, teacher_dir
 
 __all__ = ["build_views", "view_targets", "views_dir"]
 
@@ -121,13 +121,7 @@ def build_views(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, views
     lfw = LFW(lfw_root)
     out = views_dir(cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = _config(cache_dir, views, seed)
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and (diff := _differs(json.loads(cfg_path.read_text()), config)):
-        raise ValueError(f"{cfg_path}: built with another {', '.join(diff)} — delete {out} to rebuild it "
-                         "(or ask for the views it holds)")
-    if not cfg_path.exists():
-        atomic_write_text(cfg_path, json.dumps(config, indent=2))
+    claim(out, _config(cache_dir, views, seed))
     n, size = len(faces.refs), faces.images.shape[1]
     padding = float(faces.config.get("padding", 0.0))
     arrays = {"faces": ((n, views, size, size, 3), np.uint8), "embeddings": ((n, views, DIM), np.float32),
