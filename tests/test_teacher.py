@@ -233,6 +233,44 @@ def test_distillation_losses():
         TeacherRelations(-1)
 
 
+def test_the_neighbour_term_is_the_kl_of_each_images_softmax_over_the_others():
+    from siamese.model.losses import TeacherNeighbours
+
+    rng = np.random.default_rng(1)
+    t = rng.standard_normal((8, 16)).astype(np.float32)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    t[7] = 0  # an image without a teacher target: neither a row nor a neighbour
+    s = rng.standard_normal((8, 16)).astype(np.float32)
+    s /= np.linalg.norm(s, axis=1, keepdims=True)
+    tau = 0.2
+
+    def reference(t, s):  # written out row by row in numpy
+        ok = np.flatnonzero((t ** 2).sum(1) > 0.5)
+        out = np.zeros(len(t))
+        for i in ok:
+            others = [j for j in ok if j != i]
+            lt, ls = t[others] @ t[i] / tau, s[others] @ s[i] / tau
+            lt, ls = lt - np.logaddexp.reduce(lt), ls - np.logaddexp.reduce(ls)
+            out[i] = (np.exp(lt) * (lt - ls)).sum()
+        return out.mean()
+
+    term = TeacherNeighbours(tau)
+    pairs_t, pairs_s = t.reshape(4, 2, 16), s.reshape(4, 2, 16)
+    assert float(np.asarray(term(pairs_t, pairs_t))) == pytest.approx(0.0, abs=1e-6)
+    got = float(np.asarray(term(pairs_t, pairs_s)))
+    assert got > 0.1 and got == pytest.approx(reference(t, s), rel=1e-4)
+    moved = pairs_s.copy()
+    moved[3, 1] = -moved[3, 1]  # only the image without a target changes: no effect
+    assert float(np.asarray(term(pairs_t, moved))) == pytest.approx(got, rel=1e-6)
+    # A hub: one student face moved onto another person's costs more than before.
+    hub = pairs_s.copy()
+    hub[0, 0] = pairs_s[2, 0]
+    assert float(np.asarray(term(pairs_t, hub))) > got
+    assert TeacherNeighbours.from_config(TeacherNeighbours(0.05).get_config()).tau == 0.05
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        TeacherNeighbours(0)
+
+
 @pytest.mark.slow  # ~40 s of training and a resume: `make test-slow`, and CI
 def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_path):
     from hydra import compose, initialize_config_dir
@@ -243,7 +281,7 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
     out, lfw_root, _ = small
     teacher_views.build_views(out, lfw_root, views=1, workers=2, progress=False)  # harder views: in training too
     overrides = [f"run_dir={tmp_path / 'run'}", f"cache_dir={out}", f"data.root={lfw_root}", "+experiment=distill",
-                 "distill.views_p=0.5", "val_pairs=40", "val_fraction=0.3", "model.input_size=32", "model.dim=128",
+                 "distill.views_p=0.5", "distill.nbr_weight=1.0", "val_pairs=40", "val_fraction=0.3", "model.input_size=32", "model.dim=128",
                  "model.widths=[8,16,16,32]", "model.blocks=[1,1,1,1]", "train.batch_size=16",
                  "train.pairs_per_epoch=64", "train.epochs=1"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -253,9 +291,9 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
     card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert card["lfw_category"] == "unrestricted, labeled outside data"
     assert card["distillation"]["teacher"]["sha256"] == teacher_cache.load(out)[2]["sha256"]
-    assert card["distillation"]["views_p"] == 0.5
+    assert card["distillation"]["views_p"] == 0.5 and card["distillation"]["nbr_weight"] == 1.0
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert {"emb_a_loss", "embs_loss", "same_loss"} <= set(log[0].split(","))
+    assert {"emb_a_loss", "embs_loss", "nbrs_loss", "same_loss"} <= set(log[0].split(","))
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     state.pop("finished")  # as if killed after its first epoch: the next call resumes it
     (tmp_path / "run" / "state.json").write_text(json.dumps(state))

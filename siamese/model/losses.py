@@ -14,7 +14,7 @@ from keras import ops
 
 from siamese.model.layers import PACKAGE
 
-__all__ = ["TeacherCosine", "TeacherRelations"]
+__all__ = ["TeacherCosine", "TeacherNeighbours", "TeacherRelations"]
 
 
 def _has(t):
@@ -65,3 +65,39 @@ class TeacherRelations(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "over": self.over}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TeacherNeighbours(keras.losses.Loss):
+    """(b') listwise relational: for each of the batch's 2B images, the teacher's and the
+    student's distributions over the other images, softmax(cosine / tau), and the KL divergence
+    KL(teacher || student) between them; y (B, 2, D) as for `TeacherRelations`. Returned per
+    pair, (B,): the mean of its two images' divergences (nats).
+
+    Where `TeacherRelations` weighs every pair's cosine alike, and most pairs of a batch are
+    strangers near 0, this term is about each image's *nearest* faces: a face the student puts
+    closer to others than the teacher does takes probability from the true neighbour, which is the
+    error that links groups in clustering and lets strangers through 1:N search. Images without a
+    target (all-zero rows) are left out as rows and as neighbours; a row with no neighbour is 0."""
+
+    def __init__(self, tau: float = 0.1, name="teacher_neighbours", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, not {tau}")
+        self.tau = float(tau)
+
+    def call(self, y_true, y_pred):
+        b = ops.shape(y_pred)[0]
+        s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
+        t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
+        has = _has(t)
+        n = ops.shape(t)[0]
+        keep = has[:, None] * has[None, :] * (1.0 - ops.eye(n, dtype="float32"))
+        off = (1.0 - keep) * -1e9  # left-out neighbours: no probability
+        log_s = ops.log_softmax(ops.matmul(s, ops.transpose(s)) / self.tau + off, axis=-1)
+        log_t = ops.log_softmax(ops.matmul(t, ops.transpose(t)) / self.tau + off, axis=-1)
+        kl = ops.sum(keep * ops.exp(log_t) * (log_t - log_s), axis=-1) * has
+        return ops.mean(ops.reshape(kl, (b, -1)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau}

@@ -111,7 +111,8 @@ def build_head(dim: int = 128) -> keras.Model:
 
 
 def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale: float = 30.0,
-                  margin: float = 0.35, distill: bool = False, head_trains_embedding: bool = True) -> keras.Model:
+                  margin: float = 0.35, distill: bool = False, head_trains_embedding: bool = True,
+                  neighbours: bool = False) -> keras.Model:
     """The training graph: two images and their identity labels in; three outputs (six when
     distilling).
 
@@ -119,7 +120,8 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
     "same": (B, 1) head probability that the two images show the same person. The embedding
     learns from both losses; the head learns from the pair loss. With `distill`, also "emb_a",
     "emb_b": (B, D) the embeddings (matched to a teacher's, `siamese.model.losses.TeacherCosine`)
-    and "embs": (B, 2, D) both (`TeacherRelations`: how the batch's images relate). Without
+    and "embs": (B, 2, D) both (`TeacherRelations`: how the batch's images relate), and with
+    `neighbours` the same (B, 2, D) as "nbrs" (`TeacherNeighbours`: each image's nearest). Without
     `head_trains_embedding` the pair loss trains the head alone (its inputs carry no gradient).
     """
     shape = embedding.input_shape[1:]
@@ -138,6 +140,8 @@ def build_trainer(embedding: keras.Model, head: keras.Model, classes: int, scale
         out.update(emb_a=layers.Identity(name="emb_a", dtype="float32")(ea),
                    emb_b=layers.Identity(name="emb_b", dtype="float32")(eb),
                    embs=PairStack(name="embs")([ea, eb]))
+        if neighbours:
+            out["nbrs"] = layers.Identity(name="nbrs", dtype="float32")(out["embs"])
     return keras.Model({"image_a": a, "image_b": b, "label_a": la, "label_b": lb}, out,
                        name="trainer")
 

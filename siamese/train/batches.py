@@ -87,4 +87,5 @@ class PairBatches(keras.utils.PyDataset):
         y = {"id_a": la, "id_b": lb, "same": p[:, 2:3].astype(np.float32)}
         if ta is not None:
             y.update(emb_a=ta, emb_b=tb, embs=np.stack([ta, tb], 1))
+            y["nbrs"] = y["embs"]
         return x, {k: v for k, v in y.items() if k in self.outputs}

@@ -121,13 +121,14 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     distilling the teacher terms (`siamese.model.losses`), each with its weight from the config."""
     import keras
 
-    from siamese.model.losses import TeacherCosine, TeacherRelations  # Keras
+    from siamese.model.losses import TeacherCosine, TeacherNeighbours, TeacherRelations  # Keras
     from siamese.model.networks import build_embedding, build_head, build_trainer  # Keras
 
     m, tc, dc = cfg.model, cfg.train, cfg.get("distill")
     embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
     trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin,
-                            distill=bool(dc), head_trains_embedding=tc.get("head_trains_embedding", True))
+                            distill=bool(dc), head_trains_embedding=tc.get("head_trains_embedding", True),
+                            neighbours=bool(dc) and dc.get("nbr_weight", 0.0) > 0)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
         warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
@@ -138,6 +139,8 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     if dc:
         loss.update(emb_a=TeacherCosine(), emb_b=TeacherCosine(), embs=TeacherRelations(dc.get("over_weight", 0.0)))
         weights.update(emb_a=dc.cos_weight / 2, emb_b=dc.cos_weight / 2, embs=dc.rel_weight)
+        if dc.get("nbr_weight", 0.0) > 0:
+            loss["nbrs"], weights["nbrs"] = TeacherNeighbours(dc.get("nbr_tau", 0.1)), dc.nbr_weight
     trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
                     loss=loss, loss_weights=weights)
     return trainer
@@ -298,6 +301,8 @@ def _provenance(cfg) -> dict:
             "distillation": {"teacher": teacher, "cos_weight": cfg.distill.cos_weight,
                              "rel_weight": cfg.distill.rel_weight,
                              "over_weight": cfg.distill.get("over_weight", 0.0),
+                             "nbr_weight": cfg.distill.get("nbr_weight", 0.0),
+                             "nbr_tau": cfg.distill.get("nbr_tau", 0.1),
                              "views_p": cfg.distill.get("views_p", 0.0)}}
 
 
