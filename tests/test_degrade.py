@@ -57,6 +57,7 @@ def test_the_report_measures_every_calibrated_threshold(lfw_root, tmp_path):
     v = r["verification"]  # the same faces' pairs are harder to tell apart once their photos are
     assert v["same_pairs"] > 100 and v["different_pairs"] == r["pair"]["pairs"]
     assert 0.5 < v["degraded"]["auc"] < v["clean"]["auc"] <= 1.0
+    assert 0 < v["degraded"]["tar_at_far_1pct"] < v["clean"]["tar_at_far_1pct"] <= 1.0  # one operating point
 
 
 def test_the_unknown_threshold_can_be_calibrated_on_degraded_strangers_too(lfw_root, tmp_path, samples, yunet):

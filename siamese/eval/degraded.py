@@ -34,7 +34,7 @@ from siamese.data.cache import FaceCache
 from siamese.data.degrade import KINDS
 from siamese.data.lfw import LFW
 from siamese.data.unseen import sample_refs, unseen_people
-from siamese.eval.metrics import roc_auc
+from siamese.eval.metrics import roc_auc, tar_at_far
 from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
 from siamese.verification.verifier import calibrated_threshold, judge
@@ -125,9 +125,11 @@ def _same_pairs(names: np.ndarray, rng: np.random.Generator, n: int = 20000) -> 
 
 
 def _verification(embedder, f: dict, impostors: np.ndarray, rng: np.random.Generator) -> dict:
-    """How well pairs are told apart when photos are harder: AUC, and the share of same-person
-    pairs the model's pair threshold accepts (TAR; its false accepts are in "pair"), for
-    clean-clean, clean-degraded and degraded-degraded pairs of the same faces."""
+    """How well pairs are told apart when photos are harder, for clean-clean, clean-degraded and
+    degraded-degraded pairs of the same faces: AUC; "tar", the share of same-person pairs the
+    model's own pair threshold accepts (its false accepts are in "pair"; models with different
+    thresholds do not compare by it); and "tar_at_far_1pct", the share accepted at the score that
+    lets 1 % of these different-person pairs through (one operating point for every model)."""
     same = _same_pairs(f["names"], rng)
     out = {"same_pairs": len(same), "different_pairs": len(impostors)}
     for key, (x, y) in {"clean": ("clean", "clean"), "clean_vs_degraded": ("clean", "degraded"),
@@ -135,7 +137,9 @@ def _verification(embedder, f: dict, impostors: np.ndarray, rng: np.random.Gener
         s = embedder.score(f[x][same[:, 0]], f[y][same[:, 1]])
         d = embedder.score(f[x][impostors[:, 0]], f[y][impostors[:, 1]])
         out[key] = {"auc": round(roc_auc(np.concatenate([s, d]), np.r_[np.ones(len(s)), np.zeros(len(d))]), 4),
-                    "tar": round(float((s >= embedder.threshold).mean()), 4)}
+                    "tar": round(float((s >= embedder.threshold).mean()), 4),
+                    "tar_at_far_1pct": round(tar_at_far(np.concatenate([s, d]),
+                                                        np.r_[np.ones(len(s)), np.zeros(len(d))], 0.01)[0], 4)}
     return out
 
 
