@@ -8,6 +8,13 @@ cosine of same-person pairs, the 99th and 99.9th percentile of different-person 
 share of the different-person pairs above that 99.9th percentile that involve the 20 faces taking
 part in most of them (1.0: all the worst confusions come from 20 faces; small: spread out), and the
 length of the mean embedding (0: centred; large: one direction shared by every face).
+
+With --bars, also how agglomerative clustering of those faces fares with the two kinds of bar
+(`siamese.clustering.linkage.agglomerative`): the falling bar `cluster.json` is fitted with (floor
+halfway between the mean same- and different-person cosine, threshold by grid:
+`siamese.eval.calibration.fit_clustering`) and one bar for all group sizes (floor = threshold, by
+the same grid): each one's best BCubed F1 and its threshold. Both are fitted and scored on the same
+validation faces, so they compare the bars, not what either reaches on unseen people.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ import os
 
 import numpy as np
 
+from siamese.clustering.linkage import agglomerative
+from siamese.clustering.neighbours import knn
+from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import validation_embeddings
+from siamese.eval.calibration import fit_clustering, validation_embeddings
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
 
@@ -40,17 +50,28 @@ def hubness(emb: np.ndarray, names: np.ndarray, top: int = 20) -> dict:
             f"top{top}_share": round(share, 3), "mean_norm": round(float(np.linalg.norm(emb.mean(0))), 3)}
 
 
+def bars(emb: np.ndarray, names: np.ndarray, k: int = 10) -> dict:
+    """Best BCubed F1 (and threshold) of agglomerative clustering with the falling bar and with one bar."""
+    fit = fit_clustering(emb, names, k=k)
+    near = knn(np.asarray(emb, np.float32), k)
+    grid = np.round(np.arange(0.1, 0.951, 0.025), 3)
+    one = max((bcubed_scores(names, agglomerative(emb, float(t), float(t), k, near))["f1"], float(t)) for t in grid)
+    return {"falling_bar_f1": fit["bcubed_f1"], "at": f"{fit['threshold']:.3f} / {fit['floor']:.3f}",
+            "one_bar_f1": round(one[0], 4), "one_bar_at": one[1]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="model dirs or training run dirs")
     ap.add_argument("--lfw", default=os.environ.get("LFW_ROOT"), help="the LFW copy (default: LFW_ROOT)")
+    ap.add_argument("--bars", action="store_true", help="also agglomerative clustering, falling bar vs one bar")
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     args = ap.parse_args()
     rows = []
     for path in args.models:
         model = Embedder.load(path)
         emb, names, _ = validation_embeddings(model, model.validation_people(), args.lfw, cache_dir=args.cache)
-        rows.append({"model": path, **hubness(emb, names)})
+        rows.append({"model": path, **hubness(emb, names), **(bars(emb, names) if args.bars else {})})
     print(table(rows))
 
 

@@ -1,0 +1,38 @@
+"""tools/hubness.py: the clustering diagnostics of docs/distill.md, on embeddings made to show them."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "hubness.py"
+spec = importlib.util.spec_from_file_location("hubness_tool", TOOL)
+hubness_tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hubness_tool)
+
+
+def _people(rng, n_people=30, per=4, spread=0.3, dim=32):
+    centres = rng.standard_normal((n_people, dim))
+    emb = np.repeat(centres, per, 0) + spread * rng.standard_normal((n_people * per, dim))
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True), np.repeat(np.arange(n_people), per)
+
+
+def test_a_hub_face_shows_in_the_tail_and_the_share_of_the_worst_confusions():
+    rng = np.random.default_rng(0)
+    emb, names = _people(rng)
+    plain = hubness_tool.hubness(emb, names)
+    hubbed = emb.copy()
+    hubbed[0] = emb.mean(0) / np.linalg.norm(emb.mean(0))  # one face close to everyone
+    hub = hubness_tool.hubness(hubbed, names)
+    assert plain["same_median"] > plain["diff_p99"]  # tight people
+    assert hub["top20_share"] >= plain["top20_share"] and hub["diff_p999"] > plain["diff_p999"]
+
+
+def test_both_bars_cluster_well_separated_people_and_say_where():
+    rng = np.random.default_rng(1)
+    emb, names = _people(rng)
+    got = hubness_tool.bars(emb, names)
+    assert got["falling_bar_f1"] > 0.9 and got["one_bar_f1"] > 0.9
+    assert 0.1 <= got["one_bar_at"] <= 0.95 and " / " in got["at"]
+    noisy, _ = _people(rng, spread=3.0)  # people no better than chance: both bars fall
+    assert hubness_tool.bars(noisy, names)["one_bar_f1"] < 0.6
