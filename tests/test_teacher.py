@@ -281,7 +281,8 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
     out, lfw_root, _ = small
     teacher_views.build_views(out, lfw_root, views=1, workers=2, progress=False)  # harder views: in training too
     overrides = [f"run_dir={tmp_path / 'run'}", f"cache_dir={out}", f"data.root={lfw_root}", "+experiment=distill",
-                 "distill.views_p=0.5", "distill.nbr_weight=1.0", "val_pairs=40", "val_fraction=0.3", "model.input_size=32", "model.dim=128",
+                 "distill.views_p=0.5", "distill.nbr_weight=1.0", "val_pairs=40", "val_fraction=0.3",
+                 "model.input_size=32", "model.dim=128",
                  "model.widths=[8,16,16,32]", "model.blocks=[1,1,1,1]", "train.batch_size=16",
                  "train.pairs_per_epoch=64", "train.epochs=1"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
