@@ -94,6 +94,21 @@ def test_a_killed_teacher_pass_resumes(small, tmp_path):
     np.testing.assert_allclose(teacher_cache.load(out)[0], teacher_cache.load(small[0])[0], atol=1e-5)
 
 
+def test_a_cache_array_deleted_by_hand_is_made_again_and_a_wrong_shape_refused(tmp_path):
+    specs = {"embeddings": ((4, 2, 128), np.float32)}
+    arrays, status = teacher_cache.open_arrays(tmp_path, specs, (4,))
+    assert (status == 0).all() and arrays["embeddings"].shape == (4, 2, 128)
+    arrays["embeddings"][:] = 1
+    arrays["embeddings"].flush()
+    np.save(tmp_path / "status.npy", np.ones(4, np.uint8))  # every row made
+    assert (teacher_cache.open_arrays(tmp_path, specs, (4,))[1] == 1).all()  # resumes: nothing to redo
+    (tmp_path / "embeddings.npy").unlink()
+    assert (teacher_cache.open_arrays(tmp_path, specs, (4,))[1] == 0).all()  # zeros now: all made again
+    assert (np.load(tmp_path / "status.npy") == 0).all()  # and so says the file, should it be killed now
+    with pytest.raises(ValueError, match=r"embeddings.npy: shape \(4, 2, 128\), not \(5, 2, 128\)"):
+        teacher_cache.open_arrays(tmp_path, {"embeddings": ((5, 2, 128), np.float32)}, (5,))
+
+
 def test_targets_are_centred_unit_vectors(small):
     rows = np.arange(10)
     t, center = teacher_cache.targets(small[0], rows)
@@ -139,6 +154,9 @@ def test_harder_views_go_through_the_teacher_resume_and_refuse_other_settings(sm
     assert again["done"] == stats["done"]
     np.testing.assert_allclose(np.load(d / "embeddings.npy"), raw, atol=1e-5)
     assert np.array_equal(np.load(d / "faces.npy"), crops)
+    (d / "embeddings.npy").unlink()  # deleted by hand, the status still says done: made again, not zeros
+    teacher_views.build_views(out, small[1], views=1, workers=1, progress=False)
+    np.testing.assert_allclose(np.load(d / "embeddings.npy"), raw, atol=1e-5)
     with pytest.raises(ValueError, match="another views"):
         teacher_views.build_views(out, small[1], views=2, workers=1, progress=False)
     # training targets: unit vectors in the plain targets' frame, crops at the model's size

@@ -36,8 +36,8 @@ from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
 
-__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "claim", "finished", "load", "targets",
-           "teacher_dir"]
+__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "claim", "finished", "load", "open_arrays",
+           "targets", "teacher_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,9 @@ def build(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, workers: in
     out.mkdir(parents=True, exist_ok=True)
     claim(out, {**identity(), **_cache_identity(cache_dir)})
     n = len(faces.refs)
-    emb_path, status_path = out / "embeddings.npy", out / "status.npy"
-    emb = (np.load(emb_path, mmap_mode="r+") if emb_path.exists()
-           else np.lib.format.open_memmap(emb_path, "w+", np.float32, (n, 2, DIM)))
-    status = np.load(status_path) if status_path.exists() else np.zeros(n, np.uint8)
+    status_path = out / "status.npy"
+    arrays, status = open_arrays(out, {"embeddings": ((n, 2, DIM), np.float32)}, (n,))
+    emb = arrays["embeddings"]
     todo = np.flatnonzero(status == PENDING)
     failures = _read_failures(out / "failures.csv")
     t0 = time.perf_counter()
@@ -184,6 +183,41 @@ def load(cache_dir: str | os.PathLike, check_files: bool = True) -> tuple[np.nda
     out = teacher_dir(cache_dir)
     status, config = finished(out, cache_dir, "teacher cache", "siamese teach", check_files)
     return np.load(out / "embeddings.npy", mmap_mode="r"), status, config
+
+
+def open_arrays(out: Path, specs: dict[str, tuple[tuple, type]], status_shape: tuple
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The arrays of a teacher-made cache being built at `out` (this one, or the harder views of
+    `siamese.model.teacher_views`), memory-mapped for writing and made (zeros) where missing, and
+    its status.npy (`status_shape` uint8, all pending when there is none).
+
+    An array missing beside a status that marks rows done (deleted by hand) would leave those rows
+    zero while the status says they are made: then every row is made again, with a warning.
+
+    Args:
+        specs: {name: (shape, dtype)}, one `name.npy` each.
+
+    Raises:
+        ValueError: an array or the status there has another shape (delete `out` to rebuild).
+    """
+    fresh = [k for k in specs if not (out / f"{k}.npy").exists()]
+    arrays = {}
+    for k, (shape, dtype) in specs.items():
+        path = out / f"{k}.npy"
+        arrays[k] = (np.lib.format.open_memmap(path, "w+", dtype, shape) if k in fresh
+                     else np.load(path, mmap_mode="r+"))
+        if arrays[k].shape != tuple(shape):
+            raise ValueError(f"{path}: shape {arrays[k].shape}, not {tuple(shape)} — delete {out} to rebuild it")
+    status_path = out / "status.npy"
+    status = np.load(status_path) if status_path.exists() else np.zeros(status_shape, np.uint8)
+    if status.shape != tuple(status_shape):
+        raise ValueError(f"{status_path}: shape {status.shape}, not {tuple(status_shape)} — delete {out} to rebuild it")
+    if fresh and (status != PENDING).any():
+        log.warning("%s: %s missing although %d rows were made: making every row again", out,
+                    ", ".join(f"{k}.npy" for k in fresh), int((status != PENDING).sum()))
+        status[:] = PENDING
+        atomic_save_npy(status_path, status)  # at once: a kill before the first chunk must not leave zeros "done"
+    return arrays, status
 
 
 def claim(out: Path, config: dict) -> None:

@@ -44,7 +44,7 @@ from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
-from siamese.model.teacher_cache import _cache_identity, claim, finished, teacher_dir
+from siamese.model.teacher_cache import _cache_identity, claim, finished, open_arrays, teacher_dir
 
 __all__ = ["build_views", "view_targets", "views_dir"]
 
@@ -126,11 +126,8 @@ def build_views(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, views
     padding = float(faces.config.get("padding", 0.0))
     arrays = {"faces": ((n, views, size, size, 3), np.uint8), "embeddings": ((n, views, DIM), np.float32),
               "kinds": ((n, views), np.uint8), "mirrored": ((n, views), np.bool_)}
-    mm = {k: (np.load(out / f"{k}.npy", mmap_mode="r+") if (out / f"{k}.npy").exists()
-              else np.lib.format.open_memmap(out / f"{k}.npy", "w+", dtype, shape))
-          for k, (shape, dtype) in arrays.items()}
+    mm, status = open_arrays(out, arrays, (n, views))
     status_path = out / "status.npy"
-    status = np.load(status_path) if status_path.exists() else np.zeros((n, views), np.uint8)
     todo = np.argwhere(status == PENDING)
     t0 = time.perf_counter()
     if len(todo):
