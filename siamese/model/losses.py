@@ -22,6 +22,14 @@ def _has(t):
     return ops.cast(ops.sum(ops.square(t), axis=-1) > 0.5, "float32")
 
 
+def _batch_images(y_true, y_pred):
+    """(B, the student's (2B, D) embeddings, the teacher's (2B, D) targets, (2B,) has-a-target)
+    of a batch's pairs stacked as (B, 2, D)."""
+    s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
+    t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
+    return ops.shape(y_pred)[0], s, t, _has(t)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class TeacherCosine(keras.losses.Loss):
     """(a) per image: 1 - cos(student embedding, teacher target); y (B, D), 0 where no target."""
@@ -53,10 +61,7 @@ class TeacherRelations(keras.losses.Loss):
         self.over = float(over)
 
     def call(self, y_true, y_pred):
-        b = ops.shape(y_pred)[0]
-        s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
-        t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
-        has = _has(t)
+        b, s, t, has = _batch_images(y_true, y_pred)
         diff = ops.matmul(s, ops.transpose(s)) - ops.matmul(t, ops.transpose(t))
         d = has[:, None] * has[None, :] * ops.square(diff)
         if self.over:  # a Python constant: the plain term builds no extra ops
@@ -87,10 +92,7 @@ class TeacherNeighbours(keras.losses.Loss):
         self.tau = float(tau)
 
     def call(self, y_true, y_pred):
-        b = ops.shape(y_pred)[0]
-        s = ops.reshape(ops.cast(y_pred, "float32"), (-1, ops.shape(y_pred)[-1]))
-        t = ops.reshape(ops.cast(y_true, "float32"), (-1, ops.shape(y_true)[-1]))
-        has = _has(t)
+        b, s, t, has = _batch_images(y_true, y_pred)
         n = ops.shape(t)[0]
         keep = has[:, None] * has[None, :] * (1.0 - ops.eye(n, dtype="float32"))
         off = (1.0 - keep) * -1e9  # left-out neighbours: no probability
