@@ -28,7 +28,7 @@ from siamese.clustering.linkage import agglomerative
 from siamese.clustering.neighbours import knn
 from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import fit_clustering, validation_embeddings
+from siamese.eval.calibration import COSINE_GRID, fit_clustering, validation_embeddings
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
 
@@ -54,8 +54,8 @@ def bars(emb: np.ndarray, names: np.ndarray, k: int = 10) -> dict:
     """Best BCubed F1 (and threshold) of agglomerative clustering with the falling bar and with one bar."""
     fit = fit_clustering(emb, names, k=k)
     near = knn(np.asarray(emb, np.float32), k)
-    grid = np.round(np.arange(0.1, 0.951, 0.025), 3)
-    one = max((bcubed_scores(names, agglomerative(emb, float(t), float(t), k, near))["f1"], float(t)) for t in grid)
+    one = max((bcubed_scores(names, agglomerative(emb, float(t), float(t), k, near))["f1"], float(t))
+              for t in COSINE_GRID)
     return {"falling_bar_f1": fit["bcubed_f1"], "at": f"{fit['threshold']:.3f} / {fit['floor']:.3f}",
             "one_bar_f1": round(one[0], 4), "one_bar_at": one[1]}
 

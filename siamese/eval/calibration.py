@@ -41,6 +41,7 @@ from siamese.verification.verifier import judge
 __all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
+COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
 SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
 EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
@@ -214,7 +215,7 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: n
     diff_mean = (all_sum - same_sum) / (n * (n - 1) - same_pairs)
     floor = round((same_mean + diff_mean) / 2, 4)
     if thresholds is None:  # 0.10 to 0.95 in steps of 0.025, none below the floor
-        thresholds = [floor, *(t for t in np.round(np.arange(0.1, 0.951, 0.025), 3) if t > floor)]
+        thresholds = [floor, *(t for t in COSINE_GRID if t > floor)]
     sets = [emb.astype(np.float32)] + ([] if hard is None else [np.asarray(hard, np.float32)])
     sets = [(x, knn(x, k)) for x in sets]
 

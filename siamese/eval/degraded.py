@@ -136,10 +136,10 @@ def _verification(embedder, f: dict, impostors: np.ndarray, rng: np.random.Gener
                         "degraded": ("degraded", "degraded")}.items():
         s = embedder.score(f[x][same[:, 0]], f[y][same[:, 1]])
         d = embedder.score(f[x][impostors[:, 0]], f[y][impostors[:, 1]])
-        out[key] = {"auc": round(roc_auc(np.concatenate([s, d]), np.r_[np.ones(len(s)), np.zeros(len(d))]), 4),
+        scores, same_person = np.concatenate([s, d]), np.r_[np.ones(len(s)), np.zeros(len(d))]
+        out[key] = {"auc": round(roc_auc(scores, same_person), 4),
                     "tar": round(float((s >= embedder.threshold).mean()), 4),
-                    "tar_at_far_1pct": round(tar_at_far(np.concatenate([s, d]),
-                                                        np.r_[np.ones(len(s)), np.zeros(len(d))], 0.01)[0], 4)}
+                    "tar_at_far_1pct": round(tar_at_far(scores, same_person, 0.01)[0], 4)}
     return out
 
 

@@ -125,10 +125,11 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     from siamese.model.networks import build_embedding, build_head, build_trainer  # Keras
 
     m, tc, dc = cfg.model, cfg.train, cfg.get("distill")
+    neighbours = bool(dc) and dc.get("nbr_weight", 0.0) > 0
     embedding = build_embedding(m.input_size, m.dim, m.backbone, m.widths, m.blocks, m.dropout)
     trainer = build_trainer(embedding, build_head(m.dim), classes, tc.cosface_scale, tc.cosface_margin,
                             distill=bool(dc), head_trains_embedding=tc.get("head_trains_embedding", True),
-                            neighbours=bool(dc) and dc.get("nbr_weight", 0.0) > 0)
+                            neighbours=neighbours)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps * (tc.epochs - tc.warmup_epochs)), alpha=0.01,
         warmup_target=tc.lr, warmup_steps=steps * tc.warmup_epochs)
@@ -139,7 +140,7 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     if dc:
         loss.update(emb_a=TeacherCosine(), emb_b=TeacherCosine(), embs=TeacherRelations(dc.get("over_weight", 0.0)))
         weights.update(emb_a=dc.cos_weight / 2, emb_b=dc.cos_weight / 2, embs=dc.rel_weight)
-        if dc.get("nbr_weight", 0.0) > 0:
+        if neighbours:
             loss["nbrs"], weights["nbrs"] = TeacherNeighbours(dc.get("nbr_tau", 0.1)), dc.nbr_weight
     trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=tc.weight_decay),
                     loss=loss, loss_weights=weights)
