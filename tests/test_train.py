@@ -184,7 +184,7 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     emb = np.random.default_rng(0).normal(size=(n, 2, 128)).astype(np.float32) * 0.1
     np.save(tdir / "embeddings.npy", emb)
     np.save(tdir / "status.npy", np.ones(n, np.uint8))
-    (tdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache._cache_identity(cache_dir)}))
+    (tdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir)}))
     (tdir / "build.json").write_text("{}")
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
     for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), "--teacher"],

@@ -36,16 +36,13 @@ from siamese.io.images import ImageError, read_image
 from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
 from siamese.model.preprocess import normalise
 
-__all__ = ["ERROR", "STATUS_NAMES", "build", "cached_descriptors", "claim", "finished", "load", "open_arrays",
-           "targets", "teacher_dir"]
+__all__ = ["ERROR", "STATUS_NAMES", "build", "cache_identity", "cached_descriptors", "claim", "face_box", "finished",
+           "in_chunks", "load", "open_arrays", "save_progress", "seconds_so_far", "targets", "teacher_dir"]
 
 log = logging.getLogger(__name__)
 
 PENDING, DETECTED, FALLBACK, ERROR = 0, 1, 2, 3
 STATUS_NAMES = {PENDING: "pending", DETECTED: "detected", FALLBACK: "fallback", ERROR: "error"}
-_worker: dict = {}
-
-
 _worker: dict = {}
 
 
@@ -57,18 +54,15 @@ def _init_worker() -> None:
     _worker["teacher"] = DlibTeacher()
 
 
-def _process(item: tuple[int, str, int, np.ndarray, np.ndarray]):
-    i, path, cache_status, box, landmarks = item
+def _process(item: tuple[int, str, np.ndarray, bool]):
+    i, path, box, detected = item
     teacher: DlibTeacher = _worker["teacher"]
     try:
         image = read_image(path)
     except ImageError as err:
         return i, None, ERROR, str(err)
-    status = DETECTED if cache_status == 1 and box[2] > 0 else FALLBACK
-    if status == FALLBACK:
-        box = box_from_landmarks(landmarks)
     chip = teacher.chip(image, box)
-    return i, teacher.describe([chip, chip[:, ::-1]]), status, None
+    return i, teacher.describe([chip, chip[:, ::-1]]), DETECTED if detected else FALLBACK, None
 
 
 def teacher_dir(cache_dir: str | os.PathLike) -> Path:
@@ -76,7 +70,45 @@ def teacher_dir(cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / "teacher_dlib"
 
 
-def _cache_identity(cache_dir: Path) -> dict:
+def face_box(faces: FaceCache, i: int) -> tuple[np.ndarray, bool]:
+    """(the box (x, y, w, h) the teacher aligns face-cache row `i` in, whether a detector found it):
+    the detected box, or for the cache's fallback rows one derived from their landmarks."""
+    box = faces.meta["box"][i].copy()
+    if int(faces.meta["status"][i]) == 1 and box[2] > 0:
+        return box, True
+    return box_from_landmarks(faces.meta["landmarks"][i]), False
+
+
+def in_chunks(items: list, process, init, initargs: tuple = (), workers: int = 2, chunk: int = 256, bar=None):
+    """Run `process` over `items` in `workers` spawned processes (each set up by `init(*initargs)`),
+    `chunk` items at a time: yields each chunk's results in order, so that the caller stores them
+    and saves its progress (`save_progress`) between chunks; `bar` (tqdm) counts every item."""
+    with mp.get_context("spawn").Pool(workers, init, initargs) as pool:
+        for start in range(0, len(items), chunk):
+            results = []
+            for r in pool.imap(process, items[start:start + chunk], chunksize=8):
+                results.append(r)
+                if bar is not None:
+                    bar.update()
+            yield results
+
+
+def save_progress(out: Path, arrays: dict[str, np.ndarray], status: np.ndarray) -> None:
+    """A teacher-made cache's progress: its arrays reach disk before the status.npy marking their rows
+    done replaces the old one (atomically), so a kill at any point loses at most the unsaved rows."""
+    for a in arrays.values():
+        a.flush()
+    atomic_save_npy(out / "status.npy", status)
+
+
+def seconds_so_far(out: Path, t0: float) -> float:
+    """The seconds of every call that built the cache at `out` (build.json's, plus this call's since `t0`)."""
+    previous = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
+    return round(previous.get("seconds", 0.0) + time.perf_counter() - t0, 1)
+
+
+def cache_identity(cache_dir: Path) -> dict:
+    """What a teacher-made cache depends on in its face cache: the LFW copy and the index's SHA-256."""
     cfg = json.loads((cache_dir / "config.json").read_text())
     return {"face_cache": str(cache_dir), "lfw_root": cfg["lfw_root"], "images": cfg["images"],
             "index_sha256": file_digest(cache_dir / "index.csv")}
@@ -113,35 +145,28 @@ def build(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, workers: in
     lfw = LFW(lfw_root)
     out = teacher_dir(cache_dir)
     out.mkdir(parents=True, exist_ok=True)
-    claim(out, {**identity(), **_cache_identity(cache_dir)})
+    claim(out, {**identity(), **cache_identity(cache_dir)})
     n = len(faces.refs)
-    status_path = out / "status.npy"
     arrays, status = open_arrays(out, {"embeddings": ((n, 2, DIM), np.float32)}, (n,))
-    emb = arrays["embeddings"]
     todo = np.flatnonzero(status == PENDING)
     failures = _read_failures(out / "failures.csv")
     t0 = time.perf_counter()
     if len(todo):
         log.info("teacher cache %s: %d of %d images to go, %d workers", out, len(todo), n, workers)
-        items = [(int(i), str(lfw.path(faces.refs[i])), int(faces.meta["status"][i]),
-                  faces.meta["box"][i].copy(), faces.meta["landmarks"][i].copy()) for i in todo]
+        items = [(int(i), str(lfw.path(faces.refs[i])), *face_box(faces, i)) for i in todo]
         bar = tqdm(total=n, initial=n - len(todo), desc="teacher", unit="img", disable=not progress)
-        with mp.get_context("spawn").Pool(workers, _init_worker) as pool:
-            for start in range(0, len(items), chunk):
-                for i, vectors, st, err in pool.imap(_process, items[start:start + chunk], chunksize=8):
-                    if vectors is not None:
-                        emb[i] = vectors
-                    if err:
-                        failures[i] = err
-                        log.warning("teacher: %s", err)
-                    status[i] = st
-                    bar.update()
-                emb.flush()  # targets reach disk before the status that marks them done
-                atomic_save_npy(status_path, status)
-                _write_failures(out / "failures.csv", failures, faces.refs, status)
+        for results in in_chunks(items, _process, _init_worker, (), workers, chunk, bar):
+            for i, vectors, st, err in results:
+                if vectors is not None:
+                    arrays["embeddings"][i] = vectors
+                if err:
+                    failures[i] = err
+                    log.warning("teacher: %s", err)
+                status[i] = st
+            save_progress(out, arrays, status)
+            _write_failures(out / "failures.csv", failures, faces.refs, status)
         bar.close()
-    previous = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
-    seconds = round(previous.get("seconds", 0.0) + time.perf_counter() - t0, 1)
+    seconds = seconds_so_far(out, t0)
     stats = {"images": n, **{STATUS_NAMES[k]: int((status == k).sum()) for k in (DETECTED, FALLBACK, ERROR)},
              "pending": int((status == PENDING).sum()), "seconds": seconds,
              "images_per_s": round(n / seconds, 1) if seconds else None, "workers": workers}
@@ -254,7 +279,7 @@ def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, c
     if (status == PENDING).any():
         raise FileNotFoundError(f"{out}: the {what} is incomplete — run `{command}` to resume it")
     config = json.loads((out / "config.json").read_text())
-    if check_files and (diff := _differs(config, {**identity(), **_cache_identity(Path(cache_dir))})):
+    if check_files and (diff := _differs(config, {**identity(), **cache_identity(Path(cache_dir))})):
         raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's "
                          f"— delete it and run `{command}` again")
     return status, config

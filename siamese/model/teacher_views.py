@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -40,11 +39,21 @@ from siamese.data.degrade import KINDS, degrade
 from siamese.data.lfw import LFW
 from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import Face
-from siamese.io.files import atomic_save_npy, atomic_write_text
+from siamese.io.files import atomic_write_text
 from siamese.io.images import ImageError, read_image
-from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, identity
+from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
 from siamese.model.preprocess import normalise
-from siamese.model.teacher_cache import _cache_identity, claim, finished, open_arrays, teacher_dir
+from siamese.model.teacher_cache import (
+    cache_identity,
+    claim,
+    face_box,
+    finished,
+    in_chunks,
+    open_arrays,
+    save_progress,
+    seconds_so_far,
+    teacher_dir,
+)
 
 __all__ = ["build_views", "view_targets", "views_dir"]
 
@@ -67,17 +76,15 @@ def _init_worker(size: int, padding: float, seed: int) -> None:
     _worker.update(teacher=DlibTeacher(), size=size, padding=padding, seed=seed)
 
 
-def _process(item: tuple[int, int, str, int, np.ndarray, np.ndarray]):
+def _process(item: tuple[int, int, str, np.ndarray, np.ndarray]):
     """One view: (row, view, crop | None, descriptor | None, kind, mirrored, error | None)."""
-    i, v, path, cache_status, box, landmarks = item
+    i, v, path, box, landmarks = item
     rng = np.random.default_rng([_worker["seed"], i, v])
     kind, mirrored = int(rng.integers(len(KINDS))), bool(rng.random() < 0.5)
     try:
         image = read_image(path)
     except ImageError as err:
         return i, v, None, None, kind, mirrored, str(err)
-    if not (cache_status == 1 and box[2] > 0):  # the cache's fallback rows: no detected box
-        box = box_from_landmarks(landmarks)
     hard, face = degrade(image, Face(box, landmarks, 0.0), KINDS[kind], rng)
     crop = align(hard, face.landmarks, _worker["size"], _worker["padding"])
     chip = _worker["teacher"].chip(hard, face.box)
@@ -87,7 +94,7 @@ def _process(item: tuple[int, int, str, int, np.ndarray, np.ndarray]):
 
 
 def _config(cache_dir: Path, views: int, seed: int) -> dict:
-    return {**identity(), **_cache_identity(cache_dir), "views": int(views), "seed": int(seed),
+    return {**identity(), **cache_identity(cache_dir), "views": int(views), "seed": int(seed),
             "kinds": list(KINDS)}
 
 
@@ -127,33 +134,26 @@ def build_views(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, views
     arrays = {"faces": ((n, views, size, size, 3), np.uint8), "embeddings": ((n, views, DIM), np.float32),
               "kinds": ((n, views), np.uint8), "mirrored": ((n, views), np.bool_)}
     mm, status = open_arrays(out, arrays, (n, views))
-    status_path = out / "status.npy"
     todo = np.argwhere(status == PENDING)
     t0 = time.perf_counter()
     if len(todo):
         log.info("teacher views %s: %d of %d views to go, %d workers", out, len(todo), status.size, workers)
-        items = [(int(i), int(v), str(lfw.path(faces.refs[i])), int(faces.meta["status"][i]),
-                  faces.meta["box"][i].copy(), faces.meta["landmarks"][i].copy()) for i, v in todo]
+        items = [(int(i), int(v), str(lfw.path(faces.refs[i])), face_box(faces, i)[0],
+                  faces.meta["landmarks"][i].copy()) for i, v in todo]
         bar = tqdm(total=status.size, initial=status.size - len(todo), desc="teacher views", unit="view",
                    disable=not progress)
-        with mp.get_context("spawn").Pool(workers, _init_worker, (size, padding, seed)) as pool:
-            for start in range(0, len(items), chunk):
-                for i, v, crop, vector, kind, mirrored, err in pool.imap(_process, items[start:start + chunk],
-                                                                         chunksize=8):
-                    if err:
-                        log.warning("teacher views: %s", err)
-                        status[i, v] = ERROR
-                    else:
-                        mm["faces"][i, v], mm["embeddings"][i, v] = crop, vector
-                        mm["kinds"][i, v], mm["mirrored"][i, v] = kind, mirrored
-                        status[i, v] = DONE
-                    bar.update()
-                for a in mm.values():
-                    a.flush()  # the views reach disk before the status that marks them done
-                atomic_save_npy(status_path, status)
+        for results in in_chunks(items, _process, _init_worker, (size, padding, seed), workers, chunk, bar):
+            for i, v, crop, vector, kind, mirrored, err in results:
+                if err:
+                    log.warning("teacher views: %s", err)
+                    status[i, v] = ERROR
+                else:
+                    mm["faces"][i, v], mm["embeddings"][i, v] = crop, vector
+                    mm["kinds"][i, v], mm["mirrored"][i, v] = kind, mirrored
+                    status[i, v] = DONE
+            save_progress(out, mm, status)
         bar.close()
-    previous = json.loads((out / "build.json").read_text()) if (out / "build.json").exists() else {}
-    seconds = round(previous.get("seconds", 0.0) + time.perf_counter() - t0, 1)
+    seconds = seconds_so_far(out, t0)
     done = status == DONE
     kinds = np.asarray(mm["kinds"])
     stats = {"images": n, "views": int(views), "done": int(done.sum()), "errors": int((status == ERROR).sum()),
