@@ -41,7 +41,8 @@ COMMANDS = {
     "data": ("lfw", "data.data", "fetch | check: get LFW (link a copy or download, MD5-checked), or check one",
              ["action", "root"], [], None),
     "teach": ("teach", "data.teach", "the distillation teacher's embedding of every LFW image (resumable) + "
-              "its model dir; views=K: also K harder views of each", [], [], "out"),
+              "its model dir; views=K: also K harder views of each; morphs=K: K morphs of each training image",
+              [], [], "out"),
     "detect": ("detect", "faces.detect", "faces in a photo/folder/video -> aligned crops + manifest.csv",
                ["input"], [], "out"),
     "index": ("index", "faces.index", "faces of a photo/video library -> Parquet rows with embeddings (Ray; "

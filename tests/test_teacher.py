@@ -167,6 +167,83 @@ def test_harder_views_go_through_the_teacher_resume_and_refuse_other_settings(sm
     assert set(json.loads((d / "config.json").read_text())["kinds"]) == set(KINDS)
 
 
+def test_morphs_blend_two_training_people_through_the_teacher_resume_and_refuse_others(small, tmp_path):
+    import shutil
+
+    from siamese.model import teacher_morphs
+
+    out = tmp_path / "face_cache"
+    shutil.copytree(small[0], out)
+    fc = cache.load(out)
+    train_people = list(LFW(small[1]).people("view1_train"))[:40]  # the fixture's people
+    rows = np.array([i for i, r in enumerate(fc.refs) if r.person in set(train_people[:30])])
+    labels = np.array([fc.refs[i].person for i in rows])
+    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
+    center = teacher_cache.targets(out, rows)[1]
+    with pytest.raises(FileNotFoundError, match=r"siamese teach morphs=2 protocol=view1"):
+        teacher_morphs.morph_targets(out, split, rows, rows, center, 32)
+    stats = teacher_morphs.build_morphs(out, small[1], rows, labels, split, morphs=2, near=5, workers=2,
+                                        progress=False)
+    m = len(rows)
+    assert stats["done"] == 2 * m and stats["errors"] == 0 and stats["pending"] == 0
+    d = teacher_morphs.morphs_dir(out, split)
+    assert d.name == "view1_seed42"
+    partners, alphas = np.load(d / "partners.npy"), np.load(d / "alphas.npy")
+    person = {int(i): fc.refs[i].person for i in range(len(fc.refs))}
+    # the second face is always another training person, never one outside `rows`
+    assert np.isin(partners, rows).all()
+    assert all(person[int(p)] != person[int(r)] for r, ps in zip(rows, partners) for p in ps)
+    assert ((alphas >= 0.3) & (alphas <= 0.7)).all() and 0.2 < np.load(d / "mirrored.npy").mean() < 0.8
+    # the first partner is among the 5 other people's images the teacher finds most alike
+    raw = np.asarray(teacher_cache.load(out)[0][:, 0], np.float32)
+    e = raw[rows] - raw[rows].mean(0)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    sims = e @ e.T
+    sims[labels[:, None] == labels[None, :]] = -np.inf
+    rank = (sims > sims[np.arange(m), np.searchsorted(rows, partners[:, 0])][:, None]).sum(1)
+    assert (rank < 5).all()
+    # a morph lies between its two faces: nearer one of them than the images of other people are
+    emb, mirrored = np.load(d / "embeddings.npy"), np.load(d / "mirrored.npy")
+    clean = np.asarray(teacher_cache.load(out)[0])
+    near_parent, others = [], []
+    for j in range(m):
+        for v in range(2):
+            view = 1 if mirrored[j, v] else 0
+            a, b = clean[rows[j], view], clean[partners[j, v], view]
+            near_parent.append(min(np.linalg.norm(emb[j, v] - a), np.linalg.norm(emb[j, v] - b)))
+            unrelated = [r for r in rows if r not in (rows[j], partners[j, v])]
+            others.append(np.median(np.linalg.norm(clean[unrelated, view] - emb[j, v], axis=1)))
+    assert np.median(near_parent) < np.median(others) - 0.1
+    # resumes: images marked pending are made again, the same (the plan is seeded)
+    status = np.load(d / "status.npy")
+    status[: m // 2] = 0
+    np.save(d / "status.npy", status)
+    again = teacher_morphs.build_morphs(out, small[1], rows, labels, split, morphs=2, near=5, workers=1,
+                                        progress=False)
+    assert again["done"] == stats["done"]
+    np.testing.assert_allclose(np.load(d / "embeddings.npy"), emb, atol=1e-5)
+    with pytest.raises(ValueError, match="another morphs"):
+        teacher_morphs.build_morphs(out, small[1], rows, labels, split, morphs=3, near=5, workers=1, progress=False)
+    with pytest.raises(ValueError, match="another rows_sha256"):
+        teacher_morphs.build_morphs(out, small[1], rows[:-1], labels[:-1], split, morphs=2, near=5, workers=1,
+                                    progress=False)
+    # training: unit targets in the plain targets' frame, the blend of the two crops at the model's size
+    ims, t = teacher_morphs.morph_targets(out, split, np.array([rows[0], -1]), rows, center, 32)
+    assert ims.shape == (2, 2, 32, 32, 3) and np.allclose(np.linalg.norm(t[0], axis=-1), 1, atol=1e-5)
+    assert not t[1].any() and not ims[1].any()  # an image without morphs gets none
+    from siamese.faces.align import resize_faces
+
+    a, b = resize_faces(fc.images[[rows[0], partners[0, 0]]], 32)
+    want = teacher_morphs.blend(a[None], b[None], alphas[0, :1])[0]
+    np.testing.assert_array_equal(ims[0, 0], want[:, ::-1] if mirrored[0, 0] else want)
+    with pytest.raises(ValueError, match="must not learn from"):  # a second face outside this run's people
+        teacher_morphs.morph_targets(out, split, rows, rows[: m // 2], center, 32)
+    with pytest.raises(FileNotFoundError, match="siamese teach morphs=2 protocol=view1 fold=0 seed=7"):
+        teacher_morphs.morph_targets(out, {**split, "seed": 7}, rows, rows, center, 32)
+    with pytest.raises(ValueError, match="made for the split"):
+        teacher_morphs.morph_targets(out, {**split, "val_fraction": 0.2}, rows, rows, center, 32)
+
+
 def test_batches_swap_in_harder_views_with_their_targets():
     from siamese.data.sampling import FaceSet, add_people
     from siamese.train.batches import PairBatches
@@ -190,6 +267,14 @@ def test_batches_swap_in_harder_views_with_their_targets():
     assert 0.15 < share < 0.45
     x, y = PairBatches(faces, 200, 1, 3, None, 0.0, outputs=outputs)[0]  # off by default
     assert x["image_a"].max() == 0.0 and (y["emb_a"][:, 0] == 1.0).all()
+    # views of two kinds (harder views, morphs), each drawn at its own rate: one chance per view
+    two = FaceSet(faces.images, faces.labels, faces.names, targets, np.arange(n),
+                  np.concatenate([views, views // 255 * 128], 1), np.concatenate([view_targets] * 2, 1))
+    x, _ = PairBatches(two, 400, 1, 3, None, 0.0, outputs=outputs, views_p=np.array([0.1, 0.5]))[0]
+    top = x["image_a"].reshape(400, -1).max(1)
+    assert 0.03 < (top == 1.0).mean() < 0.18 and 0.38 < (top > 0.4).mean() - (top == 1.0).mean() < 0.62
+    with pytest.raises(ValueError, match="adds up to 1.200"):
+        PairBatches(two, 8, 1, 3, None, 0.0, outputs=outputs, views_p=np.array([0.6, 0.6]))
     # a subset keeps each image's views; people added without views get none
     sub = faces.subset(["p1", "p2"])
     assert np.array_equal(sub.view_targets, view_targets[4:12])

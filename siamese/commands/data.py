@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 from omegaconf import DictConfig
 
 from siamese.commands import plain
 from siamese.data import cache
 from siamese.data.fetch import check, link_existing
 from siamese.data.lfw import LFW
-from siamese.model import teacher_cache, teacher_views
+from siamese.model import teacher_cache, teacher_morphs, teacher_views
 from siamese.train.teacher import make_teacher_dir
+from siamese.train.trainer import _protocol_data
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -48,7 +50,8 @@ def data(cfg: DictConfig) -> dict:
 
 def teach(cfg: DictConfig) -> dict:
     """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir;
-    with `views=K`, also K harder views of every image through the teacher (resumable)."""
+    with `views=K`, also K harder views of every image through the teacher, and with `morphs=K`, K
+    morphs of every training image of the split (both resumable)."""
 
     stats = teacher_cache.build(cfg.cache_dir, LFW(cfg.data.root).root, workers=cfg.workers, progress=cfg.progress)
     print(f"teacher cache {teacher_cache.teacher_dir(cfg.cache_dir)}: {stats['detected']} images from their "
@@ -65,4 +68,19 @@ def teach(cfg: DictConfig) -> dict:
               f"({', '.join(f'{k} {n}' for k, n in v['kinds'].items())}), {v['errors']} unreadable, "
               f"{v['seconds']} s in all — train on them with distill.views_p=0.3")
         r["views"] = v
+    if cfg.morphs:
+        r["morphs"] = _morphs(cfg)
     return {"cache": stats, **r}
+
+
+def _morphs(cfg: DictConfig) -> dict:
+    """`morphs=K`: K morphs of each training image of the split in cfg, through the teacher."""
+    split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
+    _, _, _, faces, _, _ = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    m = teacher_morphs.build_morphs(cfg.cache_dir, LFW(cfg.data.root).root, faces.rows, faces.labels, split,
+                                    morphs=cfg.morphs, near=cfg.morphs_near, seed=cfg.morphs_seed,
+                                    workers=cfg.workers, progress=cfg.progress)
+    print(f"morphs {teacher_morphs.morphs_dir(cfg.cache_dir, split)}: {m['done']} morphs of {m['images']} training "
+          f"images of {teacher_morphs.split_name(split)}, {m['errors']} unreadable, {m['seconds']} s in all — train "
+          f"on them with distill.morphs_p=0.3")
+    return m

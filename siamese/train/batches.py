@@ -5,9 +5,10 @@ person, half not; some negatives hard once the loop sets `similar`), augmented, 
 [0, 1] (`siamese.model.preprocess.to_input`), with both images' identity labels. When the faces
 carry teacher targets (distillation), each image is mirrored here with probability 1/2 and its
 target is the teacher's embedding of that same view (the image's or its mirror's); the
-augmentation pipeline must then not flip images itself. With `views_p` > 0 and harder views
-in the faces (`FaceSet.views`), each image is replaced, with that probability, by one of its
-harder views and the teacher's embedding of it.
+augmentation pipeline must then not flip images itself. With views in the faces (`FaceSet.views`:
+harder views, morphs) and `views_p` > 0, each image is replaced, with that probability, by one of
+its views and the teacher's embedding of it: `views_p` is one chance shared by the K views alike,
+or one chance per view (K,), so that views of different kinds can be drawn at their own rates.
 
 Several processes (multi-host data parallel, `siamese.train.distribution`): process p of P draws
 batch_size / P pairs of each batch from its own stream, seeded by (seed, epoch, batch, p), so the
@@ -34,7 +35,7 @@ class PairBatches(keras.utils.PyDataset):
 
     def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
                  hard_share: float, workers: int = 1, outputs: tuple[str, ...] = ("id_a", "id_b", "same"),
-                 part: tuple[int, int] = (0, 1), views_p: float = 0.0):
+                 part: tuple[int, int] = (0, 1), views_p: float | np.ndarray = 0.0):
         # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
         # process would copy the JAX/TF runtime. Each thread augments with its own copy of
         # the pipeline: seeding one shared pipeline from several threads would race.
@@ -47,7 +48,12 @@ class PairBatches(keras.utils.PyDataset):
         self.stream = [process] if processes > 1 else []
         self.augment, self.hard_share, self.outputs = augment, hard_share, outputs
         self.epoch, self.similar = 0, None
-        self.views_p = views_p if faces.views is not None else 0.0
+        self.views_p = None  # (K,) the chance of each of an image's K views taking its place
+        if faces.views is not None and np.sum(views_p) > 0:
+            k = faces.views.shape[1]
+            self.views_p = np.broadcast_to(np.asarray(views_p, np.float64) / (k if np.ndim(views_p) == 0 else 1), (k,))
+            if self.views_p.sum() > 1 + 1e-9:
+                raise ValueError(f"views_p adds up to {self.views_p.sum():.3f} > 1")
         self._local = threading.local()
 
     def _augment(self):
@@ -65,10 +71,11 @@ class PairBatches(keras.utils.PyDataset):
             flip = rng.random(len(rows)) < 0.5
             ims = np.where(flip[:, None, None, None], ims[:, :, ::-1], ims)
             targets = np.where(flip[:, None], self.faces.targets[rows, 1], self.faces.targets[rows, 0])
-            if self.views_p > 0:  # a harder view instead, where the image has one
-                v = rng.integers(self.faces.views.shape[1], size=len(rows))
+            if self.views_p is not None:  # a view instead (slot v with views_p[v]), where the image has one
+                v = np.searchsorted(np.cumsum(self.views_p), rng.random(len(rows)), side="right")
+                use, v = v < len(self.views_p), np.minimum(v, len(self.views_p) - 1)
                 hard = self.faces.view_targets[rows, v]
-                use = (rng.random(len(rows)) < self.views_p) & (np.abs(hard).sum(1) > 0)
+                use &= np.abs(hard).sum(1) > 0
                 ims = np.where(use[:, None, None, None], self.faces.views[rows, v], ims)
                 targets = np.where(use[:, None], hard, targets)
         if self.augment is not None:

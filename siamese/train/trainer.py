@@ -39,6 +39,7 @@ from siamese.io.names import BadSetting
 from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
 from siamese.model.teacher_cache import targets
+from siamese.model.teacher_morphs import morph_targets
 from siamese.model.teacher_views import view_targets
 from siamese.train.distribution import setup
 
@@ -147,27 +148,40 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     return trainer
 
 
-def _with_teacher(cfg: DictConfig, faces: FaceSet) -> FaceSet:
+def _with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray) -> tuple[FaceSet, np.ndarray]:
     """`faces` with their teacher targets (`siamese.model.teacher_cache.targets`), centred on
-    these training images only; the user's own faces (no cache row) get none."""
+    these training images only (the user's own faces, no cache row, get none), and their views:
+    harder views (`distill.views_p`, `siamese.model.teacher_views`) and morphs with other training
+    images (`distill.morphs_p`, `siamese.model.teacher_morphs`; `split_rows`: the split's training
+    rows, the only people a morph may show). Returns the faces and each view's chance (K,)."""
 
-    ok = faces.rows >= 0
-    t, center = targets(cfg.cache_dir, faces.rows[ok], check_files=cfg.distill.check_files)
+    dc, ok = cfg.distill, faces.rows >= 0
+    t, center = targets(cfg.cache_dir, faces.rows[ok], check_files=dc.check_files)
     if t.shape[-1] != cfg.model.dim:
         raise ValueError(f"the teacher's embeddings are {t.shape[-1]}-D: distilling needs model.dim={t.shape[-1]}, "
                          f"not {cfg.model.dim}")
     faces.targets = np.zeros((len(faces), *t.shape[1:]), np.float32)
     faces.targets[ok] = t
     log.info("distilling: teacher targets for %d of %d training images", int(ok.sum()), len(faces))
-    if cfg.distill.get("views_p", 0.0) > 0:
-        crops, vt = view_targets(cfg.cache_dir, faces.rows[ok], center, cfg.model.input_size,
-                                 check_files=cfg.distill.check_files)
-        faces.views = np.zeros((len(faces), *crops.shape[1:]), np.uint8)
-        faces.view_targets = np.zeros((len(faces), *vt.shape[1:]), np.float32)
-        faces.views[ok], faces.view_targets[ok] = crops, vt
-        log.info("distilling: %d harder views per image, each image replaced by one with p %.2f",
-                 crops.shape[1], cfg.distill.views_p)
-    return faces
+    kinds = []  # (crops (n, K, S, S, 3), targets (n, K, D), chance of any of the K)
+    if dc.get("views_p", 0.0) > 0:
+        kinds.append((*view_targets(cfg.cache_dir, faces.rows[ok], center, cfg.model.input_size,
+                                    check_files=dc.check_files), dc.views_p))
+        log.info("distilling: %d harder views per image, one in place of the image with p %.2f",
+                 kinds[-1][0].shape[1], dc.views_p)
+    if dc.get("morphs_p", 0.0) > 0:
+        split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
+        kinds.append((*morph_targets(cfg.cache_dir, split, faces.rows[ok], split_rows, center, cfg.model.input_size,
+                                     check_files=dc.check_files), dc.morphs_p))
+        log.info("distilling: %d morphs per image with other training people, one in place of the image with "
+                 "p %.2f", kinds[-1][0].shape[1], dc.morphs_p)
+    if not kinds:
+        return faces, np.zeros(0)
+    crops, vt = (np.concatenate([k[i] for k in kinds], 1) for i in (0, 1))
+    faces.views = np.zeros((len(faces), *crops.shape[1:]), np.uint8)
+    faces.view_targets = np.zeros((len(faces), *vt.shape[1:]), np.float32)
+    faces.views[ok], faces.view_targets[ok] = crops, vt
+    return faces, np.concatenate([np.full(k[0].shape[1], k[2] / k[0].shape[1]) for k in kinds])
 
 
 def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
@@ -227,9 +241,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
     fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    split_rows, views_p = faces.rows, 0.0
     faces = _training_faces(cfg, faces)
     if cfg.get("distill"):
-        faces = _with_teacher(cfg, faces)
+        faces, views_p = _with_teacher(cfg, faces, split_rows)
         if any("HorizontalFlip" in str(t.get("_target_", "")) for t in (cfg.augment or {}).get("transforms", [])):
             raise ValueError("distillation mirrors images itself (each view has its own teacher target): "
                              "use an augmentation without HorizontalFlip, e.g. augment=distill")
@@ -245,8 +260,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
     outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
-                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part,
-                       views_p=cfg.distill.get("views_p", 0.0) if cfg.get("distill") else 0.0)
+                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part, views_p=views_p)
     callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]
     if dist.writes:
         callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True))
@@ -304,7 +318,8 @@ def _provenance(cfg) -> dict:
                              "over_weight": cfg.distill.get("over_weight", 0.0),
                              "nbr_weight": cfg.distill.get("nbr_weight", 0.0),
                              "nbr_tau": cfg.distill.get("nbr_tau", 0.1),
-                             "views_p": cfg.distill.get("views_p", 0.0)}}
+                             "views_p": cfg.distill.get("views_p", 0.0),
+                             "morphs_p": cfg.distill.get("morphs_p", 0.0)}}
 
 
 def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
