@@ -1,4 +1,4 @@
-"""tools/hubness.py: the clustering diagnostics of docs/distill.md, on embeddings made to show them."""
+"""tools/hubness.py and tools/teacher_fit.py: the diagnostics of docs/distill.md, on embeddings made to show them."""
 
 import importlib.util
 from pathlib import Path
@@ -36,3 +36,17 @@ def test_both_bars_cluster_well_separated_people_and_say_where():
     assert 0.1 <= got["one_bar_at"] <= 0.95 and " / " in got["at"]
     noisy, _ = _people(rng, spread=3.0)  # people no better than chance: both bars fall
     assert hubness_tool.bars(noisy, names)["one_bar_f1"] < 0.6
+
+
+def test_teacher_fit_scores_how_closely_a_student_follows_the_teacher():
+    spec = importlib.util.spec_from_file_location("teacher_fit_tool", TOOL.parent / "teacher_fit.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rng = np.random.default_rng(0)
+    teacher, _ = _people(rng)
+    same = tool.fit(teacher, teacher)
+    assert same == {"cos": 1.0, "sim_corr": 1.0, "sim_mad": 0.0}
+    noisy = teacher + 0.5 * rng.standard_normal(teacher.shape)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    worse = tool.fit(noisy, teacher)
+    assert worse["cos"] < 0.9 and worse["sim_corr"] < 0.95 and worse["sim_mad"] > 0.01

@@ -378,24 +378,30 @@ def test_the_neighbour_term_is_the_kl_of_each_images_softmax_over_the_others():
 def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from siamese.model import teacher_views
-    from siamese.train.trainer import train
+    from siamese.model import teacher_morphs, teacher_views
+    from siamese.train.trainer import _protocol_data, train
 
     out, lfw_root, _ = small
     teacher_views.build_views(out, lfw_root, views=1, workers=2, progress=False)  # harder views: in training too
     overrides = [f"run_dir={tmp_path / 'run'}", f"cache_dir={out}", f"data.root={lfw_root}", "+experiment=distill",
-                 "distill.views_p=0.5", "distill.nbr_weight=1.0", "val_pairs=40", "val_fraction=0.3",
-                 "model.input_size=32", "model.dim=128",
+                 "distill.views_p=0.3", "distill.morphs_p=0.3", "distill.nbr_weight=1.0", "val_pairs=40",
+                 "val_fraction=0.3", "model.input_size=32", "model.dim=128",
                  "model.widths=[8,16,16,32]", "model.blocks=[1,1,1,1]", "train.batch_size=16",
                  "train.pairs_per_epoch=64", "train.epochs=1"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    with pytest.raises(FileNotFoundError, match="teach morphs=2 protocol=view1 fold=0 seed=42 val_fraction=0.3"):
+        train(cfg, cfg.run_dir)
+    _, _, _, faces, _, _ = _protocol_data(cfg, np.random.default_rng(cfg.seed))  # the run's split: its morphs
+    split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
+    teacher_morphs.build_morphs(out, lfw_root, faces.rows, faces.labels, split, morphs=2, workers=2, progress=False)
     first = train(cfg, cfg.run_dir)
     assert first["epochs_run"] == 1
     card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert card["lfw_category"] == "unrestricted, labeled outside data"
     assert card["distillation"]["teacher"]["sha256"] == teacher_cache.load(out)[2]["sha256"]
-    assert card["distillation"]["views_p"] == 0.5 and card["distillation"]["nbr_weight"] == 1.0
+    assert card["distillation"]["views_p"] == 0.3 and card["distillation"]["morphs_p"] == 0.3
+    assert card["distillation"]["nbr_weight"] == 1.0
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert {"emb_a_loss", "embs_loss", "nbrs_loss", "same_loss"} <= set(log[0].split(","))
     state = json.loads((tmp_path / "run" / "state.json").read_text())
