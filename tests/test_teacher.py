@@ -301,6 +301,23 @@ def test_the_teacher_is_an_embedder_whose_cached_rows_match_the_photos(small, tm
         teacher.prepare(fc.images[:2])
 
 
+def test_a_chip_cuts_another_image_the_same_way(small):
+    from siamese.io.images import read_image
+    from siamese.model.dlib_resnet import DlibTeacher
+
+    out, lfw_root, _ = small
+    fc = cache.load(out)
+    image = read_image(LFW(lfw_root).path(fc.refs[0]))
+    teacher, box = DlibTeacher(), teacher_cache.face_box(fc, 0)[0]
+    chip = teacher.chip(image, box)
+    assert np.array_equal(teacher.chip(image, box, like=image.copy()), chip)
+    coords = np.zeros_like(image)  # each pixel's own x, y: the chip says where its pixels come from
+    coords[..., 0], coords[..., 1] = np.arange(image.shape[1])[None], np.arange(image.shape[0])[:, None]
+    where = teacher.chip(image, box, like=coords).astype(int)
+    back = image[where[..., 1], where[..., 0]].astype(int)
+    assert np.median(np.abs(back - chip.astype(int))) < 12  # the same pixels, up to interpolation
+
+
 def test_distillation_losses():
     import keras
 

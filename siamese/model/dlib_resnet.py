@@ -90,12 +90,14 @@ class DlibTeacher:
         self._predictor = dlib.shape_predictor(str(files["shape_predictor"]))
         self._net = dlib.face_recognition_model_v1(str(files["resnet"]))
 
-    def chip(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def chip(self, image: np.ndarray, box: np.ndarray, like: np.ndarray | None = None) -> np.ndarray:
         """dlib's aligned chip of the face in `box`.
 
         Args:
             image: (H, W, 3) uint8 RGB.
             box: (4,) x, y, w, h pixels (a detector's box).
+            like: cut this (H, W, 3) uint8 image instead, the same way (landmarks found in `image`):
+                e.g. a map of pixel coordinates, to see where each chip pixel comes from.
 
         Returns:
             (150, 150, 3) uint8 RGB.
@@ -103,7 +105,8 @@ class DlibTeacher:
         x, y, w, h = (float(v) for v in box)
         rect = self._dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
         shape = self._predictor(np.ascontiguousarray(image), rect)
-        return np.asarray(self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        cut = image if like is None else np.ascontiguousarray(like)
+        return np.asarray(self._dlib.get_face_chip(cut, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
 
     def describe(self, chips: np.ndarray | list[np.ndarray]) -> np.ndarray:
         """(n, 128) float32 raw descriptors (dlib's scale: same person at L2 distance < 0.6)."""

@@ -1,0 +1,91 @@
+"""Does the student's crop show what the teacher uses? The teacher's accuracy on the validation
+people when its own 150 px chip is masked (grey) outside the region our aligned crop covers.
+
+    python tools/teacher_framing.py [--cache data/cache/lfw_yunet_112_p0.0] [--paddings 0 0.1 0.25]
+
+dlib aligns its chip from its own 5-point landmarks; the student sees the face cache's crop (the
+ArcFace template, `align.padding`). For each validation image (the students' View 1 split, seed 42),
+each chip pixel is mapped back to the photo and then into our crop at each padding (a chip of the
+photo's pixel coordinates, made by the same `get_face_chip`, gives the first map); pixels outside the
+crop are set to grey before the teacher describes the chip. If the masked chips verify as well as the
+whole ones, the crop's framing is not what keeps the student from the teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+
+import numpy as np
+from omegaconf import OmegaConf
+from sklearn.metrics import roc_auc_score
+
+from siamese.data.lfw import LFW, resolve_root
+from siamese.eval.bench.table import table
+from siamese.eval.metrics import best_threshold
+from siamese.faces.align import similarity_transform, template
+from siamese.io.images import read_image
+from siamese.io.paths import lfw_cache
+from siamese.model.dlib_resnet import DlibTeacher
+from siamese.model.preprocess import normalise
+from siamese.train.trainer import _protocol_data
+
+_worker: dict = {}
+
+
+def _init(paddings: list[float]) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _worker.update(teacher=DlibTeacher(), paddings=paddings)
+
+
+def _chips(item: tuple[str, np.ndarray, np.ndarray]) -> np.ndarray:
+    """(1 + paddings, 128) descriptors of one photo's chip: whole, then masked to each crop."""
+    path, box, landmarks = item
+    teacher: DlibTeacher = _worker["teacher"]
+    image = read_image(path)
+    h, w = image.shape[:2]
+    if max(h, w) > 256:
+        raise ValueError(f"{path}: {w}x{h}; the map of pixel coordinates needs photos of at most 256 px (LFW's)")
+    coords = np.zeros((h, w, 3), np.uint8)  # LFW photos are 250 px: coordinates fit a byte
+    coords[..., 0], coords[..., 1] = np.minimum(np.arange(w), 255)[None], np.minimum(np.arange(h), 255)[:, None]
+    chip, where = teacher.chip(image, box), teacher.chip(image, box, like=coords).astype(np.float32)
+    photo = np.stack([where[..., 0], where[..., 1], np.ones(where.shape[:2], np.float32)], -1)
+    chips = [chip]
+    for p in _worker["paddings"]:
+        q = photo @ similarity_transform(landmarks, template(112, p)).T  # chip pixel -> our crop (112 px)
+        masked = chip.copy()
+        masked[~((q[..., 0] >= 0) & (q[..., 0] < 112) & (q[..., 1] >= 0) & (q[..., 1] < 112))] = 128
+        chips.append(masked)
+    return teacher.describe(chips)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
+    ap.add_argument("--lfw", default=None, help="the LFW copy (default: LFW_ROOT, data/lfw, ../shared/datasets/lfw)")
+    ap.add_argument("--paddings", type=float, nargs="+", default=[0.0, 0.1, 0.25])
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    root = resolve_root(args.lfw)
+    cfg = OmegaConf.create({"data": {"root": str(root)}, "cache_dir": args.cache, "protocol": "view1", "fold": 0,
+                            "seed": 42, "val_fraction": 0.1, "val_pairs": 2000, "model": {"input_size": 112}})
+    fc, _, _, _, val_faces, (_, idx, same) = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    lfw = LFW(root)
+    items = [(str(lfw.path(fc.refs[r])), fc.meta["box"][r].copy(), fc.meta["landmarks"][r].copy())
+             for r in val_faces.rows]
+    with mp.get_context("spawn").Pool(args.workers, _init, (args.paddings,)) as pool:
+        desc = np.stack(pool.map(_chips, items, chunksize=8))  # (n, 1 + paddings, 128)
+    center = desc[:, 0].mean(0)  # the validation images' own centre: the rows compare, the scale is shared
+    rows = []
+    for k, name in enumerate(["whole chip", *(f"masked to our crop, padding {p}" for p in args.paddings)]):
+        e = normalise(desc[:, k] - center)
+        s = (e[idx[:, 0]] * e[idx[:, 1]]).sum(1)
+        rows.append({"teacher sees": name, "val_accuracy": round(best_threshold(s, same)[1], 4),
+                     "val_auc": round(float(roc_auc_score(same, s)), 4)})
+    print(f"{len(items)} images of {len(val_faces.names)} validation people, {len(same)} pairs")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
