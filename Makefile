@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help shipped-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help shipped-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +97,10 @@ teach: teacher ## the distillation teacher's embedding of every LFW image (resum
 teach-views: teacher ## also one harder view of every LFW image through the teacher (resumable, ~20 min), for distill.views_p
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach views=1 $(ARGS)
+
+teach-morphs: teacher ## also two blends of each View 1 training image with another person's, through the teacher (resumable; 60 min at low priority beside a training run), for distill.morphs_p
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) teach morphs=2 $(ARGS)
 
 distill: teacher ## the distilled CPU recipe (+experiment=distill; the teacher cache first), < 90 min on 2 cores
 	$(SIAMESE) prepare $(PREPARE_ARGS)

@@ -396,7 +396,7 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
     from hydra import compose, initialize_config_dir
 
     from siamese.model import teacher_morphs, teacher_views
-    from siamese.train.trainer import _protocol_data, train
+    from siamese.train.trainer import protocol_data, train
 
     out, lfw_root, _ = small
     teacher_views.build_views(out, lfw_root, views=1, workers=2, progress=False)  # harder views: in training too
@@ -409,7 +409,7 @@ def test_a_short_distillation_run_trains_resumes_and_names_its_data(small, tmp_p
         cfg = compose("train", overrides=overrides)
     with pytest.raises(FileNotFoundError, match="teach morphs=2 protocol=view1 fold=0 seed=42 val_fraction=0.3"):
         train(cfg, cfg.run_dir)
-    _, _, _, faces, _, _ = _protocol_data(cfg, np.random.default_rng(cfg.seed))  # the run's split: its morphs
+    _, _, _, faces, _, _ = protocol_data(cfg, np.random.default_rng(cfg.seed))  # the run's split: its morphs
     split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
     teacher_morphs.build_morphs(out, lfw_root, faces.rows, faces.labels, split, morphs=2, workers=2, progress=False)
     first = train(cfg, cfg.run_dir)

@@ -24,7 +24,7 @@ from siamese.eval.bench.table import table
 from siamese.model.networks import embed, load_float32
 from siamese.model.preprocess import normalise
 from siamese.model.teacher_cache import load, targets
-from siamese.train.trainer import _protocol_data
+from siamese.train.trainer import protocol_data
 
 
 def fit(student: np.ndarray, teacher: np.ndarray) -> dict:
@@ -46,7 +46,7 @@ def main() -> None:
         cfg = OmegaConf.load(Path(run) / "config.yaml")
         if args.lfw:
             cfg.data.root = args.lfw
-        _, _, _, faces, val_faces, _ = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+        _, _, _, faces, val_faces, _ = protocol_data(cfg, np.random.default_rng(cfg.seed))
         t, center = targets(cfg.cache_dir, faces.rows, check_files=False)
         raw, _, _ = load(cfg.cache_dir, check_files=False)
         tv = normalise(np.asarray(raw[val_faces.rows, 0], np.float32) - center)

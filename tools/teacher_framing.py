@@ -29,7 +29,7 @@ from siamese.io.images import read_image
 from siamese.io.paths import lfw_cache
 from siamese.model.dlib_resnet import DlibTeacher
 from siamese.model.preprocess import normalise
-from siamese.train.trainer import _protocol_data
+from siamese.train.trainer import protocol_data
 
 _worker: dict = {}
 
@@ -70,7 +70,7 @@ def main() -> None:
     root = resolve_root(args.lfw)
     cfg = OmegaConf.create({"data": {"root": str(root)}, "cache_dir": args.cache, "protocol": "view1", "fold": 0,
                             "seed": 42, "val_fraction": 0.1, "val_pairs": 2000, "model": {"input_size": 112}})
-    fc, _, _, _, val_faces, (_, idx, same) = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    fc, _, _, _, val_faces, (_, idx, same) = protocol_data(cfg, np.random.default_rng(cfg.seed))
     lfw = LFW(root)
     items = [(str(lfw.path(fc.refs[r])), fc.meta["box"][r].copy(), fc.meta["landmarks"][r].copy())
              for r in val_faces.rows]

@@ -11,7 +11,7 @@ from siamese.data.fetch import check, link_existing
 from siamese.data.lfw import LFW
 from siamese.model import teacher_cache, teacher_morphs, teacher_views
 from siamese.train.teacher import make_teacher_dir
-from siamese.train.trainer import _protocol_data
+from siamese.train.trainer import protocol_data
 
 
 def prepare(cfg: DictConfig) -> dict:
@@ -76,7 +76,7 @@ def teach(cfg: DictConfig) -> dict:
 def _morphs(cfg: DictConfig) -> dict:
     """`morphs=K`: K morphs of each training image of the split in cfg, through the teacher."""
     split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
-    _, _, _, faces, _, _ = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    _, _, _, faces, _, _ = protocol_data(cfg, np.random.default_rng(cfg.seed))
     m = teacher_morphs.build_morphs(cfg.cache_dir, LFW(cfg.data.root).root, faces.rows, faces.labels, split,
                                     morphs=cfg.morphs, near=cfg.morphs_near, seed=cfg.morphs_seed,
                                     workers=cfg.workers, progress=cfg.progress)

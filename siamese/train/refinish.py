@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from siamese.io.files import atomic_write_text
-from siamese.train.trainer import _protocol_data, finish
+from siamese.train.trainer import finish, protocol_data
 
 __all__ = ["refinish"]
 
@@ -40,7 +40,7 @@ def refinish(run_dir: str | os.PathLike, cache_dir: str | os.PathLike,
             save(f32, path)  # model's fingerprint (its galleries, enrolments, calibrations)
     trained = run_dir / "metrics.json"  # what the training machine measured, on its copy
     trained = json.loads(trained.read_text()) if trained.exists() else {}
-    fc, people, test_pairs, _, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    fc, people, test_pairs, _, val_faces, val = protocol_data(cfg, np.random.default_rng(cfg.seed))
     metrics = finish(cfg, run_dir, fc, val, test_pairs, state, cfg.mixed_precision, seen=people,
                      validation=val_faces)
     metrics.update(backend=trained.get("backend", "unknown"),

@@ -21,7 +21,7 @@ from siamese.eval.metrics import best_threshold
 from siamese.model.embedder import Embedder
 from siamese.model.teacher import write_teacher_dir
 from siamese.model.teacher_cache import ERROR, load
-from siamese.train.trainer import _protocol_data
+from siamese.train.trainer import protocol_data
 
 __all__ = ["make_teacher_dir"]
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def make_teacher_dir(cfg: DictConfig, out: str | Path) -> dict:
     """Write the teacher's model dir at `out` (model.json, people.json, cluster.json) from the
     teacher cache beside `cfg.cache_dir`; returns {"threshold", "val_accuracy", "cluster"}."""
-    fc, _, _, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    fc, _, _, faces, val_faces, val = protocol_data(cfg, np.random.default_rng(cfg.seed))
     raw, status, config = load(cfg.cache_dir)
     train_rows = faces.rows[status[faces.rows] != ERROR]
     center = np.asarray(raw[train_rows], np.float32).reshape(-1, raw.shape[-1]).mean(0)

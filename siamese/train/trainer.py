@@ -57,7 +57,7 @@ def load_faces(cfg: DictConfig, fc: cache.FaceCache, people: list[str]) -> FaceS
                    rows=np.array(rows, np.int64))
 
 
-def _protocol_data(cfg: DictConfig, rng: np.random.Generator):
+def protocol_data(cfg: DictConfig, rng: np.random.Generator):
     """The faces of a run: (cache, training people, test pairs, training FaceSet, validation
     FaceSet, validation pairs (images, (n, 2) rows, (n,) same)). The validation people are drawn
     with `rng` (seeded by cfg.seed), so a run and its re-finishing hold out the same people."""
@@ -240,7 +240,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     dist = setup(tc.get("distribution", "none"), tc.batch_size)
     keras.utils.set_random_seed(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
-    fc, people, test_pairs, faces, val_faces, val = _protocol_data(cfg, np.random.default_rng(cfg.seed))
+    fc, people, test_pairs, faces, val_faces, val = protocol_data(cfg, np.random.default_rng(cfg.seed))
     split_rows, views_p = faces.rows, 0.0
     faces = _training_faces(cfg, faces)
     if cfg.get("distill"):
