@@ -1,4 +1,4 @@
-"""tools/hubness.py and tools/teacher_fit.py: the diagnostics of docs/distill.md, on embeddings made to show them."""
+"""The diagnostic tools of docs/distill.md (hubness, teacher_fit, teacher_framing), on data made to show them."""
 
 import importlib.util
 from pathlib import Path
@@ -50,3 +50,18 @@ def test_teacher_fit_scores_how_closely_a_student_follows_the_teacher():
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
     worse = tool.fit(noisy, teacher)
     assert worse["cos"] < 0.9 and worse["sim_corr"] < 0.95 and worse["sim_mad"] > 0.01
+
+
+def test_a_chip_at_a_students_resolution_keeps_its_size_and_loses_its_detail():
+    spec = importlib.util.spec_from_file_location("teacher_framing_tool", TOOL.parent / "teacher_framing.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rng = np.random.default_rng(0)
+    chip = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)  # all detail
+    same = tool._at_size(chip, 150)
+    assert same.shape == chip.shape and np.array_equal(same, chip)
+    small = tool._at_size(chip, 56.3)
+    assert small.shape == chip.shape and small.dtype == np.uint8
+    assert small.std() < 0.6 * chip.std()  # shrinking averaged the noise away
+    flat = np.full_like(chip, 90)
+    assert np.array_equal(tool._at_size(flat, 20), flat)  # nothing to lose, nothing lost

@@ -1,7 +1,8 @@
 """Does the student's crop show what the teacher uses? The teacher's accuracy on the validation
-people when its own 150 px chip is masked (grey) outside the region our aligned crop covers.
+people when its own 150 px chip is masked (grey) outside the region our aligned crop covers, and
+when the chip has only as many pixels as the student's input gives the same region.
 
-    python tools/teacher_framing.py [--cache data/cache/lfw_yunet_112_p0.0] [--paddings 0 0.1 0.25]
+    python tools/teacher_framing.py [--cache data/cache/lfw_yunet_112_p0.0] [--paddings 0 0.1 0.25] [--sizes 64 112]
 
 dlib aligns its chip from its own 5-point landmarks; the student sees the face cache's crop (the
 ArcFace template, `align.padding`). For each validation image (the students' View 1 split, seed 42),
@@ -9,14 +10,22 @@ each chip pixel is mapped back to the photo and then into our crop at each paddi
 photo's pixel coordinates, made by the same `get_face_chip`, gives the first map); pixels outside the
 crop are set to grey before the teacher describes the chip. If the masked chips verify as well as the
 whole ones, the crop's framing is not what keeps the student from the teacher.
+
+For each input size S of `--sizes`: the chip's width measured in the face cache's crop (its padding,
+its size resized to S px), the chip shrunk to that many pixels (area average) and enlarged back to
+150 px: the detail a student at S px can see of the teacher's region. If the teacher verifies as
+well from it, the student's resolution is not what it lacks either.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+from pathlib import Path
 
+import cv2
 import numpy as np
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
@@ -34,13 +43,22 @@ from siamese.train.trainer import protocol_data
 _worker: dict = {}
 
 
-def _init(paddings: list[float]) -> None:
+def _init(paddings: list[float], sizes: list[int], crop_padding: float) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
-    _worker.update(teacher=DlibTeacher(), paddings=paddings)
+    _worker.update(teacher=DlibTeacher(), paddings=paddings, sizes=sizes, crop_padding=crop_padding)
+
+
+def _at_size(chip: np.ndarray, pixels: float) -> np.ndarray:
+    """(150, 150, 3) uint8 chip -> the same chip with only `pixels` across (shrunk, enlarged back)."""
+    n = max(2, int(round(pixels)))
+    side = chip.shape[0]
+    return cv2.resize(cv2.resize(chip, (n, n), interpolation=cv2.INTER_AREA), (side, side),
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def _chips(item: tuple[str, np.ndarray, np.ndarray]) -> np.ndarray:
-    """(1 + paddings, 128) descriptors of one photo's chip: whole, then masked to each crop."""
+    """(1 + paddings + sizes, 128) descriptors of one photo's chip: whole, masked to each crop, at
+    each student size."""
     path, box, landmarks = item
     teacher: DlibTeacher = _worker["teacher"]
     image = read_image(path)
@@ -57,6 +75,10 @@ def _chips(item: tuple[str, np.ndarray, np.ndarray]) -> np.ndarray:
         masked = chip.copy()
         masked[~((q[..., 0] >= 0) & (q[..., 0] < 112) & (q[..., 1] >= 0) & (q[..., 1] < 112))] = 128
         chips.append(masked)
+    q = photo @ similarity_transform(landmarks, template(112, _worker["crop_padding"])).T
+    width = float(np.linalg.norm(q[0, -1, :2] - q[0, 0, :2])) * chip.shape[1] / (chip.shape[1] - 1)
+    for size in _worker["sizes"]:  # the chip's width in the student's pixels (the 112 px crop resized)
+        chips.append(_at_size(chip, width * size / 112))
     return teacher.describe(chips)
 
 
@@ -65,6 +87,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     ap.add_argument("--lfw", default=None, help="the LFW copy (default: LFW_ROOT, data/lfw, ../shared/datasets/lfw)")
     ap.add_argument("--paddings", type=float, nargs="+", default=[0.0, 0.1, 0.25])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[64, 112], help="student input sizes (px)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     root = resolve_root(args.lfw)
@@ -74,11 +97,14 @@ def main() -> None:
     lfw = LFW(root)
     items = [(str(lfw.path(fc.refs[r])), fc.meta["box"][r].copy(), fc.meta["landmarks"][r].copy())
              for r in val_faces.rows]
-    with mp.get_context("spawn").Pool(args.workers, _init, (args.paddings,)) as pool:
+    crop_padding = float(json.loads((Path(args.cache) / "config.json").read_text()).get("padding", 0.0))
+    with mp.get_context("spawn").Pool(args.workers, _init, (args.paddings, args.sizes, crop_padding)) as pool:
         desc = np.stack(pool.map(_chips, items, chunksize=8))  # (n, 1 + paddings, 128)
     center = desc[:, 0].mean(0)  # the validation images' own centre: the rows compare, the scale is shared
     rows = []
-    for k, name in enumerate(["whole chip", *(f"masked to our crop, padding {p}" for p in args.paddings)]):
+    names = ["whole chip", *(f"masked to our crop, padding {p}" for p in args.paddings),
+             *(f"whole chip at a {n} px student's resolution" for n in args.sizes)]
+    for k, name in enumerate(names):
         e = normalise(desc[:, k] - center)
         s = (e[idx[:, 0]] * e[idx[:, 1]]).sum(1)
         rows.append({"teacher sees": name, "val_accuracy": round(best_threshold(s, same)[1], 4),
