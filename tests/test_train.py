@@ -199,6 +199,55 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     assert (status == 1).all()
 
 
+def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
+    # --morphs: a split's morphs travel with the faces (their rows renumbered like the faces), and
+    # training there reads the same morphs (blends of the unpacked faces) and targets as here.
+    import shutil
+
+    import numpy as np
+
+    from siamese.model import teacher_cache, teacher_morphs
+    from siamese.model.dlib_resnet import identity
+
+    src, lfw_root = tiny_cache
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(src, cache_dir)
+    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
+    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
+    mdir = teacher_morphs.morphs_dir(cache_dir, split)
+    mdir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    made = np.arange(1, n, 2)[:12]
+    np.save(mdir / "rows.npy", made)
+    np.save(mdir / "partners.npy", np.stack([made[::-1], np.roll(made, 3)], 1))
+    np.save(mdir / "alphas.npy", rng.uniform(0.3, 0.7, (len(made), 2)).astype(np.float32))
+    np.save(mdir / "mirrored.npy", rng.random((len(made), 2)) < 0.5)
+    emb = (rng.normal(size=(len(made), 2, 128)) * 0.1).astype(np.float32)
+    np.save(mdir / "embeddings.npy", emb)
+    np.save(mdir / "status.npy", np.ones(len(made), np.uint8))
+    (mdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir),
+                                                  "split": split}))
+    (mdir / "build.json").write_text("{}")
+    pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
+    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), "--morphs"],
+                 ["unpack", str(pack), str(out)]):
+        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr[-2000:]
+    rows = np.load(pack)["rows"]
+    there = np.searchsorted(rows, made)  # the same images' rows in the unpacked cache
+    assert (rows[there] == made).all()
+    center = np.zeros(128, np.float32)
+    crops, t = teacher_morphs.morph_targets(cache_dir, split, made, np.arange(n), center, 32)
+    crops2, t2 = teacher_morphs.morph_targets(out, split, there, np.arange(len(rows)), center, 32)
+    np.testing.assert_allclose(t2, t, atol=2e-3)  # float16 on the way
+    assert np.abs(crops2.astype(float) - crops).mean() < 4.0  # the blends of the (lossy) faces
+    other = {**split, "seed": 7}
+    with pytest.raises(FileNotFoundError, match="siamese teach morphs=2"):
+        teacher_morphs.morph_targets(out, other, there, np.arange(len(rows)), center, 32)
+
+
 def test_the_unrestricted_report_keeps_earlier_folds_and_names_the_missing(tmp_path):
     from siamese.train.unrestricted import read_report, summarize
 

@@ -13,6 +13,9 @@ WebP is lossy: a model trained on unpacked faces is scored again on the real cac
 `--teacher` also carries the distillation teacher's descriptors of those rows (the face cache's
 `teacher_dlib/`, made by `siamese teach`; float16, ~5.6 MiB for View 1), unpacked beside the faces
 so that `siamese train +experiment=distill` runs there without dlib (`distill.check_files=false`).
+`--morphs` also carries the split's morphs (`siamese teach morphs=2`: which two faces, their
+weights and mirroring, and the teacher's descriptor of each; float16, 4.7 MiB for two per View 1
+training image), for `distill.morphs_p` there: the student's blends are made from the packed faces.
 No pickle: plain arrays only.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -32,7 +36,8 @@ from siamese.data.lfw import LFW, protocol_split
 
 
 def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: int,
-         quality: int, teacher: bool = False) -> None:
+         quality: int, teacher: bool = False, morphs: bool = False, seed: int = 42,
+         val_fraction: float = 0.1) -> None:
     fc = cache.load(cache_dir)
     people, pairs = protocol_split(LFW(lfw_root), protocol, fold)
     wanted = set(people)
@@ -55,11 +60,34 @@ def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: in
         emb, status, tcfg = load_teacher(cache_dir)
         extra = {"teacher_embeddings": np.asarray(emb[rows], np.float16), "teacher_status": status[rows],
                  "teacher_config": np.array(json.dumps(tcfg))}
+    if morphs:
+        extra.update(_pack_morphs(cache_dir, rows, {"protocol": protocol, "fold": fold, "seed": seed,
+                                                    "val_fraction": val_fraction}))
     np.savez(out, rows=rows, offsets=np.cumsum([0] + [len(b) for b in blobs]),
              data=np.concatenate(blobs), meta=fc.meta[rows],
              index=np.array([header] + [body[i] for i in rows]),
              config=np.array(json.dumps(fc.config)), **extra)
     print(f"{out}: {len(rows)} faces, {Path(out).stat().st_size / 2**20:.1f} MiB")
+
+
+def _pack_morphs(cache_dir: str, rows: np.ndarray, split: dict) -> dict:
+    """The split's finished morphs as arrays, their face-cache rows renumbered to the pack's order."""
+    from siamese.model.teacher_cache import finished
+    from siamese.model.teacher_morphs import morphs_dir, split_name
+
+    mdir = morphs_dir(cache_dir, split)
+    status, config = finished(mdir, cache_dir, "cache of morphs", f"siamese teach morphs=2 protocol="
+                              f"{split['protocol']} fold={split['fold']} seed={split['seed']}", check_files=True)
+    made, partners = np.load(mdir / "rows.npy"), np.load(mdir / "partners.npy")
+    pos = np.full(int(rows.max()) + 1, -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+    inside = (made <= rows.max()) & (partners <= rows.max()).all(1)
+    if not inside.all() or (pos[made] < 0).any() or (pos[partners] < 0).any():
+        raise ValueError(f"{mdir}: some morphs show faces outside the pack's rows ({split_name(split)})")
+    return {"morph_rows": pos[made], "morph_partners": pos[partners], "morph_alphas": np.load(mdir / "alphas.npy"),
+            "morph_mirrored": np.load(mdir / "mirrored.npy"), "morph_status": status,
+            "morph_embeddings": np.asarray(np.load(mdir / "embeddings.npy"), np.float16),
+            "morph_config": np.array(json.dumps(config))}
 
 
 def unpack(pack_path: str, cache_dir: str) -> None:
@@ -94,6 +122,28 @@ def unpack(pack_path: str, cache_dir: str) -> None:
         (tdir / "config.json").write_text(json.dumps(tcfg, indent=2))
         (tdir / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
         print(f"{tdir}: teacher descriptors of {len(faces)} faces")
+    if "morph_rows" in z:
+        _unpack_morphs(z, out, pack_path)
+
+
+def _unpack_morphs(z, out: Path, pack_path: str) -> None:
+    """The packed morphs beside the unpacked cache (its rows, renumbered at packing)."""
+    from siamese.model.teacher_cache import cache_identity
+    from siamese.model.teacher_morphs import morphs_dir
+
+    config = json.loads(str(z["morph_config"]))
+    rows = z["morph_rows"]
+    mdir = morphs_dir(out, config["split"])
+    mdir.mkdir(parents=True, exist_ok=True)
+    for name in ("partners", "alphas", "mirrored", "status"):
+        np.save(mdir / f"{name}.npy", z[f"morph_{name}"])
+    np.save(mdir / "rows.npy", rows)
+    np.save(mdir / "embeddings.npy", z["morph_embeddings"].astype(np.float32))
+    config.update(cache_identity(out), unpacked_from=pack_path,
+                  rows_sha256=hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest())
+    (mdir / "config.json").write_text(json.dumps(config, indent=2))
+    (mdir / "build.json").write_text(json.dumps({"images": len(rows), "unpacked_from": pack_path}))
+    print(f"{mdir}: {z['morph_partners'].size} morphs of {len(rows)} training images")
 
 
 def main() -> None:
@@ -104,11 +154,14 @@ def main() -> None:
     p.add_argument("--lfw", default=None), p.add_argument("--protocol", default="view1")
     p.add_argument("--fold", type=int, default=0), p.add_argument("--quality", type=int, default=80)
     p.add_argument("--teacher", action="store_true", help="also the teacher's descriptors (siamese teach)")
+    p.add_argument("--morphs", action="store_true", help="also the split's morphs (siamese teach morphs=2)")
+    p.add_argument("--seed", type=int, default=42, help="the split's seed (the morphs' split)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="the split's validation share")
     u = sub.add_parser("unpack")
     u.add_argument("pack"), u.add_argument("cache_dir")
     a = ap.parse_args()
     if a.cmd == "pack":
-        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher)
+        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher, a.morphs, a.seed, a.val_fraction)
     else:
         unpack(a.pack, a.cache_dir)
 
