@@ -143,6 +143,14 @@ def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lf
     assert seen and not seen & set(folds[2].people)  # fold 2's people were never trained on
 
 
+def _pack_and_unpack(cache_dir, pack, out, lfw_root, *flags):
+    """tools/cache_pack.py pack (with `flags`) then unpack, as on a GPU box."""
+    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), *flags], ["unpack", str(pack), str(out)]):
+        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO, capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_cache_pack_round_trip(tmp_path, tiny_cache):
     # tools/cache_pack.py carries a cache to a GPU machine as WebP: the unpacked cache has the
     # protocol's faces, in order, close to the originals (lossy, a few grey levels).
@@ -152,12 +160,7 @@ def test_cache_pack_round_trip(tmp_path, tiny_cache):
 
     cache_dir, lfw_root = tiny_cache
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
-    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root)],
-                 ["unpack", str(pack), str(out)]):
-        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert r.returncode == 0, r.stderr[-2000:]
+    _pack_and_unpack(cache_dir, pack, out, lfw_root)
     a, b = cache.load(cache_dir), cache.load(out)
     assert b.refs == a.refs  # the tiny cache holds only View 1 training people and test pairs
     assert b.images.shape == a.images.shape
@@ -187,12 +190,7 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     (tdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir)}))
     (tdir / "build.json").write_text("{}")
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
-    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), "--teacher"],
-                 ["unpack", str(pack), str(out)]):
-        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert r.returncode == 0, r.stderr[-2000:]
+    _pack_and_unpack(cache_dir, pack, out, lfw_root, "--teacher")
     got, status, _ = teacher_cache.load(out)  # checked against this machine's teacher and the new index
     rows = np.load(pack)["rows"]
     np.testing.assert_allclose(got, emb[rows], atol=1e-3)  # float16 on the way
@@ -229,12 +227,7 @@ def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
                                                   "split": split}))
     (mdir / "build.json").write_text("{}")
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
-    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), "--morphs"],
-                 ["unpack", str(pack), str(out)]):
-        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO,
-                           capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert r.returncode == 0, r.stderr[-2000:]
+    _pack_and_unpack(cache_dir, pack, out, lfw_root, "--morphs")
     rows = np.load(pack)["rows"]
     there = np.searchsorted(rows, made)  # the same images' rows in the unpacked cache
     assert (rows[there] == made).all()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -42,7 +41,7 @@ def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: in
     people, pairs = protocol_split(LFW(lfw_root), protocol, fold)
     wanted = set(people)
     refs = {p.a for p in pairs} | {p.b for p in pairs}
-    rows = np.array([i for i, r in enumerate(fc.refs) if r.person in wanted or r in refs])
+    rows = np.array([i for i, r in enumerate(fc.refs) if r.person in wanted or r in refs])  # ascending
     blobs = []
     for i in rows:  # RGB in the cache; OpenCV encodes BGR
         ok, buf = cv2.imencode(".webp", np.ascontiguousarray(fc.images[i][..., ::-1]),
@@ -73,18 +72,15 @@ def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: in
 def _pack_morphs(cache_dir: str, rows: np.ndarray, split: dict) -> dict:
     """The split's finished morphs as arrays, their face-cache rows renumbered to the pack's order."""
     from siamese.model.teacher_cache import finished
-    from siamese.model.teacher_morphs import morphs_dir, split_name
+    from siamese.model.teacher_morphs import build_command, morphs_dir
 
     mdir = morphs_dir(cache_dir, split)
-    status, config = finished(mdir, cache_dir, "cache of morphs", f"siamese teach morphs=2 protocol="
-                              f"{split['protocol']} fold={split['fold']} seed={split['seed']}", check_files=True)
+    status, config = finished(mdir, cache_dir, "cache of morphs", build_command(split), check_files=True)
     made, partners = np.load(mdir / "rows.npy"), np.load(mdir / "partners.npy")
-    pos = np.full(int(rows.max()) + 1, -1, np.int64)
-    pos[rows] = np.arange(len(rows))
-    inside = (made <= rows.max()) & (partners <= rows.max()).all(1)
-    if not inside.all() or (pos[made] < 0).any() or (pos[partners] < 0).any():
-        raise ValueError(f"{mdir}: some morphs show faces outside the pack's rows ({split_name(split)})")
-    return {"morph_rows": pos[made], "morph_partners": pos[partners], "morph_alphas": np.load(mdir / "alphas.npy"),
+    if not (np.isin(made, rows).all() and np.isin(partners, rows).all()):
+        raise ValueError(f"{mdir}: some morphs show faces outside the pack's rows")
+    return {"morph_rows": np.searchsorted(rows, made), "morph_partners": np.searchsorted(rows, partners),
+            "morph_alphas": np.load(mdir / "alphas.npy"),
             "morph_mirrored": np.load(mdir / "mirrored.npy"), "morph_status": status,
             "morph_embeddings": np.asarray(np.load(mdir / "embeddings.npy"), np.float16),
             "morph_config": np.array(json.dumps(config))}
@@ -129,7 +125,7 @@ def unpack(pack_path: str, cache_dir: str) -> None:
 def _unpack_morphs(z, out: Path, pack_path: str) -> None:
     """The packed morphs beside the unpacked cache (its rows, renumbered at packing)."""
     from siamese.model.teacher_cache import cache_identity
-    from siamese.model.teacher_morphs import morphs_dir
+    from siamese.model.teacher_morphs import morphs_dir, rows_digest
 
     config = json.loads(str(z["morph_config"]))
     rows = z["morph_rows"]
@@ -139,8 +135,7 @@ def _unpack_morphs(z, out: Path, pack_path: str) -> None:
         np.save(mdir / f"{name}.npy", z[f"morph_{name}"])
     np.save(mdir / "rows.npy", rows)
     np.save(mdir / "embeddings.npy", z["morph_embeddings"].astype(np.float32))
-    config.update(cache_identity(out), unpacked_from=pack_path,
-                  rows_sha256=hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest())
+    config.update(cache_identity(out), unpacked_from=pack_path, rows_sha256=rows_digest(rows))
     (mdir / "config.json").write_text(json.dumps(config, indent=2))
     (mdir / "build.json").write_text(json.dumps({"images": len(rows), "unpacked_from": pack_path}))
     print(f"{mdir}: {z['morph_partners'].size} morphs of {len(rows)} training images")

@@ -63,7 +63,8 @@ from siamese.model.teacher_cache import (
     teacher_dir,
 )
 
-__all__ = ["ALPHA", "build_morphs", "blend", "morph_targets", "morphs_dir", "split_name"]
+__all__ = ["ALPHA", "blend", "build_command", "build_morphs", "morph_targets", "morphs_dir", "rows_digest",
+           "split_name"]
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,19 @@ def _process(item: tuple[int, tuple[str, np.ndarray], list[tuple[str, np.ndarray
     return j, teacher.describe(morphs), None
 
 
+def rows_digest(rows: np.ndarray) -> str:
+    """SHA-256 of a split's (M,) training rows as int64: which images a cache of morphs was made of."""
+    return hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
+
+
+def build_command(split: dict) -> str:
+    """The command that builds a split's morphs, for messages."""
+    return (f"siamese teach morphs=2 protocol={split['protocol']} fold={split['fold']} seed={split['seed']} "
+            f"val_fraction={split['val_fraction']}")
+
+
 def _config(cache_dir: Path, split: dict, rows: np.ndarray, k: int, near: int, seed: int) -> dict:
-    return {**identity(), **cache_identity(cache_dir), "split": dict(split),
-            "rows_sha256": hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest(),
+    return {**identity(), **cache_identity(cache_dir), "split": dict(split), "rows_sha256": rows_digest(rows),
             "morphs": int(k), "near": int(near), "seed": int(seed), "alpha": list(ALPHA)}
 
 
@@ -237,8 +248,7 @@ def morph_targets(cache_dir: str | os.PathLike, split: dict, rows: np.ndarray, a
             or a morph showing someone outside `allowed`.
     """
     out = morphs_dir(cache_dir, split)
-    command = (f"siamese teach morphs=2 protocol={split['protocol']} fold={split['fold']} seed={split['seed']} "
-               f"val_fraction={split['val_fraction']}")
+    command = build_command(split)
     status, config = finished(out, cache_dir, "cache of morphs", command, check_files)
     if {k: config["split"].get(k) for k in split} != {k: split[k] for k in split}:
         raise ValueError(f"{out}: made for the split {config['split']}, not {dict(split)} — delete it and run "
