@@ -143,11 +143,16 @@ def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lf
     assert seen and not seen & set(folds[2].people)  # fold 2's people were never trained on
 
 
+def _cache_pack(*args) -> subprocess.CompletedProcess:
+    """tools/cache_pack.py with `args`, as a user runs it."""
+    return subprocess.run([sys.executable, "tools/cache_pack.py", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 def _pack_and_unpack(cache_dir, pack, out, lfw_root, *flags):
     """tools/cache_pack.py pack (with `flags`) then unpack, as on a GPU box."""
-    for args in (["pack", str(cache_dir), str(pack), "--lfw", str(lfw_root), *flags], ["unpack", str(pack), str(out)]):
-        r = subprocess.run([sys.executable, "tools/cache_pack.py", *args], cwd=REPO, capture_output=True, text=True,
-                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for args in (["pack", cache_dir, pack, "--lfw", lfw_root, *flags], ["unpack", pack, out]):
+        r = _cache_pack(*args)
         assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -197,6 +202,29 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     assert (status == 1).all()
 
 
+def _fake_morphs(cache_dir, split, made, partners):
+    """A finished cache of morphs of face-cache rows `made` (m,) with `partners` (m, 2), made-up
+    weights and descriptors (what `siamese teach morphs=2` leaves, without dlib)."""
+    import numpy as np
+
+    from siamese.model import teacher_cache, teacher_morphs
+    from siamese.model.dlib_resnet import identity
+
+    mdir = teacher_morphs.morphs_dir(cache_dir, split)
+    mdir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(mdir / "rows.npy", made)
+    np.save(mdir / "partners.npy", partners)
+    np.save(mdir / "alphas.npy", rng.uniform(0.3, 0.7, (len(made), 2)).astype(np.float32))
+    np.save(mdir / "mirrored.npy", rng.random((len(made), 2)) < 0.5)
+    np.save(mdir / "embeddings.npy", (rng.normal(size=(len(made), 2, 128)) * 0.1).astype(np.float32))
+    np.save(mdir / "status.npy", np.ones(len(made), np.uint8))
+    (mdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir),
+                                                  "split": split}))
+    (mdir / "build.json").write_text("{}")
+    return mdir
+
+
 def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
     # --morphs: a split's morphs travel with the faces (their rows renumbered like the faces), and
     # training there reads the same morphs (blends of the unpacked faces) and targets as here.
@@ -204,28 +232,15 @@ def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
 
     import numpy as np
 
-    from siamese.model import teacher_cache, teacher_morphs
-    from siamese.model.dlib_resnet import identity
+    from siamese.model import teacher_morphs
 
     src, lfw_root = tiny_cache
     cache_dir = tmp_path / "cache"
     shutil.copytree(src, cache_dir)
     n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
     split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
-    mdir = teacher_morphs.morphs_dir(cache_dir, split)
-    mdir.mkdir(parents=True)
-    rng = np.random.default_rng(0)
     made = np.arange(1, n, 2)[:12]
-    np.save(mdir / "rows.npy", made)
-    np.save(mdir / "partners.npy", np.stack([made[::-1], np.roll(made, 3)], 1))
-    np.save(mdir / "alphas.npy", rng.uniform(0.3, 0.7, (len(made), 2)).astype(np.float32))
-    np.save(mdir / "mirrored.npy", rng.random((len(made), 2)) < 0.5)
-    emb = (rng.normal(size=(len(made), 2, 128)) * 0.1).astype(np.float32)
-    np.save(mdir / "embeddings.npy", emb)
-    np.save(mdir / "status.npy", np.ones(len(made), np.uint8))
-    (mdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir),
-                                                  "split": split}))
-    (mdir / "build.json").write_text("{}")
+    _fake_morphs(cache_dir, split, made, np.stack([made[::-1], np.roll(made, 3)], 1))
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
     _pack_and_unpack(cache_dir, pack, out, lfw_root, "--morphs")
     rows = np.load(pack)["rows"]
@@ -239,6 +254,41 @@ def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
     other = {**split, "seed": 7}
     with pytest.raises(FileNotFoundError, match="siamese teach morphs=2"):
         teacher_morphs.morph_targets(out, other, there, np.arange(len(rows)), center, 32)
+
+
+def test_cache_pack_refuses_in_one_line_and_keeps_what_is_there(tmp_path, tiny_cache):
+    # Morphs that show a face the pack does not carry are refused (training there would blend the
+    # wrong faces), and no pack is left; unpacking over a folder with files in it is refused and
+    # leaves them as they were. Each: one line, no traceback.
+    import shutil
+
+    import numpy as np
+
+    src, lfw_root = tiny_cache
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(src, cache_dir)
+    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
+    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
+    made = np.arange(1, n, 2)[:4]
+    mdir = _fake_morphs(cache_dir, split, made, np.stack([made[::-1], [n + 5] * len(made)], 1))
+    pack = tmp_path / "view1.npz"
+    r = _cache_pack("pack", cache_dir, pack, "--lfw", lfw_root, "--morphs")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"cache_pack: {mdir}: some morphs show faces outside the pack's rows"
+    assert not pack.exists() and not list(tmp_path.glob(".view1.npz*"))
+
+    r = _cache_pack("pack", src, pack, "--lfw", lfw_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    r = _cache_pack("unpack", pack, mine)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert str(mine) in r.stderr and "not an empty folder" in r.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    r = _cache_pack("unpack", tmp_path / "missing.npz", tmp_path / "new")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "missing.npz" in r.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_the_unrestricted_report_keeps_earlier_folds_and_names_the_missing(tmp_path):

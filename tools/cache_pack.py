@@ -25,6 +25,7 @@ import argparse
 import csv
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -32,6 +33,7 @@ import numpy as np
 
 from siamese.data import cache
 from siamese.data.lfw import LFW, protocol_split
+from siamese.io.files import atomic_write_bytes, staged_dir
 
 
 def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: int,
@@ -62,10 +64,13 @@ def pack(cache_dir: str, out: str, lfw_root: str | None, protocol: str, fold: in
     if morphs:
         extra.update(_pack_morphs(cache_dir, rows, {"protocol": protocol, "fold": fold, "seed": seed,
                                                     "val_fraction": val_fraction}))
-    np.savez(out, rows=rows, offsets=np.cumsum([0] + [len(b) for b in blobs]),
+    buf = io.BytesIO()
+    np.savez(buf, rows=rows, offsets=np.cumsum([0] + [len(b) for b in blobs]),
              data=np.concatenate(blobs), meta=fc.meta[rows],
              index=np.array([header] + [body[i] for i in rows]),
              config=np.array(json.dumps(fc.config)), **extra)
+    out = out if str(out).endswith(".npz") else f"{out}.npz"  # as np.savez names a path
+    atomic_write_bytes(out, buf.getvalue())  # a killed pack leaves no half-written file
     print(f"{out}: {len(rows)} faces, {Path(out).stat().st_size / 2**20:.1f} MiB")
 
 
@@ -87,43 +92,55 @@ def _pack_morphs(cache_dir: str, rows: np.ndarray, split: dict) -> dict:
 
 
 def unpack(pack_path: str, cache_dir: str) -> None:
+    """Unpack into `cache_dir`, a new or empty folder (nothing already there is overwritten); the
+    folder appears only when everything is written (a killed unpack leaves nothing half-made)."""
+    final = Path(cache_dir)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise ValueError(f"{final}: already exists and is not an empty folder — unpack into a new one")
     z = np.load(pack_path, allow_pickle=False)
     offsets, data = z["offsets"], z["data"]
     faces = np.stack([cv2.imdecode(data[offsets[k]:offsets[k + 1]], cv2.IMREAD_COLOR)[..., ::-1]
                       for k in range(len(offsets) - 1)])
-    out = Path(cache_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "faces.npy", faces)
-    np.save(out / "meta.npy", z["meta"])
-    index = [str(x) for x in z["index"]]
-    reader = csv.reader(io.StringIO("\n".join(index[1:])))
-    with open(out / "index.csv", "w", newline="") as f:  # rows renumbered 0..n-1
-        w = csv.writer(f)
-        w.writerow(index[0].split(","))
-        for k, row in enumerate(reader):
-            w.writerow([k] + row[1:])
-    (out / "config.json").write_text(str(z["config"]))
-    (out / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
-    print(f"{cache_dir}: {len(faces)} faces")
-    if "teacher_embeddings" in z:  # the same rows, renumbered like the faces: the unpacked cache's own
-        from siamese.io.files import file_digest
-        from siamese.model.teacher_cache import teacher_dir
-
-        tdir = teacher_dir(out)
-        tdir.mkdir(exist_ok=True)
-        np.save(tdir / "embeddings.npy", z["teacher_embeddings"].astype(np.float32))
-        np.save(tdir / "status.npy", z["teacher_status"])
-        tcfg = {**json.loads(str(z["teacher_config"])), "face_cache": str(out), "images": len(faces),
-                "index_sha256": file_digest(out / "index.csv"), "unpacked_from": pack_path}
-        (tdir / "config.json").write_text(json.dumps(tcfg, indent=2))
-        (tdir / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
-        print(f"{tdir}: teacher descriptors of {len(faces)} faces")
-    if "morph_rows" in z:
-        _unpack_morphs(z, out, pack_path)
+    with staged_dir(final) as out:
+        np.save(out / "faces.npy", faces)
+        np.save(out / "meta.npy", z["meta"])
+        index = [str(x) for x in z["index"]]
+        reader = csv.reader(io.StringIO("\n".join(index[1:])))
+        with open(out / "index.csv", "w", newline="") as f:  # rows renumbered 0..n-1
+            w = csv.writer(f)
+            w.writerow(index[0].split(","))
+            for k, row in enumerate(reader):
+                w.writerow([k] + row[1:])
+        (out / "config.json").write_text(str(z["config"]))
+        (out / "build.json").write_text(json.dumps({"images": len(faces), "unpacked_from": pack_path}))
+        said = [f"{final}: {len(faces)} faces"]
+        if "teacher_embeddings" in z:  # the same rows, renumbered like the faces: the unpacked cache's own
+            said.append(_unpack_teacher(z, out, final, pack_path, len(faces)))
+        if "morph_rows" in z:
+            said.append(_unpack_morphs(z, out, final, pack_path))
+    print("\n".join(said))
 
 
-def _unpack_morphs(z, out: Path, pack_path: str) -> None:
-    """The packed morphs beside the unpacked cache (its rows, renumbered at packing)."""
+def _unpack_teacher(z, out: Path, final: Path, pack_path: str, n: int) -> str:
+    """The packed teacher descriptors as the cache's own teacher cache (`out` is the staging folder
+    that becomes `final`). Returns what it unpacked, in words."""
+    from siamese.io.files import file_digest
+    from siamese.model.teacher_cache import teacher_dir
+
+    tdir = teacher_dir(out)
+    tdir.mkdir(exist_ok=True)
+    np.save(tdir / "embeddings.npy", z["teacher_embeddings"].astype(np.float32))
+    np.save(tdir / "status.npy", z["teacher_status"])
+    tcfg = {**json.loads(str(z["teacher_config"])), "face_cache": str(final), "images": n,
+            "index_sha256": file_digest(out / "index.csv"), "unpacked_from": pack_path}
+    (tdir / "config.json").write_text(json.dumps(tcfg, indent=2))
+    (tdir / "build.json").write_text(json.dumps({"images": n, "unpacked_from": pack_path}))
+    return f"{teacher_dir(final)}: teacher descriptors of {n} faces"
+
+
+def _unpack_morphs(z, out: Path, final: Path, pack_path: str) -> str:
+    """The packed morphs beside the unpacked cache (its rows, renumbered at packing; `out` is the
+    staging folder that becomes `final`). Returns what it unpacked, in words."""
     from siamese.model.teacher_cache import cache_identity
     from siamese.model.teacher_morphs import morphs_dir, rows_digest
 
@@ -135,10 +152,11 @@ def _unpack_morphs(z, out: Path, pack_path: str) -> None:
         np.save(mdir / f"{name}.npy", z[f"morph_{name}"])
     np.save(mdir / "rows.npy", rows)
     np.save(mdir / "embeddings.npy", z["morph_embeddings"].astype(np.float32))
-    config.update(cache_identity(out), unpacked_from=pack_path, rows_sha256=rows_digest(rows))
+    config.update(cache_identity(out), face_cache=str(final), unpacked_from=pack_path,
+                  rows_sha256=rows_digest(rows))
     (mdir / "config.json").write_text(json.dumps(config, indent=2))
     (mdir / "build.json").write_text(json.dumps({"images": len(rows), "unpacked_from": pack_path}))
-    print(f"{mdir}: {z['morph_partners'].size} morphs of {len(rows)} training images")
+    return f"{morphs_dir(final, config['split'])}: {z['morph_partners'].size} morphs of {len(rows)} training images"
 
 
 def main() -> None:
@@ -155,10 +173,14 @@ def main() -> None:
     u = sub.add_parser("unpack")
     u.add_argument("pack"), u.add_argument("cache_dir")
     a = ap.parse_args()
-    if a.cmd == "pack":
-        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher, a.morphs, a.seed, a.val_fraction)
-    else:
-        unpack(a.pack, a.cache_dir)
+    try:
+        if a.cmd == "pack":
+            pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher, a.morphs, a.seed,
+                 a.val_fraction)
+        else:
+            unpack(a.pack, a.cache_dir)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:  # a cache or pack it refuses: one line
+        raise SystemExit(f"cache_pack: {e}") from None
 
 
 if __name__ == "__main__":
