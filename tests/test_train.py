@@ -202,19 +202,33 @@ def test_cache_pack_carries_the_teachers_descriptors(tmp_path, tiny_cache):
     assert (status == 1).all()
 
 
-def _fake_morphs(cache_dir, split, made, partners):
-    """A finished cache of morphs of face-cache rows `made` (m,) with `partners` (m, 2), made-up
-    weights and descriptors (what `siamese teach morphs=2` leaves, without dlib)."""
+def _cache_with_morphs(tmp_path, tiny_cache, count: int, outside: bool = False):
+    """A copy of the tiny cache with a finished cache of `count` morphs of its odd rows for the View 1
+    split (made-up weights and descriptors: what `siamese teach morphs=2` leaves, without dlib); with
+    `outside`, each morph's second partner is a row the cache does not have.
+
+    Returns:
+        (cache dir, LFW root, rows in the cache, the split, (count,) morphed rows, the morphs' folder).
+    """
+    import shutil
+
     import numpy as np
 
     from siamese.model import teacher_cache, teacher_morphs
     from siamese.model.dlib_resnet import identity
 
+    src, lfw_root = tiny_cache
+    cache_dir = tmp_path / "cache"
+    shutil.copytree(src, cache_dir)
+    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
+    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
+    made = np.arange(1, n, 2)[:count]
+    second = np.full(len(made), n + 5) if outside else np.roll(made, 3)
     mdir = teacher_morphs.morphs_dir(cache_dir, split)
     mdir.mkdir(parents=True)
     rng = np.random.default_rng(0)
     np.save(mdir / "rows.npy", made)
-    np.save(mdir / "partners.npy", partners)
+    np.save(mdir / "partners.npy", np.stack([made[::-1], second], 1))
     np.save(mdir / "alphas.npy", rng.uniform(0.3, 0.7, (len(made), 2)).astype(np.float32))
     np.save(mdir / "mirrored.npy", rng.random((len(made), 2)) < 0.5)
     np.save(mdir / "embeddings.npy", (rng.normal(size=(len(made), 2, 128)) * 0.1).astype(np.float32))
@@ -222,25 +236,17 @@ def _fake_morphs(cache_dir, split, made, partners):
     (mdir / "config.json").write_text(json.dumps({**identity(), **teacher_cache.cache_identity(cache_dir),
                                                   "split": split}))
     (mdir / "build.json").write_text("{}")
-    return mdir
+    return cache_dir, lfw_root, n, split, made, mdir
 
 
 def test_cache_pack_carries_the_morphs(tmp_path, tiny_cache):
     # --morphs: a split's morphs travel with the faces (their rows renumbered like the faces), and
     # training there reads the same morphs (blends of the unpacked faces) and targets as here.
-    import shutil
-
     import numpy as np
 
     from siamese.model import teacher_morphs
 
-    src, lfw_root = tiny_cache
-    cache_dir = tmp_path / "cache"
-    shutil.copytree(src, cache_dir)
-    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
-    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
-    made = np.arange(1, n, 2)[:12]
-    _fake_morphs(cache_dir, split, made, np.stack([made[::-1], np.roll(made, 3)], 1))
+    cache_dir, lfw_root, n, split, made, _ = _cache_with_morphs(tmp_path, tiny_cache, 12)
     pack, out = tmp_path / "view1.npz", tmp_path / "unpacked"
     _pack_and_unpack(cache_dir, pack, out, lfw_root, "--morphs")
     rows = np.load(pack)["rows"]
@@ -260,17 +266,8 @@ def test_cache_pack_refuses_in_one_line_and_keeps_what_is_there(tmp_path, tiny_c
     # Morphs that show a face the pack does not carry are refused (training there would blend the
     # wrong faces), and no pack is left; unpacking over a folder with files in it is refused and
     # leaves them as they were. Each: one line, no traceback.
-    import shutil
-
-    import numpy as np
-
-    src, lfw_root = tiny_cache
-    cache_dir = tmp_path / "cache"
-    shutil.copytree(src, cache_dir)
-    n = len((cache_dir / "index.csv").read_text().splitlines()) - 1
-    split = {"protocol": "view1", "fold": 0, "seed": 42, "val_fraction": 0.1}
-    made = np.arange(1, n, 2)[:4]
-    mdir = _fake_morphs(cache_dir, split, made, np.stack([made[::-1], [n + 5] * len(made)], 1))
+    cache_dir, lfw_root, _, _, _, mdir = _cache_with_morphs(tmp_path, tiny_cache, 4, outside=True)
+    src = tiny_cache[0]
     pack = tmp_path / "view1.npz"
     r = _cache_pack("pack", cache_dir, pack, "--lfw", lfw_root, "--morphs")
     assert r.returncode != 0 and "Traceback" not in r.stderr
