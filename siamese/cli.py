@@ -173,6 +173,22 @@ def one_line(text) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
+def script(name: str, main) -> None:
+    """Run a `tools/` script's `main()` as `siamese` runs a command: a refusal (a missing or
+    unreadable file, a bad value, a missing extra) is one line on stderr and exit status 1, Ctrl-C
+    exits 130; SIAMESE_DEBUG=1 shows the traceback. `main`'s int return is the exit status."""
+    import zipfile
+
+    try:
+        sys.exit(main() or 0)
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError, zipfile.BadZipFile) as err:
+        if os.environ.get("SIAMESE_DEBUG"):
+            raise
+        sys.exit(f"{name}: {one_line(err)}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
 class _Console(logging.Formatter):
     """Console lines: warnings and errors prefixed; the values put into a message (file names,
     person names) escaped with `one_line`, so none can forge a line of its own."""

@@ -1,9 +1,13 @@
 """The diagnostic tools of docs/distill.md (hubness, teacher_fit, teacher_framing), on data made to show them."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "hubness.py"
 spec = importlib.util.spec_from_file_location("hubness_tool", TOOL)
@@ -65,3 +69,14 @@ def test_a_chip_at_a_students_resolution_keeps_its_size_and_loses_its_detail():
     assert small.std() < 0.6 * chip.std()  # shrinking averaged the noise away
     flat = np.full_like(chip, 90)
     assert np.array_equal(tool._at_size(flat, 20), flat)  # nothing to lose, nothing lost
+
+
+@pytest.mark.parametrize("tool", ["hubness.py", "teacher_fit.py"])
+def test_a_run_dir_that_is_not_one_is_refused_in_one_line(tool, tmp_path):
+    # As for `siamese` commands: the path and the problem, exit status 1, no traceback.
+    missing = tmp_path / "no_such_run"
+    r = subprocess.run([sys.executable, str(TOOL.parent / tool), str(missing)], capture_output=True, text=True,
+                       timeout=300, env={k: v for k, v in os.environ.items() if k != "SIAMESE_DEBUG"})
+    lines = [x for x in r.stderr.splitlines() if x.startswith(tool.removesuffix(".py") + ":")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(lines) == 1 and str(missing) in lines[0]

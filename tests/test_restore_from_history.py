@@ -36,3 +36,12 @@ def test_a_dropped_weight_file_comes_back_checked_by_its_hash(tmp_path):
     r = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and not (model / "w.keras").exists()
     assert len(r.stderr.strip().splitlines()) == 1 and "no commit of this clone holds" in r.stderr
+
+
+def test_a_path_beside_no_model_json_is_refused_in_one_line(tmp_path):
+    _git(tmp_path, "init", "-q")
+    r = subprocess.run([sys.executable, str(TOOL), "nowhere/w.keras"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "nowhere/model.json" in r.stderr
+    r = subprocess.run([sys.executable, str(TOOL)], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("usage:")

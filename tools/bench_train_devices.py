@@ -38,4 +38,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from siamese.cli import script
+
+    script("bench_train_devices", main)

@@ -25,7 +25,6 @@ import argparse
 import csv
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -173,15 +172,13 @@ def main() -> None:
     u = sub.add_parser("unpack")
     u.add_argument("pack"), u.add_argument("cache_dir")
     a = ap.parse_args()
-    try:
-        if a.cmd == "pack":
-            pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher, a.morphs, a.seed,
-                 a.val_fraction)
-        else:
-            unpack(a.pack, a.cache_dir)
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:  # a cache or pack it refuses: one line
-        raise SystemExit(f"cache_pack: {e}") from None
+    if a.cmd == "pack":
+        pack(a.cache_dir, a.out, a.lfw, a.protocol, a.fold, a.quality, a.teacher, a.morphs, a.seed, a.val_fraction)
+    else:
+        unpack(a.pack, a.cache_dir)
 
 
 if __name__ == "__main__":
-    main()
+    from siamese.cli import script
+
+    script("cache_pack", main)

@@ -76,4 +76,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from siamese.cli import script
+
+    script("hubness", main)

@@ -37,4 +37,9 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    from siamese.cli import script
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tools/restore_from_history.py PATH   (a file model.json lists, e.g. "
+                 "siamese/assets/default_model/embedding.keras)")
+    script("restore_from_history", lambda: main(sys.argv[1]))

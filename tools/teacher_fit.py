@@ -60,4 +60,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from siamese.cli import script
+
+    script("teacher_fit", main)

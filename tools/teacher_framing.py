@@ -114,4 +114,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from siamese.cli import script
+
+    script("teacher_framing", main)
