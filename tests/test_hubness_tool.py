@@ -1,4 +1,4 @@
-"""The diagnostic tools of docs/distill.md (hubness, teacher_fit, teacher_framing), on data made to show them."""
+"""The tools of docs/distill.md (hubness, teacher_fit, teacher_framing, round_weights), on data made to show them."""
 
 import importlib.util
 import os
@@ -13,6 +13,14 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "hubness.py"
 spec = importlib.util.spec_from_file_location("hubness_tool", TOOL)
 hubness_tool = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(hubness_tool)
+
+
+def _tool(name):
+    """tools/NAME.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOL.parent / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
 
 
 def _people(rng, n_people=30, per=4, spread=0.3, dim=32):
@@ -43,9 +51,7 @@ def test_both_bars_cluster_well_separated_people_and_say_where():
 
 
 def test_teacher_fit_scores_how_closely_a_student_follows_the_teacher():
-    spec = importlib.util.spec_from_file_location("teacher_fit_tool", TOOL.parent / "teacher_fit.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("teacher_fit")
     rng = np.random.default_rng(0)
     teacher, _ = _people(rng)
     same = tool.fit(teacher, teacher)
@@ -57,9 +63,7 @@ def test_teacher_fit_scores_how_closely_a_student_follows_the_teacher():
 
 
 def test_a_chip_at_a_students_resolution_keeps_its_size_and_loses_its_detail():
-    spec = importlib.util.spec_from_file_location("teacher_framing_tool", TOOL.parent / "teacher_framing.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tool("teacher_framing")
     rng = np.random.default_rng(0)
     chip = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)  # all detail
     same = tool._at_size(chip, 150)
@@ -80,3 +84,30 @@ def test_a_run_dir_that_is_not_one_is_refused_in_one_line(tool, tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.startswith(tool.removesuffix(".py") + ":")]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len(lines) == 1 and str(missing) in lines[0]
+
+
+def test_rounded_weights_keep_their_bits_and_pack_smaller():
+    # tools/round_weights.py: 11 significant bits -> relative change <= 2**-11, idempotent, zeros,
+    # infinities and NaN kept, float32's range kept (no overflow as a float16 cast would), and the
+    # low mantissa byte all zero, so the packed planes shrink.
+    import lzma
+
+    from siamese.model.packed import _planes
+
+    tool = _tool("round_weights")
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(200_000) * 0.05).astype(np.float32)
+    a[:4] = [0.0, np.inf, 1e30, 1e-30]
+    r = tool.round_bits(a)
+    assert r.dtype == np.float32 and r[0] == 0 and np.isinf(r[1])
+    assert abs(r[2] / 1e30 - 1) <= 2 ** -11 and abs(r[3] / 1e-30 - 1) <= 2 ** -11
+    rel = np.abs(r[4:] - a[4:]) / np.abs(a[4:])
+    assert rel.max() <= 2 ** -11 and rel.max() > 2 ** -13  # rounded, not truncated to nothing
+    assert np.array_equal(tool.round_bits(r), r)
+    assert not (r.view(np.uint32) & 0x1FFF).any()
+    assert np.isnan(tool.round_bits(np.array([np.nan], np.float32))[0])
+    size = lambda x: len(lzma.compress(_planes(x.tobytes())))  # noqa: E731
+    assert size(r) < 0.7 * size(a)
+    assert np.array_equal(tool.round_bits(a, 24), a)
+    with pytest.raises(ValueError, match="bits"):
+        tool.round_bits(a, 0)

@@ -1,0 +1,103 @@
+"""A copy of a model dir whose network weights keep fewer significant bits (default 11: half
+precision's mantissa, with float32's exponent range, so no weight overflows or vanishes), stored
+packed (`siamese.model.packed`): the low mantissa bytes become zeros and the packed file about half
+as big. Every other file is copied; model.json records the new files' SHA-256s.
+
+    siamese export checkpoints/RUN formats=[onnx] out=EXPORT      # a student: ONNX first
+    python tools/round_weights.py siamese/assets/default_model OUT_DIR [--bits 11]
+
+Only `embedding.onnx` (plain or packed) is rounded; the head is a few numbers and stays as it is.
+The copy is another model: its figures are measured again (`python tools/val_pairs.py OUT_DIR`,
+`siamese evaluate OUT_DIR`, ...), never carried over. Prints each file's size before and after and
+the largest relative change of a weight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from siamese.io.files import atomic_write_text, staged_dir
+from siamese.model.packed import SUFFIX, pack, weights_path
+
+
+def round_bits(a: np.ndarray, bits: int = 11) -> np.ndarray:
+    """float32 `a` rounded to `bits` significant bits (1 <= bits <= 24; nearest, ties away from
+    zero), float32's exponent kept: relative change <= 2**-bits. NaN and infinities unchanged."""
+    if not 1 <= bits <= 24:
+        raise ValueError(f"bits must be 1 to 24, not {bits}")
+    a = np.ascontiguousarray(a, np.float32)
+    drop = 24 - bits  # of float32's 24 significant bits (23 stored)
+    if drop == 0:
+        return a.copy()
+    u = a.view(np.uint32)
+    r = ((u + np.uint32(1 << (drop - 1))) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)).view(np.float32)
+    return np.where(np.isfinite(a), r, a)
+
+
+def round_onnx(src: Path, dst: Path, bits: int) -> tuple[int, float]:
+    """Write ONNX `src` to `dst` with its float32 initializers rounded. Returns (weights, largest
+    relative change)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    n, worst = 0, 0.0
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            a = numpy_helper.to_array(init)
+            r = round_bits(a, bits)
+            nz = a != 0
+            if nz.any():
+                worst = max(worst, float(np.max(np.abs(r[nz] - a[nz]) / np.abs(a[nz]))))
+            init.CopyFrom(numpy_helper.from_array(r, init.name))
+            n += a.size
+    onnx.save(model, str(dst))
+    return n, worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="a model or export dir with embedding.onnx (plain or packed)")
+    ap.add_argument("out", help="the new model dir (must not exist)")
+    ap.add_argument("--bits", type=int, default=11, help="significant bits kept (11: half precision's)")
+    args = ap.parse_args()
+    src, out = Path(args.model), Path(args.out)
+    onnx_path = weights_path(src, "embedding.onnx")
+    if onnx_path is None:
+        raise FileNotFoundError(f"{src}: no embedding.onnx (plain or packed) — "
+                                "`siamese export RUN formats=[onnx]` first")
+    if out.exists():
+        raise ValueError(f"{out}: already exists — name a new folder")
+    before = (src / ("embedding.onnx" + SUFFIX))
+    with staged_dir(out) as tmp:
+        for f in src.iterdir():
+            if f.is_file() and f.name not in ("embedding.onnx", "embedding.onnx" + SUFFIX):
+                shutil.copy2(f, tmp / f.name)
+        plain = tmp / "embedding.onnx"
+        n, worst = round_onnx(onnx_path, plain, args.bits)
+        packed = pack(plain, tmp / ("embedding.onnx" + SUFFIX))
+        meta = json.loads((tmp / "model.json").read_text())
+        files = meta.setdefault("files", {})
+        for f in (plain, packed):
+            files[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()
+        was = before.stat().st_size if before.is_file() else pack(onnx_path, tmp / "was.xz").stat().st_size
+        (tmp / "was.xz").unlink(missing_ok=True)
+        plain.unlink()  # stored packed only, as shipped; unpacked on first use and hash-checked
+        meta["weights_rounded"] = {"significant_bits": args.bits, "from": str(src),
+                                   "largest_relative_change": worst}
+        atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2))
+        now = packed.stat().st_size
+    print(f"{out}: {n} weights rounded to {args.bits} significant bits (largest relative change {worst:.2e}); "
+          f"embedding.onnx packed {was} B -> {now} B; model dir {sum(f.stat().st_size for f in out.iterdir())} B")
+
+
+if __name__ == "__main__":
+    from siamese.cli import script
+
+    script("round_weights", main)
