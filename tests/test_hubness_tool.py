@@ -111,3 +111,44 @@ def test_rounded_weights_keep_their_bits_and_pack_smaller():
     assert np.array_equal(tool.round_bits(a, 24), a)
     with pytest.raises(ValueError, match="bits"):
         tool.round_bits(a, 0)
+
+
+def test_round_weights_writes_a_packed_rounded_copy_and_keeps_the_original(tmp_path, monkeypatch):
+    # The tool on a tiny ONNX network: the copy's packed network unpacks (hash-checked, as on first
+    # use) to the same graph with rounded weights; the original dir is untouched; an existing
+    # output folder is refused in one line.
+    import hashlib
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from siamese.model.packed import weights_path
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    src = tmp_path / "model"
+    src.mkdir()
+    onnx.save(helper.make_model(graph), str(src / "embedding.onnx"))
+    (src / "head.onnx").write_bytes(b"head")
+    (src / "model.json").write_text(json.dumps({"input_size": 8, "files": {}}))
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    out = tmp_path / "rounded"
+    run = [sys.executable, str(TOOL.parent / "round_weights.py"), str(src), str(out)]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["embedding.onnx.planes.xz", "head.onnx", "model.json"]
+    meta = json.loads((out / "model.json").read_text())
+    packed = out / "embedding.onnx.planes.xz"
+    assert meta["files"]["embedding.onnx.planes.xz"] == hashlib.sha256(packed.read_bytes()).hexdigest()
+    assert meta["weights_rounded"]["significant_bits"] == 11
+    monkeypatch.setenv("SIAMESE_CACHE", str(tmp_path / "cache"))
+    got = numpy_helper.to_array(onnx.load(str(weights_path(out, "embedding.onnx"))).graph.initializer[0])
+    assert np.array_equal(got, _tool("round_weights").round_bits(w)) and not np.array_equal(got, w)
+    r = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "already exists" in r.stderr
