@@ -99,3 +99,22 @@ def test_clustering_runs_on_an_ensemble(built, samples, yunet, tmp_path):
                 yunet, labels=True, progress=False)
     assert s["algorithm"] == "agglomerative" and set(s["settings_from"].values()) == {"cluster.json"}
     assert s["metrics"]["scored_faces"] == 9
+
+
+def test_an_ensemble_with_its_members_copied_moves_on_its_own(built, tmp_path, lfw_root, yunet):
+    # copy_members: OUT/members/ holds each member's files; moved anywhere, OUT loads and embeds as
+    # the ensemble that names its members where they are (same fingerprint), and rebuilding it from
+    # its own copies keeps them.
+    out = tmp_path / "ens"
+    build(out, [built / "a", built / "b"], lfw_root, detector=yunet, copy_members=True)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["ensemble"] == ["members/1-a", "members/2-b"]
+    assert sorted(p.name for p in (out / "members" / "1-a").iterdir()) == sorted(
+        p.name for p in (built / "a").iterdir() if p.is_file())
+    moved = tmp_path / "elsewhere" / "ens"
+    shutil.move(out, moved)
+    fp = Embedder.load(built / "ens").identity()["fingerprint"]
+    assert Embedder.load(moved).identity()["fingerprint"] == fp
+    build(moved, [moved / "members" / "1-a", moved / "members" / "2-b"], lfw_root, detector=yunet,
+          overwrite=True, copy_members=True)
+    assert Embedder.load(moved).identity()["fingerprint"] == fp

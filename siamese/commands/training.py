@@ -64,7 +64,8 @@ def export(cfg: DictConfig) -> dict:
 def ensemble(cfg: DictConfig) -> dict:
     """Combine trained models into one ensemble dir with its own thresholds."""
 
-    ens = build(cfg.out, list(cfg.models), cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite)
+    ens = build(cfg.out, list(cfg.models), cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
+                copy_members=cfg.copy_members)
     print(f"{cfg.out}: {len(ens.members)} members, {ens.dim}-d, pair threshold {ens.threshold:.3f}; "
           "cluster.json written")
     return {"out": str(cfg.out), "members": len(ens.members), "threshold": ens.threshold}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,31 @@ def _people(members: list[Embedder]) -> dict:
     return {"dataset": "lfw", "seen": sorted(seen), "validation": sorted(validation)}
 
 
+def _copy_members(out: Path, members: list[Embedder]) -> list[Path]:
+    """Copy each member's model dir (its files, not its subfolders) into `out/members/`, named
+    by its place and its source (`1-default_model`, `2-a15_cos_rel`: a run's `model/` or
+    `export/` dir by its run), so that `out` holds everything it needs. Returns the copies."""
+    copies = []
+    for k, m in enumerate(members, 1):
+        src = Path(m.path).resolve()
+        label = src.parent.name if src.name in ("model", "export") else src.name
+        dst = out / "members" / f"{k}-{label}"
+        if dst.resolve() == src:  # rebuilt from its own copies: keep them
+            copies.append(dst)
+            continue
+        if dst.exists():
+            shutil.rmtree(dst)  # an earlier build's copy (overwrite)
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, dst / f.name)
+        copies.append(dst)
+    return copies
+
+
 def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None, *,
-          cache_dir=None, detector=None, overwrite: bool = False, seed: int = 0) -> Ensemble:
+          cache_dir=None, detector=None, overwrite: bool = False, seed: int = 0,
+          copy_members: bool = False) -> Ensemble:
     """Make an ensemble dir `out` from trained models and fit its thresholds.
 
     The pair threshold (`Embedder.threshold`) is the best-accuracy cut on all same-person pairs
@@ -50,6 +74,8 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
         lfw_root, cache_dir, detector: where the validation faces come from (as for
             `siamese.eval.calibration.calibrate`).
         seed: for the different-person pairs.
+        copy_members: copy the members' model dirs into `out/members/` (files only), so that
+            `out` can be moved, shared or shipped on its own; else `out` names them where they are.
 
     Raises:
         ValueError: fewer than two models, different alignments, no shared validation people.
@@ -68,6 +94,8 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     align = members[0].meta["alignment"]
     people = _people(members)
     out.mkdir(parents=True, exist_ok=True)
+    if copy_members:
+        members = [Embedder.load(c) for c in _copy_members(out, members)]
     meta = {"input_size": int(align.get("cache_size", 112)), "colour": "RGB", "range": "uint8 in",
             "alignment": align, "threshold": 0.5, "flip_tta": True,
             "ensemble": [os.path.relpath(Path(m.path).resolve(), out.resolve()) for m in members]}
