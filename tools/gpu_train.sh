@@ -13,7 +13,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false \
     PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-rm -rf /tmp/runs /tmp/*.log
+rm -rf /tmp/runs /tmp/*.log /tmp/cache  # a warm machine keeps /tmp; unpack wants a new folder
 python3 tools/cache_pack.py unpack .gpu/view1.npz /tmp/cache || exit 1
 mkdir -p /tmp/lfw/lfw && cp .gpu/lfw/*.txt /tmp/lfw/
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
