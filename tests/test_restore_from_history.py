@@ -1,5 +1,6 @@
 """tools/restore_from_history.py (`make shipped-keras`): a file the tree dropped comes back from git
-history only with the bytes model.json records, whatever commit holds them."""
+history only with the bytes model.json records, whatever commit holds them. The tool is stdlib only
+(the make target runs it with the system's python3), so the tests run it with `python -S`."""
 
 import hashlib
 import json
@@ -28,7 +29,7 @@ def test_a_dropped_weight_file_comes_back_checked_by_its_hash(tmp_path):
     (model / "model.json").write_text(json.dumps({"files": {"w.keras": want}}))
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "weights out of the tree")
-    run = [sys.executable, str(TOOL), "m/w.keras"]
+    run = [sys.executable, "-S", str(TOOL), "m/w.keras"]
     r = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and (model / "w.keras").read_bytes() == b"old weights"  # the recorded bytes
     (model / "w.keras").unlink()
@@ -40,8 +41,9 @@ def test_a_dropped_weight_file_comes_back_checked_by_its_hash(tmp_path):
 
 def test_a_path_beside_no_model_json_is_refused_in_one_line(tmp_path):
     _git(tmp_path, "init", "-q")
-    r = subprocess.run([sys.executable, str(TOOL), "nowhere/w.keras"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-S", str(TOOL), "nowhere/w.keras"], cwd=tmp_path, capture_output=True,
+                       text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "nowhere/model.json" in r.stderr
-    r = subprocess.run([sys.executable, str(TOOL)], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-S", str(TOOL)], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("usage:")

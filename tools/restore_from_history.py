@@ -36,10 +36,12 @@ def main(path: str) -> int:
     return 1
 
 
-if __name__ == "__main__":
-    from siamese.cli import script
-
+if __name__ == "__main__":  # stdlib only: `make shipped-keras` runs it with the system's python3
     if len(sys.argv) != 2:
         sys.exit("usage: python tools/restore_from_history.py PATH   (a file model.json lists, e.g. "
                  "siamese/assets/default_model/embedding.keras)")
-    script("restore_from_history", lambda: main(sys.argv[1]))
+    try:
+        sys.exit(main(sys.argv[1]))
+    except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as err:
+        what = f"model.json lists no {err}" if isinstance(err, KeyError) else str(err)
+        sys.exit(f"error: {sys.argv[1]}: {what}")
