@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
+from siamese.cli import _compose, _quote
 from siamese.data.lfw import resolve_root
 from siamese.eval.bench.table import table
 from siamese.eval.metrics import best_threshold
@@ -34,9 +34,8 @@ def main() -> None:
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     ap.add_argument("--seed", type=int, default=42, help="the split's seed")
     args = ap.parse_args()
-    cfg = OmegaConf.create({"data": {"root": str(resolve_root(args.lfw))}, "cache_dir": args.cache,
-                            "protocol": "view1", "fold": 0, "seed": args.seed, "val_fraction": 0.1,
-                            "val_pairs": 2000, "model": {"input_size": 112}})
+    cfg = _compose("train", [f"data.root={_quote(str(resolve_root(args.lfw)))}", f"cache_dir={_quote(args.cache)}",
+                             f"seed={args.seed}", "model.input_size=112"])  # the runs' split: train's defaults
     _, _, _, _, val_faces, (images, idx, same) = protocol_data(cfg, np.random.default_rng(args.seed))
     rows = []
     for path in args.models:
