@@ -94,11 +94,11 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     align = members[0].meta["alignment"]
     people = _people(members)
     out.mkdir(parents=True, exist_ok=True)
-    if copy_members:
-        members = [Embedder.load(c) for c in _copy_members(out, members)]
+    # The loaded members fit the thresholds either way: the copies hold the same bytes.
+    where = _copy_members(out, members) if copy_members else [Path(m.path) for m in members]
     meta = {"input_size": int(align.get("cache_size", 112)), "colour": "RGB", "range": "uint8 in",
             "alignment": align, "threshold": 0.5, "flip_tta": True,
-            "ensemble": [os.path.relpath(Path(m.path).resolve(), out.resolve()) for m in members]}
+            "ensemble": [os.path.relpath(p.resolve(), out.resolve()) for p in where]}
     ens = Ensemble(out, meta, members)
     faces, labels = validation_faces(ens, people["validation"], lfw_root, cache_dir=cache_dir,
                                      detector=detector)
