@@ -15,15 +15,14 @@ the largest relative change of a weight.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from siamese.io.files import atomic_write_text, staged_dir
-from siamese.model.packed import SUFFIX, pack, weights_path
+from siamese.io.files import atomic_write_text, file_digest, staged_dir
+from siamese.model.packed import SUFFIX, pack, stored, weights_path
 
 
 def round_bits(a: np.ndarray, bits: int = 11) -> np.ndarray:
@@ -74,7 +73,6 @@ def main() -> None:
                                 "`siamese export RUN formats=[onnx]` first")
     if out.exists():
         raise ValueError(f"{out}: already exists — name a new folder")
-    before = (src / ("embedding.onnx" + SUFFIX))
     with staged_dir(out) as tmp:
         for f in src.iterdir():
             if f.is_file() and f.name not in ("embedding.onnx", "embedding.onnx" + SUFFIX):
@@ -85,9 +83,12 @@ def main() -> None:
         meta = json.loads((tmp / "model.json").read_text())
         files = meta.setdefault("files", {})
         for f in (plain, packed):
-            files[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()
-        was = before.stat().st_size if before.is_file() else pack(onnx_path, tmp / "was.xz").stat().st_size
-        (tmp / "was.xz").unlink(missing_ok=True)
+            files[f.name] = file_digest(f)
+        if (held := stored(src, "embedding.onnx")).name.endswith(SUFFIX):
+            was = held.stat().st_size
+        else:  # a plain export: how big it would be packed, for the comparison printed below
+            was = pack(onnx_path, tmp / "was.xz").stat().st_size
+            (tmp / "was.xz").unlink()
         plain.unlink()  # stored packed only, as shipped; unpacked on first use and hash-checked
         meta["weights_rounded"] = {"significant_bits": args.bits, "from": str(src),
                                    "largest_relative_change": worst}
