@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help shipped-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -190,5 +190,7 @@ review: serve-deps ## review + label a `siamese cluster` result DIR in the brows
 	@test -n "$(DIR)" || { echo "usage: make review DIR=people/ [ARGS=port=9000]"; exit 2; }
 	$(SIAMESE) review "$(DIR)" $(ARGS)
 
-shipped-keras: ## restore the shipped model's Keras weights (not in the tree: 24 MB) from git history, hash-checked
-	$(PYTHON) tools/restore_from_history.py siamese/assets/default_model/embedding.keras
+LFW_ONLY_JSON := siamese/assets/default_model/members/1-lfw_only/model.json
+lfw-only-keras: ## the LFW-only network's Keras weights before rounding (24 MB, not in the tree) from git history -> checkpoints/lfw_only_keras/, hash-checked
+	$(PYTHON) tools/restore_from_history.py siamese/assets/default_model/embedding.keras --to checkpoints/lfw_only_keras/embedding.keras \
+	  --sha256 $$(python3 -c "import json; print(json.load(open('$(LFW_ONLY_JSON)'))['weights_rounded']['source_sha256']['embedding.keras'])")

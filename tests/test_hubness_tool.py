@@ -135,15 +135,24 @@ def test_round_weights_writes_a_packed_rounded_copy_and_keeps_the_original(tmp_p
     src.mkdir()
     onnx.save(helper.make_model(graph), str(src / "embedding.onnx"))
     (src / "head.onnx").write_bytes(b"head")
-    (src / "model.json").write_text(json.dumps({"input_size": 8, "files": {}}))
+    (src / "model.json").write_text(json.dumps({"input_size": 8, "files": {"embedding.keras": "ab" * 32},
+                                                "formats": ["keras", "onnx"]}))
+    (src / "MODEL_CARD.md").write_text("# card\n| accuracy | 0.9 |\n")
+    (src / "verify.json").write_text("{}")  # fitted for the source: not copied
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     out = tmp_path / "rounded"
     run = [sys.executable, str(TOOL.parent / "round_weights.py"), str(src), str(out)]
     r = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
-    assert sorted(p.name for p in out.iterdir()) == ["embedding.onnx.planes.xz", "head.onnx", "model.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "embedding.onnx.planes.xz", "head.onnx",
+                                                     "model.json"]
     meta = json.loads((out / "model.json").read_text())
+    # The source's Keras weights are not the copy's: dropped, so its fingerprint names the rounded ONNX.
+    assert "embedding.keras" not in meta["files"] and meta["formats"] == ["onnx"]
+    assert meta["weights_rounded"]["source_sha256"] == {"embedding.keras": "ab" * 32}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "another model" in card and meta["files"]["MODEL_CARD.md"] == hashlib.sha256(card.encode()).hexdigest()
     packed = out / "embedding.onnx.planes.xz"
     assert meta["files"]["embedding.onnx.planes.xz"] == hashlib.sha256(packed.read_bytes()).hexdigest()
     assert meta["weights_rounded"]["significant_bits"] == 11

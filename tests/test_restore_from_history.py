@@ -1,4 +1,4 @@
-"""tools/restore_from_history.py (`make shipped-keras`): a file the tree dropped comes back from git
+"""tools/restore_from_history.py (`make lfw-only-keras`): a file the tree dropped comes back from git
 history only with the bytes model.json records, whatever commit holds them. The tool is stdlib only
 (the make target runs it with the system's python3), so the tests run it with `python -S`."""
 
@@ -37,6 +37,11 @@ def test_a_dropped_weight_file_comes_back_checked_by_its_hash(tmp_path):
     r = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1 and not (model / "w.keras").exists()
     assert len(r.stderr.strip().splitlines()) == 1 and "no commit of this clone holds" in r.stderr
+    # A hash given by hand, written elsewhere (the path itself stays as the tree has it).
+    r = subprocess.run([*run, "--sha256", hashlib.sha256(b"the weights").hexdigest(), "--to", "out/w.keras"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "out" / "w.keras").read_bytes() == b"the weights"
+    assert not (model / "w.keras").exists()
 
 
 def test_a_path_beside_no_model_json_is_refused_in_one_line(tmp_path):

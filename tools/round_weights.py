@@ -1,14 +1,19 @@
 """A copy of a model dir whose network weights keep fewer significant bits (default 11: half
 precision's mantissa, with float32's exponent range, so no weight overflows or vanishes), stored
 packed (`siamese.model.packed`): the low mantissa bytes become zeros and the packed file about half
-as big. Every other file is copied; model.json records the new files' SHA-256s.
+as big. The other files are copied but for the calibrations (verify.json, cluster.json, impostors.*:
+fitted for the source, `siamese calibrate OUT` fits the copy's); model.json records the new files'
+SHA-256s.
 
     siamese export checkpoints/RUN formats=[onnx] out=EXPORT      # a student: ONNX first
     python tools/round_weights.py siamese/assets/default_model OUT_DIR [--bits 11]
 
 Only `embedding.onnx` (plain or packed) is rounded; the head is a few numbers and stays as it is.
-The copy is another model: its figures are measured again (`python tools/val_pairs.py OUT_DIR`,
-`siamese evaluate OUT_DIR`, ...), never carried over. Prints each file's size before and after and
+The copy keeps no other format of the embedding (a .keras, SavedModel or TFLite file holds the
+unrounded weights): model.json drops them, so the copy's fingerprint names the rounded ONNX and a
+gallery made with the source is refused by it (`siamese gallery reembed`). The copy is another
+model: its figures are measured again (`python tools/val_pairs.py OUT_DIR`, `siamese evaluate
+OUT_DIR`, ...), never carried over. Prints each file's size before and after and
 the largest relative change of a weight.
 """
 
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.io.files import atomic_write_text, file_digest, staged_dir
+from siamese.model.modeldir import CALIBRATIONS
 from siamese.model.packed import SUFFIX, pack, stored, weights_path
 
 
@@ -75,13 +81,23 @@ def main() -> None:
         raise ValueError(f"{out}: already exists — name a new folder")
     with staged_dir(out) as tmp:
         for f in src.iterdir():
-            if f.is_file() and f.name not in ("embedding.onnx", "embedding.onnx" + SUFFIX):
+            # Not the source's weights (any format) nor its calibrations (fitted for its fingerprint).
+            if f.is_file() and not f.name.startswith("embedding.") and f.name not in CALIBRATIONS:
                 shutil.copy2(f, tmp / f.name)
         plain = tmp / "embedding.onnx"
         n, worst = round_onnx(onnx_path, plain, args.bits)
         packed = pack(plain, tmp / ("embedding.onnx" + SUFFIX))
         meta = json.loads((tmp / "model.json").read_text())
         files = meta.setdefault("files", {})
+        source = {n: files.pop(n) for n in sorted(files) if n.startswith("embedding.")}  # its weights
+        if (card := tmp / "MODEL_CARD.md").is_file():
+            card.write_text(card.read_text().rstrip("\n") + "\n\n## This copy\n"
+                            f"The embedding's weights rounded to {args.bits} significant bits "
+                            "(`tools/round_weights.py`): another model. The figures above are "
+                            "its source's; this copy's are measured again.\n")
+            files[card.name] = file_digest(card)
+        meta.pop("not_shipped", None)  # described the source's stored files
+        meta["formats"] = ["onnx"]
         for f in (plain, packed):
             files[f.name] = file_digest(f)
         if (held := stored(src, "embedding.onnx")).name.endswith(SUFFIX):
@@ -91,11 +107,15 @@ def main() -> None:
             (tmp / "was.xz").unlink()
         plain.unlink()  # stored packed only, as shipped; unpacked on first use and hash-checked
         meta["weights_rounded"] = {"significant_bits": args.bits, "from": str(src),
-                                   "largest_relative_change": worst}
+                                   "largest_relative_change": worst, "source_sha256": source}
+        meta["not_shipped"] = {"embedding.onnx": "stored packed, losslessly, as embedding.onnx"
+                               f"{SUFFIX} (siamese.model.packed); unpacked on first use into the user "
+                               "cache (SIAMESE_CACHE, else ~/.cache/siamese) and checked against the hash above"}
         atomic_write_text(tmp / "model.json", json.dumps(meta, indent=2))
         now = packed.stat().st_size
     print(f"{out}: {n} weights rounded to {args.bits} significant bits (largest relative change {worst:.2e}); "
-          f"embedding.onnx packed {was} B -> {now} B; model dir {sum(f.stat().st_size for f in out.iterdir())} B")
+          f"embedding.onnx packed {was} B -> {now} B; model dir {sum(f.stat().st_size for f in out.iterdir())} B; "
+          f"calibrate it: siamese calibrate {out}")
 
 
 if __name__ == "__main__":
