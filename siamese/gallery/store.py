@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese.io.files import create_sqlite
 from siamese.io.names import check_name
 
 __all__ = ["Gallery", "GalleryError", "ModelMismatch"]
@@ -87,6 +88,8 @@ class Gallery:
         self.path = Path(path)
         self._check_file(create)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # made whole, then linked in: never an empty file to another writer
+            create_sqlite(self.path, SCHEMA)
         try:
             # isolation_level=None: we issue BEGIN ourselves, so every write is one explicit transaction.
             self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)

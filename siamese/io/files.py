@@ -19,6 +19,7 @@ import io
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "file_digest", "flat_name",
-           "safe_name", "staged_dir", "sweep_stale", "swap_dir"]
+__all__ = ["atomic_save_npy", "atomic_write_bytes", "atomic_write_text", "create_sqlite", "file_digest",
+           "flat_name", "safe_name", "staged_dir", "sweep_stale", "swap_dir"]
 
 
 
@@ -104,6 +105,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def create_sqlite(path: str | os.PathLike, script: str) -> bool:
+    """A new SQLite database at `path`, made whole first: `script` (its tables) runs in one
+    transaction, WAL journal, in a hidden file beside it, which is then linked in. SQLite's own
+    create leaves an empty file until the first commit, which another process opening it then would
+    take for a damaged one. A file already at `path` (another writer's, just made) is kept.
+    Returns whether this call made it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)  # as a file SQLite creates, not mkstemp's 0600
+        with contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as db:
+            db.executescript(f"PRAGMA journal_mode = WAL; BEGIN; {script}; COMMIT;")
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
