@@ -30,7 +30,7 @@ def test_detect_embed_and_verify(samples):
     faces = siamese.detect(two)
     assert len(faces) == 2 and faces[0].score >= faces[1].score
     emb = siamese.embed(two)
-    assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert emb.shape == (2, 256) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)  # the shipped ensemble
     train = samples / "knn_examples" / "train"
     same = siamese.verify(train / "obama" / "obama.jpg", train / "obama" / "obama2.jpg")
     other = siamese.verify(train / "obama" / "obama.jpg", train / "biden" / "biden.jpg")

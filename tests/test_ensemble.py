@@ -16,11 +16,12 @@ from siamese.model.ensemble import Ensemble
 from siamese.train.ensemble import build
 
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
+LFW_ONLY = SHIPPED / "members" / "1-lfw_only"  # one network: the members of the ensembles built here
 VALIDATION = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]  # 22 LFW photos
 
 
 def _copy(dst: Path, validation) -> Path:
-    shutil.copytree(SHIPPED, dst, ignore=shutil.ignore_patterns("cluster.json", "verify.json"))
+    shutil.copytree(LFW_ONLY, dst, ignore=shutil.ignore_patterns("cluster.json", "verify.json"))
     people = json.loads((dst / "people.json").read_text())
     people["validation"] = validation
     (dst / "people.json").write_text(json.dumps(people))
@@ -63,6 +64,11 @@ def test_build_writes_a_relocatable_dir_with_its_own_thresholds(built):
     meta = json.loads((built / "ens" / "model.json").read_text())
     assert meta["ensemble"] == ["../a", "../b"] and meta["input_size"] == 112
     assert 0.0 < meta["threshold"] < 1.0 and "held out of every member" in meta["threshold_from"]
+    # What the members learned from, in model.json and the card: both LFW-only, so no outside data.
+    assert meta["lfw_category"] == "unrestricted, no outside data" and "distillation" not in meta
+    assert [r["dir"] for r in meta["members"]] == ["../a", "../b"]
+    card = (built / "ens" / "MODEL_CARD.md").read_text()
+    assert "(ensemble)" in card and "| `../a` | 112 px | unrestricted, no outside data |" in card
     people = json.loads((built / "ens" / "people.json").read_text())
     assert people["validation"] == sorted(VALIDATION[:3])  # only people both held out
     cal = json.loads((built / "ens" / "cluster.json").read_text())
@@ -118,3 +124,14 @@ def test_an_ensemble_with_its_members_copied_moves_on_its_own(built, tmp_path, l
     build(moved, [moved / "members" / "1-a", moved / "members" / "2-b"], lfw_root, detector=yunet,
           overwrite=True, copy_members=True)
     assert Embedder.load(moved).identity()["fingerprint"] == fp
+
+
+def test_copying_an_ensemble_member_brings_its_own_members(tmp_path):
+    # The shipped model is itself an ensemble: copied as a member, its members/ come along, and the
+    # copy loads as the same model.
+    from siamese.train.ensemble import _copy_members
+
+    shipped = Embedder.load(SHIPPED)
+    (copy,) = _copy_members(tmp_path / "out", [shipped])
+    assert copy == tmp_path / "out" / "members" / "1-default_model"
+    assert Embedder.load(copy).fingerprint() == shipped.fingerprint()

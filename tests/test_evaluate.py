@@ -75,7 +75,7 @@ def drawn(monkeypatch):
 
 def test_worst_pairs_show_each_pairs_names_and_score(small, tmp_path, drawn):
     lfw, fc, pairs = small
-    model = Embedder.load(SHIPPED)
+    model = Embedder.load("lfw_only")  # the shipped ensemble makes no mistake on these pairs
     _, data = view1(model, lfw, fc, seen=set())
     # The names are those of each pair's two faces.
     assert [(data.names[a], data.names[b]) for a, b in data.idx] == [(p.a.person, p.b.person) for p in pairs]

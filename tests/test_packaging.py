@@ -25,8 +25,10 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
                    check=True, timeout=600)
     wheel = glob.glob(str(wheels / "siamese-*.whl"))[0]
     names = zipfile.ZipFile(wheel).namelist()
-    assert "siamese/assets/default_model/embedding.onnx.planes.xz" in names and "siamese/conf/detect.yaml" in names
-    assert "siamese/assets/default_model/embedding.onnx" not in names  # stored once, packed
+    for member in ("1-lfw_only", "2-distilled"):  # the shipped ensemble's networks, inside it
+        assert f"siamese/assets/default_model/members/{member}/embedding.onnx.planes.xz" in names
+        assert f"siamese/assets/default_model/members/{member}/embedding.onnx" not in names  # stored once, packed
+    assert "siamese/assets/default_model/impostors.npy" in names and "siamese/conf/detect.yaml" in names
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "data/", "checkpoints/"))]
 
     # A new environment: the wheel installed without dependencies, which come from this one's
@@ -48,7 +50,7 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
             f"print(len(siamese.detect({str(photo)!r})), siamese.verify({str(photo)!r}, {str(photo)!r}).same)")
     r = subprocess.run([py, "-c", code], cwd=away, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.split() == ["2", "True"], r.stderr[-2000:]
-    assert len(list((tmp_path / "cache" / "models").glob("*/embedding.onnx"))) == 1
+    assert len(list((tmp_path / "cache" / "models").glob("*/embedding.onnx"))) == 2  # the ensemble's two
     r = subprocess.run([env_dir / "bin" / "siamese", "detect", str(photo), "--out", "faces"], cwd=away, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

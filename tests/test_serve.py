@@ -70,7 +70,7 @@ def test_detect_and_embed_match_the_python_api(client, samples):
     got = np.array([f["embedding"] for f in emb["faces"]], np.float32)
     faces = sorted(siamese.detect(two), key=lambda f: float(f.box[0]))
     want = siamese.embed(two, faces)
-    assert emb["dim"] == 128 and np.allclose(got, want, atol=1e-5)
+    assert emb["dim"] == 256 and np.allclose(got, want, atol=1e-5)  # the shipped ensemble
 
 
 def test_base64_json_gives_the_same_answer_as_multipart(client, samples):
@@ -207,7 +207,7 @@ def test_parallel_subject_writes_lose_nothing(client, samples, tmp_path):
     def cli_side():  # another process's writer on the same file (as `siamese gallery add` would be)
         with Gallery(client.app.state.engine.db, api._model().identity()) as g:
             for k in range(5):
-                v = np.random.default_rng(k).normal(size=(1, 128)).astype(np.float32)
+                v = np.random.default_rng(k).normal(size=(1, api._model().dim)).astype(np.float32)
                 g.add(f"cli{k}", v / np.linalg.norm(v), [{"source": f"cli{k}", "sha256": f"cli{k}"}])
 
     threads = [threading.Thread(target=add, args=(i, p)) for i, p in enumerate(photos)]

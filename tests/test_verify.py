@@ -39,6 +39,15 @@ def embedder():
 
 
 @pytest.fixture(scope="module")
+def lfw_only():
+    """The shipped ensemble's LFW-only member alone. On the sample photo the ensemble scores Biden
+    against one of Obama's two enrolled photos at 0.33-0.34, at its pair threshold 0.351 (verified
+    as Obama on one crop of two, share 0.5: docs/benchmarks.md), so the tests of the rule that need
+    those two told apart use this network (Biden 0.04-0.06 against its threshold 0.094)."""
+    return Embedder.load("lfw_only", threads=1)
+
+
+@pytest.fixture(scope="module")
 def detector():
     return YuNetDetector()
 
@@ -174,8 +183,9 @@ def test_an_old_enrolment_folder_is_imported_on_first_use_and_left_alone(tmp_pat
     assert "imported" not in capsys.readouterr().out
 
 
-def test_one_enrolment_serves_verify_and_recognize(tmp_path, embedder, detector, samples):
+def test_one_enrolment_serves_verify_and_recognize(tmp_path, lfw_only, detector, samples):
     """A person enrolled once is verified and recognised from the same gallery."""
+    embedder = lfw_only
     from siamese.gallery.recognize import load_recognizer, recognize
 
     db = tmp_path / "g.sqlite"
@@ -220,7 +230,8 @@ def test_flow_follows_a_face_between_detections_and_a_cut_starts_a_new_track(sam
 
 # --- the verifier -----------------------------------------------------------------------------
 
-def test_no_face_and_several_faces(tmp_path, embedder, detector, samples):
+def test_no_face_and_several_faces(tmp_path, lfw_only, detector, samples):
+    embedder = lfw_only
     db = tmp_path / "g.sqlite"
     _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
     v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
@@ -306,11 +317,12 @@ def test_acceptance_lin_is_verified_where_his_face_is_visible(hamilton_runs):
     lin = lin_faces(hamilton_runs["lin"])
     assert len(lin) >= 0.9 * sum(b - a + 1 for a, b in LIN_SHOTS)  # found and judged nearly always
     share = np.mean([f["decision"] == "verified" for f in lin.values()])
-    assert share >= 0.7, share  # measured 1.0 (the 112 px model of 2026-11-23, View 1 0.909)
+    assert share >= 0.7, share  # measured 1.0 (the LFW-only model of 2026-11-23 and the ensemble shipped 2026-12-06)
     # ...and rarely where he is not: Alex in profile, the audience (the Obamas among them).
     elsewhere = [r for r in hamilton_runs["lin"]
                  if not any(a <= r["frame"] <= b for a, b in LIN_SHOTS)]
-    assert np.mean([r["state"] == "verified" for r in elsewhere]) <= 0.15  # measured 0.056
+    # measured 0.056 (LFW-only), 0.0 (shipped ensemble)
+    assert np.mean([r["state"] == "verified" for r in elsewhere]) <= 0.15
 
 
 def test_acceptance_alex_is_not_verified_where_lin_is(hamilton_runs):
@@ -319,12 +331,12 @@ def test_acceptance_alex_is_not_verified_where_lin_is(hamilton_runs):
     alex = lin_faces(hamilton_runs["alex"])
     assert set(lin) <= set(alex) and all(alex[k]["track"] == lin[k]["track"] for k in lin)
     wrong = {k for k in lin if alex[k]["decision"] == "verified"}
-    assert len(wrong) <= 0.25 * len(lin), len(wrong) / len(lin)  # measured 0.081, all in the wide
+    assert len(wrong) <= 0.25 * len(lin), len(wrong) / len(lin)  # measured 0.081 (LFW-only), all in the wide
     close_up = [k for k in lin if k >= LIN_SHOTS[1][0]]  # shot where his face is 36-42 px tall
-    assert len(wrong & set(close_up)) <= 0.1 * len(close_up)  # measured 0.0 in the close-up
+    assert len(wrong & set(close_up)) <= 0.1 * len(close_up)  # measured 0.0 (shipped ensemble: 0.0 in all)
     lin_scores = np.array([lin[k]["score"] for k in lin])
     alex_scores = np.array([alex[k]["score"] for k in lin])
-    assert alex_scores.mean() < lin_scores.mean() - 0.1  # measured 0.07 against 0.27
+    assert alex_scores.mean() < lin_scores.mean() - 0.1  # measured 0.07 against 0.27 (LFW-only)
 
 
 # --- calibration and its use ------------------------------------------------------------------

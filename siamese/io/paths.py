@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CONF_DIR", "DEFAULT_MODEL", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_cache", "user_cache"]
+__all__ = ["CONF_DIR", "DEFAULT_MODEL", "NAMED_MODELS", "PACKAGE_DIR", "REPO", "SAMPLES", "lfw_cache",
+           "user_cache"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REPO = PACKAGE_DIR.parent
 CONF_DIR = PACKAGE_DIR / "conf"  # the Hydra configs: the top-level conf/ (linked in the tree, copied into a wheel)
 DEFAULT_MODEL = PACKAGE_DIR / "assets" / "default_model"
+# The shipped models by name, wherever a model path is taken (`model_path=lfw_only`): the default
+# (an ensemble) and its two members on their own — the LFW-only research baseline (no outside data)
+# and the distilled 64 px student (the fast variant).
+NAMED_MODELS = {"default": DEFAULT_MODEL, "lfw_only": DEFAULT_MODEL / "members" / "1-lfw_only",
+                "distilled": DEFAULT_MODEL / "members" / "2-distilled"}
 # The demo media (photos, clips) the benchmarks use: SIAMESE_SAMPLES, else beside the repo.
 SAMPLES = Path(os.environ.get("SIAMESE_SAMPLES", REPO.parent / "shared" / "datasets" / "samples"))
 

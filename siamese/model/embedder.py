@@ -60,7 +60,7 @@ class Embedder:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, prefer: tuple[str, ...] = ("onnx", "keras"),
-             threads: int | None = None) -> "Embedder":
+             threads: int | None = None, spin: bool = True) -> "Embedder":
         """Load the first format of `prefer` that is present and importable.
 
         Args:
@@ -70,12 +70,14 @@ class Embedder:
                 may be stored packed, `siamese.model.packed`) and onnxruntime; "keras" needs
                 embedding.keras, head.keras.
             threads: ONNX Runtime intra-op threads; None leaves ORT's default (all cores).
+            spin: let ONNX Runtime's threads busy-wait between runs (fastest for one model; models
+                that take turns, as an ensemble's members do, starve each other's threads: False).
         """
         root = modeldir.find_model_dir(DEFAULT_MODEL if path is None else path)
         meta = json.loads((root / "model.json").read_text())
         for kind, sub in Embedder.kinds.items():
             if kind in meta:  # several models as one, or the teacher: their own loaders
-                return sub.from_dir(root, meta, prefer, threads)
+                return sub.from_dir(root, meta, prefer, threads, spin)
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
                 raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")
@@ -86,7 +88,7 @@ class Embedder:
                 log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
                 continue
             files = [weights_path(root, n) for n in names]
-            return cls(root, meta, fmt, *(_onnx(*files, threads) if fmt == "onnx" else _keras(*files)))
+            return cls(root, meta, fmt, *(_onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)))
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
 
@@ -220,12 +222,14 @@ class Embedder:
         return modeldir.read_calibration(self.path, name, self.fingerprint())
 
 
-def _onnx(embedding: Path, head: Path, threads: int | None):
+def _onnx(embedding: Path, head: Path, threads: int | None, spin: bool = True):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     emb, head = (ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
                  for f in (embedding, head))
     e_in, h_in = emb.get_inputs()[0].name, [i.name for i in head.get_inputs()]

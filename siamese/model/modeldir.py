@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.io.files import atomic_save_npy, atomic_write_text, file_digest
+from siamese.io.paths import NAMED_MODELS
 
 __all__ = ["CALIBRATIONS", "find_model_dir", "read_calibration", "read_people", "seen_people", "sha256",
            "validation_people", "write_model_json"]
@@ -37,8 +38,12 @@ def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
     """The dir holding model.json: `path` itself, or inside a run dir `export/` or `model/`.
 
     For a run dir, `export/` wins when `exported` and it is newer than `model/` (a run resumed
-    after its export has a newer `model/`, and the stale export is skipped).
+    after its export has a newer `model/`, and the stale export is skipped). A shipped model's
+    name (`siamese.io.paths.NAMED_MODELS`: default, lfw_only, distilled) names its dir unless a
+    folder of that name is where the command runs.
     """
+    if str(path) in NAMED_MODELS and not Path(path).exists():
+        path = NAMED_MODELS[str(path)]
     path = Path(path)
     ex, mo = path / "export" / "model.json", path / "model" / "model.json"
     if (path / "model.json").is_file():

@@ -17,8 +17,11 @@ from siamese.eval.metrics import best_threshold
 from siamese.io.files import atomic_write_text
 from siamese.model.embedder import Embedder
 from siamese.model.ensemble import Ensemble
+from siamese.model.export import INTENDED_USE, LIMITS
 
-__all__ = ["build"]
+__all__ = ["build", "ensemble_card"]
+
+OUTSIDE = "unrestricted, labeled outside data"  # LFW's category once any member learned from outside data
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,92 @@ def _people(members: list[Embedder]) -> dict:
     return {"dataset": "lfw", "seen": sorted(seen), "validation": sorted(validation)}
 
 
+def _provenance(members: list[Embedder], where: list[Path], out: Path) -> dict:
+    """model.json's record of what the members learned from: each member's dir, input size, LFW
+    category and training data; the ensemble's category (`OUTSIDE` if any member has it, else the
+    members' shared one) and the teacher any member distilled from."""
+    rows = [{"dir": os.path.relpath(p.resolve(), out.resolve()), "input_size": int(m.input_size),
+             "lfw_category": m.meta.get("lfw_category"), "training_data": m.meta.get("training_data")}
+            for m, p in zip(members, where)]
+    cats = {r["lfw_category"] for r in rows}
+    meta: dict = {"members": rows}
+    if OUTSIDE in cats:
+        meta["lfw_category"] = OUTSIDE
+    elif len(cats) == 1 and None not in cats:
+        meta["lfw_category"] = cats.pop()
+    teacher = next((m.meta["distillation"]["teacher"] for m in members
+                    if (m.meta.get("distillation") or {}).get("teacher")), None)
+    if teacher:
+        meta["distillation"] = {"teacher": teacher}
+    return meta
+
+
+def ensemble_card(meta: dict, metrics: dict | None = None, protocol: str | None = None,
+                  made_with: str | None = None) -> str:
+    """MODEL_CARD.md text for an ensemble dir from its model.json `meta` (with `_provenance`'s
+    fields); `metrics` (name -> value) and `protocol`: test figures measured on it, if any;
+    `made_with`: the commands that made it (markdown)."""
+    s = meta["input_size"]
+    members = "\n".join(f"| `{r['dir']}` | {r['input_size']} px | {r['lfw_category'] or 'not recorded'} | "
+                         f"{r['training_data'] or 'not recorded'} |" for r in meta.get("members", []))
+    teacher = (meta.get("distillation") or {}).get("teacher")
+    lines = [f"LFW result category: **{meta['lfw_category']}**."] if meta.get("lfw_category") else []
+    if teacher:
+        lines.append(f"A member distilled from a teacher: {teacher.get('name')} (dlib {teacher.get('dlib', '?')}; "
+                     f"{teacher.get('licence')}), which learned from about 3 M faces outside LFW; the student "
+                     "saw only its training images through it.")
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                      for k, v in (metrics or {}).items())
+    evaluation = (f"Protocol: {protocol}\n\n| metric | value |\n| --- | --- |\n{rows}" if rows else
+                  "Not measured yet: `siamese evaluate THIS_DIR` (View 1 and View 2, refusing pairs of "
+                  "people a member learned from).")
+    limits = "\n".join(f"- {x}" for x in LIMITS)
+    return f"""# Model card: Siamese face verification (ensemble)
+
+{len(meta.get('members', []))} embedding CNNs side by side: each embeds the aligned face crop
+(resized to its own input size) to a unit vector; the ensemble's embedding is their concatenation
+scaled to unit length (its cosine is the members' mean cosine) and its pair score is the mean of
+the members' heads' P(same person). Each member dir holds its own model.json and card.
+
+## Model
+- Input: (N, {s}, {s}, 3) uint8 RGB faces aligned to the
+  {meta['alignment'].get('template', 'arcface-5pt')} template (padding {meta['alignment'].get('padding', 0.0)}).
+  Output: (N, D) unit vectors. Flip test-time augmentation: {meta.get('flip_tta', True)}.
+- **Decision threshold: {meta['threshold']:.6f}** on the mean head score (`is_match = score >=
+  threshold`), chosen on {meta.get('threshold_from', 'held-out LFW people')}.
+  Scores are not calibrated probabilities: use them with this threshold.
+
+## Members
+| dir | input | LFW category | training data |
+| --- | --- | --- | --- |
+{members}
+
+## Training data
+{chr(10).join(lines) or 'As each member records.'}
+
+## Evaluation
+{evaluation}
+
+## Intended use
+{INTENDED_USE}
+
+## Known limits
+{limits}
+
+## Use
+Made with: {made_with or '`siamese ensemble OUT models=[MEMBER,MEMBER,...]`'}
+```python
+from siamese.model import Embedder
+model = Embedder.load("path/to/this/dir")    # loads every member (ONNX Runtime if present)
+emb = model.embed(faces)                      # (N, {s}, {s}, 3) uint8 RGB aligned crops
+scores, same = model.verify(emb[:1], emb[1:2])
+```
+"""
+
+
 def _copy_members(out: Path, members: list[Embedder]) -> list[Path]:
-    """Copy each member's model dir (its files, not its subfolders) into `out/members/`, named
+    """Copy each member's model dir (its files, and an ensemble member's own members inside it;
+    not other subfolders) into `out/members/`, named
     by its place and its source (`1-default_model`, `2-a15_cos_rel`: a run's `model/` or
     `export/` dir by its run), so that `out` holds everything it needs. Returns the copies."""
     copies = []
@@ -55,6 +142,10 @@ def _copy_members(out: Path, members: list[Embedder]) -> list[Path]:
         for f in src.iterdir():
             if f.is_file():
                 shutil.copy2(f, dst / f.name)
+        for sub in m.meta.get("ensemble", []):  # an ensemble member: its own members inside it
+            inner = (src / sub).resolve()
+            if inner.is_relative_to(src):
+                shutil.copytree(inner, dst / inner.relative_to(src))
         copies.append(dst)
     return copies
 
@@ -98,7 +189,8 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     where = _copy_members(out, members) if copy_members else [Path(m.path) for m in members]
     meta = {"input_size": int(align.get("cache_size", 112)), "colour": "RGB", "range": "uint8 in",
             "alignment": align, "threshold": 0.5, "flip_tta": True,
-            "ensemble": [os.path.relpath(p.resolve(), out.resolve()) for p in where]}
+            "ensemble": [os.path.relpath(p.resolve(), out.resolve()) for p in where],
+            **_provenance(members, where, out)}
     ens = Ensemble(out, meta, members)
     faces, labels = validation_faces(ens, people["validation"], lfw_root, cache_dir=cache_dir,
                                      detector=detector)
@@ -114,6 +206,7 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     ens.threshold = float(meta["threshold"])
     atomic_write_text(out / "people.json", json.dumps(people))
     atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
+    atomic_write_text(out / "MODEL_CARD.md", ensemble_card(meta))
     calibrate_clustering(ens, faces=faces, labels=labels, overwrite=True)
     log.info("%s: %d members, pair threshold %.3f", out, len(members), ens.threshold)
     return ens
