@@ -15,7 +15,8 @@ from siamese.model.embedder import Embedder
 from siamese.model.ensemble import Ensemble
 from siamese.train.ensemble import build
 
-SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "siamese" / "assets" / "default_model"
 LFW_ONLY = SHIPPED / "members" / "1-lfw_only"  # one network: the members of the ensembles built here
 VALIDATION = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]  # 22 LFW photos
 
@@ -135,3 +136,26 @@ def test_copying_an_ensemble_member_brings_its_own_members(tmp_path):
     (copy,) = _copy_members(tmp_path / "out", [shipped])
     assert copy == tmp_path / "out" / "members" / "1-default_model"
     assert Embedder.load(copy).fingerprint() == shipped.fingerprint()
+
+
+def test_the_rules_tool_scores_the_validation_pairs_the_threshold_was_fitted_on(built, lfw_root, tmp_path,
+                                                                                 capsys, monkeypatch):
+    # tools/ensemble_rules.py: its "mean head probability" row is the ensemble's own rule on the same
+    # pairs `build` fitted the threshold on, so it finds the same threshold; a single model is refused.
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ensemble_rules", REPO / "tools" / "ensemble_rules.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = ["--lfw", str(lfw_root), "--cache", str(tmp_path / "no_cache")]
+    monkeypatch.setattr(sys, "argv", ["ensemble_rules", str(built / "ens"), *args])
+    tool.main()
+    out = capsys.readouterr().out
+    row = next(x for x in out.splitlines() if "mean head probability" in x)
+    meta = json.loads((built / "ens" / "model.json").read_text())
+    assert float(row.split("|")[-2]) == pytest.approx(meta["threshold"], abs=1e-4)
+    assert "mean cosine" in out and "a: head alone" in out and "validation pairs" in out
+    monkeypatch.setattr(sys, "argv", ["ensemble_rules", str(built / "a"), *args])
+    with pytest.raises(ValueError, match="not an ensemble"):
+        tool.main()
