@@ -138,8 +138,11 @@ def test_review_page_names_merges_moves_and_keeps_it(server, browser):
 
     url, result = server
     browser.get(f"{url}/review")
-    start = _wait(browser, lambda d: (f := _folders(d)) and len(f) == 6 and f, "the clustered news clip")
-    assert list(start)[-2:] == ["unassigned", "not_a_face"] and all(start[f"person_00{i}"] for i in (1, 2, 3, 4))
+    # One card per person folder the clustering wrote (4 or 5 for this clip: docs/benchmarks.md), then
+    # unassigned and not_a_face.
+    people = sorted(d.name for d in result.iterdir() if d.is_dir() and d.name.startswith("person_"))
+    start = _wait(browser, lambda d: (f := _folders(d)) and len(f) == len(people) + 2 and f, "the clustered news clip")
+    assert list(start) == [*people, "unassigned", "not_a_face"] and all(start[f"person_00{i}"] for i in (1, 2, 3, 4))
     imgs = browser.find_elements("css selector", ".face img")
     assert imgs and all(i.get_attribute("loading") == "lazy" for i in imgs)
     _wait(browser, lambda d: d.execute_script("return document.querySelector('.face img').naturalWidth") > 0,
@@ -175,7 +178,7 @@ def test_review_page_names_merges_moves_and_keeps_it(server, browser):
     assert after == {**{k: v for k, v in merged.items() if k != "person_002"},
                      "person_002": start["person_002"][1:], "unassigned": [moved]}
     rows = _manifest(result)
-    assert {r["cluster"] for r in rows} == {"Alex Example", "person_002", "person_003", "unassigned"}
+    assert {r["cluster"] for r in rows} == {"Alex Example", "unassigned", *(set(people) - {"person_001", "person_004"})}
     assert not (result / "person_004").exists()
     crops = {Path(r["crop"]).name: r for r in rows if r["crop"]}
     assert crops[moved]["crop"] == f"unassigned/{moved}" and (result / "unassigned" / moved).is_file()
