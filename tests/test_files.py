@@ -118,3 +118,30 @@ def test_safe_name_keeps_short_names_and_shortens_long_ones(tmp_path):
     assert len(files.safe_name("x" * 300, limit=64).encode()) <= 64
     with pytest.raises(ValueError, match="at least 40"):
         files.safe_name("x", limit=10)
+
+
+def test_a_new_sqlite_file_is_whole_and_never_replaces_one(tmp_path, monkeypatch):
+    # create_sqlite: the tables are there the moment the file is; an existing file is kept; on a file
+    # system without hard links it is renamed in instead; no hidden file is left either way.
+    import contextlib
+    import sqlite3
+
+    from siamese.io.files import create_sqlite
+
+    path = tmp_path / "g.sqlite"
+    assert create_sqlite(path, "CREATE TABLE t (x INTEGER)") is True
+    def tables():
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+
+    assert tables() == {"t"}
+    assert create_sqlite(path, "CREATE TABLE u (x INTEGER)") is False and tables() == {"t"}
+    path.unlink()
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.link", no_links)
+    assert create_sqlite(path, "CREATE TABLE v (x INTEGER)") is True and tables() == {"v"}
+    assert create_sqlite(path, "CREATE TABLE w (x INTEGER)") is False and tables() == {"v"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.sqlite"]

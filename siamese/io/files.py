@@ -125,6 +125,11 @@ def create_sqlite(path: str | os.PathLike, script: str) -> bool:
             return True
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: rename, unless another writer got there first
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+            return True
     finally:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
