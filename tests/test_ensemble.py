@@ -67,7 +67,7 @@ def test_build_writes_a_relocatable_dir_with_its_own_thresholds(built):
     assert 0.0 < meta["threshold"] < 1.0 and "held out of every member" in meta["threshold_from"]
     # What the members learned from, in model.json and the card: both LFW-only, so no outside data.
     assert meta["lfw_category"] == "unrestricted, no outside data" and "distillation" not in meta
-    assert [r["dir"] for r in meta["members"]] == ["../a", "../b"]
+    assert [r["input_size"] for r in meta["members"]] == [112, 112]  # in the order of meta["ensemble"]
     card = (built / "ens" / "MODEL_CARD.md").read_text()
     assert "(ensemble)" in card and "| `../a` | 112 px | unrestricted, no outside data |" in card
     people = json.loads((built / "ens" / "people.json").read_text())

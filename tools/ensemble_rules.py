@@ -27,6 +27,7 @@ from siamese.eval.metrics import best_threshold
 from siamese.faces.align import resize_faces
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
+from siamese.train.ensemble import threshold_pairs
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -45,12 +46,7 @@ def main() -> None:
         raise ValueError(f"{args.model}: not an ensemble (model.json names no members)")
     people = json.loads((Path(ens.path) / "people.json").read_text())["validation"]
     faces, labels = validation_faces(ens, people, str(resolve_root(args.lfw)), cache_dir=args.cache)
-    i, j = np.triu_indices(len(faces), 1)
-    same = labels[i] == labels[j]
-    rng = np.random.default_rng(0)  # as siamese.train.ensemble.build draws them
-    diff = rng.choice(np.flatnonzero(~same), min(int(same.sum()), int((~same).sum())), replace=False)
-    pick = np.r_[np.flatnonzero(same), diff]
-    a, b, y = i[pick], j[pick], same[pick]
+    a, b, y = threshold_pairs(labels)  # the pairs `siamese ensemble` fitted the threshold on
     embs = [m.embed(resize_faces(faces, m.input_size)) for m in ens.members]
     heads = [m.score(e[a], e[b]) for m, e in zip(ens.members, embs)]
     cosines = [np.sum(e[a] * e[b], 1) for e in embs]
@@ -65,7 +61,7 @@ def main() -> None:
         threshold, accuracy = best_threshold(s, y)
         rows.append({"rule": name, "val_accuracy": round(accuracy, 4),
                      "val_auc": round(float(roc_auc_score(y, s)), 4), "at": round(threshold, 4)})
-    print(f"{len(pick)} validation pairs ({int(y.sum())} same) of {len(people)} people")
+    print(f"{len(y)} validation pairs ({int(y.sum())} same) of {len(people)} people")
     print(table(rows))
 
 

@@ -71,13 +71,14 @@ class Embedder:
                 embedding.keras, head.keras.
             threads: ONNX Runtime intra-op threads; None leaves ORT's default (all cores).
             spin: let ONNX Runtime's threads busy-wait between runs (fastest for one model; models
-                that take turns, as an ensemble's members do, starve each other's threads: False).
+                that take turns, as an ensemble's members do, starve each other's threads: the
+                ensemble loads its members with False).
         """
         root = modeldir.find_model_dir(DEFAULT_MODEL if path is None else path)
         meta = json.loads((root / "model.json").read_text())
         for kind, sub in Embedder.kinds.items():
             if kind in meta:  # several models as one, or the teacher: their own loaders
-                return sub.from_dir(root, meta, prefer, threads, spin)
+                return sub.from_dir(root, meta, prefer, threads)
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
                 raise ValueError(f"Embedder loads 'onnx' or 'keras', not {fmt!r}")

@@ -4,8 +4,8 @@ Models trained apart (another input size, another seed) make partly different mi
 embeddings side by side separate people better than any one of them: on unseen LFW people the
 64, 80 and 96 px CPU runs together cluster at BCubed F1 0.902, the best of them alone at 0.873
 (docs/benchmarks.md). The shipped model is one: the LFW-only 112 px network beside a 64 px student
-distilled from dlib's descriptor (0.918 there; each alone 0.907 and 0.851 for the distillation
-recipe's student, docs/distill.md). The price is one forward pass per member.
+distilled from dlib's descriptor (0.918 there, the LFW-only network alone 0.907; docs/distill.md).
+The price is one forward pass per member.
 
     siamese ensemble OUT MODEL MODEL [MODEL ...]      (siamese.train.ensemble.build)
 
@@ -45,8 +45,8 @@ class Ensemble(Embedder, kind="ensemble"):
         super().__init__(path, meta, "+".join(m.format for m in members), None, None, sum(dims))
 
     @classmethod
-    def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"), threads: int | None = None,
-                 spin: bool = False) -> "Ensemble":
+    def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"),
+                 threads: int | None = None) -> "Ensemble":
         # The members run in turn: threads left spinning after one's run starve the next's (a single
         # face took 2.3x the members' sum with 2 threads, `siamese bench embed`), so they do not spin.
         members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False) for p in meta["ensemble"]]

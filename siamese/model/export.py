@@ -25,7 +25,7 @@ from pathlib import Path
 from siamese.io.files import staged_dir
 from siamese.model.modeldir import CALIBRATIONS, find_model_dir, sha256
 
-__all__ = ["FORMATS", "export", "model_card", "run_card"]
+__all__ = ["FORMATS", "export", "metric_rows", "model_card", "run_card", "teacher_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ def _write_formats(src: Path, tmp: Path, formats: list[str]) -> dict[str, str]:
 def model_card(meta: dict, card: dict, formats: list[str]) -> str:
     """MODEL_CARD.md text from model.json's `meta` and the caller's `card`."""
     s, al = meta["input_size"], meta.get("alignment", {})
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                     for k, v in (card.get("metrics") or {}).items()) or "| none recorded | |"
+    rows = metric_rows(card.get("metrics")) or "| none recorded | |"
     limits = "\n".join(f"- {x}" for x in card.get("limits", LIMITS))
     return f"""# Model card: Siamese face verification
 
@@ -162,7 +161,7 @@ An embedding CNN: aligned face crop -> unit vector; a head: two vectors -> P(sam
 
 ## Training data
 {card.get('data', 'LFW (Labeled Faces in the Wild): 13,233 news photos of 5,749 people.')}
-{_teacher_lines(meta)}
+{teacher_lines(meta)}
 ## Evaluation
 Protocol: {card.get('protocol', 'not recorded')}
 
@@ -188,12 +187,19 @@ scores, same = model.verify(emb[:1], emb[1:2])
 """
 
 
-def _teacher_lines(meta: dict) -> str:
-    """The card's lines on what else the model learned from (its LFW category, its teacher)."""
+def metric_rows(metrics: dict | None) -> str:
+    """A card's metric table rows, `| name | value |` (floats to 4 significant digits)."""
+    return "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in (metrics or {}).items())
+
+
+def teacher_lines(meta: dict, lead: str = "Distilled from a teacher") -> str:
+    """A card's lines on what else the model learned from (its LFW category, its teacher);
+    `lead` names who distilled (an ensemble: "A member distilled from a teacher")."""
     lines = [f"LFW result category: **{meta['lfw_category']}**."] if meta.get("lfw_category") else []
     teacher = (meta.get("distillation") or {}).get("teacher")
     if teacher:
-        lines.append(f"Distilled from a teacher: {teacher.get('name')} (dlib {teacher.get('dlib', '?')}; "
+        lines.append(f"{lead}: {teacher.get('name')} (dlib {teacher.get('dlib', '?')}; "
                      f"{teacher.get('licence')}), which learned from about 3 M faces outside LFW; the student "
                      "saw only its training images through it.")
     return "\n".join(lines)

@@ -47,8 +47,7 @@ class TeacherEmbedder(Embedder, kind="teacher"):
         self.input_size = CHIP_SIZE
 
     @classmethod
-    def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"), threads: int | None = None,
-                 spin: bool = True):
+    def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"), threads: int | None = None):
         return cls(root, meta)
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:

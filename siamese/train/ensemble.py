@@ -17,9 +17,9 @@ from siamese.eval.metrics import best_threshold
 from siamese.io.files import atomic_write_text
 from siamese.model.embedder import Embedder
 from siamese.model.ensemble import Ensemble
-from siamese.model.export import INTENDED_USE, LIMITS
+from siamese.model.export import INTENDED_USE, LIMITS, metric_rows, teacher_lines
 
-__all__ = ["build", "ensemble_card"]
+__all__ = ["build", "ensemble_card", "threshold_pairs"]
 
 OUTSIDE = "unrestricted, labeled outside data"  # LFW's category once any member learned from outside data
 
@@ -40,13 +40,12 @@ def _people(members: list[Embedder]) -> dict:
     return {"dataset": "lfw", "seen": sorted(seen), "validation": sorted(validation)}
 
 
-def _provenance(members: list[Embedder], where: list[Path], out: Path) -> dict:
-    """model.json's record of what the members learned from: each member's dir, input size, LFW
-    category and training data; the ensemble's category (`OUTSIDE` if any member has it, else the
-    members' shared one) and the teacher any member distilled from."""
-    rows = [{"dir": os.path.relpath(p.resolve(), out.resolve()), "input_size": int(m.input_size),
-             "lfw_category": m.meta.get("lfw_category"), "training_data": m.meta.get("training_data")}
-            for m, p in zip(members, where)]
+def _provenance(members: list[Embedder]) -> dict:
+    """model.json's record of what the members learned from: each member's input size, LFW
+    category and training data (in the order of "ensemble"); the ensemble's category (`OUTSIDE`
+    if any member has it, else the members' shared one) and the teacher any member distilled from."""
+    rows = [{"input_size": int(m.input_size), "lfw_category": m.meta.get("lfw_category"),
+             "training_data": m.meta.get("training_data")} for m in members]
     cats = {r["lfw_category"] for r in rows}
     meta: dict = {"members": rows}
     if OUTSIDE in cats:
@@ -60,22 +59,28 @@ def _provenance(members: list[Embedder], where: list[Path], out: Path) -> dict:
     return meta
 
 
+def threshold_pairs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs an ensemble's threshold is fitted on: every same-person pair of `labels` (n,)
+    and as many random different-person pairs. Returns (i, j, same), each (pairs,)."""
+    i, j = np.triu_indices(len(labels), 1)
+    same = labels[i] == labels[j]
+    rng = np.random.default_rng(seed)
+    diff = rng.choice(np.flatnonzero(~same), min(int(same.sum()), int((~same).sum())), replace=False)
+    pick = np.r_[np.flatnonzero(same), diff]
+    return i[pick], j[pick], same[pick]
+
+
 def ensemble_card(meta: dict, metrics: dict | None = None, protocol: str | None = None,
                   made_with: str | None = None) -> str:
     """MODEL_CARD.md text for an ensemble dir from its model.json `meta` (with `_provenance`'s
     fields); `metrics` (name -> value) and `protocol`: test figures measured on it, if any;
     `made_with`: the commands that made it (markdown)."""
     s = meta["input_size"]
-    members = "\n".join(f"| `{r['dir']}` | {r['input_size']} px | {r['lfw_category'] or 'not recorded'} | "
-                         f"{r['training_data'] or 'not recorded'} |" for r in meta.get("members", []))
-    teacher = (meta.get("distillation") or {}).get("teacher")
-    lines = [f"LFW result category: **{meta['lfw_category']}**."] if meta.get("lfw_category") else []
-    if teacher:
-        lines.append(f"A member distilled from a teacher: {teacher.get('name')} (dlib {teacher.get('dlib', '?')}; "
-                     f"{teacher.get('licence')}), which learned from about 3 M faces outside LFW; the student "
-                     "saw only its training images through it.")
-    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                      for k, v in (metrics or {}).items())
+    members = "\n".join(f"| `{d}` | {r['input_size']} px | {r['lfw_category'] or 'not recorded'} | "
+                         f"{r['training_data'] or 'not recorded'} |"
+                         for d, r in zip(meta["ensemble"], meta.get("members", [])))
+    lines = teacher_lines(meta, "A member distilled from a teacher")
+    rows = metric_rows(metrics)
     evaluation = (f"Protocol: {protocol}\n\n| metric | value |\n| --- | --- |\n{rows}" if rows else
                   "Not measured yet: `siamese evaluate THIS_DIR` (View 1 and View 2, refusing pairs of "
                   "people a member learned from).")
@@ -101,7 +106,7 @@ the members' heads' P(same person). Each member dir holds its own model.json and
 {members}
 
 ## Training data
-{chr(10).join(lines) or 'As each member records.'}
+{lines or 'As each member records.'}
 
 ## Evaluation
 {evaluation}
@@ -125,9 +130,9 @@ scores, same = model.verify(emb[:1], emb[1:2])
 
 def _copy_members(out: Path, members: list[Embedder]) -> list[Path]:
     """Copy each member's model dir (its files, and an ensemble member's own members inside it;
-    not other subfolders) into `out/members/`, named
-    by its place and its source (`1-default_model`, `2-a15_cos_rel`: a run's `model/` or
-    `export/` dir by its run), so that `out` holds everything it needs. Returns the copies."""
+    not other subfolders) into `out/members/`, named by its place and its source (`1-lfw_only`,
+    `2-a15_cos_rel`: a run's `model/` or `export/` dir by its run), so that `out` holds everything
+    it needs. Returns the copies."""
     copies = []
     for k, m in enumerate(members, 1):
         src = Path(m.path).resolve()
@@ -165,7 +170,7 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
         lfw_root, cache_dir, detector: where the validation faces come from (as for
             `siamese.eval.calibration.calibrate`).
         seed: for the different-person pairs.
-        copy_members: copy the members' model dirs into `out/members/` (files only), so that
+        copy_members: copy the members' model dirs into `out/members/` (`_copy_members`), so that
             `out` can be moved, shared or shipped on its own; else `out` names them where they are.
 
     Raises:
@@ -190,19 +195,15 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     meta = {"input_size": int(align.get("cache_size", 112)), "colour": "RGB", "range": "uint8 in",
             "alignment": align, "threshold": 0.5, "flip_tta": True,
             "ensemble": [os.path.relpath(p.resolve(), out.resolve()) for p in where],
-            **_provenance(members, where, out)}
+            **_provenance(members)}
     ens = Ensemble(out, meta, members)
     faces, labels = validation_faces(ens, people["validation"], lfw_root, cache_dir=cache_dir,
                                      detector=detector)
     emb = ens.embed(faces)
-    i, j = np.triu_indices(len(emb), 1)
-    same = labels[i] == labels[j]
-    rng = np.random.default_rng(seed)
-    diff = rng.choice(np.flatnonzero(~same), min(int(same.sum()), int((~same).sum())), replace=False)
-    pick = np.r_[np.flatnonzero(same), diff]
-    meta["threshold"], acc = best_threshold(ens.score(emb[i[pick]], emb[j[pick]]), same[pick])
+    i, j, same = threshold_pairs(labels, seed)
+    meta["threshold"], acc = best_threshold(ens.score(emb[i], emb[j]), same)
     meta["threshold_from"] = (f"validation people held out of every member: best accuracy "
-                              f"{acc:.4f} on {len(pick)} pairs")
+                              f"{acc:.4f} on {len(same)} pairs")
     ens.threshold = float(meta["threshold"])
     atomic_write_text(out / "people.json", json.dumps(people))
     atomic_write_text(out / "model.json", json.dumps(meta, indent=2))
