@@ -12,7 +12,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -130,6 +130,11 @@ cluster: venv ## group the faces in INPUT (photo folder or video) by person -> O
 ensemble: venv ## combine trained models into one: make ensemble OUT=checkpoints/ens MODELS="run1 run2 ..."
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) ensemble "$(OUT)" models="[$(shell echo $(MODELS) | tr ' ' ',')]" $(ARGS)
+
+quantize: venv ## fit MODEL's int8 network (~3x faster on a CPU) on faces of its training people -> quantization.json
+	@test -n "$(MODEL)" || { echo "usage: make quantize MODEL=checkpoints/RUN/model|ENSEMBLE_DIR (then: siamese ensemble OUT models=[...] precision=int8)"; exit 2; }
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) quantize "$(MODEL)" $(ARGS)
 
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(SIAMESE) bench cluster $(ARGS)

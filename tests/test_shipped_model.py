@@ -2,7 +2,8 @@
 
 It is an ensemble (`siamese.model.ensemble`) of two networks stored inside it, each a model dir of
 its own and loadable by name: `lfw_only` (112 px, LFW identities only: the research baseline) and
-`distilled` (64 px, distilled from dlib's public-domain descriptor: the fast variant)."""
+`distilled` (64 px, distilled from dlib's public-domain descriptor: the fast variant). Its int8 form,
+`int8` (the same two networks quantized, `siamese.model.quantize`), is a dir inside it that names them."""
 
 import hashlib
 import json
@@ -15,6 +16,7 @@ from siamese.model.embedder import Embedder
 
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
 MEMBERS = {"lfw_only": SHIPPED / "members" / "1-lfw_only", "distilled": SHIPPED / "members" / "2-distilled"}
+INT8 = SHIPPED / "int8"
 
 
 def test_files_match_their_recorded_checksums():
@@ -52,7 +54,7 @@ def test_the_packed_networks_unpack_to_the_recorded_onnx(tmp_path, monkeypatch):
 
 def test_the_shipped_models_load_by_name(tmp_path, monkeypatch):
     # `model_path=lfw_only` anywhere a model is taken; a folder of that name where the command runs wins.
-    for name, where in {"default": SHIPPED, **MEMBERS}.items():
+    for name, where in {"default": SHIPPED, **MEMBERS, "int8": INT8}.items():
         assert Path(Embedder.load(name).path).resolve() == where.resolve()
     (tmp_path / "lfw_only").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -113,7 +115,33 @@ def test_the_fingerprints_name_the_stored_networks():
     assert model.impostor_bank() is not None
 
 
-@pytest.mark.parametrize("name", ["default", "lfw_only", "distilled"])
+def test_the_int8_model_runs_the_same_networks_quantized_with_its_own_calibrations(lfw_root):
+    """`int8` names the members' own dirs (no weights stored twice); each member's quantization.json
+    was fitted for its float32 ONNX and on its training people only; the int8 ensemble has its own
+    fingerprint and its own thresholds and stranger bank under it."""
+    from siamese.data.lfw import LFW
+
+    meta = json.loads((INT8 / "model.json").read_text())
+    assert meta["precision"] == "int8" and [(INT8 / p).resolve() for p in meta["ensemble"]] == [
+        m.resolve() for m in MEMBERS.values()]
+    assert not any(p.name.endswith((".onnx", ".xz", ".keras")) for p in INT8.iterdir())
+    train = set(LFW(lfw_root).people("view1_train"))
+    for member in MEMBERS.values():
+        q = json.loads((member / "quantization.json").read_text())
+        assert q["float32_sha256"] == json.loads((member / "model.json").read_text())["files"]["embedding.onnx"]
+        people = json.loads((member / "people.json").read_text())
+        drawn = set(q["fitted_on"]["drawn_from"])
+        assert len(drawn) == q["fitted_on"]["people"] and drawn <= set(people["seen"]) - set(people["validation"])
+        assert drawn <= train  # View 1 training people: no validation or test person
+    model, plain = Embedder.load("int8"), Embedder.load(SHIPPED)
+    assert [m.precision for m in model.members] == ["int8", "int8"]
+    assert model.fingerprint() != plain.fingerprint() and model.impostor_bank() is not None
+    for name in ("cluster.json", "verify.json"):
+        assert model.calibration(name) is not None, name  # fitted for this fingerprint
+    assert (INT8 / "people.json").read_text() == (SHIPPED / "people.json").read_text()
+
+
+@pytest.mark.parametrize("name", ["default", "lfw_only", "distilled", "int8"])
 def test_same_person_outscores_different_people(real_faces, name):
     from siamese.faces.align import resize_faces
 

@@ -1,4 +1,4 @@
-"""`siamese train`, `unrestricted`, `export`, `ensemble`, `refinish`: making models."""
+"""`siamese train`, `unrestricted`, `export`, `ensemble`, `quantize`, `refinish`: making models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from siamese.train import refinish as refinishing
 from siamese.train import trainer
 from siamese.train import unrestricted as protocol
 from siamese.train.ensemble import build
+from siamese.train.int8 import quantize_model
 
 
 def train(cfg: DictConfig) -> dict:
@@ -65,10 +66,24 @@ def ensemble(cfg: DictConfig) -> dict:
     """Combine trained models into one ensemble dir with its own thresholds."""
 
     ens = build(cfg.out, list(cfg.models), cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
-                copy_members=cfg.copy_members)
-    print(f"{cfg.out}: {len(ens.members)} members, {ens.dim}-d, pair threshold {ens.threshold:.3f}; "
-          "cluster.json written")
+                copy_members=cfg.copy_members, precision=cfg.precision)
+    print(f"{cfg.out}: {len(ens.members)} {cfg.precision} members, {ens.dim}-d, pair threshold "
+          f"{ens.threshold:.3f}; cluster.json written")
     return {"out": str(cfg.out), "members": len(ens.members), "threshold": ens.threshold}
+
+
+def quantize(cfg: DictConfig) -> list[dict]:
+    """Fit a model's int8 network (each member's, for an ensemble) on faces of its training people."""
+    rows = quantize_model(cfg.model_path, cfg.data.root, cache_dir=cfg.cache_dir, faces=cfg.faces,
+                          seed=cfg.seed, overwrite=cfg.overwrite)
+    for r in rows:
+        c = r["closeness"]
+        tail = (f"; on {c['faces']} validation faces int8 vs float32 cosine mean {c['cosine_mean']:.4f} "
+                f"(min {c['cosine_min']:.4f}), {100 * c['decisions_changed']:.2f} % of {c['pairs']} pair "
+                "decisions changed") if c else ""
+        print(f"{r['model']}/quantization.json: ranges from {r['faces']} faces of {r['people']} training "
+              f"people{tail}")
+    return rows
 
 
 def refinish(cfg: DictConfig) -> dict:

@@ -28,7 +28,7 @@ from siamese.data.unseen import lfw_crops
 from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import Detector, Face
 from siamese.io.paths import DEFAULT_MODEL
-from siamese.model import modeldir
+from siamese.model import modeldir, quantize
 from siamese.model.packed import stored, weights_path
 from siamese.model.preprocess import flip_embed
 
@@ -42,7 +42,7 @@ class Embedder:
 
     Attributes: input_size (S, pixels), threshold (the head score for "same person", from
     model.json), format ("onnx" or "keras", the one loaded), meta (model.json), path (the dir
-    loaded), dim (D).
+    loaded), dim (D), precision ("float32" or "int8").
     """
 
     kinds: ClassVar[dict[str, type]] = {}  # model.json key -> the subclass that loads it
@@ -57,10 +57,11 @@ class Embedder:
         self.input_size, self.threshold = int(meta["input_size"]), float(meta["threshold"])
         self._embed, self._head = embed_fn, head_fn
         self._fingerprint: str | None = None
+        self.precision = "float32"  # or "int8" (`load`)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, prefer: tuple[str, ...] = ("onnx", "keras"),
-             threads: int | None = None, spin: bool = True) -> "Embedder":
+             threads: int | None = None, spin: bool = True, precision: str = "float32") -> "Embedder":
         """Load the first format of `prefer` that is present and importable.
 
         Args:
@@ -73,11 +74,19 @@ class Embedder:
             spin: let ONNX Runtime's threads busy-wait between runs (fastest for one model; models
                 that take turns, as an ensemble's members do, starve each other's threads: the
                 ensemble loads its members with False).
+            precision: "float32", or "int8": the embedding network quantized by its
+                quantization.json (`siamese.model.quantize`; ONNX only, ~3x faster on a CPU). An
+                ensemble's members load as its model.json's "precision" says.
         """
+        if precision not in ("float32", "int8"):
+            raise ValueError(f"precision is 'float32' or 'int8', not {precision!r}")
         root = modeldir.find_model_dir(DEFAULT_MODEL if path is None else path)
         meta = json.loads((root / "model.json").read_text())
         for kind, sub in Embedder.kinds.items():
             if kind in meta:  # several models as one, or the teacher: their own loaders
+                if precision != "float32":
+                    raise ValueError(f"{root}: precision applies to one network; an ensemble's model.json "
+                                     "names its members' (siamese ensemble ... precision=int8)")
                 return sub.from_dir(root, meta, prefer, threads)
         for fmt in prefer:
             if fmt not in ("onnx", "keras"):
@@ -88,8 +97,14 @@ class Embedder:
             if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
                 log.warning("onnxruntime is not installed; skipping %s/*.onnx", root)
                 continue
+            if precision == "int8" and fmt != "onnx":
+                continue
             files = [weights_path(root, n) for n in names]
-            return cls(root, meta, fmt, *(_onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)))
+            if precision == "int8":
+                files[0] = quantize.int8_path(root, files[0])
+            model = cls(root, meta, fmt, *(_onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)))
+            model.precision = precision
+            return model
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
 
@@ -199,6 +214,9 @@ class Embedder:
             else:
                 raise FileNotFoundError(f"{root}: no embedding/head weights to fingerprint — "
                                         "load an exported model")
+            if self.precision == "int8":  # another network: its own calibrations and galleries
+                int8 = quantize.read(root)["int8_sha256"]
+                self._fingerprint = hashlib.sha256(f"int8:{self._fingerprint}:{int8}".encode()).hexdigest()
         return self._fingerprint
 
     def identity(self) -> dict:

@@ -43,13 +43,16 @@ class Ensemble(Embedder, kind="ensemble"):
         dims = [m.dim for m in members]
         self._cuts = np.cumsum([0, *dims])
         super().__init__(path, meta, "+".join(m.format for m in members), None, None, sum(dims))
+        self.precision = meta.get("precision", "float32")  # its members'
 
     @classmethod
     def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"),
                  threads: int | None = None) -> "Ensemble":
         # The members run in turn: threads left spinning after one's run starve the next's (a single
         # face took 2.3x the members' sum with 2 threads, `siamese bench embed`), so they do not spin.
-        members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False) for p in meta["ensemble"]]
+        # "precision": "int8" runs every member's int8 network (each member's quantization.json).
+        members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False,
+                                 precision=meta.get("precision", "float32")) for p in meta["ensemble"]]
         return cls(root, meta, members)
 
     def embed(self, images: np.ndarray, flip: bool = True, batch_size: int = 256) -> np.ndarray:

@@ -1,8 +1,8 @@
 """How fast models embed a face on this machine (`siamese bench embed`, `make bench-embed`).
 
 For each model: milliseconds per face embedded in batches of 64 and one at a time (flip-averaged,
-as every application embeds), with 1 and 2 ONNX Runtime threads, on real aligned faces from the
-LFW cache. The teacher (dlib on one core, its chip made from the photo first) is timed the same
+as every application embeds; an int8 model, e.g. `int8`, as it loads), with 1 and 2 ONNX Runtime
+threads, on real aligned faces from the LFW cache. The teacher (dlib on one core, its chip made from the photo first) is timed the same
 way when a teacher model dir is given. All rows come from one run, so they compare fairly even on
 a busy machine; the machine's load average is printed with them.
 """
@@ -45,13 +45,14 @@ def embed_speed(models: list[str], lfw_root, cache: FaceCache, faces: int = 256,
                     continue
                 t = time.perf_counter()
                 model.embed_refs(lfw, refs[:32], None)  # chips from the photos, then the network
-                rows.append({"model": str(path), "format": model.format, "input_px": model.input_size,
-                             "threads": 1, "batched_ms": "-",
+                rows.append({"model": str(path), "format": model.format, "precision": model.precision,
+                             "input_px": model.input_size, "threads": 1, "batched_ms": "-",
                              "single_ms": round(1000 * (time.perf_counter() - t) / 32, 1)})
                 continue
             crops = model.prepare(np.asarray(cache.images[:faces]))
-            rows.append({"model": str(path), "format": model.format, "input_px": model.input_size,
-                         "threads": threads, "batched_ms": round(_ms_per_face(model.embed, crops, 64, repeats), 2),
+            rows.append({"model": str(path), "format": model.format, "precision": model.precision,
+                         "input_px": model.input_size, "threads": threads,
+                         "batched_ms": round(_ms_per_face(model.embed, crops, 64, repeats), 2),
                          "single_ms": round(_ms_per_face(model.embed, crops[:64], 1, repeats), 2)})
     print(f"\nEmbedding speed, ms per face (flip-averaged), {faces} LFW faces; {machine()}\n")
     print(table(rows))
