@@ -2,9 +2,10 @@
 
 For each model: milliseconds per face embedded in batches of 64 and one at a time (flip-averaged,
 as every application embeds; an int8 model, e.g. `int8`, as it loads), with 1 and 2 ONNX Runtime
-threads, on real aligned faces from the LFW cache. The teacher (dlib on one core, its chip made from the photo first) is timed the same
-way when a teacher model dir is given. All rows come from one run, so they compare fairly even on
-a busy machine; the machine's load average is printed with them.
+threads, on real aligned faces from the LFW cache. The teacher (dlib on one core, its chip made
+from the photo first) is timed the same way when a teacher model dir is given. All rows come from
+one run, so they compare fairly even on a busy machine; the machine's load average is printed
+with them.
 """
 
 from __future__ import annotations
