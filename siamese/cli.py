@@ -93,8 +93,9 @@ class UsageError(ValueError):
 _PLAIN = re.compile(r"[A-Za-z0-9_./+-]+")  # what Hydra reads as itself: anything else is quoted
 
 
-def _quote(value: str) -> str:
-    """A string as a Hydra override value that reads back as exactly that string."""
+def quote_value(value: str) -> str:
+    """A string as a Hydra override value that reads back as exactly that string
+    (`f"data.root={quote_value(path)}"`; tools composing a command's config use it too)."""
     if _PLAIN.fullmatch(value) and not value.startswith(("+", "-")) or value in ("null", "true", "false"):
         return value
     # Hydra's quoted strings: backslashes are special only before a quote (and at the end).
@@ -113,20 +114,22 @@ def _rewrite(args: list[str], positional: list[str]) -> list[str]:
             value = next(it, None)
             if value is None:
                 raise UsageError(f"{a} needs a value")
-            out.append(f"{key}={_quote(value)}")
+            out.append(f"{key}={quote_value(value)}")
         elif a.startswith("--") and "=" in a:
             k, v = a[2:].split("=", 1)
-            out.append(f"{k.replace('-', '_')}={_quote(v)}")
+            out.append(f"{k.replace('-', '_')}={quote_value(v)}")
         elif pos and ("=" not in a or Path(a).exists()) and not a.startswith(("+", "~")):
-            out.append(f"{pos.pop(0)}={_quote(a)}")
+            out.append(f"{pos.pop(0)}={quote_value(a)}")
         else:
             out.append(a)
     return out
 
 
-def _compose(config: str, overrides: list[str]):
+def compose_config(config: str, overrides: list[str]):
     """The command's config with `overrides` applied and resolved against Hydra's runtime (its
-    `${hydra:...}` interpolations), without Hydra's output folder. UsageError for any mistake."""
+    `${hydra:...}` interpolations), without Hydra's output folder. UsageError for any mistake.
+    Every `siamese COMMAND` composes its config here; tools that need a command's config (the
+    training split, `tools/val_pairs.py`) call it the same way: `compose_config("train", [...])`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
@@ -280,7 +283,7 @@ def run(name: str, args: list[str]) -> int:
     buffer, folder, existed, ok = _logging(verbose), None, False, False
     debug = bool(os.environ.get("SIAMESE_DEBUG"))
     try:
-        cfg = _compose(config, [*fixed, *_rewrite(args, positional)])
+        cfg = compose_config(config, [*fixed, *_rewrite(args, positional)])
         if show_cfg:
             from omegaconf import OmegaConf
 

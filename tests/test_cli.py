@@ -16,7 +16,7 @@ CONF = REPO / "conf"
 REQUIRED = {"detect": ["input=x", "out=y"], "collect": ["person=me"], "export": ["run_dir=x"],
             "cluster": ["input=x", "out=y"], "recognize": ["input=x"], "verify": ["person=me"],
             "ensemble": ["out=x", "models=[a,b]"], "refinish": ["runs=[x]"],
-            "index": ["input=x", "out=y"]}  # values marked ??? in the config
+            "index": ["input=x", "out=y"], "quantize": ["model_path=x"]}  # values marked ??? in the config
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PRIMARY = sorted(p.stem for p in CONF.glob("*.yaml"))
 

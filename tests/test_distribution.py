@@ -105,7 +105,7 @@ GRAPH = textwrap.dedent("""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from siamese.cli import _compose
+    from siamese.cli import compose_config
     from siamese.data.sampling import FaceSet
     from siamese.io.names import BadSetting
     from siamese.model.networks import embed, pair_scores
@@ -119,7 +119,7 @@ GRAPH = textwrap.dedent("""
     except BadSetting as err:
         out["odd"] = str(err)
     dist = setup("data_parallel", 16)
-    cfg = _compose("train", ["+experiment=smoke"])
+    cfg = compose_config("train", ["+experiment=smoke"])
     with dist.scope():
         model = trainer._new_trainer(cfg, 10, 2)
     rng = np.random.default_rng(0)

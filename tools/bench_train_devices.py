@@ -24,12 +24,12 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="train config overrides, as for `siamese train`")
     args = p.parse_args()
 
-    from siamese.cli import _compose
+    from siamese.cli import compose_config
     from siamese.eval.bench.table import machine, table
     from siamese.train.bench_devices import compare
     from siamese.train.trainer import _mixed_precision
 
-    cfg = _compose("train", args.overrides)
+    cfg = compose_config("train", args.overrides)
     policy = _mixed_precision(cfg.mixed_precision)
     rows = compare(cfg, steps=args.steps, warmup=args.warmup)
     print(f"model {cfg.model.backbone} {cfg.model.input_size} px widths {list(cfg.model.widths)}, "

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from siamese.cli import _compose, _quote
+from siamese.cli import compose_config, quote_value
 from siamese.data.lfw import LFW, resolve_root
 from siamese.eval.bench.table import table
 from siamese.eval.metrics import best_threshold
@@ -91,8 +91,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     root = resolve_root(args.lfw)
-    cfg = _compose("train", [f"data.root={_quote(str(root))}", f"cache_dir={_quote(args.cache)}",
-                             "model.input_size=112"])  # the runs' View 1 split: train's defaults, seed 42
+    cfg = compose_config("train", [f"data.root={quote_value(str(root))}", f"cache_dir={quote_value(args.cache)}",
+                                   "model.input_size=112"])  # the runs' View 1 split: train's defaults, seed 42
     fc, _, _, _, val_faces, (_, idx, same) = protocol_data(cfg, np.random.default_rng(cfg.seed))
     lfw = LFW(root)
     items = [(str(lfw.path(fc.refs[r])), fc.meta["box"][r].copy(), fc.meta["landmarks"][r].copy())

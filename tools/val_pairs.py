@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from siamese.cli import _compose, _quote
+from siamese.cli import compose_config, quote_value
 from siamese.data.lfw import resolve_root
 from siamese.eval.bench.table import table
 from siamese.eval.metrics import best_threshold
@@ -34,8 +34,9 @@ def main() -> None:
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     ap.add_argument("--seed", type=int, default=42, help="the split's seed")
     args = ap.parse_args()
-    cfg = _compose("train", [f"data.root={_quote(str(resolve_root(args.lfw)))}", f"cache_dir={_quote(args.cache)}",
-                             f"seed={args.seed}", "model.input_size=112"])  # the runs' split: train's defaults
+    cfg = compose_config("train", [f"data.root={quote_value(str(resolve_root(args.lfw)))}",
+                                   f"cache_dir={quote_value(args.cache)}", f"seed={args.seed}",
+                                   "model.input_size=112"])  # the runs' split: train's defaults
     _, _, _, _, val_faces, (images, idx, same) = protocol_data(cfg, np.random.default_rng(args.seed))
     rows = []
     for path in args.models:
