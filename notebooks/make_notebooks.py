@@ -46,7 +46,7 @@ pairs = [p for p in pairs if p.same][: N_PAIRS // 2] + [p for p in pairs if not 
 mapped = [x for p in top for x in [r for r in refs if r.person == p][:20]]  # up to 20 of each person
 wanted = mapped + [r for p in pairs for r in (p.a, p.b)]
 cache_dir = Path(tempfile.mkdtemp()) / "cache"
-cache.build(lfw, cache_dir, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=1,
+cache.build(lfw, cache_dir, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=2,
             refs=list(set(wanted)), progress=False)
 fc = cache.load(cache_dir)
 grid = np.concatenate([np.concatenate(list(fc.images[i * 10:(i + 1) * 10]), 1) for i in range(3)], 0)

@@ -29,7 +29,7 @@ def small(tmp_path_factory, lfw_root):
     pairs = [p for p in pairs if p.same][:10] + [p for p in pairs if not p.same][:10]
     refs = set(lfw.identities(people)) | {r for p in pairs for r in (p.a, p.b)}
     out = tmp_path_factory.mktemp("cache")
-    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=1, refs=list(refs),
+    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=2, refs=list(refs),
                 progress=False)
     stats = teacher_cache.build(out, lfw_root, workers=2, progress=False)
     return out, lfw_root, stats
@@ -89,7 +89,7 @@ def test_a_killed_teacher_pass_resumes(small, tmp_path):
     p.wait()
     done = int((np.load(status_path) > 0).sum())
     assert 4 <= done < len(np.load(status_path))  # killed part way
-    stats = teacher_cache.build(out, small[1], workers=1, progress=False)
+    stats = teacher_cache.build(out, small[1], workers=2, progress=False)
     assert stats["pending"] == 0
     np.testing.assert_allclose(teacher_cache.load(out)[0], teacher_cache.load(small[0])[0], atol=1e-5)
 
