@@ -105,9 +105,10 @@ def test_bad_quantization_files_are_refused_in_one_line(fitted, tmp_path, caplog
     (other / quantize.FILE).write_text(json.dumps({**q, "float32_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="another embedding.onnx"):
         Embedder.load(other, precision="int8")
-    (other / quantize.FILE).write_text(json.dumps({"ranges": {}}))
-    with pytest.raises(ValueError, match="not a quantization file"):
-        Embedder.load(other, precision="int8")
+    for bad in (json.dumps({"ranges": {}}), "{truncated", "[]"):
+        (other / quantize.FILE).write_text(bad)
+        with pytest.raises(ValueError, match=f"{quantize.FILE}: not a quantization file"):
+            Embedder.load(other, precision="int8")
     # Another derivation than the one fitted (another onnxruntime): used, with a warning.
     (other / quantize.FILE).write_text(json.dumps({**q, "int8_sha256": "f" * 64}))
     with caplog.at_level(logging.WARNING, logger="siamese.model.quantize"):
@@ -147,3 +148,17 @@ def test_one_model_in_int8_is_an_ensemble_of_one(fitted, tmp_path, lfw_root, yun
     np.testing.assert_allclose(e, e1, atol=1e-6)
     with pytest.raises(ValueError, match="two or more"):
         build(tmp_path / "two", [model], lfw_root, detector=yunet)
+
+
+def test_the_cli_says_what_is_wrong_in_one_line(fitted, tmp_path):
+    import subprocess
+    import sys
+
+    model, _ = fitted
+    other = shutil.copytree(model, tmp_path / "m")
+    (other / quantize.FILE).write_text("{truncated")
+    out = subprocess.run([sys.executable, "-m", "siamese.cli", "ensemble", str(tmp_path / "ens"), f"models=[{other}]",
+                          "precision=int8"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and f"{quantize.FILE}: not a quantization file" in out.stderr
+    assert not (tmp_path / "ens" / "model.json").exists()

@@ -128,7 +128,17 @@ def _derive(src: Path, ranges: dict, tmp: Path) -> bytes:
 def read(model_dir: str | os.PathLike) -> dict | None:
     """The model dir's quantization.json, or None when it has none."""
     p = Path(model_dir) / FILE
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        q = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{p}: not a quantization file ({e}) — refit: "
+                         f"`siamese quantize {model_dir} overwrite=true`") from e
+    if not isinstance(q, dict):
+        raise ValueError(f"{p}: not a quantization file (not a JSON object) — refit: "
+                         f"`siamese quantize {model_dir} overwrite=true`")
+    return q
 
 
 def int8_path(model_dir: str | os.PathLike, float32_onnx: str | os.PathLike) -> Path:
