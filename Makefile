@@ -198,4 +198,4 @@ review: serve-deps ## review + label a `siamese cluster` result DIR in the brows
 LFW_ONLY_JSON := siamese/assets/default_model/members/1-lfw_only/model.json
 lfw-only-keras: ## the LFW-only network's Keras weights before rounding (24 MB, not in the tree) from git history -> checkpoints/lfw_only_keras/, hash-checked
 	$(PYTHON) tools/restore_from_history.py siamese/assets/default_model/embedding.keras --to checkpoints/lfw_only_keras/embedding.keras \
-	  --sha256 $$(python3 -c "import json; print(json.load(open('$(LFW_ONLY_JSON)'))['weights_rounded']['source_sha256']['embedding.keras'])")
+	  --model-json $(LFW_ONLY_JSON)

@@ -42,6 +42,12 @@ def test_a_dropped_weight_file_comes_back_checked_by_its_hash(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "out" / "w.keras").read_bytes() == b"the weights"
     assert not (model / "w.keras").exists()
+    # The hash a rounded copy's model.json records of the weights it came from (`make lfw-only-keras`).
+    (tmp_path / "copy.json").write_text(json.dumps({"files": {}, "weights_rounded": {"source_sha256": {
+        "w.keras": hashlib.sha256(b"the weights").hexdigest()}}}))
+    r = subprocess.run([*run, "--model-json", "copy.json", "--to", "out2/w.keras"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "out2" / "w.keras").read_bytes() == b"the weights"
 
 
 def test_a_path_beside_no_model_json_is_refused_in_one_line(tmp_path):
