@@ -29,6 +29,9 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
         assert f"siamese/assets/default_model/members/{member}/embedding.onnx.planes.xz" in names
         assert f"siamese/assets/default_model/members/{member}/embedding.onnx" not in names  # stored once, packed
     assert "siamese/assets/default_model/impostors.npy" in names and "siamese/conf/detect.yaml" in names
+    for f in ("members/1-lfw_only/quantization.json", "members/2-distilled/quantization.json", "int8/model.json",
+              "int8/cluster.json", "int8/impostors.npy"):  # the int8 form: derived on first use, not stored
+        assert f"siamese/assets/default_model/{f}" in names, f
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "data/", "checkpoints/"))]
 
     # A new environment: the wheel installed without dependencies, which come from this one's
@@ -51,6 +54,12 @@ def test_the_wheel_works_without_the_repository(tmp_path, samples):
     r = subprocess.run([py, "-c", code], cwd=away, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.split() == ["2", "True"], r.stderr[-2000:]
     assert len(list((tmp_path / "cache" / "models").glob("*/embedding.onnx"))) == 2  # the ensemble's two
+    # The int8 form by name: its networks derived from the installed float32 ones, into the user cache.
+    code = ("from siamese.model import Embedder; m = Embedder.load('int8'); "
+            "print(m.precision, *(x.precision for x in m.members), m.calibration('cluster.json') is not None)")
+    r = subprocess.run([py, "-c", code], cwd=away, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["int8", "int8", "int8", "True"], r.stderr[-2000:]
+    assert len(list((tmp_path / "cache" / "models").glob("int8-*/embedding.onnx"))) == 2
     r = subprocess.run([env_dir / "bin" / "siamese", "detect", str(photo), "--out", "faces"], cwd=away, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
