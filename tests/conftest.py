@@ -33,3 +33,19 @@ def yunet():
     from siamese.faces.detect import YuNetDetector
 
     return YuNetDetector()
+
+
+@pytest.fixture(scope="session")
+def known_faces(samples, yunet):
+    """The first face of each photo in samples/knn_examples/train/ (9 photos of 5 people), aligned
+    at 112 px: (9, 112, 112, 3) uint8 RGB."""
+    import numpy as np
+
+    from siamese.faces.align import align
+    from siamese.io.images import read_image
+
+    out = []
+    for p in sorted((samples / "knn_examples" / "train").rglob("*.jp*g")):
+        image = read_image(p)
+        out += [align(image, f.landmarks, 112) for f in yunet.detect(image)[:1]]
+    return np.stack(out)

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese.faces.align import align
-from siamese.io.images import read_image
 from siamese.model.embedder import Embedder
 from siamese.model.ensemble import Ensemble
 from siamese.train.ensemble import build
@@ -38,12 +36,8 @@ def built(tmp_path_factory, lfw_root, yunet):
 
 
 @pytest.fixture(scope="module")
-def faces(samples, yunet):
-    out = []
-    for p in sorted((samples / "knn_examples" / "train").rglob("*.jp*g")):
-        image = read_image(p)
-        out += [align(image, f.landmarks, 112) for f in yunet.detect(image)[:1]]
-    return np.stack(out)
+def faces(known_faces):
+    return known_faces  # (n, 112, 112, 3): an ensemble's input
 
 
 def test_an_ensemble_of_a_model_with_itself_is_that_model(built, faces):

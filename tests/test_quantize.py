@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siamese.faces.align import align, resize_faces
-from siamese.io.images import read_image
+from siamese.faces.align import resize_faces
 from siamese.model import quantize
 from siamese.model.embedder import Embedder
 from siamese.train.ensemble import build
@@ -51,12 +50,8 @@ def fitted(tmp_path_factory, cache, lfw_root, yunet):
 
 
 @pytest.fixture(scope="module")
-def faces(samples, yunet):
-    out = []
-    for p in sorted((samples / "knn_examples" / "train").rglob("*.jp*g")):
-        image = read_image(p)
-        out += [align(image, f.landmarks, 112) for f in yunet.detect(image)[:1]]
-    return np.stack(out)  # (n, 112, 112, 3): an ensemble's input; the student takes them at 64 px
+def faces(known_faces):
+    return known_faces  # (n, 112, 112, 3): an ensemble's input
 
 
 def test_fitted_on_training_people_and_tied_to_the_float32_network(fitted):
