@@ -157,3 +157,20 @@ def test_the_cli_says_what_is_wrong_in_one_line(fitted, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().count("\n") == 0 and f"{quantize.FILE}: not a quantization file" in out.stderr
     assert not (tmp_path / "ens" / "model.json").exists()
+
+
+def test_siamese_quantize_refits_and_prints_how_close_it_stays(fitted, tmp_path, lfw_root):
+    import os
+    import subprocess
+    import sys
+
+    model, _ = fitted
+    other = shutil.copytree(model, tmp_path / "m")
+    env = {**os.environ, "LFW_ROOT": str(lfw_root), "SIAMESE_CACHE": str(tmp_path / "cache")}
+    run = [sys.executable, "-m", "siamese.cli", "quantize", str(other), "faces=16", f"cache_dir={tmp_path / 'none'}"]
+    out = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "exists — pass overwrite=true" in out.stderr  # nothing refitted
+    out = subprocess.run([*run, "overwrite=true"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{other}/quantization.json: ranges from 16 faces of 3 training people; on 17 validation faces" in out.stdout
+    assert json.loads((other / quantize.FILE).read_text())["int8_sha256"] == quantize.read(model)["int8_sha256"]
