@@ -131,6 +131,9 @@ def test_an_int8_ensemble_loads_its_members_in_int8(fitted, tmp_path, lfw_root, 
     assert not np.allclose(e @ e.T, f32 @ f32.T, atol=1e-4)
     with pytest.raises(ValueError, match="precision applies to one network"):
         Embedder.load(tmp_path / "ens", precision="int8")
+    (tmp_path / "ens" / "model.json").write_text(json.dumps({**meta, "precision": "fp16"}))
+    with pytest.raises(ValueError, match="model.json: precision is 'float32' or 'int8', not 'fp16'"):
+        Embedder.load(tmp_path / "ens")
 
 
 def test_one_model_in_int8_is_an_ensemble_of_one(fitted, tmp_path, lfw_root, yunet, faces):

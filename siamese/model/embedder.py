@@ -58,6 +58,7 @@ class Embedder:
         self._embed, self._head = embed_fn, head_fn
         self._fingerprint: str | None = None
         self.precision = "float32"  # or "int8" (`load`)
+        self._int8: str | None = None  # the int8 network's SHA-256 (quantization.json), when int8
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, prefer: tuple[str, ...] = ("onnx", "keras"),
@@ -100,10 +101,11 @@ class Embedder:
             if precision == "int8" and fmt != "onnx":
                 continue
             files = [weights_path(root, n) for n in names]
+            int8 = None
             if precision == "int8":
-                files[0] = quantize.int8_path(root, files[0])
+                files[0], int8 = quantize.int8_path(root, files[0]), quantize.read(root)["int8_sha256"]
             model = cls(root, meta, fmt, *(_onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)))
-            model.precision = precision
+            model.precision, model._int8 = precision, int8
             return model
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
@@ -215,8 +217,7 @@ class Embedder:
                 raise FileNotFoundError(f"{root}: no embedding/head weights to fingerprint — "
                                         "load an exported model")
             if self.precision == "int8":  # another network: its own calibrations and galleries
-                int8 = quantize.read(root)["int8_sha256"]
-                self._fingerprint = hashlib.sha256(f"int8:{self._fingerprint}:{int8}".encode()).hexdigest()
+                self._fingerprint = hashlib.sha256(f"int8:{self._fingerprint}:{self._int8}".encode()).hexdigest()
         return self._fingerprint
 
     def identity(self) -> dict:

@@ -51,8 +51,11 @@ class Ensemble(Embedder, kind="ensemble"):
         # The members run in turn: threads left spinning after one's run starve the next's (a single
         # face took 2.3x the members' sum with 2 threads, `siamese bench embed`), so they do not spin.
         # "precision": "int8" runs every member's int8 network (each member's quantization.json).
-        members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False,
-                                 precision=meta.get("precision", "float32")) for p in meta["ensemble"]]
+        precision = meta.get("precision", "float32")
+        if precision not in ("float32", "int8"):
+            raise ValueError(f"{root / 'model.json'}: precision is 'float32' or 'int8', not {precision!r}")
+        members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False, precision=precision)
+                   for p in meta["ensemble"]]
         return cls(root, meta, members)
 
     def embed(self, images: np.ndarray, flip: bool = True, batch_size: int = 256) -> np.ndarray:
