@@ -53,9 +53,9 @@ teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / 
 
 jax: $(VENV)/.jax ## install the jax extra into .venv (make test does it)
 
-test: teacher serve-deps scale-deps jax ## lint, then run the fast test suite (what CI runs)
+test: teacher serve-deps scale-deps jax ## lint, then run the fast test suite (what CI runs; two processes, a file each)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-browser: serve-deps ## the review page in headless Chromium (needs chromium + chromium-driver)
 	$(PY) -m pytest -m browser $(ARGS)
