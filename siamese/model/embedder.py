@@ -103,7 +103,7 @@ class Embedder:
             files = [weights_path(root, n) for n in names]
             int8 = None
             if precision == "int8":
-                files[0], int8 = quantize.int8_path(root, files[0]), quantize.read(root)["int8_sha256"]
+                files[0], int8 = quantize.int8_path(root, files[0])
             model = cls(root, meta, fmt, *(_onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)))
             model.precision, model._int8 = precision, int8
             return model

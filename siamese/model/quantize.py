@@ -34,7 +34,7 @@ from siamese.io.files import atomic_write_bytes, atomic_write_text, file_digest
 from siamese.io.paths import user_cache
 from siamese.model.preprocess import to_input
 
-__all__ = ["FILE", "fit", "int8_path", "read"]
+__all__ = ["FILE", "fit", "int8_path", "read", "write"]
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,9 @@ def read(model_dir: str | os.PathLike) -> dict | None:
     return q
 
 
-def int8_path(model_dir: str | os.PathLike, float32_onnx: str | os.PathLike) -> Path:
-    """The int8 network of `model_dir`, derived (once, atomically) into the user cache.
+def int8_path(model_dir: str | os.PathLike, float32_onnx: str | os.PathLike) -> tuple[Path, str]:
+    """The int8 network of `model_dir`, derived (once, atomically) into the user cache: (its path,
+    the SHA-256 quantization.json records for it, which names the network in fingerprints).
 
     Args:
         model_dir: a model dir with quantization.json.
@@ -186,16 +187,17 @@ def int8_path(model_dir: str | os.PathLike, float32_onnx: str | os.PathLike) -> 
         log.warning("%s: onnxruntime %s derives another int8 network than the %s it was fitted with; "
                     "its embeddings may differ slightly from those its calibrations saw", root,
                     onnxruntime.__version__, q.get("onnxruntime"))
-    return cached
+    return cached, want_int8
 
 
 def write(model_dir: str | os.PathLike, fitted: dict, int8: bytes, float32_onnx: str | os.PathLike,
-          faces: dict, overwrite: bool = False) -> Path:
+          faces: dict, overwrite: bool = False, closeness: dict | None = None) -> Path:
     """Save `fit`'s result as `model_dir`/quantization.json (atomically), with the hashes that tie
-    it to the float32 file and the int8 bytes it derives, and which faces it was fitted on."""
+    it to the float32 file and the int8 bytes it derives, which faces it was fitted on and, once
+    measured, how close the int8 network stays (`closeness`)."""
     target = Path(model_dir) / FILE
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=true to refit it")
     meta = {"float32_sha256": file_digest(float32_onnx), "int8_sha256": hashlib.sha256(int8).hexdigest(),
-            "fitted_on": faces, **fitted}
+            "fitted_on": faces, **fitted, **({"closeness_on_validation": closeness} if closeness else {})}
     return atomic_write_text(target, json.dumps(meta, indent=1))

@@ -18,7 +18,6 @@ import numpy as np
 
 from siamese.data.lfw import LFW
 from siamese.eval.calibration import validation_faces
-from siamese.io.files import atomic_write_text
 from siamese.model import modeldir, quantize
 from siamese.model.embedder import Embedder
 from siamese.model.packed import weights_path
@@ -88,7 +87,7 @@ def quantize_model(model_dir: str | os.PathLike, lfw_root=None, *, cache_dir=Non
         FileNotFoundError: no float32 embedding.onnx to quantize.
     """
     root = modeldir.find_model_dir(model_dir)
-    meta = Embedder.load(root).meta
+    meta = json.loads((root / "model.json").read_text())  # which networks: no need to load them
     if "ensemble" in meta:
         dirs = [(root / p).resolve() for p in meta["ensemble"]]
     else:
@@ -105,13 +104,12 @@ def quantize_model(model_dir: str | os.PathLike, lfw_root=None, *, cache_dir=Non
         x, people = _training_faces(fp32, faces, lfw_root, cache_dir, detector, seed)
         log.info("%s: fitting int8 ranges on %d faces of %d training people", d, len(x), len(people))
         fitted, data = quantize.fit(src, x)
-        quantize.write(d, fitted, data, src, {"faces": int(len(x)), "people": len(people), "seed": seed,
-                                               "data": "LFW DevTrain photos of the model's training people",
-                                               "drawn_from": people}, overwrite=overwrite)
-        int8 = Embedder.load(d, prefer=("onnx",), precision="int8")
-        closeness = _closeness(fp32, int8, lfw_root, cache_dir, detector, seed)
-        q = quantize.read(d)
-        atomic_write_text(d / quantize.FILE, json.dumps({**q, "closeness_on_validation": closeness}, indent=1))
+        drawn = {"faces": int(len(x)), "people": len(people), "seed": seed,
+                 "data": "LFW DevTrain photos of the model's training people", "drawn_from": people}
+        quantize.write(d, fitted, data, src, drawn, overwrite=overwrite)
+        closeness = _closeness(fp32, Embedder.load(d, prefer=("onnx",), precision="int8"), lfw_root, cache_dir,
+                               detector, seed)
+        quantize.write(d, fitted, data, src, drawn, overwrite=True, closeness=closeness)  # and how close it is
         rows.append({"model": str(d), "faces": int(len(x)), "people": len(people), "closeness": closeness})
     return rows
 
