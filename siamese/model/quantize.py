@@ -1,8 +1,9 @@
 """Int8 copies of a model's embedding network, derived on first use from its float32 ONNX.
 
 ONNX Runtime runs int8 convolutions about 3x faster than float32 ones on a CPU (the shipped
-ensemble's members: 13.6 -> 4.2 and 2.2 -> 0.8 ms per face, mirror included, 2 threads; their
-embeddings within cosine 0.995 of the float32 ones on held-out faces). What int8 needs beyond the
+ensemble: 15.7 -> 5.3 ms per face batched, mirror included, 2 threads, `siamese bench embed`; its
+members' int8 embeddings within cosine 0.998 / 0.996 of the float32 ones on every validation face,
+`siamese quantize default`). What int8 needs beyond the
 float32 weights is each activation's range, fitted once on faces of the model's own *training*
 people and kept, a few kilobytes, in the model dir:
 
