@@ -3,6 +3,7 @@ people, derived on first use into the user cache, tied by hash to the float32 ne
 and loaded by ensembles whose model.json says "precision": "int8". The model quantized here is a
 copy of the shipped 64 px student (the fastest), with a few people so that faces come from photos."""
 
+import hashlib
 import json
 import logging
 import shutil
@@ -75,8 +76,8 @@ def test_int8_embeds_close_to_float32_as_another_network(fitted, faces, cache):
     assert cos.min() > 0.98 and not np.allclose(a, b, atol=1e-4)  # close, but not the float32 network
     assert int8.fingerprint() != fp32.fingerprint()  # its own calibrations and galleries
     derived = list(cache.glob("models/int8-*/embedding.onnx"))
-    assert len(derived) == 1 and quantize.read(model)["int8_sha256"] == __import__("hashlib").sha256(
-        derived[0].read_bytes()).hexdigest()  # derived once, the bytes it was fitted with
+    got = hashlib.sha256(derived[0].read_bytes()).hexdigest()
+    assert len(derived) == 1 and quantize.read(model)["int8_sha256"] == got  # derived once, the bytes fitted
     before = derived[0].stat().st_mtime_ns
     Embedder.load(model, precision="int8")
     assert derived[0].stat().st_mtime_ns == before  # not derived again
