@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SIAMESE := $(VENV)/bin/siamese
+CANDIDATE = $(or $(OUT),data/candidates/$(notdir $(RUN:/=)))
 ARGS ?=
 PREPARE_ARGS ?=
 
@@ -12,7 +13,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize student-candidate venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -135,6 +136,16 @@ quantize: venv ## fit MODEL's int8 network (~3x faster on a CPU) on faces of its
 	@test -n "$(MODEL)" || { echo "usage: make quantize MODEL=checkpoints/RUN/model|ENSEMBLE_DIR (then: siamese ensemble OUT models=[...] precision=int8)"; exit 2; }
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) quantize "$(MODEL)" $(ARGS)
+
+student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network rounded (BITS) beside the shipped LFW-only member, scored on validation people only
+	@test -n "$(RUN)" || { echo "usage: make student-candidate RUN=checkpoints/<run> [BITS=10] [OUT=data/candidates/<run>]"; exit 2; }
+	@test ! -e "$(CANDIDATE)" || { echo "$(CANDIDATE): already exists — remove it or name another OUT="; exit 2; }
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
+	$(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/rounded" --bits $(or $(BITS),10)
+	$(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]'
+	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
+	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
 
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(SIAMESE) bench cluster $(ARGS)
