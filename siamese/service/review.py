@@ -8,6 +8,8 @@
                                      {"revision": ..., ...} -> the new state; 409 when stale
     POST /review/api/export          the named people -> DIR_labelled/NAME/*.jpg (beside DIR)
     POST /review/api/gallery         enrol the named people in the server's gallery
+    GET  /review/api/alike           person folders that may be one person, most alike first
+                                     (`review_likeness.Likeness`; embeds each crop once)
 
 The work is `review_store.ReviewStore`; this module only checks who asks and maps errors.
 
@@ -35,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from siamese.io.images import ImageError, decode_image
 from siamese.service.engine import Upload
 from siamese.service.http import ApiError, error, json_object
+from siamese.service.review_likeness import Likeness
 from siamese.service.review_store import ReviewError, ReviewStore
 
 __all__ = ["add_review"]
@@ -101,6 +104,20 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
         path = await run_in_threadpool(store.crop_path, face_id)
         return FileResponse(path, media_type="image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else None,
                             headers={"cache-control": "private, max-age=3600"})
+
+    @app.get("/review/api/alike", tags=["review"])
+    async def alike(request: Request) -> JSONResponse:
+        """Person folders that may be one person: the mean cosine of their faces, most alike first,
+        those at or above the model's clustering floor; with the revision they were computed on."""
+        check(request)
+        engine = getattr(request.app.state, "engine", None)
+        if engine is None:
+            raise ApiError(503, "the model is not loaded yet — try again in a moment")
+        if getattr(request.app.state, "likeness", None) is None:
+            request.app.state.likeness = Likeness(engine)
+        rev, people = await run_in_threadpool(store.people)
+        found = await engine.run(request.app.state.likeness.pairs, people)
+        return JSONResponse({"revision": rev, **found}, headers={"cache-control": "no-store"})
 
     @app.post("/review/api/{op}", tags=["review"])
     async def change(op: str, request: Request) -> JSONResponse:

@@ -347,6 +347,18 @@ class ReviewStore:
                 out.setdefault(folder, []).append(self.root / crop)
         return out
 
+    def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]]]:
+        """(revision, {folder: (named, [crop files])}) of every person folder, named or not (no
+        unassigned or not a face), read under the write lock so no crop moves meanwhile."""
+        with self.locked():
+            _, rows, rev = self._read()
+        out: dict[str, tuple[bool, list[Path]]] = {}
+        for r in rows:
+            folder, crop = r[self.col["cluster"]], r[self.col["crop"]]
+            if crop and folder not in SPECIAL and folders.inside(self.root, self.root / crop):
+                out.setdefault(folder, (_named(folder), []))[1].append(self.root / crop)
+        return rev, out
+
     def export(self, out: str | Path) -> dict:
         """Copy the named people's crops to `out/NAME/*.jpg` (for `siamese gallery import` and
         training's `own_faces=`); `out` must not exist or be empty. Returns {"out", "people": {name: n}}."""

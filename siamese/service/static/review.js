@@ -129,6 +129,67 @@ function render() {
   $("move-to").replaceChildren(...targets.map((f) => el("option", { value: f.name }, TITLES[f.kind] || f.name)));
   if (targets.some((f) => f.name === keep)) $("move-to").value = keep;
   toolbar();
+  loadAlike();
+}
+
+// "May be the same person": person folders whose faces are alike on average (GET /review/api/alike,
+// computed for one revision; the server embeds each crop once). "Not the same" hides a pair for
+// this browser tab; Merge keeps the named folder, else the one with more faces.
+const dismissed = new Set(JSON.parse(sessionStorage.getItem("alike-dismissed") || "[]"));
+let alike = null;        // the last answer, for the revision it was computed on
+let alikeAsked = null;   // the revision last asked about
+
+const pairKey = (p) => [...p.folders].sort().join("\u0000");
+
+function folderLink(name) {
+  return el("a", { href: "#", className: "folder-link", onclick: (e) => {
+    e.preventDefault();
+    const card = document.querySelector(`section.card[data-folder="${CSS.escape(name)}"]`);
+    if (card) card.scrollIntoView({ block: "start" });
+  } }, name);
+}
+
+async function loadAlike() {
+  const rev = state.revision;
+  if (alikeAsked === rev) return;
+  alikeAsked = rev;
+  $("alike").hidden = false;
+  $("alike-note").textContent = alike ? "Looking again…" : "Looking for folders that may be one person…";
+  $("alike-list").replaceChildren();  // the pairs of another revision may name folders gone since
+  const r = await fetch("/review/api/alike", { cache: "no-store" });
+  const data = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
+  if (state.revision !== rev) return;  // changed meanwhile: the newer revision's answer follows
+  if (!r.ok) {
+    alikeAsked = null;  // ask again on the next change
+    $("alike-note").textContent = data.error || `${r.status}`;
+    $("alike-list").replaceChildren();
+    return;
+  }
+  alike = data;
+  renderAlike();
+}
+
+function renderAlike() {
+  if (!alike) return;
+  const pairs = alike.pairs.filter((p) => !dismissed.has(pairKey(p)));
+  const bar = alike.bar === null ? "" : alike.bar.toFixed(2);
+  let note = pairs.length
+    ? "Mean cosine of their faces" + (bar ? ` (clustering merges big groups from ${bar}).` : ".")
+    : "No two folders look alike" + (bar ? ` (none reach ${bar}, the bar big groups need).` : ".");
+  if (alike.no_face) note += ` ${alike.no_face} crop${alike.no_face === 1 ? "" : "s"} without a face found left out.`;
+  $("alike-note").textContent = note;
+  $("alike-list").replaceChildren(...pairs.map((p) => {
+    const [keep, other] = p.folders;
+    const merge = el("button", { className: "alike-merge", onclick: () =>
+      change("merge", { into: keep, folders: [other] }, `Merged ${other} into ${keep}.`) }, `Merge into ${keep}`);
+    const no = el("button", { className: "alike-dismiss", onclick: () => {
+      dismissed.add(pairKey(p));
+      sessionStorage.setItem("alike-dismissed", JSON.stringify([...dismissed]));
+      renderAlike();
+    } }, "Not the same");
+    return el("li", { dataset: { pair: pairKey(p) } }, folderLink(other), ` (${p.faces[1]}) and `,
+              folderLink(keep), ` (${p.faces[0]}): ${p.likeness.toFixed(2)}`, merge, no);
+  }));
 }
 
 function toolbar() {

@@ -1,0 +1,155 @@
+"""The review page's "May be the same person" list (`siamese.service.review_likeness`,
+GET /review/api/alike): average linkage between person folders, on a fake engine (exact numbers)
+and through the HTTP route on the sample photos with the shipped model."""
+
+import re
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from siamese.clustering.output import MANIFEST_COLUMNS, write_table
+from siamese.faces.align import align
+from siamese.io.images import read_image, write_image
+from siamese.model.embedder import Embedder
+from siamese.service.app import create_app
+from siamese.service.http import Settings
+from siamese.service.review_likeness import Likeness
+
+LOCAL = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+
+
+class FakeEngine:
+    """Crops are small PNGs whose red value picks a unit vector; a black crop has no face."""
+
+    def __init__(self, vectors: dict[int, np.ndarray], floor: float | None = 0.2):
+        cal = None if floor is None else {"threshold": 0.5, "floor": floor, "k": 10}
+        self.model = SimpleNamespace(calibration=lambda name: cal if name == "cluster.json" else None,
+                                     embed_faces=lambda rgb, faces: np.stack([vectors[int(rgb[0, 0, 0])]]))
+        self.detections = 0
+
+    def faces(self, rgb):
+        self.detections += 1
+        return [SimpleNamespace(box=np.array([0, 0, 4, 4]))] if rgb.any() else []
+
+
+def unit(*v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def crop(path, red):
+    write_image(path, np.full((24, 24, 3), [red, 0, 0], np.uint8))
+    return path
+
+
+def test_likeness_is_average_linkage_between_folders(tmp_path):
+    vec = {10: unit(1, 0, 0), 20: unit(1, 1, 0), 30: unit(0, 1, 0), 40: unit(0, 0, 1), 50: unit(1, 0.1, 0)}
+    engine = FakeEngine(vec)
+    like = Likeness(engine)
+    a = [crop(tmp_path / "a1.png", 10), crop(tmp_path / "a2.png", 20)]
+    b = [crop(tmp_path / "b1.png", 50)]
+    c = [crop(tmp_path / "c1.png", 30), crop(tmp_path / "c2.png", 0)]  # c2: no face
+    d = [crop(tmp_path / "d1.png", 40), tmp_path / "gone.png"]       # gone: unreadable
+    found = like.pairs({"person_001": (False, a), "person_002": (False, b), "Cy": (True, c), "Di": (True, d)})
+    cos = lambda x, y: float(vec[x] @ vec[y])  # noqa: E731
+    # mean cosine over the cross pairs of faces; c2 has no face, so Cy is c1 alone
+    ab = (cos(10, 50) + cos(20, 50)) / 2
+    ac = (cos(10, 30) + cos(20, 30)) / 2
+    bc = cos(50, 30)
+    want = sorted([(ab, ["person_001", "person_002"]), (ac, ["Cy", "person_001"]), (bc, ["Cy", "person_002"])],
+                  key=lambda t: -t[0])
+    want = [w for w in want if w[0] >= 0.2]  # the floor; Cy-Di are both named, every pair with Di is 0
+    assert [p["folders"] for p in found["pairs"]] == [w[1] for w in want]
+    assert [p["likeness"] for p in found["pairs"]] == pytest.approx([w[0] for w in want], abs=1e-4)
+    assert found["pairs"][0]["faces"] == [2, 1]  # the folder with more faces first: the one a merge keeps
+    assert (found["bar"], found["faces"], found["no_face"], found["unreadable"]) == (0.2, 5, 1, 1)
+    # merged, a folder's likeness to a third is the faces-weighted mean of its parts' (average linkage)
+    merged = like.pairs({"person_001": (False, a + b), "Cy": (True, c)})
+    assert merged["pairs"][0]["likeness"] == pytest.approx((2 * ac + bc) / 3, abs=1e-4)
+    # each crop was embedded once: moved crops keep their name, size and time
+    assert engine.detections == 6
+
+
+def test_without_cluster_json_the_most_alike_pairs_whatever_their_likeness(tmp_path):
+    vec = {10: unit(1, 0), 20: unit(0, 1), 30: unit(-1, 0.1)}
+    like = Likeness(FakeEngine(vec, floor=None), top=2)
+    found = like.pairs({f"person_00{r // 10}": (False, [crop(tmp_path / f"{r}.png", r)]) for r in vec})
+    assert found["bar"] is None
+    # 2-3: 0.0995, 1-2: 0.0, 1-3: -0.995 (left out: top=2)
+    assert [p["folders"] for p in found["pairs"]] == [["person_002", "person_003"], ["person_001", "person_002"]]
+    assert [p["likeness"] for p in found["pairs"]] == pytest.approx([float(vec[20] @ vec[30]), 0.0], abs=1e-4)
+    assert like.pairs({"person_001": (False, [tmp_path / "10.png"])})["pairs"] == []
+
+
+PEOPLE = {"biden": ["biden.jpg", "biden2.jpg"], "kit_harington": ["john1.jpeg", "john2.jpeg"],
+          "obama": ["obama.jpg", "obama2.jpg"], "rose_leslie": ["img1.jpg", "img2.jpg"],
+          "alex_lacamoire": ["img1.jpg"]}
+
+
+@pytest.fixture(scope="module")
+def split_result(samples, tmp_path_factory):
+    """A photo result with each of the 9 enrolment photos of samples/knn_examples/train in its own
+    folder: four people split in two, one alone. Returns (root, {folder: person})."""
+    root = tmp_path_factory.mktemp("alike") / "people"
+    rows, person_of = [], {}
+    n = 0
+    for person, files in PEOPLE.items():
+        for name in files:
+            n += 1
+            folder = f"person_{n:03d}"
+            (root / folder).mkdir(parents=True)
+            shutil.copy(samples / "knn_examples" / "train" / person / name, root / folder / f"{person}_{name}")
+            values = {c: "" for c in MANIFEST_COLUMNS}
+            values.update(crop=f"{folder}/{person}_{name}", source=f"{person}/{name}", face=0, track=n,
+                          cluster=folder, cosine_to_centre="1", score_to_centre="1")
+            rows.append([values[c] for c in MANIFEST_COLUMNS])
+            person_of[folder] = person
+    write_table(root / "manifest.csv", rows)
+    (root / "summary.json").write_text('{"task": "cluster", "kind": "photos"}')
+    return root, person_of
+
+
+def test_alike_route_lists_the_split_people_first(split_result, samples, yunet):
+    root, person_of = split_result
+    app = create_app(Settings(review_dir=str(root), db=str(root.parent / "g.sqlite")))
+    with TestClient(app, **LOCAL) as http:  # the lifespan loads the shipped model
+        found = http.get("/review/api/alike")
+        assert found.status_code == 200, found.text
+        found = found.json()
+        assert found["revision"] == http.get("/review/api/state").json()["revision"]
+        pairs = found["pairs"]
+        # the four people split in two are the four most alike pairs; every pair listed reaches the bar
+        assert [person_of[p["folders"][0]] == person_of[p["folders"][1]] for p in pairs[:4]] == [True] * 4
+        assert {person_of[p["folders"][0]] for p in pairs[:4]} == {"biden", "kit_harington", "obama", "rose_leslie"}
+        assert all(person_of[p["folders"][0]] != person_of[p["folders"][1]] for p in pairs[4:])
+        scores = [p["likeness"] for p in pairs]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= found["bar"]
+        assert (found["faces"], found["no_face"], found["unreadable"]) == (9, 0, 0)
+        # the likeness is the model's cosine of the two photos' largest faces
+        model = Embedder.load(None)
+        emb = {}
+        for folder in pairs[0]["folders"]:
+            image = read_image(next((root / folder).iterdir()))
+            face = max(yunet.detect(image), key=lambda f: float(f.box[2] * f.box[3]))
+            emb[folder] = model.embed(align(image, face.landmarks, 112)[None])[0]
+        assert pairs[0]["likeness"] == pytest.approx(float(np.dot(*emb.values())), abs=2e-3)
+        # merged through the page's route, that pair is gone and the rest stays
+        token = re.search(r'name="review-token" content="([^"]+)"', http.get("/review").text)[1]
+        keep, other = pairs[0]["folders"]
+        r = http.post("/review/api/merge", json={"revision": found["revision"], "into": keep, "folders": [other]},
+                      headers={"x-review-token": token})
+        assert r.status_code == 200, r.text
+        again = http.get("/review/api/alike").json()
+        assert again["revision"] == r.json()["revision"] != found["revision"]
+        assert [p["folders"] for p in again["pairs"][:3]] == [p["folders"] for p in pairs[1:4]]
+
+
+def test_alike_route_before_the_model_is_loaded(split_result):
+    root, _ = split_result
+    app = create_app(Settings(review_dir=str(root), db=str(root.parent / "g.sqlite")))
+    http = TestClient(app, **LOCAL)  # no lifespan: no engine yet
+    r = http.get("/review/api/alike")
+    assert r.status_code == 503 and "not loaded yet" in r.json()["error"]
