@@ -2,6 +2,7 @@
 GET /review/api/alike): average linkage between person folders, on a fake engine (exact numbers)
 and through the HTTP route on the sample photos with the shipped model."""
 
+import csv
 import re
 import shutil
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from siamese.model.embedder import Embedder
 from siamese.service.app import create_app
 from siamese.service.http import Settings
 from siamese.service.review_likeness import Likeness
+from siamese.service.review_store import ReviewStore
 
 LOCAL = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
 
@@ -71,6 +73,10 @@ def test_likeness_is_average_linkage_between_folders(tmp_path):
     assert merged["pairs"][0]["likeness"] == pytest.approx((2 * ac + bc) / 3, abs=1e-4)
     # each crop was embedded once: moved crops keep their name, size and time
     assert engine.detections == 6
+    # folders seen together in one photo or frame are different people: never listed
+    apart = like.pairs({"person_001": (False, a), "person_002": (False, b), "Cy": (True, c)},
+                       apart={frozenset(("person_002", "person_001"))})
+    assert [p["folders"] for p in apart["pairs"]] == [w[1] for w in want if w[1] != ["person_001", "person_002"]]
 
 
 def test_without_cluster_json_the_most_alike_pairs_whatever_their_likeness(tmp_path):
@@ -112,9 +118,10 @@ def split_result(samples, tmp_path_factory):
     return root, person_of
 
 
-def test_alike_route_lists_the_split_people_first(split_result, samples, yunet):
-    root, person_of = split_result
-    app = create_app(Settings(review_dir=str(root), db=str(root.parent / "g.sqlite")))
+def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path):
+    root, person_of = tmp_path / "people", split_result[1]
+    shutil.copytree(split_result[0], root)  # the test merges folders: a copy of its own
+    app = create_app(Settings(review_dir=str(root), db=str(tmp_path / "g.sqlite")))
     with TestClient(app, **LOCAL) as http:  # the lifespan loads the shipped model
         found = http.get("/review/api/alike")
         assert found.status_code == 200, found.text
@@ -145,6 +152,26 @@ def test_alike_route_lists_the_split_people_first(split_result, samples, yunet):
         again = http.get("/review/api/alike").json()
         assert again["revision"] == r.json()["revision"] != found["revision"]
         assert [p["folders"] for p in again["pairs"][:3]] == [p["folders"] for p in pairs[1:4]]
+
+
+def test_folders_seen_together_are_apart(split_result, tmp_path):
+    """Two faces of one photo (or one video frame) in two folders: those folders are different people."""
+    src, person_of = split_result
+    root = tmp_path / "people"
+    shutil.copytree(src, root)
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    col = {c: i for i, c in enumerate(rows[0])}
+    rows = rows[1:]
+    by_folder = {r[col["cluster"]]: r for r in rows}
+    # person_001's photo also shows the man of person_003 (a second face, in a frame with no crop of its own)
+    extra = list(by_folder["person_003"])
+    extra[col["crop"]], extra[col["source"]], extra[col["face"]] = "", by_folder["person_001"][col["source"]], "1"
+    write_table(root / "manifest.csv", rows + [extra])
+    rev, people, apart = ReviewStore(root).people()
+    assert apart == {frozenset(("person_001", "person_003"))}
+    assert sorted(people) == sorted(person_of) and all(len(crops) == 1 for _, crops in people.values())
+    assert not any(named for named, _ in people.values())
 
 
 def test_alike_route_before_the_model_is_loaded(split_result):

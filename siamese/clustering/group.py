@@ -32,8 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from siamese.clustering import graph
+from siamese.clustering.alike import person_alike
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
-from siamese.clustering.output import MANIFEST_COLUMNS, UNASSIGNED, people_labels, write_people, write_table
+from siamese.clustering.output import (
+    MANIFEST_COLUMNS,
+    UNASSIGNED,
+    people_labels,
+    person_names,
+    write_people,
+    write_table,
+)
 from siamese.clustering.scores import clustering_scores
 from siamese.clustering.settings import clustering_settings, resolve
 from siamese.faces.detect import Detector, YuNetDetector
@@ -133,7 +141,8 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     Returns:
         (manifest rows, the summary's keys about the people: "faces", "tracks", "people",
         "people_sizes", "people_faces", "unassigned", "too_blurry", "different_people_pairs",
-        "algorithm", its settings, "settings_from", "k", "min_sharpness", "metrics" with `labels`;
+        "algorithm", its settings, "settings_from", "k", "min_sharpness", "alike" (person folders
+        that may be one person: `siamese.clustering.alike.person_alike`), "metrics" with `labels`;
         the seconds the grouping took).
     """
     t0 = time.perf_counter()
@@ -149,6 +158,10 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
               "different_people_pairs": len(cl), "algorithm": algorithm,
               **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
               "min_sharpness": min_sharpness}
+    # Person folders that may be one person (never two seen together), at the bar big groups need.
+    cal = clustering_settings(embedder)
+    bar = settings["floor"] if "floor" in settings else (cal["floor"] if cal else None)
+    people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=bar) if tracks else []
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
     return rows, people, seconds

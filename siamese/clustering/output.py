@@ -15,7 +15,8 @@ from siamese.clustering.sheets import contact_sheet, overview
 from siamese.io.files import atomic_write_text
 from siamese.io.images import read_image, write_image
 
-__all__ = ["MANIFEST_COLUMNS", "SHEET_MAX", "UNASSIGNED", "people_labels", "write_people", "write_table"]
+__all__ = ["MANIFEST_COLUMNS", "SHEET_MAX", "UNASSIGNED", "people_labels", "person_names", "write_people",
+           "write_table"]
 
 MANIFEST_COLUMNS = ["crop", "source", "frame", "time_s", "face", "x", "y", "w", "h", "det_score",
                     "frontalness", "sharpness", "track", "track_faces", "best", "cluster",
@@ -46,6 +47,12 @@ def people_labels(tlab: np.ndarray, tracks: list[dict], sharp: np.ndarray) -> np
     return np.where(tlab >= 0, new[np.maximum(tlab, 0)], -1)
 
 
+def person_names(m: int) -> list[str]:
+    """The folders of person labels 0..m-1: person_001, ... (more digits past 999)."""
+    width = max(3, len(str(m)))
+    return [f"person_{g + 1:0{width}d}" for g in range(m)]
+
+
 def write_people(tmp: Path, items, tracks, tlab, temb, embedder, keep_all: bool, sharp):
     """Move crops into person folders and draw the sheets.
 
@@ -54,8 +61,7 @@ def write_people(tmp: Path, items, tracks, tlab, temb, embedder, keep_all: bool,
     """
 
     m = int(tlab.max(initial=-1)) + 1
-    width = max(3, len(str(m)))
-    names = [f"person_{g + 1:0{width}d}" for g in range(m)]
+    names = person_names(m)
     cos = np.zeros(len(tracks), np.float32)
     score = np.zeros(len(tracks), np.float32)
     if m:

@@ -54,6 +54,9 @@ def cluster(cfg: DictConfig) -> dict:
           f"{s['unassigned']} unassigned; {s['algorithm']} at {_settings_line(s)}; "
           f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
           + f" -> {cfg.out}/overview.jpg")
+    for p in s.get("alike", []):
+        print(f"may be one person: {p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}"
+              f" of their faces) — check them with `siamese review {cfg.out}`")
     if "metrics" in s:
         mt = s["metrics"]
         print(f"vs folder labels ({mt['scored_faces']} faces, {mt['people']} people): pairwise F1 "

@@ -108,15 +108,16 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
     @app.get("/review/api/alike", tags=["review"])
     async def alike(request: Request) -> JSONResponse:
         """Person folders that may be one person: the mean cosine of their faces, most alike first,
-        those at or above the model's clustering floor; with the revision they were computed on."""
+        those at or above the model's clustering floor and never seen together in one photo or frame;
+        with the revision they were computed on."""
         check(request)
         engine = getattr(request.app.state, "engine", None)
         if engine is None:
             raise ApiError(503, "the model is not loaded yet — try again in a moment")
         if getattr(request.app.state, "likeness", None) is None:
             request.app.state.likeness = Likeness(engine)
-        rev, people = await run_in_threadpool(store.people)
-        found = await engine.run(request.app.state.likeness.pairs, people)
+        rev, people, apart = await run_in_threadpool(store.people)
+        found = await engine.run(request.app.state.likeness.pairs, people, apart)
         return JSONResponse({"revision": rev, **found}, headers={"cache-control": "no-store"})
 
     @app.post("/review/api/{op}", tags=["review"])

@@ -1,20 +1,15 @@
 """Which person folders of a review may be one person: the page's "May be the same person" list.
 
     likeness = Likeness(engine)                       # the server's model and detector
-    likeness.pairs({"person_001": (False, [crop, ...]), "Ann": (True, [...]), ...})
+    likeness.pairs({"person_001": (False, [crop, ...]), "Ann": (True, [...]), ...}, apart={frozenset(...)})
 
-Clustering splits a person when his faces fall into groups that are each tighter than the bar
-between them (a frontal track and a head-down one; docs/benchmarks.md). Such splits are found
-again by the same measure the default clustering merges by: each crop is embedded once (its
-largest face, found again as enrolling does), a folder stands for the sum of its faces' unit
-embeddings, and two folders' likeness is the mean cosine over their cross pairs of faces (average
-linkage, `siamese.clustering.linkage`). Merging two folders therefore gives the merged one the
-faces-weighted mean of their likenesses to a third.
-
-Listed: the most alike pairs first, at most `top`, only those at or above the bar two big groups
-need to merge (the model's cluster.json `floor`: a pair below it would not merge in clustering at
-any size); without a cluster.json for the model, the most alike pairs whatever their likeness, and
-"bar" is null. Pairs of two named folders are left out: the user has told them apart.
+Each crop is embedded once (its largest face, found again in the crop as enrolling does) and kept in
+memory; a folder stands for the sum of its faces' unit embeddings, and the pairs are
+`siamese.clustering.alike.alike_pairs`: the mean cosine over two folders' cross pairs of faces (average
+linkage, what the default clustering merges by), most alike first, at most `top`, only those at or
+above the bar two big groups need to merge (the model's cluster.json `floor`; without one, any, and
+"bar" is null), never two named folders (the user has told them apart) nor two folders whose faces
+were seen together in one photo or frame (`apart`).
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese.clustering.alike import alike_pairs
 from siamese.clustering.settings import clustering_settings
 from siamese.io.images import ImageError, read_image
 
@@ -58,16 +54,16 @@ class Likeness:
             self._cache[key] = None if face is None else self.engine.model.embed_faces(rgb, [face])[0]
         return self._cache[key]
 
-    def pairs(self, folders: dict[str, tuple[bool, list[Path]]]) -> dict:
-        """The person folders most alike.
+    def pairs(self, folders: dict[str, tuple[bool, list[Path]]], apart: set[frozenset[str]] | None = None) -> dict:
+        """The person folders most alike (`siamese.clustering.alike.alike_pairs`).
 
         Args:
             folders: {folder: (named, [crop files])} of the person folders (not unassigned or not a face).
+            apart: pairs of folders known to be different people (faces seen together in one photo or frame).
 
         Returns:
-            {"pairs": [{"folders": [a, b], "likeness": mean cosine, "faces": [faces of a, of b]}],
-            most alike first; a is the named one, else the one with more faces (the folder to keep
-            when merging); "bar": the floor listed pairs reach, or None; "faces": crops embedded;
+            {"pairs": [{"folders": [keep, other], "likeness": mean cosine, "faces": [n_keep, n_other]}],
+            most alike first; "bar": the floor listed pairs reach, or None; "faces": crops embedded;
             "no_face": crops in which no face was found; "unreadable": crops that could not be read}.
         """
         with self._lock:
@@ -89,21 +85,7 @@ class Likeness:
                     named.append(bool(is_named))
                     sums.append(np.sum(embs, axis=0, dtype=np.float64))
                     counts.append(len(embs))
-        out = {"pairs": [], "bar": self.bar, "faces": int(sum(counts)), "no_face": no_face,
-               "unreadable": unreadable}
-        if len(names) < 2:
-            return out
-        means = np.stack(sums) / np.asarray(counts, np.float64)[:, None]
-        like = means @ means.T  # (F, F): mean cosine over each pair of folders' cross pairs of faces
-        i, j = np.triu_indices(len(names), 1)
-        keep = ~(np.asarray(named)[i] & np.asarray(named)[j])
-        if self.bar is not None:
-            keep &= like[i, j] >= self.bar
-        i, j = i[keep], j[keep]
-        for n in np.argsort(-like[i, j], kind="stable")[: self.top]:
-            a, b = int(i[n]), int(j[n])
-            if (named[b], counts[b]) > (named[a], counts[a]):
-                a, b = b, a
-            out["pairs"].append({"folders": [names[a], names[b]], "likeness": round(float(like[a, b]), 4),
-                                 "faces": [counts[a], counts[b]]})
-        return out
+        pairs = alike_pairs(names, np.asarray(sums), np.asarray(counts), bar=self.bar, named=named, apart=apart,
+                            top=self.top) if names else []
+        return {"pairs": pairs, "bar": self.bar, "faces": int(sum(counts)), "no_face": no_face,
+                "unreadable": unreadable}

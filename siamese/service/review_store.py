@@ -347,17 +347,25 @@ class ReviewStore:
                 out.setdefault(folder, []).append(self.root / crop)
         return out
 
-    def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]]]:
-        """(revision, {folder: (named, [crop files])}) of every person folder, named or not (no
-        unassigned or not a face), read under the write lock so no crop moves meanwhile."""
+    def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]], set[frozenset[str]]]:
+        """(revision, {folder: (named, [crop files])} of every person folder, named or not (no
+        unassigned or not a face), the pairs of person folders seen together in one photo or video
+        frame: different people), read under the write lock so no crop moves meanwhile."""
         with self.locked():
             _, rows, rev = self._read()
+        c = self.col
         out: dict[str, tuple[bool, list[Path]]] = {}
+        seen: dict[tuple[str, str], set[str]] = {}
         for r in rows:
-            folder, crop = r[self.col["cluster"]], r[self.col["crop"]]
-            if crop and folder not in SPECIAL and folders.inside(self.root, self.root / crop):
+            folder, crop = r[c["cluster"]], r[c["crop"]]
+            if folder in SPECIAL:
+                continue
+            seen.setdefault((r[c["source"]], r[c["frame"]]), set()).add(folder)
+            if crop and folders.inside(self.root, self.root / crop):
                 out.setdefault(folder, (_named(folder), []))[1].append(self.root / crop)
-        return rev, out
+        apart = {frozenset((a, b)) for together in seen.values() if len(together) > 1
+                 for a in together for b in together if a < b}
+        return rev, out, apart
 
     def export(self, out: str | Path) -> dict:
         """Copy the named people's crops to `out/NAME/*.jpg` (for `siamese gallery import` and

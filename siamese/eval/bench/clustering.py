@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from siamese.clustering import graph
 from siamese.clustering import scores as metrics
+from siamese.clustering.alike import alike_pairs
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.neighbours import cosine
 from siamese.data.cache import load as load_cache
@@ -25,7 +27,7 @@ from siamese.eval.bench.table import table
 from siamese.io.paths import DEFAULT_MODEL, lfw_cache
 from siamese.model.embedder import Embedder
 
-__all__ = ["compare_algorithms", "planted", "scale", "unseen_lfw_faces"]
+__all__ = ["alike_scores", "compare_algorithms", "planted", "scale", "unseen_lfw_faces"]
 
 DEFAULT_CACHE = lfw_cache()
 
@@ -89,7 +91,36 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     print(f"{len(emb)} faces of {len(set(truth))} unseen LFW people ({min_images}..{max_images or ''} "
           f"images each), model {emb_.path} (threshold {thr:.3f})")
     print(table(rows))
+    if cal:
+        labels = graph.cluster_embeddings(emb, emb_.score, cal["threshold"], "agglomerative", k=cal["k"],
+                                          floor=cal["floor"])
+        for top in (8, None):
+            a = alike_scores(emb, truth, labels, cal["floor"], top)
+            print(f"may be one person (agglomerative at cluster.json, {'the ' + str(top) if top else 'all'} pairs "
+                  f"listed at or above the floor {cal['floor']:.3f}): {a['listed']} listed, {a['same']} of them "
+                  f"one person; {a['split_pairs']} pairs of folders are one person in all")
     return rows
+
+
+def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: float, top: int | None) -> dict:
+    """How right "may be one person" (`siamese.clustering.alike`) is on a clustering of known people.
+
+    Args:
+        emb: (n, D) unit embeddings; truth: (n,) their people; labels: (n,) folder per face, -1 none.
+        bar: the likeness listed pairs reach; top: pairs listed (None: every pair at the bar).
+
+    Returns:
+        {"listed": pairs listed, "same": listed pairs whose folders' majority person is one,
+        "split_pairs": all pairs of folders whose majority person is one (what could be found)}.
+    """
+    groups = sorted(set(labels.tolist()) - {-1})
+    sums = np.stack([emb[labels == g].sum(0) for g in groups]) if groups else np.zeros((0, emb.shape[1]))
+    counts = np.array([(labels == g).sum() for g in groups])
+    majority = {str(g): Counter(truth[labels == g].tolist()).most_common(1)[0][0] for g in groups}
+    pairs = alike_pairs([str(g) for g in groups], sums, counts, bar=bar, top=top or len(groups) ** 2)
+    who = Counter(majority.values())
+    return {"listed": len(pairs), "same": sum(majority[a] == majority[b] for a, b in (p["folders"] for p in pairs)),
+            "split_pairs": sum(c * (c - 1) // 2 for c in who.values())}
 
 
 def planted(n: int, dim: int = 128, size: int = 10, spread: float = 0.8, seed: int = 0):

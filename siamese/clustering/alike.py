@@ -1,0 +1,90 @@
+"""Person folders that may be one person: a clustering's second look at its own splits.
+
+Clustering splits a person when his faces fall into groups that are each tighter than the bar
+between them (a frontal track and a head-down one, docs/benchmarks.md). `alike_pairs` finds such
+pairs again by the measure the default clustering merges by: the mean cosine over two folders'
+cross pairs of faces (average linkage, `siamese.clustering.linkage`), from each folder's sum of
+unit embeddings. Used by `siamese cluster` (summary.json "alike") and the review page
+(`siamese.service.review_likeness`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from siamese.clustering.neighbours import knn
+
+__all__ = ["alike_pairs", "person_alike"]
+
+
+def alike_pairs(names: list[str], sums: np.ndarray, counts: np.ndarray, *, bar: float | None,
+                named: list[bool] | None = None, apart: set[frozenset[str]] | None = None,
+                top: int = 8, k: int = 10) -> list[dict]:
+    """The most alike pairs of folders, most alike first.
+
+    Args:
+        names: (F,) folder names.
+        sums: (F, D) each folder's sum of its faces' unit embeddings; counts: (F,) its faces (> 0).
+        bar: only pairs whose likeness is at least this are listed (the model's cluster.json
+            floor: the bar two big groups need to merge); None: any.
+        named: (F,) folders the user named: a pair of two named folders is left out (told apart).
+        apart: pairs of folder names known to be different people (faces seen together in one
+            photo or frame): left out.
+        top: at most this many pairs.
+        k: each folder is compared with the k folders whose mean face is nearest in direction
+            (`siamese.clustering.neighbours.knn`: no F x F matrix for a library of thousands of people).
+
+    Returns:
+        [{"folders": [keep, other], "likeness": mean cosine, "faces": [faces of keep, of other]}]:
+        keep is the named folder, else the one with more faces (the folder a merge keeps).
+    """
+    f = len(names)
+    if f < 2:
+        return []
+    named_ = np.zeros(f, bool) if named is None else np.asarray(named, bool)
+    counts = np.asarray(counts, np.float64)
+    means = np.asarray(sums, np.float64) / counts[:, None]  # the likeness of a and b is means[a] @ means[b]
+    unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    idx, _ = knn(unit.astype(np.float32), k)
+    i = np.repeat(np.arange(f), idx.shape[1])
+    j = idx.ravel()
+    i, j = np.unique(np.stack([np.minimum(i, j), np.maximum(i, j)], 1), axis=0).T
+    like = np.einsum("nd,nd->n", means[i], means[j])
+    keep = ~(named_[i] & named_[j])
+    if bar is not None:
+        keep &= like >= bar
+    if apart:
+        keep &= np.array([frozenset((names[a], names[b])) not in apart for a, b in zip(i, j)], bool)
+    i, j, like = i[keep], j[keep], like[keep]
+    out = []
+    for n in np.argsort(-like, kind="stable")[:top]:
+        a, b = int(i[n]), int(j[n])
+        if (named_[b], counts[b]) > (named_[a], counts[a]):
+            a, b = b, a
+        out.append({"folders": [names[a], names[b]], "likeness": round(float(like[n]), 4),
+                    "faces": [int(counts[a]), int(counts[b])]})
+    return out
+
+
+def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], cannot_link: np.ndarray, *,
+                 bar: float | None, top: int = 8) -> list[dict]:
+    """`alike_pairs` of a clustering's person folders, over every face of their tracks.
+
+    Args:
+        tracks: `siamese.clustering.appearances.gather_tracks` ("sum": the sum of a track's face
+            embeddings, "members": its faces); labels: (t,) person per track, -1 unassigned.
+        names: the folder of each person label; cannot_link: (c, 2) track pairs seen together.
+        bar: as for `alike_pairs`; None lists nothing (no bar the model was calibrated for).
+    """
+    m = len(names)
+    if bar is None or m < 2:
+        return []
+    sums = np.zeros((m, len(tracks[0]["sum"])), np.float64)
+    counts = np.zeros(m)
+    for t, g in zip(tracks, labels):
+        if g >= 0:
+            sums[g] += t["sum"]
+            counts[g] += len(t["members"])
+    together = labels[np.asarray(cannot_link, np.int64).reshape(-1, 2)]  # (c, 2) their person labels
+    apart = {frozenset((names[a], names[b])) for a, b in together.tolist() if a >= 0 and b >= 0 and a != b}
+    return alike_pairs(names, sums, counts, bar=bar, apart=apart, top=top)
