@@ -111,9 +111,7 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
         those at or above the model's clustering floor and never seen together in one photo or frame;
         with the revision they were computed on."""
         check(request)
-        engine = getattr(request.app.state, "engine", None)
-        if engine is None:
-            raise ApiError(503, "the model is not loaded yet — try again in a moment")
+        engine = _engine(request)
         if getattr(request.app.state, "likeness", None) is None:
             request.app.state.likeness = Likeness(engine)
         rev, people, apart = await run_in_threadpool(store.people)
@@ -167,12 +165,18 @@ def _texts(body: dict, key: str) -> list[str]:
     return value
 
 
-async def _enrol(request: Request, store: ReviewStore) -> dict:
-    """Each named person's crops into the gallery, through the engine as /v1/subjects would (the
-    largest face of each crop); crops in which the detector finds no face are counted, not enrolled."""
+def _engine(request: Request):
+    """The server's `Engine`; 503 while the model is still loading."""
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         raise ApiError(503, "the model is not loaded yet — try again in a moment")
+    return engine
+
+
+async def _enrol(request: Request, store: ReviewStore) -> dict:
+    """Each named person's crops into the gallery, through the engine as /v1/subjects would (the
+    largest face of each crop); crops in which the detector finds no face are counted, not enrolled."""
+    engine = _engine(request)
 
     def read() -> dict[str, tuple[list[Upload], int]]:
         people = {}

@@ -350,9 +350,8 @@ class ReviewStore:
     def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]], set[frozenset[str]]]:
         """(revision, {folder: (named, [crop files])} of every person folder, named or not (no
         unassigned or not a face), the pairs of person folders seen together in one photo or video
-        frame: different people), read under the write lock so no crop moves meanwhile."""
-        with self.locked():
-            _, rows, rev = self._read()
+        frame: different people). A change made after this may move a crop before the caller reads it."""
+        _, rows, rev = self._read()
         c = self.col
         out: dict[str, tuple[bool, list[Path]]] = {}
         seen: dict[tuple[str, str], set[str]] = {}
