@@ -1,5 +1,6 @@
 """The files of a cluster result under review: crops moved between its folders (and only there),
-put back where the manifest says after a crash, contact sheets redrawn, and the labelled export.
+put back where the manifest says after a crash, contact sheets redrawn, the labelled export, and
+which person folders hold which crops (and were seen together) for "May be the same person".
 
 Every path here is the result folder joined with a manifest crop path that `review_store` checked
 (FOLDER/NAME or FOLDER/all/NAME, no '..'); `inside` also refuses any symlink on the way, so no
@@ -19,7 +20,8 @@ from siamese.clustering.sheets import contact_sheet, overview
 from siamese.io.files import staged_dir
 from siamese.io.images import ImageError, read_image, write_image
 
-__all__ = ["ReviewError", "export", "inside", "move_crops", "redraw", "repair", "sheet_items", "valid_crop"]
+__all__ = ["ReviewError", "export", "inside", "move_crops", "person_folders", "redraw", "repair", "sheet_items",
+           "valid_crop"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,24 @@ def move_crops(root: Path, moves: list[tuple[str, str]]) -> None:
             with contextlib.suppress(OSError):
                 os.rename(dst, src)
         raise
+
+
+def person_folders(root: Path, rows: list[list[str]], col: dict[str, int], skip: tuple[str, ...]
+                   ) -> tuple[dict[str, list[Path]], set[frozenset[str]]]:
+    """{folder: [crop files]} of the manifest's folders but `skip` (unassigned, not a face), and the
+    pairs of them seen together in one photo or video frame (the `source` and `frame` of any row,
+    with or without a crop): two people. A change made after this may move a crop before it is read."""
+    crops: dict[str, list[Path]] = {}
+    seen: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        folder, crop = r[col["cluster"]], r[col["crop"]]
+        if folder in skip:
+            continue
+        seen.setdefault((r[col["source"]], r[col["frame"]]), set()).add(folder)
+        if crop and inside(root, root / crop):
+            crops.setdefault(folder, []).append(root / crop)
+    apart = {frozenset((a, b)) for together in seen.values() for a in together for b in together if a < b}
+    return crops, apart
 
 
 def sheet_items(rows: list[list[str]], col: dict[str, int]) -> dict[str, list[tuple[str, str, float]]]:

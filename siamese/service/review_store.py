@@ -348,23 +348,11 @@ class ReviewStore:
         return out
 
     def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]], set[frozenset[str]]]:
-        """(revision, {folder: (named, [crop files])} of every person folder, named or not (no
-        unassigned or not a face), the pairs of person folders seen together in one photo or video
-        frame: different people). A change made after this may move a crop before the caller reads it."""
+        """(revision, {folder: (named, [crop files])} of every person folder, named or not, and the
+        pairs of them seen together in one photo or frame: `review_folders.person_folders`)."""
         _, rows, rev = self._read()
-        c = self.col
-        out: dict[str, tuple[bool, list[Path]]] = {}
-        seen: dict[tuple[str, str], set[str]] = {}
-        for r in rows:
-            folder, crop = r[c["cluster"]], r[c["crop"]]
-            if folder in SPECIAL:
-                continue
-            seen.setdefault((r[c["source"]], r[c["frame"]]), set()).add(folder)
-            if crop and folders.inside(self.root, self.root / crop):
-                out.setdefault(folder, (_named(folder), []))[1].append(self.root / crop)
-        apart = {frozenset((a, b)) for together in seen.values() if len(together) > 1
-                 for a in together for b in together if a < b}
-        return rev, out, apart
+        crops, apart = folders.person_folders(self.root, rows, self.col, SPECIAL)
+        return rev, {f: (_named(f), c) for f, c in crops.items()}, apart
 
     def export(self, out: str | Path) -> dict:
         """Copy the named people's crops to `out/NAME/*.jpg` (for `siamese gallery import` and
