@@ -3,6 +3,7 @@ GET /review/api/alike): average linkage between person folders, on a fake engine
 and through the HTTP route on the sample photos with the shipped model."""
 
 import csv
+import json
 import re
 import shutil
 from types import SimpleNamespace
@@ -180,3 +181,16 @@ def test_alike_route_before_the_model_is_loaded(split_result):
     http = TestClient(app, **LOCAL)  # no lifespan: no engine yet
     r = http.get("/review/api/alike")
     assert r.status_code == 503 and "not loaded yet" in r.json()["error"]
+
+
+def test_a_malformed_cluster_json_is_one_line(split_result, tmp_path):
+    """The model's cluster.json lacks its floor: the route says which file and what to do, not a bare 500."""
+    model = tmp_path / "model"
+    shutil.copytree(Embedder.load(None).path, model, ignore=shutil.ignore_patterns("int8"))
+    cal = json.loads((model / "cluster.json").read_text())
+    del cal["floor"]
+    (model / "cluster.json").write_text(json.dumps(cal))
+    app = create_app(Settings(review_dir=str(split_result[0]), db=str(tmp_path / "g.sqlite"), model_path=str(model)))
+    with TestClient(app, **LOCAL) as http:
+        r = http.get("/review/api/alike")
+    assert r.status_code == 500 and "cluster.json: missing threshold/floor/k" in r.json()["error"]

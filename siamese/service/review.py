@@ -113,7 +113,10 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
         check(request)
         engine = _engine(request)
         if getattr(request.app.state, "likeness", None) is None:
-            request.app.state.likeness = Likeness(engine)
+            try:
+                request.app.state.likeness = Likeness(engine)
+            except ValueError as err:  # the model's cluster.json is malformed: one line, not a bug
+                raise ApiError(500, str(err)) from None
         rev, people, apart = await run_in_threadpool(store.people)
         found = await engine.run(request.app.state.likeness.pairs, people, apart)
         return JSONResponse({"revision": rev, **found}, headers={"cache-control": "no-store"})
