@@ -139,7 +139,8 @@ const dismissed = new Set(JSON.parse(sessionStorage.getItem("alike-dismissed") |
 let alike = null;        // the last answer, for the revision it was computed on
 let alikeAsked = null;   // the revision last asked about
 
-const pairKey = (p) => [...p.folders].sort().join("\u0000");
+// a pair by its two folder names, which never hold "/" (the name rule)
+const pairKey = (p) => [...p.folders].sort().join("/");
 
 function folderLink(name) {
   return el("a", { href: "#", className: "folder-link", onclick: (e) => {
