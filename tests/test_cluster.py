@@ -507,6 +507,21 @@ def test_bad_arguments_say_what_to_fix(tmp_path, embedder, yunet, samples):
         cluster(samples / "photos", samples, embedder, yunet)
 
 
+def test_the_command_names_the_folders_that_may_be_one_person(samples, tmp_path, capsys):
+    from siamese.cli import run
+
+    out = tmp_path / "news"
+    clip = samples / "video" / "oval_office_news_clip.mp4"
+    assert run("cluster", [str(clip), "--out", str(out), "progress=false"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("may be one person")]
+    # the shipped model splits one man of this clip (test_news_clip_gives_one_folder_per_person)
+    assert said and len(said) == min(3, len(s["alike"]))
+    for line, p in zip(said, s["alike"]):
+        assert f"{p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}" in line
+        assert f"siamese review {out}" in line
+
+
 def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_path, capsys):
     from siamese.cli import run
 

@@ -54,9 +54,12 @@ def cluster(cfg: DictConfig) -> dict:
           f"{s['unassigned']} unassigned; {s['algorithm']} at {_settings_line(s)}; "
           f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
           + f" -> {cfg.out}/overview.jpg")
-    for p in s.get("alike", []):
+    alike = s.get("alike", [])
+    for p in alike[:3]:  # often two people on photos (docs/benchmarks.md): a pointer, not a verdict
         print(f"may be one person: {p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}"
               f" of their faces) — check them with `siamese review {cfg.out}`")
+    if len(alike) > 3:
+        print(f"  ({len(alike) - 3} more such pairs in {cfg.out}/summary.json \"alike\")")
     if "metrics" in s:
         mt = s["metrics"]
         print(f"vs folder labels ({mt['scored_faces']} faces, {mt['people']} people): pairwise F1 "
