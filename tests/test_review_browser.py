@@ -157,6 +157,11 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     assert shown == [key(p) for p in api["pairs"]] and len(shown) >= 1
     assert all(p["likeness"] >= api["bar"] for p in api["pairs"])
     first = api["pairs"][0]
+    # each pair shows up to three faces of each folder, the folder's own crops
+    folders = _folders(browser)
+    peeks = browser.execute_script("""return [...document.querySelectorAll('#alike-list li:first-child .peek')]
+        .map(p => [...p.querySelectorAll('img')].map(i => decodeURIComponent(i.src.split('/').pop())));""")
+    assert peeks == [folders[first["folders"][1]][:3], folders[first["folders"][0]][:3]]
     # "Not the same" hides a pair for this tab's session, also after a reload
     browser.find_element("css selector", "#alike-list li:first-child .alike-dismiss").click()
     assert _alike(browser) == shown[1:]

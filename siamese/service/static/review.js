@@ -150,6 +150,14 @@ function folderLink(name) {
   } }, name);
 }
 
+// A few of a folder's faces, small, so a pair can be judged without scrolling to its cards.
+function peek(name) {
+  const folder = state.folders.find((f) => f.name === name);
+  const faces = folder ? folder.faces.slice(0, 3) : [];
+  return el("span", { className: "peek" }, ...faces.map((face) =>
+    el("img", { loading: "lazy", width: 36, height: 36, alt: "", src: `/review/faces/${encodeURIComponent(face.id)}` })));
+}
+
 async function loadAlike() {
   const rev = state.revision;
   if (alikeAsked === rev) return;
@@ -188,8 +196,8 @@ function renderAlike() {
       sessionStorage.setItem("alike-dismissed", JSON.stringify([...dismissed]));
       renderAlike();
     } }, "Not the same");
-    return el("li", { dataset: { pair: pairKey(p) } }, folderLink(other), ` (${p.faces[1]}) and `,
-              folderLink(keep), ` (${p.faces[0]}): ${p.likeness.toFixed(2)}`, merge, no);
+    return el("li", { dataset: { pair: pairKey(p) } }, folderLink(other), ` (${p.faces[1]})`, peek(other),
+              " and ", folderLink(keep), ` (${p.faces[0]})`, peek(keep), `: ${p.likeness.toFixed(2)}`, merge, no);
   }));
 }
 
