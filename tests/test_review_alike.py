@@ -153,6 +153,25 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         again = http.get("/review/api/alike").json()
         assert again["revision"] == r.json()["revision"] != found["revision"]
         assert [p["folders"] for p in again["pairs"][:3]] == [p["folders"] for p in pairs[1:4]]
+        # "Not the same": the next pair is kept apart, also once one of its folders is renamed, until forgotten
+        def post(op, **body):
+            return http.post(f"/review/api/{op}", json=body, headers={"x-review-token": token})
+
+        a, b = again["pairs"][0]["folders"]
+        assert post("not-same", folders=[a, b]).json() == {"not_same": 1}
+        assert (root / ".review" / "not_same.json").is_file()
+        hidden = http.get("/review/api/alike").json()
+        assert [p["folders"] for p in hidden["pairs"]] == [p["folders"] for p in again["pairs"][1:]]
+        assert hidden["not_same"] == 1
+        r = post("name", revision=hidden["revision"], folder=b, name="Bea")
+        assert r.status_code == 200, r.text
+        assert all(set(p["folders"]) != {a, "Bea"} for p in http.get("/review/api/alike").json()["pairs"])
+        assert post("forget-not-same").json() == {"not_same": 0}
+        assert {a, "Bea"} in [set(p["folders"]) for p in http.get("/review/api/alike").json()["pairs"]]
+        # one line for what cannot be recorded; writes need the page's token
+        assert post("not-same", folders=[a, a]).status_code == 400
+        assert "no person folder 'nobody'" in post("not-same", folders=[a, "nobody"]).json()["error"]
+        assert http.post("/review/api/not-same", json={"folders": [a, "Bea"]}).status_code == 403
 
 
 def test_folders_seen_together_are_apart(split_result, tmp_path):

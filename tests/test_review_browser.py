@@ -1,7 +1,7 @@
 """The review page in a real headless Chromium (selenium + chromedriver) against the real server
 (uvicorn, the shipped model) on the news clip clustered once per session: name, merge, move, a second
 tab's change (409 and reload), reload, undo, add to gallery, and the manifest on disk after each; and
-the "May be the same person" list (dismiss, merge, listed again for the new revision).
+the "May be the same person" list (not the same and back, merge, listed again for the new revision).
 
 Run with `make test-browser` (`pytest -m browser`); the default run leaves it out. Needs the Debian
 packages chromium and chromium-driver (or CHROMIUM / CHROMEDRIVER naming the binaries); without
@@ -162,13 +162,15 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     peeks = browser.execute_script("""return [...document.querySelectorAll('#alike-list li:first-child .peek')]
         .map(p => [...p.querySelectorAll('img')].map(i => decodeURIComponent(i.src.split('/').pop())));""")
     assert peeks == [folders[first["folders"][1]][:3], folders[first["folders"][0]][:3]]
-    # "Not the same" hides a pair for this tab's session, also after a reload
+    # "Not the same" keeps a pair apart (on disk, after a reload too); "List them again" undoes it
     browser.find_element("css selector", "#alike-list li:first-child .alike-dismiss").click()
-    assert _alike(browser) == shown[1:]
+    _wait(browser, lambda d: "not the same" in d.find_element("id", "status").text, "the pair marked")
+    assert _alike(browser) == shown[1:] and (result / ".review" / "not_same.json").is_file()
     browser.refresh()
     assert _alike(browser) == shown[1:]
-    browser.execute_script("sessionStorage.clear()")
-    browser.refresh()
+    assert "1 pair marked not the same" in browser.find_element("id", "alike-note").text
+    browser.find_element("id", "forget-not-same").click()
+    _wait(browser, lambda d: "listed again" in d.find_element("id", "status").text, "the pairs listed again")
     assert _alike(browser) == shown
     # Merge: the folder kept holds both folders' faces, on the page and on disk
     keep, other = first["folders"]

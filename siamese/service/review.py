@@ -10,6 +10,8 @@
     POST /review/api/gallery         enrol the named people in the server's gallery
     GET  /review/api/alike           person folders that may be one person, most alike first
                                      (`review_likeness.Likeness`; embeds each crop once)
+    POST /review/api/not-same        {"folders": [a, b]}: two people, never listed again (`NotSame`)
+    POST /review/api/forget-not-same every pair listed again
 
 The work is `review_store.ReviewStore`; this module only checks who asks and maps errors.
 
@@ -37,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from siamese.io.images import ImageError, decode_image
 from siamese.service.engine import Upload
 from siamese.service.http import ApiError, error, json_object
-from siamese.service.review_likeness import Likeness
+from siamese.service.review_likeness import Likeness, NotSame
 from siamese.service.review_store import ReviewError, ReviewStore
 
 __all__ = ["add_review"]
@@ -64,6 +66,7 @@ def _host_name(header: str) -> str:
 def add_review(app: FastAPI, root: Path) -> ReviewStore:
     """Serve the review of the cluster result `root` on `app`; ReviewError (one line) when it is none."""
     store = ReviewStore(root)
+    not_same = NotSame(store)
     token = secrets.token_urlsafe(24)
     out = store.root.parent / f"{store.root.name}_labelled"
     app.state.review = store
@@ -118,19 +121,27 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
             except ValueError as err:  # the model's cluster.json is malformed: one line, not a bug
                 raise ApiError(500, str(err)) from None
         rev, people, apart = await run_in_threadpool(store.people)
-        found = await engine.run(request.app.state.likeness.pairs, people, apart)
-        return JSONResponse({"revision": rev, **found}, headers={"cache-control": "no-store"})
+        told = not_same.folders(people)
+        found = await engine.run(request.app.state.likeness.pairs, people, apart | told)
+        return JSONResponse({"revision": rev, **found, "not_same": len(not_same.faces())},
+                            headers={"cache-control": "no-store"})
 
     @app.post("/review/api/{op}", tags=["review"])
     async def change(op: str, request: Request) -> JSONResponse:
         """A change: name {folder, name}, merge {into, folders}, move {faces, to}, split {faces},
-        not-a-face {faces}, undo {}; each with the revision it was based on. Also export and gallery."""
+        not-a-face {faces}, undo {}; each with the revision it was based on. Also export, gallery,
+        not-same {folders: [a, b]} and forget-not-same {} (the "May be the same person" list's)."""
         check(request, write=True)
         body = await _body(request)
         if op == "export":
             return JSONResponse(await run_in_threadpool(store.export, out))
         if op == "gallery":
             return JSONResponse(await _enrol(request, store))
+        if op == "not-same":  # not a change of the result: no revision, nothing to undo
+            return JSONResponse(await run_in_threadpool(_not_same, store, not_same, _texts(body, "folders")))
+        if op == "forget-not-same":
+            await run_in_threadpool(not_same.forget)
+            return JSONResponse({"not_same": 0})
         rev = body.get("revision") or request.headers.get("if-match", "").strip('"')
         calls = {"name": lambda: store.name(rev, _text(body, "folder"), _text(body, "name")),
                  "merge": lambda: store.merge(rev, _text(body, "into"), _texts(body, "folders")),
@@ -139,7 +150,8 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
                  "not-a-face": lambda: store.not_a_face(rev, _texts(body, "faces")),
                  "undo": lambda: store.undo(rev)}
         if op not in calls:
-            raise ApiError(404, f"no review operation {op!r} (one of {', '.join(calls)}, export, gallery)")
+            raise ApiError(404, f"no review operation {op!r} (one of {', '.join(calls)}, export, gallery, not-same, "
+                           "forget-not-same)")
         if not isinstance(rev, str) or not rev:
             raise ApiError(400, "send the revision the change is based on (\"revision\" from /review/api/state)")
         s = await run_in_threadpool(calls[op])
@@ -166,6 +178,16 @@ def _texts(body: dict, key: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ApiError(400, f"{key!r} must be a non-empty list of names")
     return value
+
+
+def _not_same(store: ReviewStore, not_same: NotSame, names: list[str]) -> dict:
+    """Record two person folders as two people; 404 for a folder that holds no face."""
+    if len(set(names)) != 2:
+        raise ApiError(400, "not-same takes two different folders: {\"folders\": [a, b]}")
+    _, people, _ = store.people()
+    if missing := [n for n in names if n not in people]:
+        raise ApiError(404, f"no person folder {missing[0]!r} with a face")
+    return {"not_same": not_same.add(people[names[0]][1], people[names[1]][1])}
 
 
 def _engine(request: Request):

@@ -9,11 +9,12 @@ memory; a folder stands for the sum of its faces' unit embeddings, and the pairs
 linkage, what the default clustering merges by), most alike first, at most `top`, only those at or
 above the bar two big groups need to merge (the model's cluster.json `floor`; without one, any, and
 "bar" is null), never two named folders (the user has told them apart) nor two folders whose faces
-were seen together in one photo or frame (`apart`).
+were seen together in one photo or frame (`apart`) or that the user said are two people (`NotSame`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -21,9 +22,47 @@ import numpy as np
 
 from siamese.clustering.alike import alike_pairs
 from siamese.clustering.settings import clustering_settings
+from siamese.io.files import atomic_write_text
 from siamese.io.images import ImageError, read_image
 
-__all__ = ["Likeness"]
+__all__ = ["Likeness", "NotSame"]
+
+
+class NotSame:
+    """Pairs of folders the user said are two people ("Not the same"), kept in
+    `DIR/.review/not_same.json` as pairs of faces (crop file names, one of each folder), so that a
+    pair stays apart after renames, merges into other folders, reloads and restarts: two folders are
+    apart while one holds a face of a recorded pair and the other its partner. Written atomically
+    under the review's lock (`ReviewStore.locked`); a missing or unreadable file is no pairs.
+    """
+
+    def __init__(self, store):
+        self.store, self.path = store, store.root / ".review" / "not_same.json"
+
+    def faces(self) -> list[tuple[str, str]]:
+        try:
+            pairs = json.loads(self.path.read_text(encoding="utf-8"))
+            return [(str(a), str(b)) for a, b in pairs]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    def add(self, a: list[Path], b: list[Path]) -> int:
+        """Record the folders with crops `a` and `b` as two people; returns how many pairs are kept."""
+        with self.store.locked():
+            pairs = [*self.faces(), (a[0].name, b[0].name)]
+            atomic_write_text(self.path, json.dumps(pairs))
+        return len(pairs)
+
+    def forget(self) -> None:
+        """Every pair listed again."""
+        with self.store.locked():
+            atomic_write_text(self.path, "[]")
+
+    def folders(self, people: dict[str, tuple[bool, list[Path]]]) -> set[frozenset[str]]:
+        """The pairs of `people`'s folders that hold a recorded pair's two faces."""
+        folder_of = {p.name: f for f, (_, crops) in people.items() for p in crops}
+        return {frozenset((folder_of[x], folder_of[y])) for x, y in self.faces()
+                if x in folder_of and y in folder_of and folder_of[x] != folder_of[y]}
 
 
 class Likeness:

@@ -133,9 +133,9 @@ function render() {
 }
 
 // "May be the same person": person folders whose faces are alike on average (GET /review/api/alike,
-// computed for one revision; the server embeds each crop once). "Not the same" hides a pair for
-// this browser tab; Merge keeps the named folder, else the one with more faces.
-const dismissed = new Set(JSON.parse(sessionStorage.getItem("alike-dismissed") || "[]"));
+// computed for one revision; the server embeds each crop once). "Not the same" tells the server the
+// two are two people (kept in DIR/.review, for every tab and later reviews); Merge keeps the named
+// folder, else the one with more faces.
 let alike = null;        // the last answer, for the revision it was computed on
 let alikeAsked = null;   // the revision last asked about
 
@@ -158,9 +158,9 @@ function peek(name) {
     el("img", { loading: "lazy", width: 36, height: 36, alt: "", src: `/review/faces/${encodeURIComponent(face.id)}` })));
 }
 
-async function loadAlike() {
+async function loadAlike(again = false) {
   const rev = state.revision;
-  if (alikeAsked === rev) return;
+  if (alikeAsked === rev && !again) return;
   alikeAsked = rev;
   $("alike").hidden = false;
   $("alike-note").textContent = alike ? "Looking again…" : "Looking for folders that may be one person…";
@@ -180,21 +180,29 @@ async function loadAlike() {
 
 function renderAlike() {
   if (!alike) return;
-  const pairs = alike.pairs.filter((p) => !dismissed.has(pairKey(p)));
+  const pairs = alike.pairs;
   const bar = alike.bar === null ? "" : alike.bar.toFixed(2);
   let note = pairs.length
     ? "Mean cosine of their faces" + (bar ? ` (clustering merges big groups from ${bar}).` : ".")
     : "No two folders look alike" + (bar ? ` (none reach ${bar}, the bar big groups need).` : ".");
   if (alike.no_face) note += ` ${alike.no_face} crop${alike.no_face === 1 ? "" : "s"} without a face found left out.`;
-  $("alike-note").textContent = note;
+  const parts = [note];
+  if (alike.not_same) {
+    const forget = el("button", { id: "forget-not-same", onclick: async () => {
+      if (await post("forget-not-same")) { say("Every pair is listed again."); loadAlike(true); }
+    } }, "List them again");
+    parts.push(` ${alike.not_same} pair${alike.not_same === 1 ? "" : "s"} marked not the same. `, forget);
+  }
+  $("alike-note").replaceChildren(...parts);
   $("alike-list").replaceChildren(...pairs.map((p) => {
     const [keep, other] = p.folders;
     const merge = el("button", { className: "alike-merge", onclick: () =>
       change("merge", { into: keep, folders: [other] }, `Merged ${other} into ${keep}.`) }, `Merge into ${keep}`);
-    const no = el("button", { className: "alike-dismiss", onclick: () => {
-      dismissed.add(pairKey(p));
-      sessionStorage.setItem("alike-dismissed", JSON.stringify([...dismissed]));
-      renderAlike();
+    const no = el("button", { className: "alike-dismiss", onclick: async () => {
+      if (await post("not-same", { folders: [keep, other] })) {
+        say(`${other} and ${keep}: marked not the same.`);
+        loadAlike(true);
+      }
     } }, "Not the same");
     return el("li", { dataset: { pair: pairKey(p) } }, folderLink(other), ` (${p.faces[1]})`, peek(other),
               " and ", folderLink(keep), ` (${p.faces[0]})`, peek(keep), `: ${p.likeness.toFixed(2)}`, merge, no);
