@@ -40,6 +40,7 @@ class NotSame:
         self.store, self.path = store, store.root / ".review" / "not_same.json"
 
     def faces(self) -> list[tuple[str, str]]:
+        """The recorded pairs of face ids (crop file names), oldest first."""
         try:
             pairs = json.loads(self.path.read_text(encoding="utf-8"))
             return [(str(a), str(b)) for a, b in pairs]
