@@ -297,14 +297,14 @@ def test_alike_pairs_shortlist_finds_the_pairs_a_full_matrix_does():
 def test_alike_scores_count_the_splits_found():
     from siamese.eval.bench.clustering import alike_scores
 
-    e = np.eye(4)
-    emb = np.stack([e[0], e[0], e[0], e[1], e[1], (e[2] + e[3]) / np.sqrt(2), e[3]])
-    truth = np.array(["a", "a", "a", "b", "b", "c", "d"])
-    labels = np.array([0, 0, 1, 2, 2, 3, 4])  # a split in two; c and d apart; b whole
-    # a's two folders: likeness 1 (listed, one person); c-d: 0.707 (listed, two people); b with others: 0
-    assert alike_scores(emb, truth, labels, bar=0.5, top=None) == {"listed": 2, "same": 1, "split_pairs": 1}
-    assert alike_scores(emb, truth, labels, bar=0.5, top=1) == {"listed": 1, "same": 1, "split_pairs": 1}
-    assert alike_scores(emb, truth, labels, bar=0.9, top=None) == {"listed": 1, "same": 1, "split_pairs": 1}
+    e = np.eye(5)
+    emb = np.stack([e[0], e[0], e[0], e[1], e[1], (e[2] + e[3]) / np.sqrt(2), e[3], e[4], e[4]])
+    truth = np.array(["a", "a", "a", "b", "b", "c", "d", "e", "e"])
+    labels = np.array([0, 0, 1, 2, 2, 3, 4, -1, -1])  # a split in two; c and d apart; b whole; e unassigned
+    # a's two folders: likeness 1 (one person); e's two unassigned faces: 1 (one person); c-d: 0.707 (two)
+    assert alike_scores(emb, truth, labels, bar=0.5, top=None) == {"listed": 3, "same": 2, "split_pairs": 2}
+    assert alike_scores(emb, truth, labels, bar=0.5, top=2) == {"listed": 2, "same": 2, "split_pairs": 2}
+    assert alike_scores(emb, truth, labels, bar=0.9, top=None) == {"listed": 2, "same": 2, "split_pairs": 2}
 
 
 def test_person_alike_weighs_faces_and_leaves_out_people_seen_together():
@@ -326,9 +326,15 @@ def test_person_alike_weighs_faces_and_leaves_out_people_seen_together():
     # a track of person_001 seen in a frame with one of person_002 (cannot-link): never listed
     apart = person_alike(tracks, labels, names, np.array([[0, 2]]), bar=0.0)
     assert all(set(p["folders"]) != {"person_001", "person_002"} for p in apart) and len(apart) == 2
-    # a cannot-link with an unassigned track changes nothing; no bar, nothing listed
+    # a cannot-link with an unassigned track left out changes nothing; no bar, nothing listed
     assert person_alike(tracks, labels, names, np.array([[0, 4]]), bar=0.0) == got
     assert person_alike(tracks, labels, names, np.zeros((0, 2)), bar=None) == []
+    # the unassigned track compared on its own: along e0 like person_001's faces (cosine 1)
+    loose = person_alike(tracks, labels, names, np.zeros((0, 2)), bar=0.0, loose={4: "unassigned/x.jpg"})
+    assert loose[0]["folders"] == ["person_001", "unassigned/x.jpg"] and loose[0]["faces"] == [3, 1]
+    assert loose[0]["likeness"] == pytest.approx(1.0, abs=1e-4)
+    seen = person_alike(tracks, labels, names, np.array([[4, 0]]), bar=0.0, loose={4: "unassigned/x.jpg"})
+    assert all(set(p["folders"]) != {"person_001", "unassigned/x.jpg"} for p in seen)
 
 
 def test_relabel_orders_by_size_and_drops_singletons():

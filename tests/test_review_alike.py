@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -192,6 +193,35 @@ def test_folders_seen_together_are_apart(split_result, tmp_path):
     assert apart == {frozenset(("person_001", "person_003"))}
     assert sorted(people) == sorted(person_of) and all(len(crops) == 1 for _, crops in people.values())
     assert not any(named for named, _ in people.values())
+
+
+def test_unassigned_faces_are_compared_each_on_its_own(split_result, tmp_path):
+    """Biden's two photos in unassigned: they pair with each other as two items, as a split folder does."""
+    src, person_of = split_result
+    root = tmp_path / "people"
+    shutil.copytree(src, root)
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    col = {c: i for i, c in enumerate(rows[0])}
+    (root / "unassigned").mkdir()
+    for r in rows[1:]:
+        if person_of[r[col["cluster"]]] == "biden":
+            name = Path(r[col["crop"]]).name
+            (root / r[col["crop"]]).rename(root / "unassigned" / name)
+            (root / r[col["cluster"]]).rmdir()
+            r[col["crop"]], r[col["cluster"]] = f"unassigned/{name}", "unassigned"
+    write_table(root / "manifest.csv", rows[1:])
+    _, people, apart = ReviewStore(root).people()
+    loose = sorted(p for p in people if p.startswith("unassigned/"))
+    assert len(loose) == 2 and not any(named for named, _ in people.values()) and not apart
+    app = create_app(Settings(review_dir=str(root), db=str(tmp_path / "g.sqlite")))
+    with TestClient(app, **LOCAL) as http:
+        pairs = http.get("/review/api/alike").json()["pairs"]
+    # the four people split in two are still the four most alike pairs, Biden's as his two faces
+    who = {**person_of, **{f: "biden" for f in loose}}
+    assert [who[p["folders"][0]] == who[p["folders"][1]] for p in pairs[:4]] == [True] * 4
+    assert loose in [sorted(p["folders"]) for p in pairs[:4]]
+    assert pairs[3]["likeness"] > max(p["likeness"] for p in pairs[4:])
 
 
 def test_alike_route_before_the_model_is_loaded(split_result):

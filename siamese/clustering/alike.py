@@ -1,11 +1,13 @@
-"""Person folders that may be one person: a clustering's second look at its own splits.
+"""Person folders (and unassigned faces) that may be one person: a clustering's second look at
+its own splits.
 
 Clustering splits a person when his faces fall into groups that are each tighter than the bar
-between them (a frontal track and a head-down one, docs/benchmarks.md). `alike_pairs` finds such
-pairs again by the measure the default clustering merges by: the mean cosine over two folders'
-cross pairs of faces (average linkage, `siamese.clustering.linkage`), from each folder's sum of
-unit embeddings. Used by `siamese cluster` (summary.json "alike") and the review page
-(`siamese.service.review_likeness`).
+between them (a frontal track and a head-down one, docs/benchmarks.md), and leaves out two photos of
+one person that just miss the bar for two single faces. `alike_pairs` finds such pairs again by the
+measure the default clustering merges by: the mean cosine over two items' cross pairs of faces
+(average linkage, `siamese.clustering.linkage`), from each item's sum of unit embeddings; an item is
+a person folder or one unassigned face ("unassigned/CROP"). Used by `siamese cluster` (summary.json
+"alike") and the review page (`siamese.service.review_likeness`).
 """
 
 from __future__ import annotations
@@ -67,24 +69,37 @@ def alike_pairs(names: list[str], sums: np.ndarray, counts: np.ndarray, *, bar: 
 
 
 def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], cannot_link: np.ndarray, *,
-                 bar: float | None, top: int = 8) -> list[dict]:
-    """`alike_pairs` of a clustering's person folders, over every face of their tracks.
+                 bar: float | None, loose: dict[int, str] | None = None, top: int = 8) -> list[dict]:
+    """`alike_pairs` of a clustering's person folders and unassigned faces, over every face of their tracks.
 
     Args:
         tracks: `siamese.clustering.appearances.gather_tracks` ("sum": the sum of a track's face
             embeddings, "members": its faces); labels: (t,) person per track, -1 unassigned.
         names: the folder of each person label; cannot_link: (c, 2) track pairs seen together.
         bar: as for `alike_pairs`; None lists nothing (no bar the model was calibrated for).
+        loose: {track: name} of unassigned tracks to compare too, each on its own ("unassigned/CROP"):
+            on the validation people two unassigned photos of one person were most of the right pairs.
+
+    Returns:
+        `alike_pairs`' list; an unassigned track is named by `loose`.
     """
+    loose = loose or {}
+    item = np.asarray(labels, np.int64).copy()  # each track's item: a person label, or one past them
+    order = sorted(loose)
+    for n, t in enumerate(order):
+        item[t] = len(names) + n
+    names = [*names, *(loose[t] for t in order)]
     m = len(names)
     if bar is None or m < 2:
         return []
     sums = np.zeros((m, len(tracks[0]["sum"])), np.float64)
     counts = np.zeros(m)
-    for t, g in zip(tracks, labels):
+    for t, g in zip(tracks, item):
         if g >= 0:
             sums[g] += t["sum"]
             counts[g] += len(t["members"])
-    together = labels[np.asarray(cannot_link, np.int64).reshape(-1, 2)]  # (c, 2) their person labels
+    keep = counts > 0
+    together = item[np.asarray(cannot_link, np.int64).reshape(-1, 2)]  # (c, 2) their items
     apart = {frozenset((names[a], names[b])) for a, b in together.tolist() if a >= 0 and b >= 0 and a != b}
-    return alike_pairs(names, sums, counts, bar=bar, apart=apart, top=top)
+    return alike_pairs([n for n, k in zip(names, keep) if k], sums[keep], counts[keep], bar=bar, apart=apart,
+                       top=top)

@@ -158,10 +158,12 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
               "different_people_pairs": len(cl), "algorithm": algorithm,
               **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
               "min_sharpness": min_sharpness}
-    # Person folders that may be one person (never two seen together), at the bar big groups need.
+    # Person folders and unassigned faces that may be one person (never two seen together), at the
+    # bar big groups need; blurry faces (unclustered) are left out.
     cal = clustering_settings(embedder)
     bar = settings["floor"] if "floor" in settings else (cal["floor"] if cal else None)
-    people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=bar) if tracks else []
+    loose = {n: f"{UNASSIGNED}/{items[t['best']].crop_name}" for n, t in enumerate(tracks) if tlab[n] < 0 and sharp[n]}
+    people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=bar, loose=loose) if tracks else []
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
     return rows, people, seconds

@@ -1,6 +1,7 @@
 """The files of a cluster result under review: crops moved between its folders (and only there),
 put back where the manifest says after a crash, contact sheets redrawn, the labelled export, and
-which person folders hold which crops (and were seen together) for "May be the same person".
+which folders and unassigned faces hold which crops (and were seen together) for "May be the same
+person".
 
 Every path here is the result folder joined with a manifest crop path that `review_store` checked
 (FOLDER/NAME or FOLDER/all/NAME, no '..'); `inside` also refuses any symlink on the way, so no
@@ -20,7 +21,7 @@ from siamese.clustering.sheets import contact_sheet, overview
 from siamese.io.files import staged_dir
 from siamese.io.images import ImageError, read_image, write_image
 
-__all__ = ["ReviewError", "export", "inside", "move_crops", "person_folders", "redraw", "repair", "sheet_items",
+__all__ = ["ReviewError", "export", "inside", "move_crops", "alike_items", "redraw", "repair", "sheet_items",
            "valid_crop"]
 
 log = logging.getLogger(__name__)
@@ -105,20 +106,25 @@ def move_crops(root: Path, moves: list[tuple[str, str]]) -> None:
         raise
 
 
-def person_folders(root: Path, rows: list[list[str]], col: dict[str, int], skip: tuple[str, ...]
-                   ) -> tuple[dict[str, list[Path]], set[frozenset[str]]]:
-    """{folder: [crop files]} of the manifest's folders but `skip` (unassigned, not a face), and the
-    pairs of them seen together in one photo or video frame (the `source` and `frame` of any row,
-    with or without a crop): two people. A change made after this may move a crop before it is read."""
+def alike_items(root: Path, rows: list[list[str]], col: dict[str, int], unassigned: str, skip: tuple[str, ...]
+                ) -> tuple[dict[str, list[Path]], set[frozenset[str]]]:
+    """What "May be the same person" compares: {item: [crop files]} of each folder but `skip` (not a
+    face) and `unassigned`, and of each unassigned face on its own (item "unassigned/CROP", its
+    track's other frames with it); and the pairs of items seen together in one photo or video frame
+    (the `source` and `frame` of any row, with or without a crop): two people. A change made after
+    this may move a crop before it is read."""
+    track_item = {(r[col["source"]], r[col["track"]]): f"{unassigned}/{PurePosixPath(r[col['crop']]).name}"
+                  for r in rows if r[col["cluster"]] == unassigned and r[col["crop"]]}
     crops: dict[str, list[Path]] = {}
     seen: dict[tuple[str, str], set[str]] = {}
     for r in rows:
         folder, crop = r[col["cluster"]], r[col["crop"]]
-        if folder in skip:
+        item = track_item.get((r[col["source"]], r[col["track"]])) if folder == unassigned else folder
+        if folder in skip or item is None:
             continue
-        seen.setdefault((r[col["source"]], r[col["frame"]]), set()).add(folder)
+        seen.setdefault((r[col["source"]], r[col["frame"]]), set()).add(item)
         if crop and inside(root, root / crop):
-            crops.setdefault(folder, []).append(root / crop)
+            crops.setdefault(item, []).append(root / crop)
     apart = {frozenset((a, b)) for together in seen.values() for a in together for b in together if a < b}
     return crops, apart
 

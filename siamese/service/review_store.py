@@ -348,11 +348,11 @@ class ReviewStore:
         return out
 
     def people(self) -> tuple[str, dict[str, tuple[bool, list[Path]]], set[frozenset[str]]]:
-        """(revision, {folder: (named, [crop files])} of every person folder, named or not, and the
-        pairs of them seen together in one photo or frame: `review_folders.person_folders`)."""
+        """(revision, {item: (named, [crop files])} of every person folder and each unassigned face
+        ("unassigned/CROP"), and the pairs of them seen together: `review_folders.alike_items`)."""
         _, rows, rev = self._read()
-        crops, apart = folders.person_folders(self.root, rows, self.col, SPECIAL)
-        return rev, {f: (_named(f), c) for f, c in crops.items()}, apart
+        crops, apart = folders.alike_items(self.root, rows, self.col, UNASSIGNED, (NOT_A_FACE,))
+        return rev, {f: ("/" not in f and _named(f), c) for f, c in crops.items()}, apart
 
     def export(self, out: str | Path) -> dict:
         """Copy the named people's crops to `out/NAME/*.jpg` (for `siamese gallery import` and

@@ -106,21 +106,25 @@ def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: fl
     """How right "may be one person" (`siamese.clustering.alike`) is on a clustering of known people.
 
     Args:
-        emb: (n, D) unit embeddings; truth: (n,) their people; labels: (n,) folder per face, -1 none.
+        emb: (n, D) unit embeddings; truth: (n,) their people; labels: (n,) folder per face, -1 unassigned.
         bar: the likeness listed pairs reach; top: pairs listed (None: every pair at the bar).
 
     Returns:
-        {"listed": pairs listed, "same": listed pairs whose folders' majority person is one,
-        "split_pairs": all pairs of folders whose majority person is one (what could be found)}.
+        {"listed": pairs listed, "same": listed pairs that are one person (each folder by its majority
+        person), "split_pairs": all pairs of items that are one person (what could be found); an item
+        is a folder or an unassigned face, as `siamese cluster` compares them}.
     """
     groups = sorted(set(labels.tolist()) - {-1})
-    sums = np.stack([emb[labels == g].sum(0) for g in groups]) if groups else np.zeros((0, emb.shape[1]))
-    counts = np.array([(labels == g).sum() for g in groups])
-    majority = {str(g): Counter(truth[labels == g].tolist()).most_common(1)[0][0] for g in groups}
-    pairs = alike_pairs([str(g) for g in groups], sums, counts, bar=bar, top=top or len(groups) ** 2)
-    who = Counter(majority.values())
-    return {"listed": len(pairs), "same": sum(majority[a] == majority[b] for a, b in (p["folders"] for p in pairs)),
-            "split_pairs": sum(c * (c - 1) // 2 for c in who.values())}
+    loose = np.flatnonzero(labels < 0)
+    names = [f"f{g}" for g in groups] + [f"u{i}" for i in loose]
+    sums = np.stack([emb[labels == g].sum(0) for g in groups] + [emb[i] for i in loose])
+    counts = np.array([(labels == g).sum() for g in groups] + [1] * len(loose))
+    who = dict(zip(names, [Counter(truth[labels == g].tolist()).most_common(1)[0][0] for g in groups]
+                   + truth[loose].tolist()))
+    pairs = alike_pairs(names, sums, counts, bar=bar, top=top or len(names) ** 2)
+    per = Counter(who.values())
+    return {"listed": len(pairs), "same": sum(who[a] == who[b] for a, b in (p["folders"] for p in pairs)),
+            "split_pairs": sum(c * (c - 1) // 2 for c in per.values())}
 
 
 def planted(n: int, dim: int = 128, size: int = 10, spread: float = 0.8, seed: int = 0):

@@ -132,15 +132,18 @@ function render() {
   loadAlike();
 }
 
-// "May be the same person": person folders whose faces are alike on average (GET /review/api/alike,
+// "May be the same person": person folders and unassigned faces alike on average (GET /review/api/alike,
 // computed for one revision; the server embeds each crop once). "Not the same" tells the server the
 // two are two people (kept in DIR/.review, for every tab and later reviews); Merge keeps the named
 // folder, else the one with more faces.
 let alike = null;        // the last answer, for the revision it was computed on
 let alikeAsked = null;   // the revision last asked about
 
-// a pair by its two folder names, which never hold "/" (the name rule)
-const pairKey = (p) => [...p.folders].sort().join("/");
+// An item is a person folder, or one unassigned face: "unassigned/" + its id (the crop's file name).
+const FACE = "unassigned/";
+const isFace = (item) => item.startsWith(FACE);
+const faceId = (item) => item.slice(FACE.length);
+const pairKey = (p) => JSON.stringify([...p.folders].sort());
 
 function folderLink(name) {
   return el("a", { href: "#", className: "folder-link", onclick: (e) => {
@@ -151,9 +154,9 @@ function folderLink(name) {
 }
 
 // A few of a folder's faces, small, so a pair can be judged without scrolling to its cards.
-function peek(name) {
-  const folder = state.folders.find((f) => f.name === name);
-  const faces = folder ? folder.faces.slice(0, 3) : [];
+function peek(item) {
+  const folder = state.folders.find((f) => f.name === item);
+  const faces = isFace(item) ? [{ id: faceId(item) }] : folder ? folder.faces.slice(0, 3) : [];
   return el("span", { className: "peek" }, ...faces.map((face) =>
     el("img", { loading: "lazy", width: 36, height: 36, alt: "", src: `/review/faces/${encodeURIComponent(face.id)}` })));
 }
@@ -184,7 +187,7 @@ function renderAlike() {
   const bar = alike.bar === null ? "" : alike.bar.toFixed(2);
   let note = pairs.length
     ? "Mean cosine of their faces" + (bar ? ` (clustering merges big groups from ${bar}).` : ".")
-    : "No two folders look alike" + (bar ? ` (none reach ${bar}, the bar big groups need).` : ".");
+    : "No two folders or unassigned faces look alike" + (bar ? ` (none reach ${bar}, the bar big groups need).` : ".");
   if (alike.no_face) note += ` ${alike.no_face} crop${alike.no_face === 1 ? "" : "s"} without a face found left out.`;
   const parts = [note];
   if (alike.not_same) {
@@ -196,16 +199,28 @@ function renderAlike() {
   $("alike-note").replaceChildren(...parts);
   $("alike-list").replaceChildren(...pairs.map((p) => {
     const [keep, other] = p.folders;
-    const merge = el("button", { className: "alike-merge", onclick: () =>
-      change("merge", { into: keep, folders: [other] }, `Merged ${other} into ${keep}.`) }, `Merge into ${keep}`);
+    let act;  // two folders: merge; a face and a folder: move the face there; two faces: a new folder
+    if (!isFace(keep) && !isFace(other)) {
+      act = el("button", { className: "alike-merge", onclick: () =>
+        change("merge", { into: keep, folders: [other] }, `Merged ${other} into ${keep}.`) }, `Merge into ${keep}`);
+    } else if (isFace(keep) && isFace(other)) {
+      act = el("button", { className: "alike-merge", onclick: () =>
+        change("split", { faces: [faceId(keep), faceId(other)] }, "Put the two faces in a new folder.") },
+        "Put both in a new folder");
+    } else {
+      const [face, folder] = isFace(other) ? [other, keep] : [keep, other];
+      act = el("button", { className: "alike-merge", onclick: () =>
+        change("move", { faces: [faceId(face)], to: folder }, `Moved the face to ${folder}.`) }, `Move it into ${folder}`);
+    }
     const no = el("button", { className: "alike-dismiss", onclick: async () => {
       if (await post("not-same", { folders: [keep, other] })) {
         say(`${other} and ${keep}: marked not the same.`);
         loadAlike(true);
       }
     } }, "Not the same");
-    return el("li", { dataset: { pair: pairKey(p) } }, folderLink(other), ` (${p.faces[1]})`, peek(other),
-              " and ", folderLink(keep), ` (${p.faces[0]})`, peek(keep), `: ${p.likeness.toFixed(2)}`, merge, no);
+    const side = (item, n) => isFace(item) ? ["an unassigned face", peek(item)] : [folderLink(item), ` (${n})`, peek(item)];
+    return el("li", { dataset: { pair: pairKey(p) } }, ...side(other, p.faces[1]), " and ", ...side(keep, p.faces[0]),
+              `: ${p.likeness.toFixed(2)}`, act, no);
   }));
 }
 
