@@ -50,6 +50,16 @@ def test_both_bars_cluster_well_separated_people_and_say_where():
     assert hubness_tool.bars(noisy, names)["one_bar_f1"] < 0.6
 
 
+def test_alike_counts_right_pairs_of_folders_and_of_unassigned_faces():
+    rng = np.random.default_rng(2)
+    emb, names = _people(rng, per=2, spread=0.05)  # 30 tight people of two faces
+    # a bar so strict that nothing merges: every face unassigned, its partner the most alike face
+    got = hubness_tool.alike(emb, names, {"threshold": 1.01, "floor": 0.5, "k": 10})
+    assert got == {"folders_right": "0/0, 0/0", "with_unassigned_right": "8/8, 20/20"}
+    merged = hubness_tool.alike(emb, names, {"threshold": 0.9, "floor": 0.5, "k": 10})
+    assert merged["with_unassigned_right"].startswith("0/0")  # all merged: nothing left to pair
+
+
 def test_teacher_fit_scores_how_closely_a_student_follows_the_teacher():
     tool = _tool("teacher_fit")
     rng = np.random.default_rng(0)

@@ -1,13 +1,18 @@
 """How "hubby" a model's embedding is on its validation people: a few faces close to many faces of
 other people spoil clustering and 1:N search more than pair verification (docs/distill.md).
 
-    python tools/hubness.py checkpoints/a15_cos_rel checkpoints/a15_cos_rel_over3 [--lfw LFW_ROOT]
+    python tools/hubness.py checkpoints/a15_cos_rel checkpoints/a15_cos_rel_over3 [--lfw LFW_ROOT] [--bars] [--alike]
 
 Prints, per model, on the faces of its validation people (held out of its training): the median
 cosine of same-person pairs, the 99th and 99.9th percentile of different-person cosines, and the
 share of the different-person pairs above that 99.9th percentile that involve the 20 faces taking
 part in most of them (1.0: all the worst confusions come from 20 faces; small: spread out), and the
 length of the mean embedding (0: centred; large: one direction shared by every face).
+
+With --alike, also how right "may be one person" (`siamese.clustering.alike`) is after the
+model's agglomerative clustering of those faces (its cluster.json): of the 8 and 20 pairs listed
+first at its floor, how many are one person, comparing person folders alone or folders and each
+unassigned face on its own (`siamese.eval.bench.clustering.alike_scores`).
 
 With --bars, also how agglomerative clustering of those faces fares with the two kinds of bar
 (`siamese.clustering.linkage.agglomerative`): the falling bar `cluster.json` is fitted with (floor
@@ -27,6 +32,8 @@ import numpy as np
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.neighbours import knn
 from siamese.clustering.scores import bcubed_scores
+from siamese.clustering.settings import clustering_settings
+from siamese.eval.bench.clustering import alike_scores
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import COSINE_GRID, fit_clustering, validation_embeddings
 from siamese.io.paths import lfw_cache
@@ -60,18 +67,33 @@ def bars(emb: np.ndarray, names: np.ndarray, k: int = 10) -> dict:
             "one_bar_f1": round(one[0], 4), "one_bar_at": one[1]}
 
 
+def alike(emb: np.ndarray, names: np.ndarray, cal: dict) -> dict:
+    """Right pairs among the first 8 / 20 "may be one person" pairs, folders alone and with unassigned faces."""
+    labels = agglomerative(emb, cal["threshold"], cal["floor"], cal["k"])
+    out = {}
+    for loose, what in ((False, "folders"), (True, "with_unassigned")):
+        r = [alike_scores(emb, names, labels, cal["floor"], top, loose) for top in (8, 20)]
+        out[f"{what}_right"] = f"{r[0]['same']}/{r[0]['listed']}, {r[1]['same']}/{r[1]['listed']}"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="+", help="model dirs or training run dirs")
     ap.add_argument("--lfw", default=os.environ.get("LFW_ROOT"), help="the LFW copy (default: LFW_ROOT)")
     ap.add_argument("--bars", action="store_true", help="also agglomerative clustering, falling bar vs one bar")
+    ap.add_argument("--alike", action="store_true", help='also how right "may be one person" is after clustering')
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     args = ap.parse_args()
     rows = []
     for path in args.models:
         model = Embedder.load(path)
         emb, names, _ = validation_embeddings(model, model.validation_people(), args.lfw, cache_dir=args.cache)
-        rows.append({"model": path, **hubness(emb, names), **(bars(emb, names) if args.bars else {})})
+        cal = clustering_settings(model) if args.alike else None
+        if args.alike and not cal:
+            raise ValueError(f"{path}: no cluster.json for --alike — `siamese calibrate {path} fit=[cluster]`")
+        rows.append({"model": path, **hubness(emb, names), **(bars(emb, names) if args.bars else {}),
+                     **(alike(emb, names, cal) if cal else {})})
     print(table(rows))
 
 

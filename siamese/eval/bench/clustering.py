@@ -102,12 +102,14 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     return rows
 
 
-def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: float, top: int | None) -> dict:
+def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: float, top: int | None,
+                 loose: bool = True) -> dict:
     """How right "may be one person" (`siamese.clustering.alike`) is on a clustering of known people.
 
     Args:
         emb: (n, D) unit embeddings; truth: (n,) their people; labels: (n,) folder per face, -1 unassigned.
         bar: the likeness listed pairs reach; top: pairs listed (None: every pair at the bar).
+        loose: unassigned faces are items too (as `siamese cluster` compares them); False: folders only.
 
     Returns:
         {"listed": pairs listed, "same": listed pairs that are one person (each folder by its majority
@@ -115,8 +117,10 @@ def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: fl
         is a folder or an unassigned face, as `siamese cluster` compares them}.
     """
     groups = sorted(set(labels.tolist()) - {-1})
-    loose = np.flatnonzero(labels < 0)
+    loose = np.flatnonzero(labels < 0) if loose else np.zeros(0, np.int64)
     names = [f"f{g}" for g in groups] + [f"u{i}" for i in loose]
+    if len(names) < 2:
+        return {"listed": 0, "same": 0, "split_pairs": 0}
     sums = np.stack([emb[labels == g].sum(0) for g in groups] + [emb[i] for i in loose])
     counts = np.array([(labels == g).sum() for g in groups] + [1] * len(loose))
     who = dict(zip(names, [Counter(truth[labels == g].tolist()).most_common(1)[0][0] for g in groups]
