@@ -55,7 +55,7 @@ def cluster(cfg: DictConfig) -> dict:
           f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
           + f" -> {cfg.out}/overview.jpg")
     alike = s.get("alike", [])
-    for p in alike[:3]:  # often two people on photos (docs/benchmarks.md): a pointer, not a verdict
+    for p in alike[:3]:  # the first pairs are mostly right; further down mostly two people (docs/benchmarks.md)
         print(f"may be one person: {p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}"
               f" of their faces) — check them with `siamese review {cfg.out}`")
     if len(alike) > 3:

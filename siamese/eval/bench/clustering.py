@@ -98,7 +98,7 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
             a = alike_scores(emb, truth, labels, cal["floor"], top)
             print(f"may be one person (agglomerative at cluster.json, {'the ' + str(top) if top else 'all'} pairs "
                   f"listed at or above the floor {cal['floor']:.3f}): {a['listed']} listed, {a['same']} of them "
-                  f"one person; {a['split_pairs']} pairs of folders are one person in all")
+                  f"one person; {a['split_pairs']} pairs of items (folders, unassigned faces) are one person in all")
     return rows
 
 
