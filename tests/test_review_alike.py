@@ -175,15 +175,19 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         assert http.post("/review/api/not-same", json={"folders": [a, "Bea"]}).status_code == 403
 
 
-def test_folders_seen_together_are_apart(split_result, tmp_path):
-    """Two faces of one photo (or one video frame) in two folders: those folders are different people."""
+def _copy(split_result, tmp_path):
+    """A copy of the split result to edit: (root, {folder: person}, manifest rows, {column: index})."""
     src, person_of = split_result
     root = tmp_path / "people"
     shutil.copytree(src, root)
     with open(root / "manifest.csv", newline="") as f:
         rows = list(csv.reader(f))
-    col = {c: i for i, c in enumerate(rows[0])}
-    rows = rows[1:]
+    return root, person_of, rows[1:], {c: i for i, c in enumerate(rows[0])}
+
+
+def test_folders_seen_together_are_apart(split_result, tmp_path):
+    """Two faces of one photo (or one video frame) in two folders: those folders are different people."""
+    root, person_of, rows, col = _copy(split_result, tmp_path)
     by_folder = {r[col["cluster"]]: r for r in rows}
     # person_001's photo also shows the man of person_003 (a second face, in a frame with no crop of its own)
     extra = list(by_folder["person_003"])
@@ -197,20 +201,15 @@ def test_folders_seen_together_are_apart(split_result, tmp_path):
 
 def test_unassigned_faces_are_compared_each_on_its_own(split_result, tmp_path):
     """Biden's two photos in unassigned: they pair with each other as two items, as a split folder does."""
-    src, person_of = split_result
-    root = tmp_path / "people"
-    shutil.copytree(src, root)
-    with open(root / "manifest.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    col = {c: i for i, c in enumerate(rows[0])}
+    root, person_of, rows, col = _copy(split_result, tmp_path)
     (root / "unassigned").mkdir()
-    for r in rows[1:]:
+    for r in rows:
         if person_of[r[col["cluster"]]] == "biden":
             name = Path(r[col["crop"]]).name
             (root / r[col["crop"]]).rename(root / "unassigned" / name)
             (root / r[col["cluster"]]).rmdir()
             r[col["crop"]], r[col["cluster"]] = f"unassigned/{name}", "unassigned"
-    write_table(root / "manifest.csv", rows[1:])
+    write_table(root / "manifest.csv", rows)
     _, people, apart = ReviewStore(root).people()
     loose = sorted(p for p in people if p.startswith("unassigned/"))
     assert len(loose) == 2 and not any(named for named, _ in people.values()) and not apart
