@@ -452,6 +452,30 @@ def test_output_layout_and_manifest(knn_run):
     assert not list(out.parent.glob(".people.*"))  # no temp dir left behind
 
 
+def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, tmp_path):
+    from siamese.clustering.output import read_crop_embeddings
+
+    _, out, s, _ = knn_run
+    crops = [Path(r["crop"]).name for r in read_manifest(out / "manifest.csv") if r["crop"]]
+    stored = read_crop_embeddings(out, embedder.fingerprint())
+    assert sorted(stored) == sorted(crops) and len(crops) == s["faces"]
+    # each is the face as clustered: the same person's two photos are as alike as the summary says
+    rows = [r for r in read_manifest(out / "manifest.csv") if r["crop"]]
+    assert s["alike"]  # on these photos Biden's two stay unassigned, each alike the other
+    for p in s["alike"]:
+        sides = [[stored[Path(r["crop"]).name] for r in rows if item in (r["cluster"], r["crop"])]
+                 for item in p["folders"]]
+        mean = float(np.mean([a @ b for a in sides[0] for b in sides[1]]))
+        assert mean == pytest.approx(p["likeness"], abs=2e-3)
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in stored.values())
+    # another model's, or files that do not match, are not used
+    assert read_crop_embeddings(out, "another model") == {}
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    np.save(bad / "crop_embeddings.npy", np.zeros((1, 3), np.float16))
+    assert read_crop_embeddings(bad, embedder.fingerprint()) == {}
+
+
 def test_rerun_refuses_unless_overwrite(knn_run, embedder, yunet, tmp_path, samples):
     src, out, _, _ = knn_run
     with pytest.raises(FileExistsError, match="overwrite"):

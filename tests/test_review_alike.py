@@ -75,6 +75,12 @@ def test_likeness_is_average_linkage_between_folders(tmp_path):
     assert merged["pairs"][0]["likeness"] == pytest.approx((2 * ac + bc) / 3, abs=1e-4)
     # each crop was embedded once: moved crops keep their name, size and time
     assert engine.detections == 6
+    # crops whose embedding `siamese cluster` saved are not embedded again
+    saved = FakeEngine(vec)
+    stored = Likeness(saved, stored={"a1.png": vec[10], "a2.png": vec[20], "b1.png": vec[50]})
+    assert stored.pairs({"person_001": (False, a), "person_002": (False, b)})["pairs"][0]["likeness"] == \
+        pytest.approx(ab, abs=1e-4)
+    assert saved.detections == 0
     # folders seen together in one photo or frame are different people: never listed
     apart = like.pairs({"person_001": (False, a), "person_002": (False, b), "Cy": (True, c)},
                        apart={frozenset(("person_002", "person_001"))})

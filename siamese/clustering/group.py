@@ -39,6 +39,7 @@ from siamese.clustering.output import (
     UNASSIGNED,
     people_labels,
     person_names,
+    write_crop_embeddings,
     write_people,
     write_table,
 )
@@ -151,6 +152,10 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     seconds = round(time.perf_counter() - t0, 3)
     temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
     rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
+    saved = [i for t in tracks for i in (t["members"] if keep_all_crops else [t["best"]])]
+    write_crop_embeddings(tmp, [items[i].crop_name for i in saved],
+                          np.stack([items[i].emb for i in saved]) if saved else np.zeros((0, embedder.dim)),
+                          embedder.fingerprint())
     shutil.rmtree(tmp / "_staging", ignore_errors=True)
     people = {"faces": len(items), "tracks": len(tracks), "people": len(sizes),
               "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],

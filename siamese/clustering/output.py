@@ -1,10 +1,12 @@
-"""Writing a clustering out: person folders with their crops, contact sheets, the overview and
-the manifest (one row per face)."""
+"""Writing a clustering out: person folders with their crops, contact sheets, the overview, the
+manifest (one row per face) and the embeddings of the saved crops (for `siamese review`)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,15 @@ import numpy as np
 from siamese.clustering.appearances import FaceItem
 from siamese.clustering.neighbours import cosine
 from siamese.clustering.sheets import contact_sheet, overview
-from siamese.io.files import atomic_write_text
+from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import read_image, write_image
 
-__all__ = ["MANIFEST_COLUMNS", "SHEET_MAX", "UNASSIGNED", "people_labels", "person_names", "write_people",
-           "write_table"]
+__all__ = ["CROP_EMBEDDINGS", "MANIFEST_COLUMNS", "SHEET_MAX", "UNASSIGNED", "people_labels", "person_names",
+           "read_crop_embeddings", "write_crop_embeddings", "write_people", "write_table"]
+
+log = logging.getLogger(__name__)
+
+CROP_EMBEDDINGS = "crop_embeddings"  # .npy: (n, D) float16 unit rows; .json: the model and each row's crop
 
 MANIFEST_COLUMNS = ["crop", "source", "frame", "time_s", "face", "x", "y", "w", "h", "det_score",
                     "frontalness", "sharpness", "track", "track_faces", "best", "cluster",
@@ -119,3 +125,33 @@ def write_table(path: Path, rows: list[list]) -> None:
     writer.writerow(MANIFEST_COLUMNS)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def write_crop_embeddings(out: Path, crops: list[str], emb: np.ndarray, fingerprint: str) -> None:
+    """The embedding of each saved crop (its face as clustered, not found again in the crop) beside
+    the manifest: `out/crop_embeddings.npy` ((n, D) float16) and `.json` ({"model": the embedder's
+    fingerprint, "crops": the n crop file names}), so that the review compares faces without
+    embedding them again."""
+    atomic_save_npy(out / f"{CROP_EMBEDDINGS}.npy", np.asarray(emb, np.float16))
+    atomic_write_text(out / f"{CROP_EMBEDDINGS}.json", json.dumps({"model": fingerprint, "crops": list(crops)}))
+
+
+def read_crop_embeddings(root: Path, fingerprint: str) -> dict[str, np.ndarray]:
+    """{crop file name: (D,) float32 unit embedding} written by `write_crop_embeddings`; empty when
+    there are none, they were made by another model (logged) or the files do not match (logged)."""
+    meta_path, npy = root / f"{CROP_EMBEDDINGS}.json", root / f"{CROP_EMBEDDINGS}.npy"
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("model") != fingerprint:
+            log.info("%s: made by another model — its crops are embedded again", meta_path)
+            return {}
+        emb = np.load(npy, allow_pickle=False).astype(np.float32)
+        if emb.ndim != 2 or len(emb) != len(meta["crops"]):
+            raise ValueError(f"{len(emb)} rows for {len(meta['crops'])} crops")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("%s: unusable (%s) — its crops are embedded again", meta_path, err)
+        return {}
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return dict(zip(map(str, meta["crops"]), emb))

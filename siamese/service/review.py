@@ -36,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from siamese.clustering.output import read_crop_embeddings
 from siamese.io.images import ImageError, decode_image
 from siamese.service.engine import Upload
 from siamese.service.http import ApiError, error, json_object
@@ -117,7 +118,8 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
         engine = _engine(request)
         if getattr(request.app.state, "likeness", None) is None:
             try:
-                request.app.state.likeness = Likeness(engine)
+                stored = read_crop_embeddings(store.root, engine.model.fingerprint())
+                request.app.state.likeness = Likeness(engine, stored=stored)
             except ValueError as err:  # the model's cluster.json is malformed: one line, not a bug
                 raise ApiError(500, str(err)) from None
         rev, people, apart = await run_in_threadpool(store.people)

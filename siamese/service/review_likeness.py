@@ -1,14 +1,16 @@
-"""Which person folders of a review may be one person: the page's "May be the same person" list.
+"""Which person folders and unassigned faces of a review may be one person: the page's "May be the
+same person" list.
 
-    likeness = Likeness(engine)                       # the server's model and detector
-    likeness.pairs({"person_001": (False, [crop, ...]), "Ann": (True, [...]), ...}, apart={frozenset(...)})
+    likeness = Likeness(engine, stored=read_crop_embeddings(root, engine.model.fingerprint()))
+    likeness.pairs({"person_001": (False, [crop, ...]), "unassigned/x.jpg": (False, [crop])}, apart={...})
 
-Each crop is embedded once (its largest face, found again in the crop as enrolling does) and kept in
-memory; a folder stands for the sum of its faces' unit embeddings, and the pairs are
-`siamese.clustering.alike.alike_pairs`: the mean cosine over two folders' cross pairs of faces (average
-linkage, what the default clustering merges by), most alike first, at most `top`, only those at or
-above the bar two big groups need to merge (the model's cluster.json `floor`; without one, any, and
-"bar" is null), never two named folders (the user has told them apart) nor two folders whose faces
+Each crop's embedding is the one `siamese cluster` saved for it with the same model, else it is
+embedded once (its largest face, found again in the crop as enrolling does) and kept in memory. An
+item (a folder, or an unassigned face) stands for the sum of its faces' unit embeddings, and the
+pairs are `siamese.clustering.alike.alike_pairs`: the mean cosine over two items' cross pairs of faces
+(average linkage, what the default clustering merges by), most alike first, at most `top`, only those
+at or above the bar two big groups need to merge (the model's cluster.json `floor`; without one, any,
+and "bar" is null), never two named folders (the user has told them apart) nor two items whose faces
 were seen together in one photo or frame (`apart`) or that the user said are two people (`NotSame`).
 """
 
@@ -73,10 +75,12 @@ class Likeness:
     Args:
         engine: the server's `siamese.service.engine.Engine` (its `faces` and `model`).
         top: at most this many pairs are listed.
+        stored: {crop file name: embedding} that `siamese cluster` saved with the same model
+            (`siamese.clustering.output.read_crop_embeddings`): those crops are not embedded again.
     """
 
-    def __init__(self, engine, top: int = 8):
-        self.engine, self.top = engine, int(top)
+    def __init__(self, engine, top: int = 8, stored: dict[str, np.ndarray] | None = None):
+        self.engine, self.top, self.stored = engine, int(top), stored or {}
         self._cache: dict[tuple[str, int, int], np.ndarray | None] = {}
         self._lock = threading.Lock()  # one computation at a time; a second caller then finds the cache
         cal = clustering_settings(engine.model)
@@ -84,8 +88,11 @@ class Likeness:
 
     def embedding(self, path: Path) -> np.ndarray | None:
         """(D,) unit embedding of the largest face in the crop at `path`; None when the detector
-        finds no face in it. Raises OSError / ImageError for a file that cannot be read."""
+        finds no face in it (a crop `siamese cluster` saved: its face as clustered). Raises OSError /
+        ImageError for a file that cannot be read."""
         st = path.stat()
+        if path.name in self.stored:
+            return self.stored[path.name]
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._cache:
             rgb = read_image(path)
