@@ -8,9 +8,11 @@
                                      {"revision": ..., ...} -> the new state; 409 when stale
     POST /review/api/export          the named people -> DIR_labelled/NAME/*.jpg (beside DIR)
     POST /review/api/gallery         enrol the named people in the server's gallery
-    GET  /review/api/alike           person folders that may be one person, most alike first
-                                     (`review_likeness.Likeness`; embeds each crop once)
-    POST /review/api/not-same        {"folders": [a, b]}: two people, never listed again (`NotSame`)
+    GET  /review/api/alike           folders and unassigned faces that may be one person, most alike first
+                                     (`review_likeness.Likeness`: the crops' saved embeddings, or each crop
+                                     embedded once)
+    POST /review/api/not-same        {"folders": [a, b]} (folders or "unassigned/CROP"): two people, never
+                                     listed again (`NotSame`)
     POST /review/api/forget-not-same every pair listed again
 
 The work is `review_store.ReviewStore`; this module only checks who asks and maps errors.
@@ -111,9 +113,9 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
 
     @app.get("/review/api/alike", tags=["review"])
     async def alike(request: Request) -> JSONResponse:
-        """Person folders that may be one person: the mean cosine of their faces, most alike first,
-        those at or above the model's clustering floor and never seen together in one photo or frame;
-        with the revision they were computed on."""
+        """Person folders and unassigned faces that may be one person: the mean cosine of their faces,
+        most alike first, those at or above the model's clustering floor and never seen together in one
+        photo or frame nor marked not the same; with the revision they were computed on."""
         check(request)
         engine = _engine(request)
         if getattr(request.app.state, "likeness", None) is None:
@@ -183,7 +185,8 @@ def _texts(body: dict, key: str) -> list[str]:
 
 
 def _not_same(store: ReviewStore, not_same: NotSame, names: list[str]) -> dict:
-    """Record two person folders as two people; 404 for a folder that holds no face."""
+    """Record two items of the list (person folders or "unassigned/CROP") as two people; 404 for one
+    that holds no face."""
     if len(set(names)) != 2:
         raise ApiError(400, "not-same takes two different folders: {\"folders\": [a, b]}")
     _, people, _ = store.people()
