@@ -269,8 +269,12 @@ def test_a_face_cut_by_the_border_never_represents_a_track_with_a_whole_one():
     assert gather_tracks(items)[0]["best"] == 0
 
 
-def test_alike_pairs_shortlist_finds_the_pairs_a_full_matrix_does():
+@pytest.mark.parametrize("approx_from", [10_000, 100])  # exact kNN shortlist, and the inverted file
+def test_alike_pairs_shortlist_finds_the_pairs_a_full_matrix_does(approx_from, monkeypatch):
+    from siamese.clustering import alike
     from siamese.clustering.alike import alike_pairs
+
+    monkeypatch.setattr(alike, "APPROX_FROM", approx_from)
 
     rng = np.random.default_rng(3)
     f, d = 400, 32
@@ -305,6 +309,15 @@ def test_alike_scores_count_the_splits_found():
     assert alike_scores(emb, truth, labels, bar=0.5, top=None) == {"listed": 3, "same": 2, "split_pairs": 2}
     assert alike_scores(emb, truth, labels, bar=0.5, top=2) == {"listed": 2, "same": 2, "split_pairs": 2}
     assert alike_scores(emb, truth, labels, bar=0.9, top=None) == {"listed": 2, "same": 2, "split_pairs": 2}
+
+
+def test_the_scale_bench_times_may_be_one_person_too():
+    from siamese.eval.bench.clustering import _scale_one
+
+    row = _scale_one(2000, "agglomerative", "cosine", "default")
+    assert row["faces"] == 2000 and float(row["B3_F1"]) > 0.9
+    # every planted person's folder, and the faces left alone, are compared
+    assert row["clusters"] <= row["alike_items"] <= row["clusters"] + 2000 and row["alike_seconds"] >= 0
 
 
 def test_person_alike_weighs_faces_and_leaves_out_people_seen_together():

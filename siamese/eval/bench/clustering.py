@@ -102,6 +102,19 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     return rows
 
 
+def _items(emb: np.ndarray, labels: np.ndarray, loose: bool = True):
+    """What "may be one person" compares after a clustering: (names, (F, D) sums, (F,) face counts,
+    each item's face indices) of every folder and, with `loose`, every unassigned face on its own."""
+    order = np.argsort(labels, kind="stable")
+    cuts = np.flatnonzero(np.diff(labels[order])) + 1
+    members = [m for m in np.split(order, cuts) if len(m) and labels[m[0]] >= 0]
+    if loose:
+        members += [np.array([i]) for i in np.flatnonzero(labels < 0)]
+    names = [f"f{labels[m[0]]}" if labels[m[0]] >= 0 else f"u{m[0]}" for m in members]
+    sums = np.stack([emb[m].sum(0) for m in members]) if members else np.zeros((0, emb.shape[1]))
+    return names, sums, np.array([len(m) for m in members]), members
+
+
 def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: float, top: int | None,
                  loose: bool = True) -> dict:
     """How right "may be one person" (`siamese.clustering.alike`) is on a clustering of known people.
@@ -116,15 +129,10 @@ def alike_scores(emb: np.ndarray, truth: np.ndarray, labels: np.ndarray, bar: fl
         person), "split_pairs": all pairs of items that are one person (what could be found); an item
         is a folder or an unassigned face, as `siamese cluster` compares them}.
     """
-    groups = sorted(set(labels.tolist()) - {-1})
-    loose = np.flatnonzero(labels < 0) if loose else np.zeros(0, np.int64)
-    names = [f"f{g}" for g in groups] + [f"u{i}" for i in loose]
+    names, sums, counts, members = _items(emb, labels, loose)
     if len(names) < 2:
         return {"listed": 0, "same": 0, "split_pairs": 0}
-    sums = np.stack([emb[labels == g].sum(0) for g in groups] + [emb[i] for i in loose])
-    counts = np.array([(labels == g).sum() for g in groups] + [1] * len(loose))
-    who = dict(zip(names, [Counter(truth[labels == g].tolist()).most_common(1)[0][0] for g in groups]
-                   + truth[loose].tolist()))
+    who = {n: Counter(truth[m].tolist()).most_common(1)[0][0] for n, m in zip(names, members)}
     pairs = alike_pairs(names, sums, counts, bar=bar, top=top or len(names) ** 2)
     per = Counter(who.values())
     return {"listed": len(pairs), "same": sum(who[a] == who[b] for a, b in (p["folders"] for p in pairs)),
@@ -156,9 +164,14 @@ def _scale_one(n: int, algorithm: str, scorer: str, model_path: str) -> dict:
     labels = graph.cluster_embeddings(emb, score_fn, thr, algorithm,
                                       floor=0.2 if algorithm == "agglomerative" else None)
     sec = time.perf_counter() - t
+    t = time.perf_counter()  # then "may be one person", as `siamese cluster` adds it
+    names, sums, counts, _ = _items(emb, labels)
+    alike_pairs(names, sums, counts, bar=0.2)
+    alike_sec = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     s = metrics.clustering_scores(truth, labels) if scorer == "cosine" else {}
     return {"faces": n, "algorithm": algorithm, "scorer": scorer, "seconds": round(sec, 1),
+            "alike_items": len(names), "alike_seconds": round(alike_sec, 1),
             "peak_rss_mb": round(peak / 1024), "rss_before_mb": round(rss0 / 1024),
             "n2_matrix_mb": round(n * n * 4 / 2**20),
             "B3_F1": f"{s['bcubed_f1']:.3f}" if s else "-", "clusters": s.get("clusters", "-"),
