@@ -175,6 +175,9 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     url, result = server
     browser.get(f"{url}/review")
     shown = _alike(browser)
+    _wait(browser, lambda d: d.execute_script("return document.querySelector('.face img').naturalWidth") > 0,
+          "the first thumbnail")
+    _shot(browser, "review.png")
     api = _api_alike(browser)
     key = _key
     # the page lists what the API found, most alike first; the shipped model splits one man of this
@@ -200,7 +203,6 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     # Merge: the folder kept holds both folders' faces, on the page and on disk
     keep, other = first["folders"]
     before = _wait(browser, lambda d: (f := _folders(d)) and other in f and f, "the folders")
-    _shot(browser, "review.png")
     browser.find_element("css selector", "#alike-list li:first-child .alike-merge").click()
     after = _wait(browser, lambda d: other not in (f := _folders(d)) and f, "the merge")
     assert sorted(after[keep]) == sorted(before[keep] + before[other])
