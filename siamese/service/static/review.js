@@ -133,7 +133,7 @@ function render() {
 }
 
 // "May be the same person": person folders and unassigned faces alike on average (GET /review/api/alike,
-// computed for one revision; the server embeds each crop once). "Not the same" tells the server the
+// computed for one revision from the crops' saved embeddings). "Not the same" tells the server the
 // two are two people (kept in DIR/.review, for every tab and later reviews); Merge keeps the named
 // folder, else the one with more faces.
 let alike = null;        // the last answer, for the revision it was computed on
@@ -144,6 +144,7 @@ const FACE = "unassigned/";
 const isFace = (item) => item.startsWith(FACE);
 const faceId = (item) => item.slice(FACE.length);
 const pairKey = (p) => JSON.stringify([...p.folders].sort());
+const label = (item) => isFace(item) ? "the unassigned face" : item;
 
 function folderLink(name) {
   return el("a", { href: "#", className: "folder-link", onclick: (e) => {
@@ -214,7 +215,7 @@ function renderAlike() {
     }
     const no = el("button", { className: "alike-dismiss", onclick: async () => {
       if (await post("not-same", { folders: [keep, other] })) {
-        say(`${other} and ${keep}: marked not the same.`);
+        say(`${label(other)} and ${label(keep)}: marked not the same.`);
         loadAlike(true);
       }
     } }, "Not the same");
