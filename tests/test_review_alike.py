@@ -18,6 +18,7 @@ from siamese.faces.align import align
 from siamese.io.images import read_image, write_image
 from siamese.model.embedder import Embedder
 from siamese.service.app import create_app
+from siamese.service.engine import NoFace
 from siamese.service.http import Settings
 from siamese.service.review_likeness import Likeness
 from siamese.service.review_store import ReviewStore
@@ -26,17 +27,19 @@ LOCAL = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
 
 
 class FakeEngine:
-    """Crops are small PNGs whose red value picks a unit vector; a black crop has no face."""
+    """What `Likeness` uses of `Engine`: crops are small PNGs whose red value picks a unit vector;
+    a black crop has no face."""
 
     def __init__(self, vectors: dict[int, np.ndarray], floor: float | None = 0.2):
         cal = None if floor is None else {"threshold": 0.5, "floor": floor, "k": 10}
-        self.model = SimpleNamespace(calibration=lambda name: cal if name == "cluster.json" else None,
-                                     embed_faces=lambda rgb, faces: np.stack([vectors[int(rgb[0, 0, 0])]]))
-        self.detections = 0
+        self.model = SimpleNamespace(calibration=lambda name: cal if name == "cluster.json" else None)
+        self.vectors, self.detections = vectors, 0
 
-    def faces(self, rgb):
+    def largest(self, up):
         self.detections += 1
-        return [SimpleNamespace(box=np.array([0, 0, 4, 4]))] if rgb.any() else []
+        if not up.rgb.any():
+            raise NoFace(f"{up.name}: no face found")
+        return SimpleNamespace(box=np.array([0, 0, 4, 4])), self.vectors[int(up.rgb[0, 0, 0])]
 
 
 def unit(*v):

@@ -15,29 +15,39 @@ from __future__ import annotations
 import numpy as np
 
 from siamese.clustering.neighbours import knn, knn_approx
+from siamese.clustering.settings import clustering_settings
 
-__all__ = ["APPROX_FROM", "alike_pairs", "person_alike"]
+__all__ = ["APPROX_FROM", "alike_bar", "alike_pairs", "person_alike"]
 
 APPROX_FROM = 20_000  # items (folders and unassigned faces) past which the shortlist is approximate
+
+
+def alike_bar(embedder, settings: dict | None = None) -> float | None:
+    """The likeness listed pairs must reach: the agglomerative floor the clustering ran with (in
+    `settings`, when given), else the model's cluster.json floor (the bar two big groups need to
+    merge); None without either (nothing is listed then by `siamese cluster`)."""
+    if settings and "floor" in settings:
+        return float(settings["floor"])
+    cal = clustering_settings(embedder)
+    return float(cal["floor"]) if cal else None
 
 
 def alike_pairs(names: list[str], sums: np.ndarray, counts: np.ndarray, *, bar: float | None,
                 named: list[bool] | None = None, apart: set[frozenset[str]] | None = None,
                 top: int = 8, k: int = 10) -> list[dict]:
-    """The most alike pairs of folders, most alike first.
+    """The most alike pairs of items (person folders or single faces), most alike first.
 
     Args:
-        names: (F,) folder names.
-        sums: (F, D) each folder's sum of its faces' unit embeddings; counts: (F,) its faces (> 0).
-        bar: only pairs whose likeness is at least this are listed (the model's cluster.json
-            floor: the bar two big groups need to merge); None: any.
+        names: (F,) item names.
+        sums: (F, D) each item's sum of its faces' unit embeddings; counts: (F,) its faces (> 0).
+        bar: only pairs whose likeness is at least this are listed (`alike_bar`); None: any.
         named: (F,) folders the user named: a pair of two named folders is left out (told apart).
-        apart: pairs of folder names known to be different people (faces seen together in one
+        apart: pairs of item names known to be different people (faces seen together in one
             photo or frame): left out.
         top: at most this many pairs.
-        k: each folder is compared with the k folders whose mean face is nearest in direction
-            (`siamese.clustering.neighbours.knn`, no F x F matrix; past `APPROX_FROM` items `knn_approx`:
-            a library of 100,000 faces, 52,000 items, took 39 s exact).
+        k: each item is compared with the k items whose mean face is nearest in direction
+            (`siamese.clustering.neighbours.knn`, no F x F matrix; past `APPROX_FROM` items the
+            inverted file `knn_approx`: `siamese bench cluster-scale` times it, `alike_seconds`).
 
     Returns:
         [{"folders": [keep, other], "likeness": mean cosine, "faces": [faces of keep, of other]}]:
@@ -103,13 +113,11 @@ def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], canno
     if bar is None or m < 2:
         return []
     sums = np.zeros((m, len(tracks[0]["sum"])), np.float64)
-    counts = np.zeros(m)
+    counts = np.zeros(m)  # every person label and every loose track has faces
     for t, g in zip(tracks, item):
         if g >= 0:
             sums[g] += t["sum"]
             counts[g] += len(t["members"])
-    keep = counts > 0
     together = item[np.asarray(cannot_link, np.int64).reshape(-1, 2)]  # (c, 2) their items
     apart = {frozenset((names[a], names[b])) for a, b in together.tolist() if a >= 0 and b >= 0 and a != b}
-    return alike_pairs([n for n, k in zip(names, keep) if k], sums[keep], counts[keep], bar=bar, apart=apart,
-                       top=top)
+    return alike_pairs(names, sums, counts, bar=bar, apart=apart, top=top)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.clustering import graph
-from siamese.clustering.alike import person_alike
+from siamese.clustering.alike import alike_bar, person_alike
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
 from siamese.clustering.output import (
     MANIFEST_COLUMNS,
@@ -165,10 +165,9 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
               "min_sharpness": min_sharpness}
     # Person folders and unassigned faces that may be one person (never two seen together), at the
     # bar big groups need; blurry faces (unclustered) are left out.
-    cal = clustering_settings(embedder)
-    bar = settings["floor"] if "floor" in settings else (cal["floor"] if cal else None)
     loose = {n: f"{UNASSIGNED}/{items[t['best']].crop_name}" for n, t in enumerate(tracks) if tlab[n] < 0 and sharp[n]}
-    people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=bar, loose=loose) if tracks else []
+    people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=alike_bar(embedder, settings),
+                                   loose=loose) if tracks else []
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
     return rows, people, seconds

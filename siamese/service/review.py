@@ -125,9 +125,9 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
             except ValueError as err:  # the model's cluster.json is malformed: one line, not a bug
                 raise ApiError(500, str(err)) from None
         rev, people, apart = await run_in_threadpool(store.people)
-        told = not_same.folders(people)
-        found = await engine.run(request.app.state.likeness.pairs, people, apart | told)
-        return JSONResponse({"revision": rev, **found, "not_same": len(not_same.faces())},
+        marked = not_same.faces()
+        found = await engine.run(request.app.state.likeness.pairs, people, apart | not_same.folders(people, marked))
+        return JSONResponse({"revision": rev, **found, "not_same": len(marked)},
                             headers={"cache-control": "no-store"})
 
     @app.post("/review/api/{op}", tags=["review"])

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.clustering.alike import alike_pairs
-from siamese.clustering.settings import clustering_settings
+from siamese.clustering.alike import alike_bar, alike_pairs
 from siamese.io.files import atomic_write_text
-from siamese.io.images import ImageError, read_image
+from siamese.io.images import ImageError, decode_image
+from siamese.service.engine import NoFace, Upload
 
 __all__ = ["Likeness", "NotSame"]
 
@@ -61,10 +61,11 @@ class NotSame:
         with self.store.locked():
             atomic_write_text(self.path, "[]")
 
-    def folders(self, people: dict[str, tuple[bool, list[Path]]]) -> set[frozenset[str]]:
-        """The pairs of `people`'s folders that hold a recorded pair's two faces."""
+    def folders(self, people: dict[str, tuple[bool, list[Path]]], faces: list[tuple[str, str]]
+                ) -> set[frozenset[str]]:
+        """The pairs of `people`'s items that hold a recorded pair's two faces (`faces`: `self.faces()`)."""
         folder_of = {p.name: f for f, (_, crops) in people.items() for p in crops}
-        return {frozenset((folder_of[x], folder_of[y])) for x, y in self.faces()
+        return {frozenset((folder_of[x], folder_of[y])) for x, y in faces
                 if x in folder_of and y in folder_of and folder_of[x] != folder_of[y]}
 
 
@@ -73,7 +74,7 @@ class Likeness:
     crop moved between folders keeps all three), and the folder pairs they make alike.
 
     Args:
-        engine: the server's `siamese.service.engine.Engine` (its `faces` and `model`).
+        engine: the server's `siamese.service.engine.Engine` (its `largest` and `model`).
         top: at most this many pairs are listed.
         stored: {crop file name: embedding} that `siamese cluster` saved with the same model
             (`siamese.clustering.output.read_crop_embeddings`): those crops are not embedded again.
@@ -83,30 +84,31 @@ class Likeness:
         self.engine, self.top, self.stored = engine, int(top), stored or {}
         self._cache: dict[tuple[str, int, int], np.ndarray | None] = {}
         self._lock = threading.Lock()  # one computation at a time; a second caller then finds the cache
-        cal = clustering_settings(engine.model)
-        self.bar = float(cal["floor"]) if cal else None
+        self.bar = alike_bar(engine.model)
 
     def embedding(self, path: Path) -> np.ndarray | None:
         """(D,) unit embedding of the largest face in the crop at `path`; None when the detector
         finds no face in it (a crop `siamese cluster` saved: its face as clustered). Raises OSError /
         ImageError for a file that cannot be read."""
-        st = path.stat()
+        st = path.stat()  # a crop gone since the manifest was read: OSError, counted unreadable
         if path.name in self.stored:
             return self.stored[path.name]
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._cache:
-            rgb = read_image(path)
-            faces = self.engine.faces(rgb)
-            face = max(faces, key=lambda f: float(f.box[2] * f.box[3])) if faces else None
-            self._cache[key] = None if face is None else self.engine.model.embed_faces(rgb, [face])[0]
+            data = path.read_bytes()
+            try:  # the largest face, as enrolling a crop does
+                self._cache[key] = self.engine.largest(Upload.of(path.name, data, decode_image(data, path)))[1]
+            except NoFace:
+                self._cache[key] = None
         return self._cache[key]
 
     def pairs(self, folders: dict[str, tuple[bool, list[Path]]], apart: set[frozenset[str]] | None = None) -> dict:
-        """The person folders most alike (`siamese.clustering.alike.alike_pairs`).
+        """The items most alike (`siamese.clustering.alike.alike_pairs`).
 
         Args:
-            folders: {folder: (named, [crop files])} of the person folders (not unassigned or not a face).
-            apart: pairs of folders known to be different people (faces seen together in one photo or frame).
+            folders: {item: (named, [crop files])}: the person folders and each unassigned face
+                ("unassigned/CROP"), as `ReviewStore.people` gives them.
+            apart: pairs of items known to be different people (seen together, or marked not the same).
 
         Returns:
             {"pairs": [{"folders": [keep, other], "likeness": mean cosine, "faces": [n_keep, n_other]}],
