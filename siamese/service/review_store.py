@@ -352,7 +352,7 @@ class ReviewStore:
         ("unassigned/CROP"), and the pairs of them seen together: `review_folders.alike_items`)."""
         _, rows, rev = self._read()
         crops, apart = folders.alike_items(self.root, rows, self.col, UNASSIGNED, (NOT_A_FACE,))
-        return rev, {f: ("/" not in f and _named(f), c) for f, c in crops.items()}, apart
+        return rev, {f: ("/" not in f and _named(f), c) for f, c in crops.items()}, apart  # "unassigned/CROP": a face
 
     def export(self, out: str | Path) -> dict:
         """Copy the named people's crops to `out/NAME/*.jpg` (for `siamese gallery import` and
