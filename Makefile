@@ -13,7 +13,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize student-candidate venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize student-candidate model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -146,6 +146,10 @@ student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network
 	$(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]'
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
+
+model-figures: venv ## every application figure of MODEL (dir or shipped name) into OUT, resumable; only after a rule chose it
+	@test -n "$(MODEL)" || { echo "usage: make model-figures MODEL=dir|default|int8 [OUT=data/figures/<name>] [STEPS=evaluate,openset,...]"; exit 2; }
+	$(PY) tools/model_figures.py "$(MODEL)" $(if $(OUT),--out "$(OUT)") $(if $(STEPS),--steps "$(STEPS)")
 
 bench-cluster: venv ## clustering algorithms on unseen LFW people, then 10k/100k-face time + memory
 	$(SIAMESE) bench cluster $(ARGS)
