@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SIAMESE := $(VENV)/bin/siamese
 CANDIDATE = $(or $(OUT),data/candidates/$(notdir $(RUN:/=)))
+SHIP = $(CANDIDATE)/ship
 ARGS ?=
 PREPARE_ARGS ?=
 
@@ -13,7 +14,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize student-candidate model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize student-candidate student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -146,6 +147,23 @@ student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network
 	$(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]'
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
+
+student-ship: venv ## once the rule chose RUN (make student-candidate): the shipped model rebuilt around its network, calibrated, with its int8 form, in CANDIDATE/ship (siamese/assets untouched)
+	@test -n "$(RUN)" || { echo "usage: make student-ship RUN=checkpoints/<run> [OUT=data/candidates/<run>]"; exit 2; }
+	@test -d "$(CANDIDATE)/rounded" || { echo "$(CANDIDATE)/rounded: missing — make student-candidate RUN=$(RUN) first"; exit 2; }
+	@test ! -e "$(SHIP)" || { echo "$(SHIP): already exists — remove it to build it again"; exit 2; }
+	rm -rf "$(CANDIDATE)/ship_src" && mkdir -p "$(CANDIDATE)/ship_src"
+	cp -r siamese/assets/default_model/members/1-lfw_only "$(CANDIDATE)/ship_src/lfw_only"
+	cp -r "$(CANDIDATE)/rounded" "$(CANDIDATE)/ship_src/distilled"
+	$(SIAMESE) ensemble "$(SHIP)" 'models=[$(CANDIDATE)/ship_src/lfw_only,$(CANDIDATE)/ship_src/distilled]' copy_members=true
+	$(SIAMESE) calibrate "$(SHIP)/members/2-distilled" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(SHIP)" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(SIAMESE) quantize "$(SHIP)/members/2-distilled"
+	$(SIAMESE) ensemble "$(SHIP)/int8" 'models=[$(SHIP)/members/1-lfw_only,$(SHIP)/members/2-distilled]' precision=int8
+	$(SIAMESE) calibrate "$(SHIP)/int8" 'fit=[verify,impostors]' overwrite=true
+	$(PY) tools/val_pairs.py "$(SHIP)" "$(SHIP)/int8"
+	$(SIAMESE) bench embed 'embed.models=[$(SHIP),$(SHIP)/int8]'
+	@find "$(SHIP)" -type f | xargs du -cb | tail -1 | sed 's|total|bytes in $(SHIP) as it would be tracked (<= 20,000,000 asked)|'
 
 model-figures: venv ## every application figure of MODEL (dir or shipped name) into OUT, resumable; only after a rule chose it
 	@test -n "$(MODEL)" || { echo "usage: make model-figures MODEL=dir|default|int8 [OUT=data/figures/<name>] [STEPS=evaluate,openset,...]"; exit 2; }
