@@ -73,6 +73,7 @@ def test_likeness_is_average_linkage_between_folders(tmp_path):
     assert [p["likeness"] for p in found["pairs"]] == pytest.approx([w[0] for w in want], abs=1e-4)
     assert found["pairs"][0]["faces"] == [2, 1]  # the folder with more faces first: the one a merge keeps
     assert (found["bar"], found["faces"], found["no_face"], found["unreadable"]) == (0.2, 5, 1, 1)
+    assert like.progress() == {"done": 7, "total": 7}  # every crop looked at, the unreadable one too
     # merged, a folder's likeness to a third is the faces-weighted mean of its parts' (average linkage)
     merged = like.pairs({"person_001": (False, a + b), "Cy": (True, c)})
     assert merged["pairs"][0]["likeness"] == pytest.approx((2 * ac + bc) / 3, abs=1e-4)
@@ -146,6 +147,7 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         scores = [p["likeness"] for p in pairs]
         assert scores == sorted(scores, reverse=True) and min(scores) >= found["bar"]
         assert (found["faces"], found["no_face"], found["unreadable"]) == (9, 0, 0)
+        assert http.get("/review/api/alike/progress").json() == {"done": 9, "total": 9}
         # the likeness is the model's cosine of the two photos' largest faces
         model = Embedder.load(None)
         emb = {}
@@ -236,6 +238,7 @@ def test_alike_route_before_the_model_is_loaded(split_result):
     root, _ = split_result
     app = create_app(Settings(review_dir=str(root), db=str(root.parent / "g.sqlite")))
     http = TestClient(app, **LOCAL)  # no lifespan: no engine yet
+    assert http.get("/review/api/alike/progress").json() == {"done": 0, "total": 0}  # nothing under way
     r = http.get("/review/api/alike")
     assert r.status_code == 503 and "not loaded yet" in r.json()["error"]
 

@@ -11,6 +11,7 @@
     GET  /review/api/alike           folders and unassigned faces that may be one person, most alike first
                                      (`review_likeness.Likeness`: the crops' saved embeddings, or each crop
                                      embedded once)
+    GET  /review/api/alike/progress  {"done", "total"}: how far that is (a first answer may embed every crop)
     POST /review/api/not-same        {"folders": [a, b]} (folders or "unassigned/CROP"): two people, never
                                      listed again (`NotSame`)
     POST /review/api/forget-not-same every pair listed again
@@ -110,6 +111,15 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
         path = await run_in_threadpool(store.crop_path, face_id)
         return FileResponse(path, media_type="image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else None,
                             headers={"cache-control": "private, max-age=3600"})
+
+    @app.get("/review/api/alike/progress", tags=["review"])
+    async def alike_progress(request: Request) -> JSONResponse:
+        """How far the "may be one person" computation under way is: {"done", "total"} crops (both 0
+        before the first); answers at once while `/review/api/alike` is still embedding."""
+        check(request)
+        likeness = getattr(request.app.state, "likeness", None)
+        return JSONResponse(likeness.progress() if likeness else {"done": 0, "total": 0},
+                            headers={"cache-control": "no-store"})
 
     @app.get("/review/api/alike", tags=["review"])
     async def alike(request: Request) -> JSONResponse:

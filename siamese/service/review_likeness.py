@@ -85,6 +85,12 @@ class Likeness:
         self._cache: dict[tuple[str, int, int], np.ndarray | None] = {}
         self._lock = threading.Lock()  # one computation at a time; a second caller then finds the cache
         self.bar = alike_bar(engine.model)
+        self.done, self.total = 0, 0  # crops looked at / to look at in the computation under way (`progress`)
+
+    def progress(self) -> dict:
+        """{"done", "total"}: crops looked at so far / in all, in the computation under way (or the last
+        one); read without waiting for it, so that the page can say how far a first embedding is."""
+        return {"done": self.done, "total": self.total}
 
     def embedding(self, path: Path) -> np.ndarray | None:
         """(D,) unit embedding of the largest face in the crop at `path`; None when the detector
@@ -117,9 +123,11 @@ class Likeness:
         """
         with self._lock:
             names, named, sums, counts, no_face, unreadable = [], [], [], [], 0, 0
+            self.done, self.total = 0, sum(len(crops) for _, crops in folders.values())
             for folder, (is_named, crops) in folders.items():
                 embs = []
                 for path in crops:
+                    self.done += 1
                     try:
                         e = self.embedding(path)
                     except (OSError, ImageError):

@@ -169,7 +169,15 @@ async function loadAlike(again = false) {
   $("alike").hidden = false;
   $("alike-note").textContent = alike ? "Looking again…" : "Looking for folders that may be one person…";
   $("alike-list").replaceChildren();  // the pairs of another revision may name folders gone since
-  const r = await fetch("/review/api/alike", { cache: "no-store" });
+  // A result clustered with another model (or before crops' embeddings were saved) has every crop
+  // embedded on the first answer: say how far that is while it runs.
+  const poll = setInterval(async () => {
+    const p = await fetch("/review/api/alike/progress", { cache: "no-store" }).then((x) => x.json()).catch(() => null);
+    if (p && p.total && p.done < p.total && alikeAsked === rev) {
+      $("alike-note").textContent = `Looking at each face: ${p.done} of ${p.total}…`;
+    }
+  }, 1000);
+  const r = await fetch("/review/api/alike", { cache: "no-store" }).finally(() => clearInterval(poll));
   const data = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
   if (state.revision !== rev) return;  // changed meanwhile: the newer revision's answer follows
   if (!r.ok) {
