@@ -476,11 +476,11 @@ def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, tmp
     rows = [r for r in read_manifest(out / "manifest.csv") if r["crop"]]
     assert s["alike"]  # on these photos Biden's two stay unassigned, each alike the other
     for p in s["alike"]:
-        sides = [[stored[Path(r["crop"]).name] for r in rows if item in (r["cluster"], r["crop"])]
+        sides = [[stored[Path(r["crop"]).name][0] for r in rows if item in (r["cluster"], r["crop"])]
                  for item in p["folders"]]
         mean = float(np.mean([a @ b for a in sides[0] for b in sides[1]]))
         assert mean == pytest.approx(p["likeness"], abs=2e-3)
-    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in stored.values())
+    assert all(n == 1 and abs(np.linalg.norm(v) - 1) < 1e-5 for v, n in stored.values())  # photos: a face each
     # another model's, or files that do not match, are not used
     assert read_crop_embeddings(out, "another model") == {}
     bad = tmp_path / "bad"
@@ -563,6 +563,21 @@ def test_the_command_names_the_folders_that_may_be_one_person(samples, tmp_path,
     for line, p in zip(said, s["alike"]):
         assert f"{p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}" in line
         assert f"siamese review {out}" in line
+    # The review page lists the same pairs with the same likeness: each track's one saved crop stands
+    # for every face of the track, as the command compared them (float16 rows: within 1e-3).
+    from types import SimpleNamespace
+
+    from siamese.clustering.output import read_crop_embeddings
+    from siamese.service.review_likeness import Likeness
+    from siamese.service.review_store import ReviewStore
+
+    model = Embedder.load(None)
+    _, items, apart = ReviewStore(out).people()
+    stored = read_crop_embeddings(out, model.fingerprint())
+    page = Likeness(SimpleNamespace(model=model), stored=stored).pairs(items, apart)
+    assert [p["folders"] for p in page["pairs"]] == [p["folders"] for p in s["alike"]]
+    assert [p["likeness"] for p in page["pairs"]] == pytest.approx([p["likeness"] for p in s["alike"]], abs=1e-3)
+    assert page["faces"] == s["faces"] and page["no_face"] == page["unreadable"] == 0
 
 
 def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_path, capsys):

@@ -81,10 +81,18 @@ def test_likeness_is_average_linkage_between_folders(tmp_path):
     assert engine.detections == 6
     # crops whose embedding `siamese cluster` saved are not embedded again
     saved = FakeEngine(vec)
-    stored = Likeness(saved, stored={"a1.png": vec[10], "a2.png": vec[20], "b1.png": vec[50]})
+    stored = Likeness(saved, stored={"a1.png": (vec[10], 1), "a2.png": (vec[20], 1), "b1.png": (vec[50], 1)})
     assert stored.pairs({"person_001": (False, a), "person_002": (False, b)})["pairs"][0]["likeness"] == \
         pytest.approx(ab, abs=1e-4)
     assert saved.detections == 0
+    # a crop that stands for a track (a video's best crop) brings every face of it, weighted by their number:
+    # b1 for 3 faces, their mean (vec[50] + 2 * vec[30]) / 3, against a1 and a2, is the mean over the 6 pairs
+    track = Likeness(saved, stored={"a1.png": (vec[10], 1), "a2.png": (vec[20], 1),
+                                    "b1.png": ((vec[50] + 2 * vec[30]) / 3, 3)})
+    found = track.pairs({"person_001": (False, a), "person_002": (False, b)})
+    six = [cos(x, y) for x in (10, 20) for y in (50, 30, 30)]
+    assert found["pairs"][0]["likeness"] == pytest.approx(np.mean(six), abs=1e-4)
+    assert found["pairs"][0]["faces"] == [3, 2] and found["faces"] == 5
     # folders seen together in one photo or frame are different people: never listed
     apart = like.pairs({"person_001": (False, a), "person_002": (False, b), "Cy": (True, c)},
                        apart={frozenset(("person_002", "person_001"))})

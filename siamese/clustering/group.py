@@ -152,10 +152,15 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     seconds = round(time.perf_counter() - t0, 3)
     temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
     rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
-    saved = [i for t in tracks for i in (t["members"] if keep_all_crops else [t["best"]])]
-    write_crop_embeddings(tmp, [items[i].crop_name for i in saved],
-                          np.stack([items[i].emb for i in saved]) if saved else np.zeros((0, embedder.dim)),
-                          embedder.fingerprint())
+    # What the review compares: each saved crop's faces as clustered (a track's best crop stands for
+    # the whole track, as in `person_alike`; with every crop kept, each is its own face).
+    if keep_all_crops:
+        saved = [(items[i].crop_name, items[i].emb, 1) for t in tracks for i in t["members"]]
+    else:
+        saved = [(items[t["best"]].crop_name, t["sum"] / len(t["members"]), len(t["members"])) for t in tracks]
+    write_crop_embeddings(tmp, [c for c, _, _ in saved],
+                          np.stack([e for _, e, _ in saved]) if saved else np.zeros((0, embedder.dim)),
+                          embedder.fingerprint(), faces=[n for _, _, n in saved])
     shutil.rmtree(tmp / "_staging", ignore_errors=True)
     people = {"faces": len(items), "tracks": len(tracks), "people": len(sizes),
               "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],

@@ -22,7 +22,7 @@ __all__ = ["CROP_EMBEDDINGS", "MANIFEST_COLUMNS", "SHEET_MAX", "UNASSIGNED", "pe
 
 log = logging.getLogger(__name__)
 
-CROP_EMBEDDINGS = "crop_embeddings"  # .npy: (n, D) float16 unit rows; .json: the model and each row's crop
+CROP_EMBEDDINGS = "crop_embeddings"  # .npy: (n, D) float16 mean rows; .json: the model, each row's crop and faces
 
 MANIFEST_COLUMNS = ["crop", "source", "frame", "time_s", "face", "x", "y", "w", "h", "det_score",
                     "frontalness", "sharpness", "track", "track_faces", "best", "cluster",
@@ -127,18 +127,24 @@ def write_table(path: Path, rows: list[list]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_crop_embeddings(out: Path, crops: list[str], emb: np.ndarray, fingerprint: str) -> None:
-    """The embedding of each saved crop (its face as clustered, not found again in the crop) beside
-    the manifest: `out/crop_embeddings.npy` ((n, D) float16) and `.json` ({"model": the embedder's
-    fingerprint, "crops": the n crop file names}), so that the review compares faces without
-    embedding them again."""
+def write_crop_embeddings(out: Path, crops: list[str], emb: np.ndarray, fingerprint: str,
+                          faces: list[int] | None = None) -> None:
+    """What each saved crop stands for, beside the manifest, so that the review compares faces as
+    `siamese cluster` did without embedding them again: `out/crop_embeddings.npy` ((n, D) float16:
+    the mean of the unit embeddings of the faces the crop stands for, its whole track when only the
+    track's best crop is kept) and `.json` ({"model": the embedder's fingerprint, "crops": the n crop
+    file names, "faces": how many faces each stands for, 1 when not given})."""
+    faces = [1] * len(crops) if faces is None else [int(n) for n in faces]
     atomic_save_npy(out / f"{CROP_EMBEDDINGS}.npy", np.asarray(emb, np.float16))
-    atomic_write_text(out / f"{CROP_EMBEDDINGS}.json", json.dumps({"model": fingerprint, "crops": list(crops)}))
+    atomic_write_text(out / f"{CROP_EMBEDDINGS}.json",
+                      json.dumps({"model": fingerprint, "crops": list(crops), "faces": faces}))
 
 
-def read_crop_embeddings(root: Path, fingerprint: str) -> dict[str, np.ndarray]:
-    """{crop file name: (D,) float32 unit embedding} written by `write_crop_embeddings`; empty when
-    there are none, they were made by another model (logged) or the files do not match (logged)."""
+def read_crop_embeddings(root: Path, fingerprint: str) -> dict[str, tuple[np.ndarray, int]]:
+    """{crop file name: ((D,) float32 mean embedding of the faces it stands for, their number)}
+    written by `write_crop_embeddings` (a crop that is one face: its unit embedding and 1; files
+    from before "faces" was written: one face each); empty when there are none, they were made by
+    another model (logged) or the files do not match (logged)."""
     meta_path, npy = root / f"{CROP_EMBEDDINGS}.json", root / f"{CROP_EMBEDDINGS}.npy"
     if not meta_path.is_file():
         return {}
@@ -148,10 +154,12 @@ def read_crop_embeddings(root: Path, fingerprint: str) -> dict[str, np.ndarray]:
             log.info("%s: made by another model — its crops are embedded again", meta_path)
             return {}
         emb = np.load(npy, allow_pickle=False).astype(np.float32)
-        if emb.ndim != 2 or len(emb) != len(meta["crops"]):
-            raise ValueError(f"{len(emb)} rows for {len(meta['crops'])} crops")
+        faces = np.asarray(meta.get("faces", [1] * len(meta["crops"])), np.int64)
+        if emb.ndim != 2 or len(emb) != len(meta["crops"]) or faces.shape != (len(emb),) or (faces < 1).any():
+            raise ValueError(f"{len(emb)} rows for {len(meta['crops'])} crops and {faces.size} face counts")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("%s: unusable (%s) — its crops are embedded again", meta_path, err)
         return {}
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return dict(zip(map(str, meta["crops"]), emb))
+    one = faces == 1  # one face: unit length again after float16
+    emb[one] /= np.maximum(np.linalg.norm(emb[one], axis=1, keepdims=True), 1e-12)
+    return {str(c): (e, int(n)) for c, e, n in zip(meta["crops"], emb, faces)}

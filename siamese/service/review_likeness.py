@@ -4,9 +4,10 @@ same person" list.
     likeness = Likeness(engine, stored=read_crop_embeddings(root, engine.model.fingerprint()))
     likeness.pairs({"person_001": (False, [crop, ...]), "unassigned/x.jpg": (False, [crop])}, apart={...})
 
-Each crop's embedding is the one `siamese cluster` saved for it with the same model, else it is
-embedded once (its largest face, found again in the crop as enrolling does) and kept in memory. An
-item (a folder, or an unassigned face) stands for the sum of its faces' unit embeddings, and the
+Each crop stands for the faces `siamese cluster` saved for it with the same model (a video track's
+best crop: every face of the track, as the command compared them), else for its largest face, found
+again in the crop as enrolling does, embedded once and kept in memory. An item (a folder, or an
+unassigned face) stands for the sum of its faces' unit embeddings, and the
 pairs are `siamese.clustering.alike.alike_pairs`: the mean cosine over two items' cross pairs of faces
 (average linkage, what the default clustering merges by), most alike first, at most `top`, only those
 at or above the bar two big groups need to merge (the model's cluster.json `floor`; without one, any,
@@ -76,11 +77,12 @@ class Likeness:
     Args:
         engine: the server's `siamese.service.engine.Engine` (its `largest` and `model`).
         top: at most this many pairs are listed.
-        stored: {crop file name: embedding} that `siamese cluster` saved with the same model
-            (`siamese.clustering.output.read_crop_embeddings`): those crops are not embedded again.
+        stored: {crop file name: (mean embedding of the faces it stands for, their number)} that
+            `siamese cluster` saved with the same model (`siamese.clustering.output.read_crop_embeddings`):
+            those crops are not embedded again.
     """
 
-    def __init__(self, engine, top: int = 8, stored: dict[str, np.ndarray] | None = None):
+    def __init__(self, engine, top: int = 8, stored: dict[str, tuple[np.ndarray, int]] | None = None):
         self.engine, self.top, self.stored = engine, int(top), stored or {}
         self._cache: dict[tuple[str, int, int], np.ndarray | None] = {}
         self._lock = threading.Lock()  # one computation at a time; a second caller then finds the cache
@@ -92,13 +94,15 @@ class Likeness:
         one); read without waiting for it, so that the page can say how far a first embedding is."""
         return {"done": self.done, "total": self.total}
 
-    def embedding(self, path: Path) -> np.ndarray | None:
-        """(D,) unit embedding of the largest face in the crop at `path`; None when the detector
-        finds no face in it (a crop `siamese cluster` saved: its face as clustered). Raises OSError /
-        ImageError for a file that cannot be read."""
+    def faces(self, path: Path) -> tuple[np.ndarray, int] | None:
+        """((D,) sum of the unit embeddings of the faces the crop at `path` stands for, their number):
+        what `siamese cluster` saved for it (its track's faces, as clustered), else its largest face
+        found again and embedded (one face); None when the detector finds no face in it. Raises
+        OSError / ImageError for a file that cannot be read."""
         st = path.stat()  # a crop gone since the manifest was read: OSError, counted unreadable
         if path.name in self.stored:
-            return self.stored[path.name]
+            mean, n = self.stored[path.name]
+            return mean * n, n
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._cache:
             data = path.read_bytes()
@@ -106,7 +110,8 @@ class Likeness:
                 self._cache[key] = self.engine.largest(Upload.of(path.name, data, decode_image(data, path)))[1]
             except NoFace:
                 self._cache[key] = None
-        return self._cache[key]
+        e = self._cache[key]
+        return None if e is None else (e, 1)
 
     def pairs(self, folders: dict[str, tuple[bool, list[Path]]], apart: set[frozenset[str]] | None = None) -> dict:
         """The items most alike (`siamese.clustering.alike.alike_pairs`).
@@ -118,30 +123,30 @@ class Likeness:
 
         Returns:
             {"pairs": [{"folders": [keep, other], "likeness": mean cosine, "faces": [n_keep, n_other]}],
-            most alike first; "bar": the floor listed pairs reach, or None; "faces": crops embedded;
+            most alike first; "bar": the floor listed pairs reach, or None; "faces": the faces compared;
             "no_face": crops in which no face was found; "unreadable": crops that could not be read}.
         """
         with self._lock:
             names, named, sums, counts, no_face, unreadable = [], [], [], [], 0, 0
             self.done, self.total = 0, sum(len(crops) for _, crops in folders.values())
             for folder, (is_named, crops) in folders.items():
-                embs = []
+                total, n = 0.0, 0
                 for path in crops:
                     self.done += 1
                     try:
-                        e = self.embedding(path)
+                        found = self.faces(path)
                     except (OSError, ImageError):
                         unreadable += 1
                         continue
-                    if e is None:
+                    if found is None:
                         no_face += 1
                     else:
-                        embs.append(e)
-                if embs:
+                        total, n = total + found[0].astype(np.float64), n + found[1]
+                if n:
                     names.append(folder)
                     named.append(bool(is_named))
-                    sums.append(np.sum(embs, axis=0, dtype=np.float64))
-                    counts.append(len(embs))
+                    sums.append(total)
+                    counts.append(n)
         pairs = alike_pairs(names, np.asarray(sums), np.asarray(counts), bar=self.bar, named=named, apart=apart,
                             top=self.top) if names else []
         return {"pairs": pairs, "bar": self.bar, "faces": int(sum(counts)), "no_face": no_face,

@@ -227,8 +227,10 @@ function renderAlike() {
         loadAlike(true);
       }
     } }, "Not the same");
-    const side = (item, n) => isFace(item) ? ["an unassigned face", peek(item)] : [folderLink(item), ` (${n})`, peek(item)];
-    return el("li", { dataset: { pair: pairKey(p) } }, ...side(other, p.faces[1]), " and ", ...side(keep, p.faces[0]),
+    // A folder's count as its card says it (its crops; a video crop may stand for more faces, all compared).
+    const crops = (item) => state.folders.find((f) => f.name === item)?.faces.length ?? 0;
+    const side = (item) => isFace(item) ? ["an unassigned face", peek(item)] : [folderLink(item), ` (${crops(item)})`, peek(item)];
+    return el("li", { dataset: { pair: pairKey(p) } }, ...side(other), " and ", ...side(keep),
               `: ${p.likeness.toFixed(2)}`, act, no);
   }));
 }
