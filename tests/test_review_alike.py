@@ -178,7 +178,8 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
             return http.post(f"/review/api/{op}", json=body, headers={"x-review-token": token})
 
         a, b = again["pairs"][0]["folders"]
-        assert post("not-same", folders=[a, b]).json() == {"not_same": 1}
+        marked = post("not-same", folders=[a, b]).json()
+        assert marked["not_same"] == 1 and len(marked["faces"]) == 2  # one face of each, what Undo sends back
         assert (root / ".review" / "not_same.json").is_file()
         hidden = http.get("/review/api/alike").json()
         assert [p["folders"] for p in hidden["pairs"]] == [p["folders"] for p in again["pairs"][1:]]
@@ -188,6 +189,15 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         assert all(set(p["folders"]) != {a, "Bea"} for p in http.get("/review/api/alike").json()["pairs"])
         assert post("forget-not-same").json() == {"not_same": 0}
         assert {a, "Bea"} in [set(p["folders"]) for p in http.get("/review/api/alike").json()["pairs"]]
+        # Undo of one mark takes back that pair only (the faces not-same answered, either order)
+        c, d = hidden["pairs"][0]["folders"]
+        first = post("not-same", folders=[a, "Bea"]).json()["faces"]
+        assert post("not-same", folders=[c, d]).json()["not_same"] == 2
+        assert post("forget-not-same", faces=first[::-1]).json() == {"not_same": 1}
+        listed = [set(p["folders"]) for p in http.get("/review/api/alike").json()["pairs"]]
+        assert {a, "Bea"} in listed and {c, d} not in listed
+        assert post("forget-not-same", faces=[first[0]]).status_code == 400
+        assert post("forget-not-same").json() == {"not_same": 0}
         # one line for what cannot be recorded; writes need the page's token
         assert post("not-same", folders=[a, a]).status_code == 400
         assert "no person folder 'nobody'" in post("not-same", folders=[a, "nobody"]).json()["error"]

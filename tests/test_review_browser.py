@@ -194,6 +194,12 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     browser.find_element("css selector", "#alike-list li:first-child .alike-dismiss").click()
     _wait(browser, lambda d: "not the same" in d.find_element("id", "status").text, "the pair marked")
     assert _alike(browser) == shown[1:] and (result / ".review" / "not_same.json").is_file()
+    browser.find_element("id", "undo-not-same").click()  # Undo: that pair listed again
+    _wait(browser, lambda d: "listed again" in d.find_element("id", "status").text, "the mark undone")
+    assert _alike(browser) == shown and json.loads((result / ".review" / "not_same.json").read_text()) == []
+    browser.find_element("css selector", "#alike-list li:first-child .alike-dismiss").click()
+    _wait(browser, lambda d: "not the same" in d.find_element("id", "status").text, "the pair marked again")
+    assert _alike(browser) == shown[1:]
     browser.refresh()
     assert _alike(browser) == shown[1:]
     assert "1 pair marked not the same" in browser.find_element("id", "alike-note").text

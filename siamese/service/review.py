@@ -14,7 +14,7 @@
     GET  /review/api/alike/progress  {"done", "total"}: how far that is (a first answer may embed every crop)
     POST /review/api/not-same        {"folders": [a, b]} (folders or "unassigned/CROP"): two people, never
                                      listed again (`NotSame`)
-    POST /review/api/forget-not-same every pair listed again
+    POST /review/api/forget-not-same every pair listed again, or {"faces": [x, y]} the one not-same answered
 
 The work is `review_store.ReviewStore`; this module only checks who asks and maps errors.
 
@@ -144,7 +144,8 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
     async def change(op: str, request: Request) -> JSONResponse:
         """A change: name {folder, name}, merge {into, folders}, move {faces, to}, split {faces},
         not-a-face {faces}, undo {}; each with the revision it was based on. Also export, gallery,
-        not-same {folders: [a, b]} and forget-not-same {} (the "May be the same person" list's)."""
+        not-same {folders: [a, b]} and forget-not-same {} or {faces: [x, y]} (the "May be the same
+        person" list's)."""
         check(request, write=True)
         body = await _body(request)
         if op == "export":
@@ -153,9 +154,11 @@ def add_review(app: FastAPI, root: Path) -> ReviewStore:
             return JSONResponse(await _enrol(request, store))
         if op == "not-same":  # not a change of the result: no revision, nothing to undo
             return JSONResponse(await run_in_threadpool(_not_same, store, not_same, _texts(body, "folders")))
-        if op == "forget-not-same":
-            await run_in_threadpool(not_same.forget)
-            return JSONResponse({"not_same": 0})
+        if op == "forget-not-same":  # {} every pair, or {"faces": [x, y]} the one not-same recorded
+            pair = _texts(body, "faces") if "faces" in body else None
+            if pair is not None and len(pair) != 2:
+                raise ApiError(400, "forget-not-same takes the two faces not-same answered: {\"faces\": [x, y]}")
+            return JSONResponse({"not_same": await run_in_threadpool(not_same.forget, pair)})
         rev = body.get("revision") or request.headers.get("if-match", "").strip('"')
         calls = {"name": lambda: store.name(rev, _text(body, "folder"), _text(body, "name")),
                  "merge": lambda: store.merge(rev, _text(body, "into"), _texts(body, "folders")),
@@ -202,7 +205,8 @@ def _not_same(store: ReviewStore, not_same: NotSame, names: list[str]) -> dict:
     _, people, _ = store.people()
     if missing := [n for n in names if n not in people]:
         raise ApiError(404, f"no person folder {missing[0]!r} with a face")
-    return {"not_same": not_same.add(people[names[0]][1], people[names[1]][1])}
+    kept, faces = not_same.add(people[names[0]][1], people[names[1]][1])
+    return {"not_same": kept, "faces": list(faces)}
 
 
 def _engine(request: Request):

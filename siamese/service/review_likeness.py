@@ -50,17 +50,23 @@ class NotSame:
         except (OSError, ValueError, TypeError):
             return []
 
-    def add(self, a: list[Path], b: list[Path]) -> int:
-        """Record the folders with crops `a` and `b` as two people; returns how many pairs are kept."""
+    def add(self, a: list[Path], b: list[Path]) -> tuple[int, tuple[str, str]]:
+        """Record the folders with crops `a` and `b` as two people; returns (how many pairs are kept,
+        the pair of faces recorded: what `forget` takes to take this one back)."""
+        pair = (a[0].name, b[0].name)
         with self.store.locked():
-            pairs = [*self.faces(), (a[0].name, b[0].name)]
+            pairs = [*self.faces(), pair]
             atomic_write_text(self.path, json.dumps(pairs))
-        return len(pairs)
+        return len(pairs), pair
 
-    def forget(self) -> None:
-        """Every pair listed again."""
+    def forget(self, pair: tuple[str, str] | None = None) -> int:
+        """Every pair listed again, or only `pair` (the faces `add` recorded, either order); returns
+        how many pairs are kept."""
         with self.store.locked():
-            atomic_write_text(self.path, "[]")
+            gone = None if pair is None else set(pair)
+            kept = [] if gone is None else [p for p in self.faces() if set(p) != gone]
+            atomic_write_text(self.path, json.dumps(kept))
+        return len(kept)
 
     def folders(self, people: dict[str, tuple[bool, list[Path]]], faces: list[tuple[str, str]]
                 ) -> set[frozenset[str]]:

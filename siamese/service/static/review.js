@@ -222,8 +222,16 @@ function renderAlike() {
         change("move", { faces: [faceId(face)], to: folder }, `Moved the face to ${folder}.`) }, `Move it into ${folder}`);
     }
     const no = el("button", { className: "alike-dismiss", onclick: async () => {
-      if (await post("not-same", { folders: [keep, other] })) {
-        say(`${label(other)} and ${label(keep)}: marked not the same.`);
+      const done = await post("not-same", { folders: [keep, other] });
+      if (done) {
+        const undo = el("button", { id: "undo-not-same", onclick: async () => {
+          if (await post("forget-not-same", { faces: done.faces })) {
+            say(`${label(other)} and ${label(keep)}: listed again.`);
+            loadAlike(true);
+          }
+        } }, "Undo");
+        say(`${label(other)} and ${label(keep)}: marked not the same. `);
+        $("status").append(undo);
         loadAlike(true);
       }
     } }, "Not the same");
