@@ -487,6 +487,14 @@ def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, tmp
     shutil.copytree(out, bad)
     np.save(bad / "crop_embeddings.npy", np.zeros((1, 3), np.float16))
     assert read_crop_embeddings(bad, embedder.fingerprint()) == {}
+    # files written before "faces" (one face per crop) are read as one face each; a wrong count is refused
+    meta = json.loads((out / "crop_embeddings.json").read_text())
+    shutil.copy(out / "crop_embeddings.npy", bad / "crop_embeddings.npy")
+    (bad / "crop_embeddings.json").write_text(json.dumps({"model": meta["model"], "crops": meta["crops"]}))
+    old = read_crop_embeddings(bad, embedder.fingerprint())
+    assert sorted(old) == sorted(stored) and all(n == 1 for _, n in old.values())
+    (bad / "crop_embeddings.json").write_text(json.dumps({**meta, "faces": [0] * len(meta["crops"])}))
+    assert read_crop_embeddings(bad, embedder.fingerprint()) == {}
 
 
 def test_rerun_refuses_unless_overwrite(knn_run, embedder, yunet, tmp_path, samples):
