@@ -27,7 +27,7 @@ from siamese.io.images import read_image
 from siamese.io.video import SourceError, iter_frames
 from siamese.model.embedder import Embedder
 from siamese.verification.live import run
-from siamese.verification.verifier import Verifier, judge
+from siamese.verification.verifier import Verifier, judge, template_scores
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "siamese" / "assets" / "default_model"
@@ -74,6 +74,16 @@ def test_detection_and_verification_thresholds_do_different_jobs():
     assert ok.tolist() == [False, True, True]
     # The boundary counts: score == match threshold matches, share == threshold verifies.
     assert judge([[0.5, 0.0]], 0.5, 0.5)[1].tolist() == [True]
+
+
+def test_the_template_rule_is_the_cosine_with_the_enrolled_mean_direction():
+    enrolled = np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32)
+    faces = np.array([[1.0, 0, 0], [0.6, 0.8, 0], [0, 0, 1.0]], np.float32)
+    want = faces @ (np.array([1.0, 1.0, 0]) / np.sqrt(2))
+    assert template_scores(faces, enrolled) == pytest.approx(want, abs=1e-6)
+    # one enrolled image: the cosine with it
+    assert template_scores(faces, enrolled[:1]) == pytest.approx(faces[:, 0], abs=1e-6)
+    assert template_scores(faces, np.zeros((0, 3))).tolist() == [-1.0] * 3  # empty gallery: nobody
 
 
 def test_empty_gallery_verifies_nobody():
@@ -193,12 +203,28 @@ def test_one_enrolment_serves_verify_and_recognize(tmp_path, lfw_only, detector,
     _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
     _enrol(db, samples / "knn_examples" / "train" / "biden", "biden", detector, embedder)
     photo = read_image(samples / "photos" / "two_people.jpg")  # Obama left, Biden right
-    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, rule="share", verification_threshold=0.5)
     left, right = sorted(v.process(photo)["faces"], key=lambda f: f["box"][0])
     assert (left["decision"], right["decision"]) == ("verified", "unverified")
     with Gallery(db, create=False) as g:
         matches, _ = recognize(samples / "photos" / "two_people.jpg", load_recognizer(g, embedder), detector)
     assert [m.candidate for m in matches] == ["obama", "biden"]
+
+
+def test_the_shipped_rule_tells_obama_from_biden(tmp_path, embedder, detector, samples):
+    """The shipped model's own rule and threshold (verify.json: template). Under the share rule at
+    0.5 the ensemble verifies Biden as Obama on this photo (his two head scores 0.341 / 0.288 against
+    a pair threshold of 0.351, one crossing it through the video path: `lfw_only` fixture); his
+    cosine with Obama's mean direction stays under the template cut."""
+    db = tmp_path / "g.sqlite"
+    _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector)
+    fitted = embedder.calibration("verify.json")
+    assert (v.rule, v.verification_threshold) == ("template", fitted["verification_threshold"])
+    faces = v.process(read_image(samples / "photos" / "two_people.jpg"))["faces"]
+    left, right = sorted(faces, key=lambda f: f["box"][0])
+    assert (left["decision"], right["decision"]) == ("verified", "unverified")
+    assert left["template"] >= v.verification_threshold > right["template"]
 
 
 # --- tracking ---------------------------------------------------------------------------------
@@ -235,11 +261,11 @@ def test_no_face_and_several_faces(tmp_path, lfw_only, detector, samples):
     embedder = lfw_only
     db = tmp_path / "g.sqlite"
     _enrol(db, samples / "knn_examples" / "train" / "obama", "obama", detector, embedder)
-    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, rule="share", verification_threshold=0.5)
     blank = v.process(np.full((360, 640, 3), 40, np.uint8))
     assert blank["state"] == "no_face" and blank["faces"] == []
 
-    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, verification_threshold=0.5)
+    v = Verifier(embedder, _enrolled(db, "obama", embedder), detector, rule="share", verification_threshold=0.5)
     r = v.process(read_image(samples / "photos" / "two_people.jpg"))  # Obama left, Biden right
     left, right = sorted(r["faces"], key=lambda f: f["box"][0])
     assert left["decision"] == "verified" and right["decision"] == "unverified"
@@ -250,7 +276,7 @@ def test_no_face_and_several_faces(tmp_path, lfw_only, detector, samples):
 
 def test_camera_or_file_that_cannot_be_opened_is_one_clear_error(tmp_path, embedder, detector):
     v = Verifier(embedder, np.zeros((0, embedder.dim), np.float32), detector,
-                 verification_threshold=0.5)
+                 rule="share", verification_threshold=0.5)
     with pytest.raises(SourceError, match="camera 99 could not be opened"):
         run(v, 99, tmp_path / "out", show=False)
     with pytest.raises(SourceError, match="missing.mp4: not found"):
@@ -264,7 +290,7 @@ def test_headless_outputs_exist_parse_and_are_not_overwritten(tmp_path, embedder
     lin = samples / "reference_faces" / "lin-manuel-miranda.png"
     _enrol(tmp_path / "g.sqlite", lin, "lin", detector, embedder)
     v = Verifier(embedder, _enrolled(tmp_path / "g.sqlite", "lin", embedder), detector, person="lin",
-                 verification_threshold=0.5)
+                 rule="share", verification_threshold=0.5)
     out = tmp_path / "run"
     r = run(v, clip, out, show=False, max_frames=30)
     assert r["frames"] == 30 and not r["shown"]
@@ -274,7 +300,7 @@ def test_headless_outputs_exist_parse_and_are_not_overwritten(tmp_path, embedder
         assert set(x) == {"time_s", "frame", "faces", "state", "fps"}
         assert x["state"] in ("verified", "unverified", "no_face")
         for f in x["faces"]:
-            assert set(f) == {"box", "score", "share", "decision", "track"} and len(f["box"]) == 4
+            assert set(f) == {"box", "score", "share", "template", "decision", "track"} and len(f["box"]) == 4
     assert sum(x["state"] != "no_face" for x in lines) == r["frames_with_face"] > 0
     video = list(iter_frames(out / "verify.mp4"))
     assert len(video) == 30 and video[0].image.shape == (360, 640, 3)
@@ -290,7 +316,7 @@ def test_a_source_that_breaks_off_ends_cleanly_and_keeps_its_outputs(tmp_path, e
     data = (samples / "video" / "oval_office_news_clip.mp4").read_bytes()
     cut.write_bytes(data[:int(0.08 * len(data))])
     v = Verifier(embedder, np.zeros((0, embedder.dim), np.float32), detector,
-                 verification_threshold=0.5)
+                 rule="share", verification_threshold=0.5)
     r = run(v, cut, tmp_path / "out", show=True)  # no display here: a warning, then headless
     assert 10 < r["frames"] < 510 and r["failed_frames"] >= 1 and not r["shown"]
     assert "truncated" in caplog.text and "no window" in caplog.text
@@ -307,7 +333,7 @@ def hamilton_runs(tmp_path_factory, embedder, detector, samples):
     for person, ref in (("lin", "lin-manuel-miranda.png"), ("alex", "alex-lacamoire.png")):
         _enrol(tmp / "g.sqlite", samples / "reference_faces" / ref, person, detector, embedder)
         v = Verifier(embedder, _enrolled(tmp / "g.sqlite", person, embedder), detector,
-                     person=person, verification_threshold=0.5)
+                     person=person, rule="share", verification_threshold=0.5)
         run(v, samples / "video" / "short_hamilton_clip.mp4", tmp / person, show=False)
         lines = (tmp / person / "verify.jsonl").read_text().splitlines()
         rows[person] = [json.loads(s) for s in lines]
@@ -358,18 +384,38 @@ def test_calibrate_writes_verify_json_that_the_verifier_reads(model_copy, lfw_ro
     v = Verifier(emb, np.zeros((0, emb.dim), np.float32), detector)
     assert v.verification_threshold == 0.5 and "no verify.json" in caplog.text  # the fallback
 
-    r = calibrate(emb, lfw_root, detector=detector, n_enroll=2, max_probes=2, limit_people=8)
+    with pytest.raises(ValueError, match="no verify.json fitted for rule=template"):
+        Verifier(emb, np.zeros((0, emb.dim), np.float32), detector, rule="template")  # a cosine has no default
+
+    # the share rule: its cuts are the k / N shares
+    r = calibrate(emb, lfw_root, detector=detector, n_enroll=2, max_probes=2, limit_people=8, rule="share")
     saved = json.loads((model_copy / "verify.json").read_text())
-    assert saved["verification_threshold"] == r["verification_threshold"] in (0.25, 0.75)
+    assert saved["rule"] == "share" and saved["verification_threshold"] == r["verification_threshold"] in (0.25, 0.75)
     assert r["people"] == 8 and r["genuine_probes"] == r["impostor_probes"] > 0
     assert r["match_threshold"] == pytest.approx(emb.threshold)
     best = max(r["levels"], key=lambda lv: lv["accuracy"])
     assert r["accuracy"] == best["accuracy"] and (r["tar"], r["far"]) == (best["tar"], best["far"])
     assert r["tar"] > r["far"]  # the model separates these unseen people at its chosen cut
     v = Verifier(emb, np.zeros((0, emb.dim), np.float32), detector)
-    assert v.verification_threshold == r["verification_threshold"]
+    assert (v.rule, v.verification_threshold) == ("share", r["verification_threshold"])
     with pytest.raises(FileExistsError, match="overwrite"):
         calibrate(emb, lfw_root, detector=detector, n_enroll=2, max_probes=2, limit_people=8)
+
+    # the template rule (the default): a cosine cut on the same probes; both rules reported side by side
+    t = calibrate(emb, lfw_root, detector=detector, n_enroll=2, max_probes=2, limit_people=8, overwrite=True)
+    assert t["rule"] == "template" and 0.0 <= t["verification_threshold"] < 1.0
+    assert t["rules"]["share"]["chosen"] == {k: r[k] for k in ("accuracy", "tar", "far")} | \
+        {"threshold": r["verification_threshold"], "share_at_least": best["share_at_least"]}
+    assert t["rules"]["template"]["chosen"]["threshold"] == t["verification_threshold"]
+    at = t["rules"]["template"]["at_tar_0.97"]
+    assert at is None or (at["tar"] >= 0.97 and all(lv["far"] >= at["far"] for lv in t["levels"] if lv["tar"] >= 0.97))
+    v = Verifier(emb, np.zeros((0, emb.dim), np.float32), detector)
+    assert (v.rule, v.verification_threshold) == ("template", t["verification_threshold"])
+    # asked for the share rule, a template calibration is not its cut: the uncalibrated 0.5, said
+    caplog.clear()
+    assert Verifier(emb, np.zeros((0, emb.dim)), detector, rule="share").verification_threshold == 0.5
+    assert "no verify.json for the share rule" in caplog.text
+    saved = json.loads((model_copy / "verify.json").read_text())
 
     saved["model"]["fingerprint"] = "0" * 64  # a stale file from an earlier model
     (model_copy / "verify.json").write_text(json.dumps(saved))
@@ -400,7 +446,7 @@ def test_enroll_and_verify_entry_points(tmp_path, samples, capsys, lfw_root):
     assert "obama: +2 faces" in out and "calibrated" in out
     cfg = _cfg("verify", [f"source={samples / 'video' / 'short_hamilton_clip.mp4'}",
                           "person=obama", f"db={db}", f"out={tmp_path / 'run'}",
-                          "max_frames=10", "show=false", "verification_threshold=0.5"])
+                          "max_frames=10", "show=false", "rule=share", "verification_threshold=0.5"])
     r = verify(cfg)
     assert r["frames"] == 10 and (tmp_path / "run" / "verify.jsonl").exists()
     assert r["match_threshold"] == pytest.approx(Embedder.load(MODEL).threshold)

@@ -62,10 +62,15 @@ def calibrate(cfg: DictConfig) -> dict:
     if "verify" in cfg.fit:
         v = cfg.verification
         r = fit_verification(embedder, cfg.data.root, cache_dir=cfg.cache_dir, n_enroll=v.n_enroll,
-                             far=v.far, repeats=v.repeats, seed=cfg.seed, overwrite=cfg.overwrite)
-        print(f"{embedder.path}/verify.json: verification threshold {r['verification_threshold']:.3f} "
-              f"({r['criterion']}): accuracy {r['accuracy']:.4f}, TAR {r['tar']:.4f}, FAR {r['far']:.4f} "
-              f"on {r['people']} unseen people")
+                             far=v.far, repeats=v.repeats, seed=cfg.seed, rule=v.rule, overwrite=cfg.overwrite)
+        print(f"{embedder.path}/verify.json: {r['rule']} rule, verification threshold "
+              f"{r['verification_threshold']:.3f} ({r['criterion']}): accuracy {r['accuracy']:.4f}, TAR "
+              f"{r['tar']:.4f}, FAR {r['far']:.4f} on {r['people']} unseen people")
+        for name, row in r["rules"].items():  # both rules on the same probes
+            at = row["at_tar_0.97"]
+            print(f"  {name:8s} chosen {row['chosen']['threshold']:.3f}: TAR {row['chosen']['tar']:.4f} FAR "
+                  f"{row['chosen']['far']:.4f}; lowest FAR with TAR >= 0.97: "
+                  + (f"{at['far']:.4f} (TAR {at['tar']:.4f} at {at['threshold']:.3f})" if at else "none"))
         out["verify"] = r
     if "cluster" in cfg.fit:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,

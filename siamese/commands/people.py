@@ -188,7 +188,7 @@ def verify(cfg: DictConfig) -> dict:
     """Is the enrolled person in front of `cfg.source`? A window, or verify.mp4 + verify.jsonl."""
     embedder = Embedder.load(cfg.model_path, threads=cfg.threads)
     verifier = Verifier(embedder, _enrolled(cfg, embedder), detector(cfg), person=cfg.person,
-                        match_threshold=cfg.match_threshold,
+                        match_threshold=cfg.match_threshold, rule=cfg.rule,
                         verification_threshold=cfg.verification_threshold,
                         detect_every=cfg.detect_every, detect_max_side=cfg.detect_max_side,
                         embed_every=cfg.embed_every, smooth=cfg.smooth, max_faces=cfg.max_faces)
@@ -196,12 +196,12 @@ def verify(cfg: DictConfig) -> dict:
     r = play(verifier, cfg.source, output_dir(cfg), show=show, video=cfg.video, max_frames=cfg.max_frames,
              overwrite=cfg.overwrite)
     print(f"{cfg.person}: verified in {r['verified_frames']} of {r['frames_with_face']} frames with a face "
-          f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; thresholds: "
-          f"match {verifier.match_threshold:.3f}, verification "
-          f"{verifier.verification_threshold:.3f}" + "".join(f"\n{k}: {r[k]}" for k in ("jsonl", "video") if k in r))
+          f"({r['no_face_frames']} without), {r['frames']} frames at {r['fps']} FPS; verification: "
+          f"{verifier.rule} rule at {verifier.verification_threshold:.3f} (match threshold "
+          f"{verifier.match_threshold:.3f})" + "".join(f"\n{k}: {r[k]}" for k in ("jsonl", "video") if k in r))
     if r["failed_frames"]:
         print(f"{r['failed_frames']} frame(s) could not be decoded and were skipped")
-    return {**r, "match_threshold": verifier.match_threshold,
+    return {**r, "match_threshold": verifier.match_threshold, "rule": verifier.rule,
             "verification_threshold": verifier.verification_threshold}
 
 

@@ -2,11 +2,13 @@
 (cluster.json), each saved beside the model (`siamese calibrate MODEL`).
 
 Verification. `calibrate` enrols N images of each unseen peopleDevTest person, probes with their
-other images (genuine) and with other such people's (impostors), and picks the cut on the share of
-matching enrolled images (`siamese.verification.judge`) with the best accuracy, or the lowest cut within
-a false-accept rate. The result, with the model's identity (`Embedder.identity`), is saved as
-`verify.json` beside the model; `siamese.verification.calibrated_threshold` reads it back (and ignores
-one fitted for another model).
+other images (genuine) and with other such people's (impostors), and picks the cut on the rule's
+score (`siamese.verification.verifier`: "template", the cosine with the enrolled images' mean
+direction, the default; or "share", the share of matching enrolled images) with the best accuracy,
+or the lowest cut within a false-accept rate. Both rules' best cut and their lowest false-accept rate
+with a true-accept rate of at least 0.97 are reported side by side ("rules"). The result, with the
+model's identity (`Embedder.identity`), is saved as `verify.json` beside the model;
+`siamese.verification.verifier.calibrated_rule` reads it back (and ignores one fitted for another model).
 
 Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`),
 and the other algorithms' own settings (`fit_other_algorithms`), on the model's validation people
@@ -36,13 +38,14 @@ from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
-from siamese.verification.verifier import judge
+from siamese.verification.verifier import RULES, judge, template_scores
 
 __all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
 SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
+TEMPLATE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 3)  # verification, template rule: cosines
 EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
 log = logging.getLogger(__name__)
@@ -72,10 +75,11 @@ def _plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repe
     return plan
 
 
-def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per probe of the plan: (share of enrolled images matching at the model's pair threshold,
-    same person?, did the first enrolled image alone match?)."""
-    shares, same, single = [], [], []
+    cosine with the enrolled images' mean direction, same person?, did the first enrolled image
+    alone match?)."""
+    shares, cosines, same, single = [], [], [], []
     for _, enrolled, genuine, imp in plan:
         e = np.stack([emb[r] for r in enrolled])
         for probes, label in ((genuine, True), (imp, False)):
@@ -83,21 +87,34 @@ def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndar
             scores = embedder.score(np.tile(e, (len(x), 1)),
                                     np.repeat(x, len(e), axis=0)).reshape(len(x), len(e))
             shares += judge(scores, embedder.threshold, 0.5)[0].tolist()
+            cosines += template_scores(x, e).tolist()
             single += (scores[:, 0] >= embedder.threshold).tolist()
             same += [label] * len(x)
-    return np.array(shares), np.array(same), np.array(single)
+    return np.array(shares), np.array(cosines), np.array(same), np.array(single)
 
 
-def _levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
-    """Accuracy, TAR and FAR at each cut between the possible shares k / N."""
+def _levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
+    """Accuracy, TAR and FAR at each cut (a face is accepted at or above it)."""
     levels = []
-    for cut in (np.arange(n_enroll) + 0.5) / n_enroll:
-        acc = float(((shares >= cut) == same).mean())
-        levels.append({"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4),
-                       "threshold": round(float(cut), 4), "accuracy": round(acc, 4),
-                       "tar": round(float((shares[same] >= cut).mean()), 4),
-                       "far": round(float((shares[~same] >= cut).mean()), 4)})
+    for cut in cuts:
+        acc = float(((scores >= cut) == same).mean())
+        levels.append({"threshold": round(float(cut), 4), "accuracy": round(acc, 4),
+                       "tar": round(float((scores[same] >= cut).mean()), 4),
+                       "far": round(float((scores[~same] >= cut).mean()), 4)})
     return levels
+
+
+def _share_levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
+    """`_levels` at each cut between the possible shares k / N, with the share each asks for."""
+    cuts = (np.arange(n_enroll) + 0.5) / n_enroll
+    return [{"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4), **lv}
+            for cut, lv in zip(cuts, _levels(shares, same, cuts))]
+
+
+def _at_tar(levels: list[dict], tar: float = 0.97) -> dict | None:
+    """The level with the lowest FAR among those whose TAR is at least `tar` (the highest cut)."""
+    ok = [r for r in levels if r["tar"] >= tar]
+    return min(ok, key=lambda r: (r["far"], -r["threshold"])) if ok else None
 
 
 def _choose(levels: list[dict], far: float | None) -> dict:
@@ -113,13 +130,15 @@ def _choose(levels: list[dict], far: float | None) -> dict:
 def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
               detector: Detector | None = None, n_enroll: int = 10, max_probes: int = 10,
               far: float | None = None, repeats: int = 5, limit_people: int | None = None,
-              seed: int = 0, out: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
-    """Fit the verification threshold on LFW people the model never saw, and save it.
+              seed: int = 0, rule: str = "template", out: str | os.PathLike | None = None,
+              overwrite: bool = False) -> dict:
+    """Fit the verification threshold of `rule` on LFW people the model never saw, and save it.
 
     For each peopleDevTest person with at least `n_enroll` + 1 images (and not in the model's
     people.json), `n_enroll` random images are enrolled and up to `max_probes` others probe;
-    as many impostor probes come from the other such people. A probe's share is the fraction of
-    enrolled images whose head score reaches the model's pair threshold (`siamese.verification.judge`).
+    as many impostor probes come from the other such people. A probe's score is, by `rule`, its
+    cosine with the enrolled images' mean direction ("template") or the fraction of enrolled images
+    whose head score reaches the model's pair threshold ("share", `siamese.verification.judge`).
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -132,19 +151,24 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
         repeats: random enrol / probe draws pooled.
         limit_people: use only the first this many eligible people (tests).
         seed: for the random enrol / probe split and the impostor draw.
+        rule: "template" or "share" (`siamese.verification.verifier`).
         out: where to write the result; None = `verify.json` beside the model; False = nowhere.
         overwrite: replace an existing `out`.
 
     Returns:
-        {"verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
-        "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{share cut,
-        tar, far, accuracy}], "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
+        {"rule", "verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
+        "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{threshold (cut),
+        tar, far, accuracy}] of the rule, "rules": {rule: {"chosen": the level the criterion picks,
+        "at_tar_0.97": the lowest FAR with TAR >= 0.97}} for both rules on the same probes,
+        "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
     """
     target = None if out is False else Path(out) if out else embedder.path / "verify.json"
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=true to recalibrate")
     if n_enroll < 2:
         raise ValueError(f"n_enroll={n_enroll}: the share of one image is all or nothing — use 2 or more")
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}: one of {', '.join(RULES)}")
     lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
     people = unseen_people(lfw, embedder.seen_people(), "view1_test", min_images=n_enroll + 1)
     people = dict(list(people.items())[:limit_people])
@@ -157,22 +181,25 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     if len(kept) < len(refs):
         raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
                          "check the LFW copy (`siamese data check`)")
-    shares, same, single = _shares(embedder, plan, dict(zip(kept, vectors)))
-    levels = _levels(shares, same, n_enroll)
+    shares, cosines, same, single = _shares(embedder, plan, dict(zip(kept, vectors)))
+    every = {"template": _levels(cosines, same, TEMPLATE_GRID), "share": _share_levels(shares, same, n_enroll)}
+    levels = every[rule]
     best = _choose(levels, far)
-    result = {"verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
+    result = {"rule": rule, "verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
               "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
               "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
               "impostor_probes": int((~same).sum()), **{k: best[k] for k in ("accuracy", "tar", "far")},
               "single_image": {"accuracy": round(float((single == same).mean()), 4),
                                "tar": round(float(single[same].mean()), 4),
                                "far": round(float(single[~same].mean()), 4)},
-              "levels": levels, "data": f"LFW peopleDevTest (unseen), seed {seed}",
+              "levels": levels,
+              "rules": {name: {"chosen": _choose(lv, far), "at_tar_0.97": _at_tar(lv)} for name, lv in every.items()},
+              "data": f"LFW peopleDevTest (unseen), seed {seed}",
               "model": embedder.identity()}
     if target is not None:
         atomic_write_text(target, json.dumps(result, indent=2))
-    log.info("verification threshold %.3f (%s): accuracy %.4f, TAR %.4f, FAR %.4f on %d people",
-             result["verification_threshold"], result["criterion"], result["accuracy"],
+    log.info("verification threshold %.3f (%s rule, %s): accuracy %.4f, TAR %.4f, FAR %.4f on %d people",
+             result["verification_threshold"], rule, result["criterion"], result["accuracy"],
              result["tar"], result["far"], result["people"])
     return result
 

@@ -10,8 +10,8 @@ in turn, seeded). Then each calibrated threshold is applied where it would be in
 - unknown: a gallery of one clean face per person for half the people; the other half are the
   strangers, one degraded face each; the threshold is calibrated to `far_target` on clean LFW
   strangers (as `siamese gallery calibrate` does by default) or on clean and degraded ones;
-- verify: `siamese verify`'s rule (verify.json's share of 10 clean enrolled images) for degraded
-  probes of other people;
+- verify: `siamese verify`'s rule (verify.json's rule and threshold, 10 clean enrolled images) for
+  degraded probes of other people;
 - cluster: the people's degraded faces clustered with cluster.json's settings: the share of
   different-people pairs put together (1 - pairwise precision).
 
@@ -37,7 +37,7 @@ from siamese.data.unseen import sample_refs, unseen_people
 from siamese.eval.metrics import roc_auc, tar_at_far
 from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
-from siamese.verification.verifier import calibrated_threshold, judge
+from siamese.verification.verifier import calibrated_rule, judge, template_scores
 
 __all__ = ["degraded_faces", "report"]
 
@@ -99,21 +99,25 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
 
 
 def _verify(embedder, f: dict, n_enroll: int = 10) -> dict | None:
-    """verify.json's rule: 10 clean enrolled images per person, degraded probes of others."""
-    share = calibrated_threshold(embedder, embedder.threshold)
+    """verify.json's rule and threshold: 10 clean enrolled images per person, degraded probes of others."""
+    cal = calibrated_rule(embedder, embedder.threshold)
     names = f["names"]
     big = [p for p in sorted(set(names.tolist())) if (names == p).sum() > n_enroll]
-    if share is None or len(big) < 2:
+    if cal is None or len(big) < 2:
         return None
+    rule, threshold = cal
     fars = []
     for p in big:
         enrolled = f["clean"][np.flatnonzero(names == p)[:n_enroll]]
         probes = f["degraded"][names != p]
+        if rule == "template":
+            fars.append((template_scores(probes, enrolled) >= threshold).mean())
+            continue
         scores = embedder.score(np.tile(enrolled, (len(probes), 1)),
                                 np.repeat(probes, len(enrolled), axis=0)).reshape(len(probes), -1)
-        fars.append(judge(scores, embedder.threshold, share)[1].mean())
+        fars.append(judge(scores, embedder.threshold, threshold)[1].mean())
     fitted = embedder.calibration("verify.json") or {}
-    return {"share_threshold": share, "people": len(big), "far_fitted": fitted.get("far"),
+    return {"rule": rule, "threshold": threshold, "people": len(big), "far_fitted": fitted.get("far"),
             "far_degraded": round(float(np.mean(fars)), 4)}
 
 
@@ -183,8 +187,8 @@ def rows(r: dict) -> list[dict]:
                     "target": r["unknown"]["target"], "far_clean": u["far_clean"], "far_degraded": u["far_degraded"]})
     if r["verify"]:
         v = r["verify"]
-        out.append({"threshold": "verify (share of 10)", "value": v["share_threshold"], "target": v["far_fitted"],
-                    "far_clean": v["far_fitted"], "far_degraded": v["far_degraded"]})
+        out.append({"threshold": f"verify ({v['rule']}, 10 enrolled)", "value": v["threshold"],
+                    "target": v["far_fitted"], "far_clean": v["far_fitted"], "far_degraded": v["far_degraded"]})
     if r["cluster"]:
         c = r["cluster"]
         out.append({"threshold": "cluster (false merges)", "value": "cluster.json", "target": "-",

@@ -23,7 +23,7 @@ from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.store import Gallery, GalleryError
 from siamese.io.names import check_name
 from siamese.model.embedder import Embedder
-from siamese.verification.verifier import FALLBACK_VERIFICATION, calibrated_threshold, judge
+from siamese.verification.verifier import calibrated_rule, judge, template_scores, verification_rule
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class Engine:
         self._detect_lock = threading.Lock()  # the detector's native code is not documented thread-safe
         self._write_lock = threading.Lock()   # one writer per process (SQLite queues other processes)
         self._recognizer = None
-        self.verification_threshold = calibrated_threshold(self.model)
+        self.calibrated = calibrated_rule(self.model) is not None  # else the share rule's uncalibrated 0.5
+        self.verify_rule, self.verification_threshold = verification_rule(self.model)
 
     # --- running work ----------------------------------------------------------------------
     async def run(self, fn, *args):
@@ -137,19 +138,24 @@ class Engine:
                 "faces": [face_json(fa), face_json(fb)]}
 
     def verify_subject(self, up: Upload, name: str) -> dict:
-        """Is the largest face of `up` the enrolled `name`? The share of their gallery faces the head
-        matches, against the calibrated verification threshold (as `siamese verify`)."""
+        """Is the largest face of `up` the enrolled `name`? By the model's verification rule and
+        threshold (as `siamese verify`): "score" is the rule's (template: cosine with the mean of
+        their gallery faces; share: the share of them the head matches)."""
         face, emb = self.largest(up)
         with self._gallery() as g:
             try:
                 enrolled = g.person(name)
             except GalleryError:
                 raise NotFound(f"no subject {check_name(name)!r}") from None
-        scores = self.model.score(np.repeat(emb[None], len(enrolled), 0), enrolled)
-        thr = self.verification_threshold or FALLBACK_VERIFICATION
-        share, ok = judge(scores[None], self.model.threshold, thr)
-        return {"subject": check_name(name), "score": round(float(share[0]), 4), "threshold": round(thr, 4),
-                "same": bool(ok[0]), "match_threshold": round(float(self.model.threshold), 4),
+        thr = self.verification_threshold
+        if self.verify_rule == "template":
+            score = float(template_scores(emb[None], enrolled)[0])
+        else:
+            scores = self.model.score(np.repeat(emb[None], len(enrolled), 0), enrolled)
+            score = float(judge(scores[None], self.model.threshold, thr)[0][0])
+        return {"subject": check_name(name), "score": round(score, 4), "threshold": round(thr, 4),
+                "same": score >= thr, "rule": self.verify_rule,
+                "match_threshold": round(float(self.model.threshold), 4),
                 "enrolled_faces": len(enrolled), "faces": [face_json(face)]}
 
     # --- identification --------------------------------------------------------------------
@@ -256,8 +262,8 @@ class Engine:
             "thresholds": {
                 "match": {"value": round(float(self.model.threshold), 4),
                           "from": "model.json (chosen on the model's validation people)"},
-                "verification": {"value": round(self.verification_threshold or FALLBACK_VERIFICATION, 4),
-                                 "from": "verify.json" if self.verification_threshold is not None
+                "verification": {"value": round(self.verification_threshold, 4), "rule": self.verify_rule,
+                                 "from": "verify.json" if self.calibrated
                                  else "uncalibrated default (run `siamese calibrate`)"},
                 "unknown": {"value": round(float(rec.thresholds["nn"]), 4) if rec else None,
                             "from": (f"the gallery's calibration at FAR {cal['far_target']} on {cal['source']}"

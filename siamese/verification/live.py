@@ -33,13 +33,14 @@ GREEN, RED, GREY = (40, 200, 40), (40, 40, 230), (160, 160, 160)  # BGR, for dra
 
 
 def annotate(image: np.ndarray, result: dict, person: str = "",
-             fps: float | None = None) -> np.ndarray:
-    """A BGR copy of the RGB `image` with each face's box, decision and score, and the FPS."""
+             fps: float | None = None, rule: str = "share") -> np.ndarray:
+    """A BGR copy of the RGB `image` with each face's box, decision and the score `rule` decides
+    by (template: the cosine; share: the mean head score and the share), and the FPS."""
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     for f in result["faces"]:
         ok = f["decision"] == "verified"
-        label = f"{person + ' ' if ok and person else ''}{'VERIFIED' if ok else 'UNVERIFIED'} " \
-                f"{f['score']:.2f} ({100 * f['share']:.0f}%)"
+        score = f"{f['template']:.2f}" if rule == "template" else f"{f['score']:.2f} ({100 * f['share']:.0f}%)"
+        label = f"{person + ' ' if ok and person else ''}{'VERIFIED' if ok else 'UNVERIFIED'} {score}"
         box_with_label(bgr, f["box"], label, GREEN if ok else RED)  # sized to the frame, inside it
     top = "no face" if result["state"] == "no_face" else result["state"]
     if fps:
@@ -113,7 +114,7 @@ def run(verifier: Verifier, source, out_dir: str | os.PathLike | None = None, *,
             stats["frames"] += 1
             stats["frames_with_face"] += r["state"] != "no_face"
             stats["verified_frames"] += r["state"] == "verified"
-            go_on = outputs.add(fr.image, r, verifier.person, fps)
+            go_on = outputs.add(fr.image, r, verifier.person, fps, verifier.rule)
             last = time.perf_counter()
             verifier.timings["annotate_write"] += 1000 * (last - now)
             if not go_on:
@@ -144,13 +145,13 @@ class _Outputs:
         self.log = open(self.tmp["jsonl"], "w") if paths else None
         self.writer = None
 
-    def add(self, image: np.ndarray, result: dict, person: str, fps: float | None) -> bool:
+    def add(self, image: np.ndarray, result: dict, person: str, fps: float | None, rule: str = "share") -> bool:
         """Log, draw and show one frame; False when the user pressed q or Esc in the window."""
         if self.log:
             self.log.write(json.dumps(result) + "\n")
         if not (self.window or self.record):
             return True
-        bgr = annotate(image, result, person, fps)
+        bgr = annotate(image, result, person, fps, rule)
         if self.record:
             if self.writer is None:
                 self.writer = cv2.VideoWriter(str(self.tmp["video"]), cv2.VideoWriter_fourcc(*"mp4v"),

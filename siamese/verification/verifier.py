@@ -7,11 +7,15 @@
 Here: `judge` and `Verifier` (a frame); `siamese.verification.live.run` plays a source (window,
 verify.jsonl, verify.mp4); its speed is `siamese.eval.bench.verify_speed`. Two thresholds
 decide, kept apart from the scores:
-- the *match threshold* on the Siamese head's score: above it, one enrolled image counts as
-  a match (default: the model's own pair threshold, `embedder.threshold`);
-- the *verification threshold* on the share of enrolled images that match: at or above it the
-  face is VERIFIED (default: `verify.json` beside the model, from `siamese calibrate` on LFW
-  people the model never saw; 0.5 with a warning when there is none).
+- the *verification threshold*, on the score of the face against the enrolled person by the
+  verification *rule* (`verify.json` beside the model, from `siamese calibrate` on LFW people the
+  model never saw): "template", the cosine of the face's embedding with the enrolled images' mean
+  direction (`template_scores`), or "share", the seed tutorial's share of enrolled images that
+  match (`judge`). At or above it the face is VERIFIED. Without a verify.json: "share" at 0.5,
+  with a warning.
+- the *match threshold* (the "share" rule's): on the Siamese head's score, above it one enrolled
+  image counts as a match (default: the model's own pair threshold, `embedder.threshold`).
+Each face's head scores and share are reported under either rule.
 No TensorFlow here: the shipped model runs on ONNX Runtime.
 """
 
@@ -27,11 +31,32 @@ import numpy as np
 from siamese.faces.detect import Detector, Face, box_iou
 from siamese.faces.track import FaceTracker
 
-__all__ = ["FALLBACK_VERIFICATION", "Verifier", "calibrated_threshold", "judge"]
+__all__ = ["FALLBACK_RULE", "FALLBACK_VERIFICATION", "RULES", "Verifier", "calibrated_rule", "judge", "template_scores",
+           "verification_rule"]
 
 log = logging.getLogger(__name__)
 
-FALLBACK_VERIFICATION = 0.5  # used only when the model has no verify.json (logged)
+RULES = ("template", "share")
+FALLBACK_RULE, FALLBACK_VERIFICATION = "share", 0.5  # used only when the model has no verify.json (logged)
+
+
+def template_scores(emb: np.ndarray, enrolled: np.ndarray) -> np.ndarray:
+    """The "template" rule's score: the cosine of each face with the enrolled person's mean direction.
+
+    Args:
+        emb: (n, D) unit embeddings of the faces to judge; enrolled: (N, D) unit embeddings of the
+            person's enrolled images.
+
+    Returns:
+        (n,) float32 cosines in [-1, 1]; with N = 0 (an empty gallery) -1 for every face.
+    """
+    emb = np.asarray(emb, np.float32).reshape(len(emb), -1)
+    enrolled = np.asarray(enrolled, np.float64).reshape(-1, emb.shape[1])
+    total = enrolled.sum(0)
+    norm = np.linalg.norm(total)
+    if not len(enrolled) or norm < 1e-12:
+        return np.full(len(emb), -1.0, np.float32)
+    return (emb @ (total / norm).astype(np.float32)).astype(np.float32)
 
 
 REFINE_SIDE = 320  # px: windows re-detected for landmarks are shrunk to this (faces ~80 px)
@@ -39,7 +64,7 @@ REFINE_SIDE = 320  # px: windows re-detected for landmarks are shrunk to this (f
 
 def judge(scores: np.ndarray, match_threshold: float,
           verification_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """The seed tutorial's decision from head scores.
+    """The "share" rule, the seed tutorial's decision from head scores.
 
     Args:
         scores: (n, N) head scores of n faces against the N enrolled images.
@@ -66,8 +91,10 @@ class Verifier:
         detector: a `siamese.faces.Detector`.
         person: the name drawn on the video.
         match_threshold: head score for one enrolled image to match; None = the model's.
-        verification_threshold: share of enrolled images that must match; None = calibrated
-            (`verify.json` beside the model), else 0.5 with a warning.
+        rule: "template" or "share" (module docstring); None = verify.json's, "share" without one.
+        verification_threshold: the rule's cut (template: a cosine; share: the share of enrolled
+            images that must match); None = calibrated (`verify.json` beside the model, when fitted
+            for this rule), else 0.5 with a warning for "share" (an error for "template").
         detect_every: detect on every k-th frame (and on any frame where the flow lost a track);
             optical flow carries the faces in between.
         detect_max_side: detect on a copy shrunk to this long side (px); None = full size.
@@ -82,7 +109,7 @@ class Verifier:
     """
 
     def __init__(self, embedder, enrolled: np.ndarray, detector: Detector, *, person: str = "",
-                 match_threshold: float | None = None,
+                 match_threshold: float | None = None, rule: str | None = None,
                  verification_threshold: float | None = None, detect_every: int = 3,
                  detect_max_side: int | None = 640, embed_every: int = 10,
                  smooth: int = 5, max_faces: int | None = None):
@@ -90,14 +117,8 @@ class Verifier:
         self.enrolled = np.asarray(enrolled, np.float32).reshape(-1, embedder.dim)
         self.match_threshold = float(embedder.threshold if match_threshold is None
                                          else match_threshold)
-        if verification_threshold is None:
-            verification_threshold = calibrated_threshold(embedder, self.match_threshold)
-            if verification_threshold is None:
-                log.warning("%s has no verify.json: verification threshold %.2f (uncalibrated) — "
-                            "run `siamese calibrate %s`", embedder.path,
-                            FALLBACK_VERIFICATION, embedder.path)
-                verification_threshold = FALLBACK_VERIFICATION
-        self.verification_threshold = float(verification_threshold)
+        self.rule, self.verification_threshold = verification_rule(embedder, rule, verification_threshold,
+                                                                   self.match_threshold)
         self.detect_every, self.detect_max_side = max(1, int(detect_every)), detect_max_side
         self.embed_every, self.max_faces = max(1, int(embed_every)), max_faces
         self.smooth = max(1, int(smooth))
@@ -116,9 +137,9 @@ class Verifier:
 
         Returns:
             {"frame", "time_s", "faces": [{"box" [x, y, w, h] px, "score" (mean head score
-            over the enrolled images), "share" (of enrolled images matching), "decision"
-            ("verified" / "unverified"), "track"}], "state" ("verified" when any face is,
-            "unverified", or "no_face")}.
+            over the enrolled images), "share" (of enrolled images matching), "template" (cosine
+            with the enrolled mean), "decision" ("verified" / "unverified", by `self.rule`),
+            "track"}], "state" ("verified" when any face is, "unverified", or "no_face")}.
         """
         index = self.frames if index is None else index
         clock = time.perf_counter()
@@ -155,18 +176,23 @@ class Verifier:
                 np.zeros((n, 0), np.float32)
             # Score-level fusion over a track's last `smooth` embeddings: one face seen several
             # times is better evidence than one frame (blur, a blink, a half turn).
-            fused = []
-            for t, s in zip(due, scores):
-                t.state["history"] = (t.state.get("history", []) + [s])[-self.smooth:]
-                fused.append(np.mean(t.state["history"], axis=0))
+            cosines = template_scores(emb, self.enrolled)
+            fused, fused_cos = [], []
+            for t, s, c in zip(due, scores, cosines):
+                t.state["history"] = (t.state.get("history", []) + [(s, c)])[-self.smooth:]
+                fused.append(np.mean([h[0] for h in t.state["history"]], axis=0))
+                fused_cos.append(float(np.mean([h[1] for h in t.state["history"]])))
             fused = np.array(fused).reshape(n, N)
             shares, ok = judge(fused, self.match_threshold, self.verification_threshold)
-            for t, s, sh, v in zip(due, fused, shares, ok):
+            if self.rule == "template":
+                ok = np.array(fused_cos) >= self.verification_threshold
+            for t, s, sh, c, v in zip(due, fused, shares, fused_cos, ok):
                 t.state.update(embedded_at=index, score=float(s.mean()) if N else 0.0,
-                               share=float(sh), verified=bool(v))
+                               share=float(sh), template=c, verified=bool(v))
             clock = self._lap("compare", clock)
         faces = [{"box": [round(float(v), 1) for v in t.face.box],
                   "score": round(t.state["score"], 4), "share": round(t.state["share"], 4),
+                  "template": round(t.state["template"], 4),
                   "decision": "verified" if t.state["verified"] else "unverified", "track": t.id}
                  for t in self.tracker.tracks if "embedded_at" in t.state]
         state = ("no_face" if not faces else
@@ -212,12 +238,12 @@ class Verifier:
         return now
 
 
-def calibrated_threshold(embedder, match_threshold: float | None = None) -> float | None:
-    """The verification threshold in `verify.json` beside the model, if fitted for this model.
+def calibrated_rule(embedder, match_threshold: float | None = None) -> tuple[str, float] | None:
+    """(rule, verification threshold) from `verify.json` beside the model, if fitted for this model.
 
-    None when there is no such file or it was fitted for another model (logged). A calibration
-    made at another match threshold is still returned, with a warning: its share was fitted
-    for the model's own.
+    None when there is no such file or it was fitted for another model (logged). A file from
+    before rules were recorded is the "share" rule. A "share" calibration made at another match
+    threshold is still returned, with a warning: its share was fitted for the model's own.
     """
     path = embedder.path / "verify.json"
     cal = embedder.calibration("verify.json")
@@ -225,12 +251,37 @@ def calibrated_threshold(embedder, match_threshold: float | None = None) -> floa
         return None
     try:
         threshold = float(cal["verification_threshold"])
+        rule = str(cal.get("rule", "share"))
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}")
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a calibration ({err}) — refit it: "
                          f"`siamese calibrate {embedder.path} overwrite=true`") from None
     fitted = cal.get("match_threshold", cal.get("detection_threshold"))  # the key before the rename
-    if match_threshold is not None and fitted is not None and \
+    if rule == "share" and match_threshold is not None and fitted is not None and \
             abs(match_threshold - fitted) > 1e-6:
         log.warning("%s: verification threshold %.3f was fitted at match threshold %.4f, "
                     "not %.4f", path, threshold, fitted, match_threshold)
-    return threshold
+    return rule, threshold
+
+
+def verification_rule(embedder, rule: str | None = None, threshold: float | None = None,
+                      match_threshold: float | None = None) -> tuple[str, float]:
+    """The (rule, verification threshold) a verifier uses: those given, else verify.json's (its
+    threshold only for its own rule), else "share" at 0.5 with a warning. Raises ValueError for an
+    unknown rule, or "template" without a threshold (a cosine has no safe default)."""
+    if rule is not None and rule not in RULES:
+        raise ValueError(f"rule={rule!r}: one of {', '.join(RULES)}")
+    cal = calibrated_rule(embedder, match_threshold)
+    rule = rule or (cal[0] if cal else FALLBACK_RULE)
+    if threshold is None:
+        if cal and cal[0] == rule:
+            threshold = cal[1]
+        elif rule == "share":
+            log.warning("%s has no verify.json for the share rule: verification threshold %.2f (uncalibrated) — "
+                        "run `siamese calibrate %s`", embedder.path, FALLBACK_VERIFICATION, embedder.path)
+            threshold = FALLBACK_VERIFICATION
+        else:
+            raise ValueError(f"{embedder.path}: no verify.json fitted for rule=template — give "
+                             f"verification_threshold (a cosine) or run `siamese calibrate {embedder.path}`")
+    return rule, float(threshold)

@@ -57,7 +57,8 @@ def hamilton(model_path=None, samples: Path = SAMPLES) -> dict:
     for person, ref in (("lin", "lin-manuel-miranda.png"), ("alex", "alex-lacamoire.png")):
         photo = read_image(samples / "reference_faces" / ref)
         face = max(detector.detect(photo), key=lambda f: float(f.box[2] * f.box[3]))
-        v = Verifier(model, model.embed_faces(photo, [face]), detector, person=person, verification_threshold=0.5)
+        v = Verifier(model, model.embed_faces(photo, [face]), detector, person=person, rule="share",
+                     verification_threshold=0.5)
         with tempfile.TemporaryDirectory() as tmp:
             run(v, samples / "video" / "short_hamilton_clip.mp4", tmp, show=False, video=False)
             rows[person] = [json.loads(s) for s in (Path(tmp) / "verify.jsonl").read_text().splitlines()]

@@ -56,7 +56,7 @@ def verify_speed(video: str | os.PathLike | None = None,
     for c in configs:
         c = dict(c)
         name = c.pop("name")
-        v = Verifier(embedder, enrolled, detector, person="lin", verification_threshold=0.5, **c)
+        v = Verifier(embedder, enrolled, detector, person="lin", rule="share", verification_threshold=0.5, **c)
         with tempfile.TemporaryDirectory() as tmp:
             r = run(v, video, tmp, show=False)
         ms = {k: round(v.timings[k] / r["frames"], 2) for k in
