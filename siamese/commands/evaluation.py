@@ -66,6 +66,9 @@ def calibrate(cfg: DictConfig) -> dict:
         print(f"{embedder.path}/verify.json: {r['rule']} rule, verification threshold "
               f"{r['verification_threshold']:.3f} ({r['criterion']}): accuracy {r['accuracy']:.4f}, TAR "
               f"{r['tar']:.4f}, FAR {r['far']:.4f} on {r['people']} unseen people")
+        if "by_enrolled" in r:  # the template rule's cut for fewer enrolled images (same probes)
+            print("  cut by enrolled images: " + ", ".join(f"{n}: {f['threshold']:.2f} (TAR {f['tar']:.3f}, FAR "
+                                                           f"{f['far']:.4f})" for n, f in r["by_enrolled_fit"].items()))
         for name, row in r["rules"].items():  # both rules on the same probes
             at = row["at_tar_0.97"]
             print(f"  {name:8s} chosen {row['chosen']['threshold']:.3f}: TAR {row['chosen']['tar']:.4f} FAR "

@@ -46,6 +46,7 @@ __all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clus
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
 SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
 TEMPLATE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 3)  # verification, template rule: cosines
+ENROLL_SIZES = (1, 2, 3, 5)  # the template rule's cut is also fitted for these many enrolled images
 EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,17 @@ def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndar
             single += (scores[:, 0] >= embedder.threshold).tolist()
             same += [label] * len(x)
     return np.array(shares), np.array(cosines), np.array(same), np.array(single)
+
+
+def _template_cosines(plan: list[tuple], emb: dict, n: int) -> np.ndarray:
+    """Per probe of the plan (in `_shares`' order): its cosine with the mean direction of the first
+    `n` enrolled images only (the same probes, a smaller enrolment)."""
+    out = []
+    for _, enrolled, genuine, imp in plan:
+        e = np.stack([emb[r] for r in enrolled[:n]])
+        for probes in (genuine, imp):
+            out += template_scores(np.stack([emb[r] for r in probes]), e).tolist()
+    return np.array(out)
 
 
 def _levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
@@ -158,7 +170,9 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     Returns:
         {"rule", "verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
         "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{threshold (cut),
-        tar, far, accuracy}] of the rule, "rules": {rule: {"chosen": the level the criterion picks,
+        tar, far, accuracy}] of the rule; for "template" also "by_enrolled": {n: cut} for 1, 2, 3, 5
+        and `n_enroll` enrolled images (the same probes against the first n of each enrolment) and
+        "by_enrolled_fit": {n: that level}; "rules": {rule: {"chosen": the level the criterion picks,
         "at_tar_0.97": the lowest FAR with TAR >= 0.97}} for both rules on the same probes,
         "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
     """
@@ -181,10 +195,16 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     if len(kept) < len(refs):
         raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
                          "check the LFW copy (`siamese data check`)")
-    shares, cosines, same, single = _shares(embedder, plan, dict(zip(kept, vectors)))
+    emb = dict(zip(kept, vectors))
+    shares, cosines, same, single = _shares(embedder, plan, emb)
     every = {"template": _levels(cosines, same, TEMPLATE_GRID), "share": _share_levels(shares, same, n_enroll)}
     levels = every[rule]
     best = _choose(levels, far)
+    by_enrolled = {}  # template: a mean of fewer images is a noisier direction, its cosines lower
+    if rule == "template":
+        for n in (*[k for k in ENROLL_SIZES if k < n_enroll], n_enroll):
+            lv = levels if n == n_enroll else _levels(_template_cosines(plan, emb, n), same, TEMPLATE_GRID)
+            by_enrolled[str(n)] = _choose(lv, far)
     result = {"rule": rule, "verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
               "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
               "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
@@ -193,6 +213,8 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
                                "tar": round(float(single[same].mean()), 4),
                                "far": round(float(single[~same].mean()), 4)},
               "levels": levels,
+              **({"by_enrolled": {n: lv["threshold"] for n, lv in by_enrolled.items()},
+                  "by_enrolled_fit": by_enrolled} if by_enrolled else {}),
               "rules": {name: {"chosen": _choose(lv, far), "at_tar_0.97": _at_tar(lv)} for name, lv in every.items()},
               "data": f"LFW peopleDevTest (unseen), seed {seed}",
               "model": embedder.identity()}

@@ -147,7 +147,9 @@ class Engine:
                 enrolled = g.person(name)
             except GalleryError:
                 raise NotFound(f"no subject {check_name(name)!r}") from None
-        thr = self.verification_threshold
+        # the cut for this many enrolled faces (a template rule's verify.json has one per size)
+        thr = verification_rule(self.model, self.verify_rule, None, None, len(enrolled))[1] \
+            if self.calibrated else self.verification_threshold
         if self.verify_rule == "template":
             score = float(template_scores(emb[None], enrolled)[0])
         else:

@@ -94,7 +94,8 @@ class Verifier:
         rule: "template" or "share" (module docstring); None = verify.json's, "share" without one.
         verification_threshold: the rule's cut (template: a cosine; share: the share of enrolled
             images that must match); None = calibrated (`verify.json` beside the model, when fitted
-            for this rule), else 0.5 with a warning for "share" (an error for "template").
+            for this rule and, for "template", this many enrolled images), else 0.5 with a warning
+            for "share" (an error for "template").
         detect_every: detect on every k-th frame (and on any frame where the flow lost a track);
             optical flow carries the faces in between.
         detect_max_side: detect on a copy shrunk to this long side (px); None = full size.
@@ -118,7 +119,7 @@ class Verifier:
         self.match_threshold = float(embedder.threshold if match_threshold is None
                                          else match_threshold)
         self.rule, self.verification_threshold = verification_rule(embedder, rule, verification_threshold,
-                                                                   self.match_threshold)
+                                                                   self.match_threshold, len(self.enrolled))
         self.detect_every, self.detect_max_side = max(1, int(detect_every)), detect_max_side
         self.embed_every, self.max_faces = max(1, int(embed_every)), max_faces
         self.smooth = max(1, int(smooth))
@@ -238,9 +239,13 @@ class Verifier:
         return now
 
 
-def calibrated_rule(embedder, match_threshold: float | None = None) -> tuple[str, float] | None:
+def calibrated_rule(embedder, match_threshold: float | None = None, enrolled: int | None = None
+                    ) -> tuple[str, float] | None:
     """(rule, verification threshold) from `verify.json` beside the model, if fitted for this model.
 
+    A "template" calibration holds a cut per enrolment size ("by_enrolled": a mean of 10 faces is a
+    steadier direction than one photo, so its cosines run higher): with `enrolled` the cut of the
+    largest size fitted at or below it (the smallest one for fewer), else the main one.
     None when there is no such file or it was fitted for another model (logged). A file from
     before rules were recorded is the "share" rule. A "share" calibration made at another match
     threshold is still returned, with a warning: its share was fitted for the model's own.
@@ -254,9 +259,13 @@ def calibrated_rule(embedder, match_threshold: float | None = None) -> tuple[str
         rule = str(cal.get("rule", "share"))
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}")
-    except (KeyError, TypeError, ValueError) as err:
+        sizes = {int(k): float(v) for k, v in (cal.get("by_enrolled") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: not a calibration ({err}) — refit it: "
                          f"`siamese calibrate {embedder.path} overwrite=true`") from None
+    if enrolled is not None and sizes:
+        fits = [k for k in sizes if k <= enrolled]
+        threshold = sizes[max(fits) if fits else min(sizes)]
     fitted = cal.get("match_threshold", cal.get("detection_threshold"))  # the key before the rename
     if rule == "share" and match_threshold is not None and fitted is not None and \
             abs(match_threshold - fitted) > 1e-6:
@@ -266,13 +275,14 @@ def calibrated_rule(embedder, match_threshold: float | None = None) -> tuple[str
 
 
 def verification_rule(embedder, rule: str | None = None, threshold: float | None = None,
-                      match_threshold: float | None = None) -> tuple[str, float]:
+                      match_threshold: float | None = None, enrolled: int | None = None) -> tuple[str, float]:
     """The (rule, verification threshold) a verifier uses: those given, else verify.json's (its
-    threshold only for its own rule), else "share" at 0.5 with a warning. Raises ValueError for an
-    unknown rule, or "template" without a threshold (a cosine has no safe default)."""
+    threshold only for its own rule, for `enrolled` images when it has a cut per size), else "share"
+    at 0.5 with a warning. Raises ValueError for an unknown rule, or "template" without a threshold
+    (a cosine has no safe default)."""
     if rule is not None and rule not in RULES:
         raise ValueError(f"rule={rule!r}: one of {', '.join(RULES)}")
-    cal = calibrated_rule(embedder, match_threshold)
+    cal = calibrated_rule(embedder, match_threshold, enrolled)
     rule = rule or (cal[0] if cal else FALLBACK_RULE)
     if threshold is None:
         if cal and cal[0] == rule:
