@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from siamese.eval.bench.clips import LIN_SHOTS, lin_faces
-from siamese.eval.calibration import calibrate
+from siamese.eval.verify_calibration import calibrate
 from siamese.faces.capture import SKIPS
 from siamese.faces.detect import YuNetDetector
 from siamese.faces.detect import box_iou as iou

@@ -20,7 +20,8 @@ from sklearn.metrics import roc_auc_score
 
 from siamese.data.lfw import LFW
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import TEMPLATE_GRID, _at_tar, _cache, _levels, _plan, _share_levels, _shares
+from siamese.eval.calibration import cache_if_built
+from siamese.eval.verify_calibration import TEMPLATE_GRID, _at_tar, _levels, _plan, _share_levels, _shares
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
 
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     args = ap.parse_args()
     lfw = LFW(args.lfw)
-    cache = _cache(args.cache)
+    cache = cache_if_built(args.cache)
     rows = [r for m in args.models for n in args.n_enroll
             for r in compare(Embedder.load(m), lfw, cache, n, args.repeats)]
     print(table(rows))

@@ -19,11 +19,11 @@ from siamese.eval.bench.gallery import bench_gallery
 from siamese.eval.bench.index import bench_cluster_parquet, bench_index
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
-from siamese.eval.calibration import calibrate as fit_verification
 from siamese.eval.calibration import calibrate_clustering, calibrate_impostors
 from siamese.eval.evaluate import evaluate as run_evaluation
 from siamese.eval.openset import open_set_folder, open_set_lfw
 from siamese.eval.plots import training_curves
+from siamese.eval.verify_calibration import calibrate as fit_verification
 from siamese.io.files import atomic_write_text
 from siamese.io.paths import CONF_DIR
 from siamese.model.embedder import Embedder

@@ -1,14 +1,6 @@
-"""Calibration on people the model never trained on: verification (verify.json) and clustering
-(cluster.json), each saved beside the model (`siamese calibrate MODEL`).
-
-Verification. `calibrate` enrols N images of each unseen peopleDevTest person, probes with their
-other images (genuine) and with other such people's (impostors), and picks the cut on the rule's
-score (`siamese.verification.verifier`: "template", the cosine with the enrolled images' mean
-direction, the default; or "share", the share of matching enrolled images) with the best accuracy,
-or the lowest cut within a false-accept rate. Both rules' best cut and their lowest false-accept rate
-with a true-accept rate of at least 0.97 are reported side by side ("rules"). The result, with the
-model's identity (`Embedder.identity`), is saved as `verify.json` beside the model;
-`siamese.verification.verifier.calibrated_rule` reads it back (and ignores one fitted for another model).
+"""Calibration on people the model never trained on: clustering (cluster.json) and the stranger
+bank (impostors.npy), each saved beside the model (`siamese calibrate MODEL`); verification
+(verify.json) is `siamese.eval.verify_calibration`'s.
 
 Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`),
 and the other algorithms' own settings (`fit_other_algorithms`), on the model's validation people
@@ -33,197 +25,25 @@ from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
-from siamese.data.unseen import lfw_crops, unseen_people
+from siamese.data.unseen import lfw_crops
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
-from siamese.verification.verifier import RULES, judge, template_scores
 
-__all__ = ["calibrate", "calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "cache_if_built", "fit_clustering", "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
 SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
-TEMPLATE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 3)  # verification, template rule: cosines
-ENROLL_SIZES = (1, 2, 3, 5)  # the template rule's cut is also fitted for these many enrolled images
 EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
 log = logging.getLogger(__name__)
 
 
-def _cache(cache_dir):
+def cache_if_built(cache_dir):
     """The face cache at `cache_dir` when one is built there, else None (faces then come from the photos)."""
     return load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
-
-
-def _plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repeats: int,
-          rng: np.random.Generator) -> list[tuple]:
-    """`repeats` random draws of, per person: (person, enrolled refs, genuine probe refs, impostor
-    probe refs: other people's probes, as many as the genuine ones)."""
-    plan = []
-    for _ in range(repeats):
-        draw = []
-        for p, n in people.items():
-            refs = lfw.identities({p: n})
-            order = rng.permutation(len(refs))
-            draw.append((p, [refs[i] for i in order[:n_enroll]],
-                         [refs[i] for i in order[n_enroll:n_enroll + max_probes]]))
-        for p, enrolled, genuine in draw:
-            pool = [r for q, _, g in draw if q != p for r in g]
-            pick = rng.choice(len(pool), min(len(genuine), len(pool)), replace=False)
-            plan.append((p, enrolled, genuine, [pool[i] for i in pick]))
-    return plan
-
-
-def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per probe of the plan: (share of enrolled images matching at the model's pair threshold,
-    cosine with the enrolled images' mean direction, same person?, did the first enrolled image
-    alone match?)."""
-    shares, cosines, same, single = [], [], [], []
-    for _, enrolled, genuine, imp in plan:
-        e = np.stack([emb[r] for r in enrolled])
-        for probes, label in ((genuine, True), (imp, False)):
-            x = np.stack([emb[r] for r in probes])
-            scores = embedder.score(np.tile(e, (len(x), 1)),
-                                    np.repeat(x, len(e), axis=0)).reshape(len(x), len(e))
-            shares += judge(scores, embedder.threshold, 0.5)[0].tolist()
-            cosines += template_scores(x, e).tolist()
-            single += (scores[:, 0] >= embedder.threshold).tolist()
-            same += [label] * len(x)
-    return np.array(shares), np.array(cosines), np.array(same), np.array(single)
-
-
-def _template_cosines(plan: list[tuple], emb: dict, n: int) -> np.ndarray:
-    """Per probe of the plan (in `_shares`' order): its cosine with the mean direction of the first
-    `n` enrolled images only (the same probes, a smaller enrolment)."""
-    out = []
-    for _, enrolled, genuine, imp in plan:
-        e = np.stack([emb[r] for r in enrolled[:n]])
-        for probes in (genuine, imp):
-            out += template_scores(np.stack([emb[r] for r in probes]), e).tolist()
-    return np.array(out)
-
-
-def _levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
-    """Accuracy, TAR and FAR at each cut (a face is accepted at or above it)."""
-    levels = []
-    for cut in cuts:
-        acc = float(((scores >= cut) == same).mean())
-        levels.append({"threshold": round(float(cut), 4), "accuracy": round(acc, 4),
-                       "tar": round(float((scores[same] >= cut).mean()), 4),
-                       "far": round(float((scores[~same] >= cut).mean()), 4)})
-    return levels
-
-
-def _share_levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
-    """`_levels` at each cut between the possible shares k / N, with the share each asks for."""
-    cuts = (np.arange(n_enroll) + 0.5) / n_enroll
-    return [{"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4), **lv}
-            for cut, lv in zip(cuts, _levels(shares, same, cuts))]
-
-
-def _at_tar(levels: list[dict], tar: float = 0.97) -> dict | None:
-    """The level with the lowest FAR among those whose TAR is at least `tar` (the highest cut)."""
-    ok = [r for r in levels if r["tar"] >= tar]
-    return min(ok, key=lambda r: (r["far"], -r["threshold"])) if ok else None
-
-
-def _choose(levels: list[dict], far: float | None) -> dict:
-    """The best-accuracy level, or the lowest cut whose FAR is within `far` (else the strictest)."""
-    if far is None:
-        return max(levels, key=lambda r: (r["accuracy"], -r["far"]))
-    ok = [r for r in levels if r["far"] <= far]
-    if not ok:
-        log.warning("no share cut reaches FAR <= %g (at best %.4f): using the strictest", far, levels[-1]["far"])
-    return ok[0] if ok else levels[-1]
-
-
-def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
-              detector: Detector | None = None, n_enroll: int = 10, max_probes: int = 10,
-              far: float | None = None, repeats: int = 5, limit_people: int | None = None,
-              seed: int = 0, rule: str = "template", out: str | os.PathLike | None = None,
-              overwrite: bool = False) -> dict:
-    """Fit the verification threshold of `rule` on LFW people the model never saw, and save it.
-
-    For each peopleDevTest person with at least `n_enroll` + 1 images (and not in the model's
-    people.json), `n_enroll` random images are enrolled and up to `max_probes` others probe;
-    as many impostor probes come from the other such people. A probe's score is, by `rule`, its
-    cosine with the enrolled images' mean direction ("template") or the fraction of enrolled images
-    whose head score reaches the model's pair threshold ("share", `siamese.verification.judge`).
-
-    Args:
-        embedder: a `siamese.model.Embedder`.
-        lfw_root: LFW (default: LFW_ROOT, else data/lfw).
-        cache_dir: the LFW face cache, used when it is aligned as the model expects.
-        detector: for faces not served by the cache (default YuNet).
-        n_enroll: enrolled images per person (the Verifier's default enrolment is 10).
-        max_probes: genuine probes per person and draw.
-        far: target false-accept rate per probe; None maximises accuracy.
-        repeats: random enrol / probe draws pooled.
-        limit_people: use only the first this many eligible people (tests).
-        seed: for the random enrol / probe split and the impostor draw.
-        rule: "template" or "share" (`siamese.verification.verifier`).
-        out: where to write the result; None = `verify.json` beside the model; False = nowhere.
-        overwrite: replace an existing `out`.
-
-    Returns:
-        {"rule", "verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
-        "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{threshold (cut),
-        tar, far, accuracy}] of the rule; for "template" also "by_enrolled": {n: cut} for 1, 2, 3, 5
-        and `n_enroll` enrolled images (the same probes against the first n of each enrolment) and
-        "by_enrolled_fit": {n: that level}; "rules": {rule: {"chosen": the level the criterion picks,
-        "at_tar_0.97": the lowest FAR with TAR >= 0.97}} for both rules on the same probes,
-        "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
-    """
-    target = None if out is False else Path(out) if out else embedder.path / "verify.json"
-    if target is not None and target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists — pass overwrite=true to recalibrate")
-    if n_enroll < 2:
-        raise ValueError(f"n_enroll={n_enroll}: the share of one image is all or nothing — use 2 or more")
-    if rule not in RULES:
-        raise ValueError(f"rule={rule!r}: one of {', '.join(RULES)}")
-    lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
-    people = unseen_people(lfw, embedder.seen_people(), "view1_test", min_images=n_enroll + 1)
-    people = dict(list(people.items())[:limit_people])
-    if len(people) < 2:
-        raise ValueError(f"{lfw.root}: only {len(people)} unseen peopleDevTest people with "
-                         f"{n_enroll + 1}+ images — lower n_enroll")
-    plan = _plan(lfw, people, n_enroll, max_probes, repeats, rng)
-    refs = sorted({r for _, e, g, imp in plan for r in (*e, *g, *imp)}, key=lambda r: (r.person, r.index))
-    vectors, kept = embedder.embed_refs(lfw, refs, _cache(cache_dir), detector)
-    if len(kept) < len(refs):
-        raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
-                         "check the LFW copy (`siamese data check`)")
-    emb = dict(zip(kept, vectors))
-    shares, cosines, same, single = _shares(embedder, plan, emb)
-    every = {"template": _levels(cosines, same, TEMPLATE_GRID), "share": _share_levels(shares, same, n_enroll)}
-    levels = every[rule]
-    best = _choose(levels, far)
-    by_enrolled = {}  # template: a mean of fewer images is a noisier direction, its cosines lower
-    if rule == "template":
-        for n in (*[k for k in ENROLL_SIZES if k < n_enroll], n_enroll):
-            lv = levels if n == n_enroll else _levels(_template_cosines(plan, emb, n), same, TEMPLATE_GRID)
-            by_enrolled[str(n)] = _choose(lv, far)
-    result = {"rule": rule, "verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
-              "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
-              "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
-              "impostor_probes": int((~same).sum()), **{k: best[k] for k in ("accuracy", "tar", "far")},
-              "single_image": {"accuracy": round(float((single == same).mean()), 4),
-                               "tar": round(float(single[same].mean()), 4),
-                               "far": round(float(single[~same].mean()), 4)},
-              "levels": levels,
-              **({"by_enrolled": {n: lv["threshold"] for n, lv in by_enrolled.items()},
-                  "by_enrolled_fit": by_enrolled} if by_enrolled else {}),
-              "rules": {name: {"chosen": _choose(lv, far), "at_tar_0.97": _at_tar(lv)} for name, lv in every.items()},
-              "data": f"LFW peopleDevTest (unseen), seed {seed}",
-              "model": embedder.identity()}
-    if target is not None:
-        atomic_write_text(target, json.dumps(result, indent=2))
-    log.info("verification threshold %.3f (%s rule, %s): accuracy %.4f, TAR %.4f, FAR %.4f on %d people",
-             result["verification_threshold"], rule, result["criterion"], result["accuracy"],
-             result["tar"], result["far"], result["people"])
-    return result
 
 
 def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: np.ndarray | None = None) -> dict:
@@ -326,7 +146,7 @@ def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_d
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
-    cache = _cache(cache_dir)
+    cache = cache_if_built(cache_dir)
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
     names = np.array([r.person for r in kept])
     if not degraded:
@@ -345,7 +165,7 @@ def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=No
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
-    crops, kept = lfw_crops(lfw, refs, *embedder.alignment, cache=_cache(cache_dir), detector=detector)
+    crops, kept = lfw_crops(lfw, refs, *embedder.alignment, cache=cache_if_built(cache_dir), detector=detector)
     return embedder.prepare(crops), np.array([r.person for r in kept])
 
 

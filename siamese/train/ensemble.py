@@ -173,7 +173,7 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
         models: two or more model dirs (run dirs, model/ or export dirs), same alignment; with
             precision "int8" one is enough (that model's int8 form with its own thresholds).
         lfw_root, cache_dir, detector: where the validation faces come from (as for
-            `siamese.eval.calibration.calibrate`).
+            `siamese.eval.verify_calibration.calibrate`).
         seed: for the different-person pairs.
         copy_members: copy the members' model dirs into `out/members/` (`_copy_members`), so that
             `out` can be moved, shared or shipped on its own; else `out` names them where they are.

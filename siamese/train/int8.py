@@ -74,7 +74,7 @@ def quantize_model(model_dir: str | os.PathLike, lfw_root=None, *, cache_dir=Non
     Args:
         model_dir: a model dir with a float32 embedding.onnx (packed or not) and people.json.
         lfw_root, cache_dir, detector: where the LFW faces come from (as for
-            `siamese.eval.calibration.calibrate`).
+            `siamese.eval.verify_calibration.calibrate`).
         faces: how many faces (each also mirrored) the ranges are measured on.
         seed: which faces.
         overwrite: refit an existing quantization.json.
