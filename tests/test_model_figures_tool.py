@@ -67,7 +67,7 @@ def test_a_failed_step_is_retried_and_a_done_one_is_not(monkeypatch, tmp_path, c
     _run(monkeypatch, tmp_path, again, "--steps", "evaluate,clips,openset")
     assert [argv[0:2] for argv in again.calls] == [["bench", "clips"]]  # only the one that failed
     out = capsys.readouterr().out
-    assert "open set, 5 seeds (0, 1, 2, 3, 4), mean ± std:" in out
+    assert "open set, 5 seeds (0, 1, 2, 3, 4), mean ± std (sample std):" in out
     assert "nn: top1 0.620 ± 0.016" in out  # 0.60..0.64
     assert "## clips" in out and "| 1 | 2 |" in out
 

@@ -93,7 +93,7 @@ def openset_digest(out: Path) -> list[str]:
     runs = [json.loads(p.read_text()) for s in SEEDS if (p := out / f"openset{s}" / "open_set.json").exists()]
     if not runs:
         return []
-    lines = [f"open set, {len(runs)} seeds ({', '.join(str(r['seed']) for r in runs)}), mean ± std:"]
+    lines = [f"open set, {len(runs)} seeds ({', '.join(str(r['seed']) for r in runs)}), mean ± std (sample std):"]
     for method in runs[0]["methods"]:
         rows = [r["methods"][method] for r in runs]
         cells = []
