@@ -21,7 +21,15 @@ from sklearn.metrics import roc_auc_score
 from siamese.data.lfw import LFW
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import cache_if_built
-from siamese.eval.verify_calibration import TEMPLATE_GRID, _at_tar, _levels, _plan, _share_levels, _shares
+from siamese.eval.verify_calibration import (
+    TEMPLATE_GRID,
+    draw_plan,
+    head_scores,
+    levels,
+    lowest_far_at,
+    share_levels,
+    template_cosines,
+)
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
 
@@ -32,23 +40,20 @@ def compare(model: Embedder, lfw: LFW, cache, n_enroll: int, repeats: int, seed:
     people = {p: counts[p] for p in sorted(model.validation_people()) if counts.get(p, 0) >= n_enroll + 1}
     if len(people) < 2:
         return []
-    plan = _plan(lfw, people, n_enroll, 10, repeats, np.random.default_rng(seed))
+    plan = draw_plan(lfw, people, n_enroll, 10, repeats, np.random.default_rng(seed))
     refs = sorted({r for _, e, g, imp in plan for r in (*e, *g, *imp)}, key=lambda r: (r.person, r.index))
     vectors, kept = model.embed_refs(lfw, refs, cache, None)
     emb = dict(zip(kept, vectors))
-    shares, cosines, same, _ = _shares(model, plan, emb)
-    # the share's ties broken by each probe's mean head score over the enrolled images (for AUC only)
-    mean_score = np.concatenate([
-        model.score(np.tile(e, (len(x), 1)), np.repeat(x, len(e), axis=0)).reshape(len(x), len(e)).mean(1)
-        for e, x in ((np.stack([emb[r] for r in en]), np.stack([emb[r] for r in probes]))
-                     for _, en, g, imp in plan for probes in (g, imp))])
+    head, cosines = head_scores(model, plan, emb), template_cosines(plan, emb)
+    same = head["same"]
     rows = []
-    for rule, score, levels in (("template", cosines, _levels(cosines, same, TEMPLATE_GRID)),
-                                ("share", shares + 1e-3 * mean_score, _share_levels(shares, same, n_enroll))):
+    tie_broken = head["share"] + 1e-3 * head["mean"]  # the share's ties broken by the mean head score (AUC only)
+    for rule, score, found in (("template", cosines, levels(cosines, same, TEMPLATE_GRID)),
+                               ("share", tie_broken, share_levels(head["share"], same, n_enroll))):
         row = {"model": str(model.path.name), "n_enroll": n_enroll, "people": len(people),
                "probes": int(len(same)), "rule": rule, "auc": round(float(roc_auc_score(same, score)), 5)}
         for tar in (0.97, 0.99):
-            at = _at_tar(levels, tar)
+            at = lowest_far_at(found, tar)
             row[f"far_at_tar_{tar}"] = at["far"] if at else None
         rows.append(row)
     return rows

@@ -68,7 +68,7 @@ def calibrate(cfg: DictConfig) -> dict:
               f"{r['tar']:.4f}, FAR {r['far']:.4f} on {r['people']} unseen people")
         if "by_enrolled" in r:  # the template rule's cut for fewer enrolled images (same probes)
             print("  cut by enrolled images: " + ", ".join(f"{n}: {f['threshold']:.2f} (TAR {f['tar']:.3f}, FAR "
-                                                           f"{f['far']:.4f})" for n, f in r["by_enrolled_fit"].items()))
+                                                           f"{f['far']:.4f})" for n, f in r["by_enrolled"].items()))
         for name, row in r["rules"].items():  # both rules on the same probes
             at = row["at_tar_0.97"]
             print(f"  {name:8s} chosen {row['chosen']['threshold']:.3f}: TAR {row['chosen']['tar']:.4f} FAR "

@@ -105,7 +105,7 @@ def _verify(embedder, f: dict, n_enroll: int = 10) -> dict | None:
     big = [p for p in sorted(set(names.tolist())) if (names == p).sum() > n_enroll]
     if cal is None or len(big) < 2:
         return None
-    rule, threshold = cal
+    rule, threshold = cal.name, cal.cut(n_enroll)
     fars = []
     for p in big:
         enrolled = f["clean"][np.flatnonzero(names == p)[:n_enroll]]

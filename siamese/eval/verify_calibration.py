@@ -28,7 +28,8 @@ from siamese.faces.detect import Detector
 from siamese.io.files import atomic_write_text
 from siamese.verification.verifier import RULES, judge, template_scores
 
-__all__ = ["ENROLL_SIZES", "TEMPLATE_GRID", "calibrate"]
+__all__ = ["ENROLL_SIZES", "TEMPLATE_GRID", "calibrate", "draw_plan", "head_scores", "levels", "lowest_far_at",
+           "share_levels", "template_cosines"]
 
 TEMPLATE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 3)  # template rule: cosines
 ENROLL_SIZES = (1, 2, 3, 5)  # the template rule's cut is also fitted for these many enrolled images
@@ -36,8 +37,8 @@ ENROLL_SIZES = (1, 2, 3, 5)  # the template rule's cut is also fitted for these 
 log = logging.getLogger(__name__)
 
 
-def _plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repeats: int,
-          rng: np.random.Generator) -> list[tuple]:
+def draw_plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repeats: int,
+              rng: np.random.Generator) -> list[tuple]:
     """`repeats` random draws of, per person: (person, enrolled refs, genuine probe refs, impostor
     probe refs: other people's probes, as many as the genuine ones)."""
     plan = []
@@ -55,27 +56,27 @@ def _plan(lfw: LFW, people: dict[str, int], n_enroll: int, max_probes: int, repe
     return plan
 
 
-def _shares(embedder, plan: list[tuple], emb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per probe of the plan: (share of enrolled images matching at the model's pair threshold,
-    cosine with the enrolled images' mean direction, same person?, did the first enrolled image
-    alone match?)."""
-    shares, cosines, same, single = [], [], [], []
+def head_scores(embedder, plan: list[tuple], emb: dict) -> dict[str, np.ndarray]:
+    """Per probe of the plan (genuine, then impostor probes of each entry): "share" of enrolled
+    images the head matches at the model's pair threshold, "mean" head score over them, "single"
+    (did the first enrolled image alone match?) and "same" (same person?)."""
+    out = {"share": [], "mean": [], "single": [], "same": []}
     for _, enrolled, genuine, imp in plan:
         e = np.stack([emb[r] for r in enrolled])
         for probes, label in ((genuine, True), (imp, False)):
             x = np.stack([emb[r] for r in probes])
             scores = embedder.score(np.tile(e, (len(x), 1)),
                                     np.repeat(x, len(e), axis=0)).reshape(len(x), len(e))
-            shares += judge(scores, embedder.threshold, 0.5)[0].tolist()
-            cosines += template_scores(x, e).tolist()
-            single += (scores[:, 0] >= embedder.threshold).tolist()
-            same += [label] * len(x)
-    return np.array(shares), np.array(cosines), np.array(same), np.array(single)
+            out["share"] += judge(scores, embedder.threshold, 0.5)[0].tolist()
+            out["mean"] += scores.mean(1).tolist()
+            out["single"] += (scores[:, 0] >= embedder.threshold).tolist()
+            out["same"] += [label] * len(x)
+    return {k: np.array(v) for k, v in out.items()}
 
 
-def _template_cosines(plan: list[tuple], emb: dict, n: int) -> np.ndarray:
-    """Per probe of the plan (in `_shares`' order): its cosine with the mean direction of the first
-    `n` enrolled images only (the same probes, a smaller enrolment)."""
+def template_cosines(plan: list[tuple], emb: dict, n: int | None = None) -> np.ndarray:
+    """Per probe of the plan (in `head_scores`' order): its cosine with the mean direction of the
+    entry's enrolled images, or of its first `n` only (the same probes, a smaller enrolment)."""
     out = []
     for _, enrolled, genuine, imp in plan:
         e = np.stack([emb[r] for r in enrolled[:n]])
@@ -84,38 +85,38 @@ def _template_cosines(plan: list[tuple], emb: dict, n: int) -> np.ndarray:
     return np.array(out)
 
 
-def _levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
+def levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
     """Accuracy, TAR and FAR at each cut (a face is accepted at or above it)."""
-    levels = []
+    out = []
     for cut in cuts:
         acc = float(((scores >= cut) == same).mean())
-        levels.append({"threshold": round(float(cut), 4), "accuracy": round(acc, 4),
-                       "tar": round(float((scores[same] >= cut).mean()), 4),
-                       "far": round(float((scores[~same] >= cut).mean()), 4)})
-    return levels
+        out.append({"threshold": round(float(cut), 4), "accuracy": round(acc, 4),
+                    "tar": round(float((scores[same] >= cut).mean()), 4),
+                    "far": round(float((scores[~same] >= cut).mean()), 4)})
+    return out
 
 
-def _share_levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
-    """`_levels` at each cut between the possible shares k / N, with the share each asks for."""
+def share_levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
+    """`levels` at each cut between the possible shares k / N, with the share each asks for."""
     cuts = (np.arange(n_enroll) + 0.5) / n_enroll
     return [{"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4), **lv}
-            for cut, lv in zip(cuts, _levels(shares, same, cuts))]
+            for cut, lv in zip(cuts, levels(shares, same, cuts))]
 
 
-def _at_tar(levels: list[dict], tar: float = 0.97) -> dict | None:
+def lowest_far_at(found: list[dict], tar: float = 0.97) -> dict | None:
     """The level with the lowest FAR among those whose TAR is at least `tar` (the highest cut)."""
-    ok = [r for r in levels if r["tar"] >= tar]
+    ok = [r for r in found if r["tar"] >= tar]
     return min(ok, key=lambda r: (r["far"], -r["threshold"])) if ok else None
 
 
-def _choose(levels: list[dict], far: float | None) -> dict:
+def _choose(found: list[dict], far: float | None) -> dict:
     """The best-accuracy level, or the lowest cut whose FAR is within `far` (else the strictest)."""
     if far is None:
-        return max(levels, key=lambda r: (r["accuracy"], -r["far"]))
-    ok = [r for r in levels if r["far"] <= far]
+        return max(found, key=lambda r: (r["accuracy"], -r["far"]))
+    ok = [r for r in found if r["far"] <= far]
     if not ok:
-        log.warning("no share cut reaches FAR <= %g (at best %.4f): using the strictest", far, levels[-1]["far"])
-    return ok[0] if ok else levels[-1]
+        log.warning("no cut reaches FAR <= %g (at best %.4f): using the strictest", far, found[-1]["far"])
+    return ok[0] if ok else found[-1]
 
 
 def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
@@ -149,9 +150,9 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     Returns:
         {"rule", "verification_threshold", "match_threshold", "n_enroll", "criterion", "people",
         "genuine_probes", "impostor_probes", "accuracy", "tar", "far", "levels": [{threshold (cut),
-        tar, far, accuracy}] of the rule; for "template" also "by_enrolled": {n: cut} for 1, 2, 3, 5
-        and `n_enroll` enrolled images (the same probes against the first n of each enrolment) and
-        "by_enrolled_fit": {n: that level}; "rules": {rule: {"chosen": the level the criterion picks,
+        tar, far, accuracy}] of the rule; for "template" also "by_enrolled": {n: the level chosen}
+        for 1, 2, 3, 5 and `n_enroll` enrolled images (the same probes against the first n of each
+        enrolment); "rules": {rule: {"chosen": the level the criterion picks,
         "at_tar_0.97": the lowest FAR with TAR >= 0.97}} for both rules on the same probes,
         "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
     """
@@ -168,22 +169,24 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     if len(people) < 2:
         raise ValueError(f"{lfw.root}: only {len(people)} unseen peopleDevTest people with "
                          f"{n_enroll + 1}+ images — lower n_enroll")
-    plan = _plan(lfw, people, n_enroll, max_probes, repeats, rng)
+    plan = draw_plan(lfw, people, n_enroll, max_probes, repeats, rng)
     refs = sorted({r for _, e, g, imp in plan for r in (*e, *g, *imp)}, key=lambda r: (r.person, r.index))
     vectors, kept = embedder.embed_refs(lfw, refs, cache_if_built(cache_dir), detector)
     if len(kept) < len(refs):
         raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
                          "check the LFW copy (`siamese data check`)")
     emb = dict(zip(kept, vectors))
-    shares, cosines, same, single = _shares(embedder, plan, emb)
-    every = {"template": _levels(cosines, same, TEMPLATE_GRID), "share": _share_levels(shares, same, n_enroll)}
-    levels = every[rule]
-    best = _choose(levels, far)
+    head = head_scores(embedder, plan, emb)
+    same, single = head["same"], head["single"]
+    every = {"template": levels(template_cosines(plan, emb), same, TEMPLATE_GRID),
+             "share": share_levels(head["share"], same, n_enroll)}
+    chosen = {name: _choose(lv, far) for name, lv in every.items()}
+    best = chosen[rule]
     by_enrolled = {}  # template: a mean of fewer images is a noisier direction, its cosines lower
     if rule == "template":
-        for n in (*[k for k in ENROLL_SIZES if k < n_enroll], n_enroll):
-            lv = levels if n == n_enroll else _levels(_template_cosines(plan, emb, n), same, TEMPLATE_GRID)
-            by_enrolled[str(n)] = _choose(lv, far)
+        by_enrolled = {str(n): _choose(levels(template_cosines(plan, emb, n), same, TEMPLATE_GRID), far)
+                       for n in ENROLL_SIZES if n < n_enroll}
+        by_enrolled[str(n_enroll)] = best
     result = {"rule": rule, "verification_threshold": best["threshold"], "match_threshold": embedder.threshold,
               "n_enroll": n_enroll, "criterion": "accuracy" if far is None else f"far <= {far}",
               "people": len(people), "repeats": repeats, "genuine_probes": int(same.sum()),
@@ -191,10 +194,8 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
               "single_image": {"accuracy": round(float((single == same).mean()), 4),
                                "tar": round(float(single[same].mean()), 4),
                                "far": round(float(single[~same].mean()), 4)},
-              "levels": levels,
-              **({"by_enrolled": {n: lv["threshold"] for n, lv in by_enrolled.items()},
-                  "by_enrolled_fit": by_enrolled} if by_enrolled else {}),
-              "rules": {name: {"chosen": _choose(lv, far), "at_tar_0.97": _at_tar(lv)} for name, lv in every.items()},
+              "levels": every[rule], **({"by_enrolled": by_enrolled} if by_enrolled else {}),
+              "rules": {name: {"chosen": chosen[name], "at_tar_0.97": lowest_far_at(lv)} for name, lv in every.items()},
               "data": f"LFW peopleDevTest (unseen), seed {seed}",
               "model": embedder.identity()}
     if target is not None:

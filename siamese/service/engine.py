@@ -23,7 +23,7 @@ from siamese.gallery.recognize import load_recognizer
 from siamese.gallery.store import Gallery, GalleryError
 from siamese.io.names import check_name
 from siamese.model.embedder import Embedder
-from siamese.verification.verifier import calibrated_rule, judge, template_scores, verification_rule
+from siamese.verification.verifier import judge, template_scores, verification_rule
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class Engine:
         self._detect_lock = threading.Lock()  # the detector's native code is not documented thread-safe
         self._write_lock = threading.Lock()   # one writer per process (SQLite queues other processes)
         self._recognizer = None
-        self.calibrated = calibrated_rule(self.model) is not None  # else the share rule's uncalibrated 0.5
-        self.verify_rule, self.verification_threshold = verification_rule(self.model)
+        self.verification = verification_rule(self.model)  # verify.json, read once
 
     # --- running work ----------------------------------------------------------------------
     async def run(self, fn, *args):
@@ -147,16 +146,14 @@ class Engine:
                 enrolled = g.person(name)
             except GalleryError:
                 raise NotFound(f"no subject {check_name(name)!r}") from None
-        # the cut for this many enrolled faces (a template rule's verify.json has one per size)
-        thr = verification_rule(self.model, self.verify_rule, None, None, len(enrolled))[1] \
-            if self.calibrated else self.verification_threshold
-        if self.verify_rule == "template":
+        rule, thr = self.verification.name, self.verification.cut(len(enrolled))
+        if rule == "template":
             score = float(template_scores(emb[None], enrolled)[0])
         else:
             scores = self.model.score(np.repeat(emb[None], len(enrolled), 0), enrolled)
             score = float(judge(scores[None], self.model.threshold, thr)[0][0])
         return {"subject": check_name(name), "score": round(score, 4), "threshold": round(thr, 4),
-                "same": score >= thr, "rule": self.verify_rule,
+                "same": score >= thr, "rule": rule,
                 "match_threshold": round(float(self.model.threshold), 4),
                 "enrolled_faces": len(enrolled), "faces": [face_json(face)]}
 
@@ -264,8 +261,8 @@ class Engine:
             "thresholds": {
                 "match": {"value": round(float(self.model.threshold), 4),
                           "from": "model.json (chosen on the model's validation people)"},
-                "verification": {"value": round(self.verification_threshold, 4), "rule": self.verify_rule,
-                                 "from": "verify.json" if self.calibrated
+                "verification": {"value": round(self.verification.threshold, 4), "rule": self.verification.name,
+                                 "from": "verify.json" if self.verification.calibrated
                                  else "uncalibrated default (run `siamese calibrate`)"},
                 "unknown": {"value": round(float(rec.thresholds["nn"]), 4) if rec else None,
                             "from": (f"the gallery's calibration at FAR {cal['far_target']} on {cal['source']}"

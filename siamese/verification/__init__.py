@@ -7,6 +7,7 @@ from siamese.verification.live import annotate, display_available, run
 from siamese.verification.verifier import (
     FALLBACK_VERIFICATION,
     RULES,
+    VerificationRule,
     Verifier,
     calibrated_rule,
     judge,
@@ -14,5 +15,5 @@ from siamese.verification.verifier import (
     verification_rule,
 )
 
-__all__ = ["FALLBACK_VERIFICATION", "RULES", "Verifier", "annotate", "calibrated_rule", "display_available", "judge",
-           "run", "template_scores", "verification_rule"]
+__all__ = ["FALLBACK_VERIFICATION", "RULES", "VerificationRule", "Verifier", "annotate", "calibrated_rule",
+           "display_available", "judge", "run", "template_scores", "verification_rule"]

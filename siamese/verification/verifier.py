@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -31,8 +32,8 @@ import numpy as np
 from siamese.faces.detect import Detector, Face, box_iou
 from siamese.faces.track import FaceTracker
 
-__all__ = ["FALLBACK_RULE", "FALLBACK_VERIFICATION", "RULES", "Verifier", "calibrated_rule", "judge", "template_scores",
-           "verification_rule"]
+__all__ = ["FALLBACK_RULE", "FALLBACK_VERIFICATION", "RULES", "VerificationRule", "Verifier", "calibrated_rule",
+           "judge", "template_scores", "verification_rule"]
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ class Verifier:
         self.enrolled = np.asarray(enrolled, np.float32).reshape(-1, embedder.dim)
         self.match_threshold = float(embedder.threshold if match_threshold is None
                                          else match_threshold)
-        self.rule, self.verification_threshold = verification_rule(embedder, rule, verification_threshold,
-                                                                   self.match_threshold, len(self.enrolled))
+        chosen = verification_rule(embedder, rule, verification_threshold, self.match_threshold)
+        self.rule, self.verification_threshold = chosen.name, chosen.cut(len(self.enrolled))
         self.detect_every, self.detect_max_side = max(1, int(detect_every)), detect_max_side
         self.embed_every, self.max_faces = max(1, int(embed_every)), max_faces
         self.smooth = max(1, int(smooth))
@@ -184,9 +185,8 @@ class Verifier:
                 fused.append(np.mean([h[0] for h in t.state["history"]], axis=0))
                 fused_cos.append(float(np.mean([h[1] for h in t.state["history"]])))
             fused = np.array(fused).reshape(n, N)
-            shares, ok = judge(fused, self.match_threshold, self.verification_threshold)
-            if self.rule == "template":
-                ok = np.array(fused_cos) >= self.verification_threshold
+            shares = judge(fused, self.match_threshold, self.verification_threshold)[0]
+            ok = (np.array(fused_cos) if self.rule == "template" else shares) >= self.verification_threshold
             for t, s, sh, c, v in zip(due, fused, shares, fused_cos, ok):
                 t.state.update(embedded_at=index, score=float(s.mean()) if N else 0.0,
                                share=float(sh), template=c, verified=bool(v))
@@ -239,13 +239,30 @@ class Verifier:
         return now
 
 
-def calibrated_rule(embedder, match_threshold: float | None = None, enrolled: int | None = None
-                    ) -> tuple[str, float] | None:
-    """(rule, verification threshold) from `verify.json` beside the model, if fitted for this model.
+@dataclass(frozen=True)
+class VerificationRule:
+    """A verification rule and its cut: `name` ("template" or "share"), `threshold` (the cut as
+    given, or verify.json's main one), `by_enrolled` ({enrolled images: cut}, a template
+    calibration's: a mean of 10 faces is a steadier direction than one photo, so its cosines run
+    higher) and whether it came from verify.json (`calibrated`)."""
 
-    A "template" calibration holds a cut per enrolment size ("by_enrolled": a mean of 10 faces is a
-    steadier direction than one photo, so its cosines run higher): with `enrolled` the cut of the
-    largest size fitted at or below it (the smallest one for fewer), else the main one.
+    name: str
+    threshold: float
+    by_enrolled: dict[int, float] = field(default_factory=dict)
+    calibrated: bool = False
+
+    def cut(self, enrolled: int | None = None) -> float:
+        """The cut for a person with `enrolled` images: that of the largest size fitted at or below
+        it (the smallest one for fewer), else `threshold`."""
+        if enrolled is None or not self.by_enrolled:
+            return self.threshold
+        fits = [k for k in self.by_enrolled if k <= enrolled]
+        return self.by_enrolled[max(fits) if fits else min(self.by_enrolled)]
+
+
+def calibrated_rule(embedder, match_threshold: float | None = None) -> VerificationRule | None:
+    """The rule in `verify.json` beside the model, if fitted for this model (the file read once).
+
     None when there is no such file or it was fitted for another model (logged). A file from
     before rules were recorded is the "share" rule. A "share" calibration made at another match
     threshold is still returned, with a warning: its share was fitted for the model's own.
@@ -255,43 +272,38 @@ def calibrated_rule(embedder, match_threshold: float | None = None, enrolled: in
     if cal is None:
         return None
     try:
-        threshold = float(cal["verification_threshold"])
-        rule = str(cal.get("rule", "share"))
-        if rule not in RULES:
-            raise ValueError(f"unknown rule {rule!r}")
-        sizes = {int(k): float(v) for k, v in (cal.get("by_enrolled") or {}).items()}
+        rule = VerificationRule(str(cal.get("rule", "share")), float(cal["verification_threshold"]),
+                                {int(k): float(v["threshold"]) for k, v in (cal.get("by_enrolled") or {}).items()},
+                                calibrated=True)
+        if rule.name not in RULES:
+            raise ValueError(f"unknown rule {rule.name!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{path}: not a calibration ({err}) — refit it: "
                          f"`siamese calibrate {embedder.path} overwrite=true`") from None
-    if enrolled is not None and sizes:
-        fits = [k for k in sizes if k <= enrolled]
-        threshold = sizes[max(fits) if fits else min(sizes)]
     fitted = cal.get("match_threshold", cal.get("detection_threshold"))  # the key before the rename
-    if rule == "share" and match_threshold is not None and fitted is not None and \
+    if rule.name == "share" and match_threshold is not None and fitted is not None and \
             abs(match_threshold - fitted) > 1e-6:
         log.warning("%s: verification threshold %.3f was fitted at match threshold %.4f, "
-                    "not %.4f", path, threshold, fitted, match_threshold)
-    return rule, threshold
+                    "not %.4f", path, rule.threshold, fitted, match_threshold)
+    return rule
 
 
 def verification_rule(embedder, rule: str | None = None, threshold: float | None = None,
-                      match_threshold: float | None = None, enrolled: int | None = None) -> tuple[str, float]:
-    """The (rule, verification threshold) a verifier uses: those given, else verify.json's (its
-    threshold only for its own rule, for `enrolled` images when it has a cut per size), else "share"
-    at 0.5 with a warning. Raises ValueError for an unknown rule, or "template" without a threshold
-    (a cosine has no safe default)."""
+                      match_threshold: float | None = None) -> VerificationRule:
+    """The rule a verifier uses: `rule` at `threshold` when given, else verify.json's (its cuts
+    only for its own rule), else "share" at 0.5 with a warning. Raises ValueError for an unknown
+    rule, or "template" without a threshold (a cosine has no safe default)."""
     if rule is not None and rule not in RULES:
         raise ValueError(f"rule={rule!r}: one of {', '.join(RULES)}")
-    cal = calibrated_rule(embedder, match_threshold, enrolled)
-    rule = rule or (cal[0] if cal else FALLBACK_RULE)
-    if threshold is None:
-        if cal and cal[0] == rule:
-            threshold = cal[1]
-        elif rule == "share":
-            log.warning("%s has no verify.json for the share rule: verification threshold %.2f (uncalibrated) — "
-                        "run `siamese calibrate %s`", embedder.path, FALLBACK_VERIFICATION, embedder.path)
-            threshold = FALLBACK_VERIFICATION
-        else:
-            raise ValueError(f"{embedder.path}: no verify.json fitted for rule=template — give "
-                             f"verification_threshold (a cosine) or run `siamese calibrate {embedder.path}`")
-    return rule, float(threshold)
+    cal = calibrated_rule(embedder, match_threshold)
+    name = rule or (cal.name if cal else FALLBACK_RULE)
+    if threshold is not None:
+        return VerificationRule(name, float(threshold))
+    if cal and cal.name == name:
+        return cal
+    if name == "share":
+        log.warning("%s has no verify.json for the share rule: verification threshold %.2f (uncalibrated) — "
+                    "run `siamese calibrate %s`", embedder.path, FALLBACK_VERIFICATION, embedder.path)
+        return VerificationRule("share", FALLBACK_VERIFICATION)
+    raise ValueError(f"{embedder.path}: no verify.json fitted for rule=template — give "
+                     f"verification_threshold (a cosine) or run `siamese calibrate {embedder.path}`")
