@@ -118,6 +118,21 @@ def test_agglomerative_is_exact_average_linkage():
         assert len(set(ours.tolist())) > 2  # a real test: neither all apart nor all merged
 
 
+def test_average_is_agglomerative_with_one_bar_for_every_size():
+    """`average` runs the same loop with floor = threshold: where the falling bar lets two big
+    groups merge, average keeps them apart; cannot-links hold in both."""
+    x, truth = _two_groups(12, 0.35), np.repeat([0, 1], 12)
+    falling = graph.cluster_embeddings(x, neighbours.cosine, 0.6, "agglomerative", k=23, floor=0.2)
+    average = graph.cluster_embeddings(x, neighbours.cosine, 0.6, "average", k=23)
+    assert len(set(falling.tolist())) == 1 and _same_partition(average, truth)
+    assert _same_partition(average, graph.cluster_embeddings(x, neighbours.cosine, 0.6, "agglomerative", k=23))
+    assert len(set(graph.cluster_embeddings(x, neighbours.cosine, 0.2, "average", k=23).tolist())) == 1
+    apart = graph.cluster_embeddings(x, neighbours.cosine, 0.2, "average", k=23, cannot_link=[[0, 12]])
+    assert apart[0] != apart[12]
+    with pytest.raises(ValueError, match="one bar for every group size"):
+        graph.cluster_embeddings(x, neighbours.cosine, 0.6, "average", floor=0.3)
+
+
 def _two_groups(size, cross, dim=64, seed=0):
     """Two groups of `size` unit vectors: cosine ~0.9 within, `cross` between (their means)."""
     rng = np.random.default_rng(seed)
@@ -183,7 +198,7 @@ def test_fit_other_algorithms_finds_settings_that_recover_planted_people():
 
     x, truth = _planted()
     r = fit_other_algorithms(x, truth, neighbours.cosine)
-    assert set(r) == {"chinese_whispers", "components", "dbscan"}
+    assert set(r) == {"average", "chinese_whispers", "components", "dbscan"}
     for algorithm, fitted in r.items():
         assert fitted["bcubed_f1"] == 1.0 == max(f for _, f in fitted["grid"]), algorithm
         params = {k: v for k, v in fitted.items() if k in ("eps", "min_samples")}
@@ -205,12 +220,14 @@ class _Model:
 
 
 CAL = {"threshold": 0.425, "floor": 0.22, "k": 10,
-       "algorithms": {"chinese_whispers": {"threshold": 0.34}, "components": {"threshold": 0.42},
+       "algorithms": {"average": {"threshold": 0.35}, "chinese_whispers": {"threshold": 0.34},
+                      "components": {"threshold": 0.42},
                       "dbscan": {"eps": 0.525, "min_samples": 2}}}
 
 
 @pytest.mark.parametrize("algorithm, values", [
-    ("agglomerative", {"threshold": 0.425, "floor": 0.22}), ("chinese_whispers", {"threshold": 0.34}),
+    ("agglomerative", {"threshold": 0.425, "floor": 0.22}), ("average", {"threshold": 0.35}),
+    ("chinese_whispers", {"threshold": 0.34}),
     ("components", {"threshold": 0.42}), ("dbscan", {"eps": 0.525, "min_samples": 2})])
 def test_every_algorithm_defaults_to_its_own_calibrated_settings(algorithm, values):
     from siamese.clustering.settings import resolve
@@ -230,6 +247,8 @@ def test_settings_given_win_and_unused_ones_are_refused():
         resolve(_Model(CAL), "dbscan", threshold=0.5)
     with pytest.raises(ValueError, match="components does not use floor"):
         resolve(_Model(CAL), "components", floor=0.2)
+    with pytest.raises(ValueError, match="average does not use floor"):
+        resolve(_Model(CAL), "average", floor=0.2)
 
 
 def test_without_calibrated_settings_an_algorithm_falls_back_or_names_what_it_needs():
@@ -246,6 +265,8 @@ def test_without_calibrated_settings_an_algorithm_falls_back_or_names_what_it_ne
         resolve(_Model(None), "components")
     with pytest.raises(ValueError, match=r"^agglomerative needs threshold="):
         resolve(_Model(None), "agglomerative", floor=0.2)
+    with pytest.raises(ValueError, match=r"^average needs threshold=\.\.\. \(the mean cosine any two groups need"):
+        resolve(_Model(old), "average")  # a cluster.json fitted before average was
 
 
 def _item(track, sharpness, frontal, inside):
@@ -696,10 +717,13 @@ def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_
     assert (s["algorithm"], s["threshold"], s["floor"], s["settings_from"]) == \
         ("agglomerative", r["threshold"], r["floor"], {"threshold": "cluster.json", "floor": "cluster.json"})
     # Every other algorithm's settings were fitted too, and are what it runs with.
-    assert saved["algorithms"] == r["algorithms"] and set(r["algorithms"]) == {"chinese_whispers", "components",
-                                                                                 "dbscan"}
+    assert saved["algorithms"] == r["algorithms"] and set(r["algorithms"]) == {"average", "chinese_whispers",
+                                                                                 "components", "dbscan"}
     s = cluster(samples / "knn_examples" / "train", tmp_path / "c", emb, yunet, algorithm="dbscan", progress=False)
     assert s["eps"] == r["algorithms"]["dbscan"]["eps"] and s["settings_from"]["eps"] == "cluster.json"
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "avg", emb, yunet, algorithm="average", progress=False)
+    assert (s["threshold"], s["settings_from"]) == (r["algorithms"]["average"]["threshold"], {"threshold": "cluster.json"})
+    assert "floor" not in s
     # Fitted for degraded copies too: from the same photos, made harder; with faces given it cannot be.
     d = calibrate_clustering(emb, lfw_root, detector=yunet, degraded=True, out=False)
     assert d["faces"] == 22 and "degraded copy" in d["data"] and set(d["degraded"]) == {

@@ -118,9 +118,9 @@ def _bar_rows(name: str, r: dict) -> list[dict]:
         row = {"model": name, "bar": shape}
         for part in ("all", "big", "small"):
             row[part] = round(float(np.nanmean(x[part])), 4)
-            if shape != "falling":
-                d = x[part] - r["falling"][part]
-                row[f"{part}_minus_falling"] = f"{np.nanmean(d):+.4f} ± {np.nanstd(d):.4f}"
+        for part in ("all", "big", "small"):
+            d = x[part] - r["falling"][part]
+            row[f"{part} - falling"] = "-" if shape == "falling" else f"{np.nanmean(d):+.4f} ± {np.nanstd(d):.4f}"
         t, f = np.median(np.array(x["chosen"]), axis=0)
         row["median threshold / floor"] = f"{t:.3f} / {f:.3f}"
         rows.append(row)

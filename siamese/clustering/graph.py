@@ -6,7 +6,10 @@ neighbours by cosine in row chunks and everything runs on that sparse graph. `ag
 (the default, `siamese.clustering.linkage`; average linkage on cosine, its thresholds fitted by
 `siamese calibrate` on held-out people) keeps running group sums; the graph algorithms here
 (`chinese_whispers`, `components`) keep the kNN pairs the model's head scores at or above its
-threshold (`edges`); `dbscan` cuts a cosine radius. A new algorithm goes here, named in ALGORITHMS.
+threshold (`edges`); `dbscan` cuts a cosine radius. `average` is classic average linkage, the same
+loop as agglomerative with one bar for every group size: on held-out validation people it groups
+many people with a few photos each better and big groups worse (docs/benchmarks.md). A new
+algorithm goes here, named in ALGORITHMS.
 
 Labels everywhere: (n,) int64, 0..m-1 for the m groups (largest first), -1 for a face that fits
 no group (a singleton cluster, or DBSCAN's noise).
@@ -26,7 +29,7 @@ __all__ = ["ALGORITHMS", "chinese_whispers", "cluster_embeddings", "connected_co
            "split_conflicts"]
 
 
-ALGORITHMS = ("agglomerative", "chinese_whispers", "components", "dbscan")
+ALGORITHMS = ("agglomerative", "average", "chinese_whispers", "components", "dbscan")
 
 
 def edges(emb: np.ndarray, score_fn: ScoreFn, threshold: float, k: int = 20,
@@ -247,14 +250,15 @@ def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float | No
         emb: (n, D) float32 unit vectors.
         score_fn: pair scorer (the graph algorithms' edges, and `split_conflicts`).
         threshold: agglomerative: the mean cosine two single faces need to merge (see
-            `agglomerative`); chinese_whispers / components: the `score_fn` score an edge needs;
-            dbscan: unused (None).
-        algorithm: "agglomerative" | "chinese_whispers" | "components" | "dbscan".
+            `agglomerative`); average: the mean cosine any two groups need; chinese_whispers /
+            components: the `score_fn` score an edge needs; dbscan: unused (None).
+        algorithm: "agglomerative" | "average" | "chinese_whispers" | "components" | "dbscan".
         k: cosine shortlist per face.
         eps, min_samples: dbscan only (cosine-distance radius, faces per core point).
         seed: Chinese whispers' update order.
-        floor, sums, counts: agglomerative only: the bar for two large groups (None =
-            `threshold`); items that stand for several faces (see `agglomerative`).
+        floor: agglomerative only: the bar for two large groups (None = `threshold`; average
+            refuses one). sums, counts: agglomerative and average: items that stand for several
+            faces (see `agglomerative`).
         cannot_link: (c, 2) index pairs known to be different people (faces of one photo or
             frame): agglomerative never merges their groups; for the others their edges are
             dropped and `split_conflicts` repairs the result.
@@ -272,8 +276,11 @@ def cluster_embeddings(emb: np.ndarray, score_fn: ScoreFn, threshold: float | No
         raise ValueError(f"{algorithm} needs {needs} (see siamese.clustering.settings for the model's own)")
     n = len(emb)
     cl = np.zeros((0, 2), np.int64) if cannot_link is None else np.asarray(cannot_link, np.int64).reshape(-1, 2)
-    if algorithm == "agglomerative":  # honours cannot_link itself
-        return agglomerative(emb, threshold, floor, k, sums=sums, counts=counts, cannot_link=cl)
+    if algorithm == "average" and floor is not None and floor != threshold:
+        raise ValueError("average linkage has one bar for every group size: no floor (use agglomerative)")
+    if algorithm in ("agglomerative", "average"):  # honour cannot_link themselves
+        return agglomerative(emb, threshold, floor if algorithm == "agglomerative" else threshold, k,
+                             sums=sums, counts=counts, cannot_link=cl)
     elif algorithm == "dbscan":
         labels = dbscan(emb, eps, min_samples, k)
     else:

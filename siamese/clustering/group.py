@@ -73,8 +73,9 @@ def cluster(input: str | os.PathLike, out: str | os.PathLike, embedder=None,
         algorithm: one of `siamese.clustering.graph.ALGORITHMS`; agglomerative (average linkage on cosine)
             was best on unseen LFW people (see `siamese.eval.bench.clustering.compare_algorithms`).
         threshold, floor: agglomerative: the mean cosine two single faces need to merge, and
-            the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); chinese_whispers /
-            components: the head score an edge needs (no floor).
+            the lower bar for big groups (`siamese.clustering.linkage.agglomerative`); average: the
+            mean cosine any two groups need (no floor); chinese_whispers / components: the head
+            score an edge needs (no floor).
         eps, min_samples: dbscan only: cosine-distance radius, faces per core point.
             Each None = the model's calibrated one (`cluster.json`, fitted on its validation people;
             see `siamese.clustering.settings` for what happens without one). A setting the chosen

@@ -7,9 +7,9 @@ people). A setting given by the caller wins over the file; a setting the chosen 
 use is refused, so that no summary names a number that played no part.
 
 Without a fitted value: agglomerative falls back to chinese_whispers (with a warning), whose
-threshold falls back to the model's pair threshold (model.json); components and dbscan have no
-safe default (one wrong edge chains two people; a cosine radius means nothing to the model), so
-they ask for their parameter in one line.
+threshold falls back to the model's pair threshold (model.json); average, components and dbscan
+have no safe default (one wrong edge chains two people; a cosine radius means nothing to the
+model), so they ask for their parameter in one line.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ __all__ = ["USES", "clustering_settings", "resolve"]
 log = logging.getLogger(__name__)
 
 # The settings each algorithm reads (besides k, the cosine shortlist all of them use).
-USES = {"agglomerative": ("threshold", "floor"), "chinese_whispers": ("threshold",),
+USES = {"agglomerative": ("threshold", "floor"), "average": ("threshold",), "chinese_whispers": ("threshold",),
         "components": ("threshold",), "dbscan": ("eps", "min_samples")}
 
-_MEANING = {"threshold": "for agglomerative the mean cosine two single faces need, for the graph algorithms "
-                         "the head score an edge needs",
+_MEANING = {"threshold": "for agglomerative the mean cosine two single faces need, for average the mean "
+                         "cosine any two groups need, for the graph algorithms the head score an edge needs",
             "floor": "agglomerative's bar for big groups",
             "eps": "dbscan's cosine-distance radius", "min_samples": "dbscan's faces per core point"}
 
@@ -99,6 +99,9 @@ def _fallback(embedder, algorithm: str, name: str, values: dict, cal: dict | Non
     refit = f"or fit cluster.json: `siamese calibrate {embedder.path} fit=[cluster] overwrite=true`"
     if algorithm == "agglomerative":  # a floor given, no cluster.json
         raise BadSetting(f"agglomerative needs threshold=... (the mean cosine two single faces need) {refit}")
+    if algorithm == "average":  # a cluster.json from before average was fitted, or none
+        raise BadSetting(f"average needs threshold=... (the mean cosine any two groups need; "
+                         f"agglomerative's floor-to-threshold range is a guide) {refit}")
     if name == "min_samples":
         return 2, "default"
     if algorithm == "components":
