@@ -722,7 +722,8 @@ def test_clustering_calibration_is_saved_checked_and_read_back(small_model, lfw_
     s = cluster(samples / "knn_examples" / "train", tmp_path / "c", emb, yunet, algorithm="dbscan", progress=False)
     assert s["eps"] == r["algorithms"]["dbscan"]["eps"] and s["settings_from"]["eps"] == "cluster.json"
     s = cluster(samples / "knn_examples" / "train", tmp_path / "avg", emb, yunet, algorithm="average", progress=False)
-    assert (s["threshold"], s["settings_from"]) == (r["algorithms"]["average"]["threshold"], {"threshold": "cluster.json"})
+    assert (s["threshold"], s["settings_from"]) == (r["algorithms"]["average"]["threshold"],
+                                                    {"threshold": "cluster.json"})
     assert "floor" not in s
     # Fitted for degraded copies too: from the same photos, made harder; with faces given it cannot be.
     d = calibrate_clustering(emb, lfw_root, detector=yunet, degraded=True, out=False)
