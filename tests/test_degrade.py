@@ -51,9 +51,13 @@ def test_the_report_measures_every_calibrated_threshold(lfw_root, tmp_path):
     assert r["people"] == len(people) and r["pair"]["pairs"] > 1000
     assert 0.01 < r["pair"]["far_clean"] < 0.3 and r["pair"]["threshold"] == pytest.approx(model.threshold, abs=1e-4)
     assert r["verify"]["people"] == sum(n > 10 for n in people.values()) and r["cluster"]["false_merge_degraded"] >= 0
+    a = r["cluster"]["average"]  # the shipped cluster.json fits average's one bar too
+    assert a["threshold"] == model.calibration("cluster.json")["algorithms"]["average"]["threshold"]
+    assert 0 <= a["false_merge_clean"] <= 1 and 0 <= a["false_merge_degraded"] <= 1
     u = r["unknown"]
     assert u["mixed_calibration"]["threshold"] >= u["clean_calibration"]["threshold"]  # harder impostors
-    assert {row["threshold"] for row in degraded.rows(r)} >= {"pair (model.json)", "verify (template, 10 enrolled)"}
+    assert {row["threshold"] for row in degraded.rows(r)} >= {"pair (model.json)", "verify (template, 10 enrolled)",
+                                                               "cluster, algorithm=average (false merges)"}
     v = r["verification"]  # the same faces' pairs are harder to tell apart once their photos are
     assert v["same_pairs"] > 100 and v["different_pairs"] == r["pair"]["pairs"]
     assert 0.5 < v["degraded"]["auc"] < v["clean"]["auc"] <= 1.0

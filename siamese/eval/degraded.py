@@ -12,8 +12,9 @@ in turn, seeded). Then each calibrated threshold is applied where it would be in
   strangers (as `siamese gallery calibrate` does by default) or on clean and degraded ones;
 - verify: `siamese verify`'s rule (verify.json's rule and threshold, 10 clean enrolled images) for
   degraded probes of other people;
-- cluster: the people's degraded faces clustered with cluster.json's settings: the share of
-  different-people pairs put together (1 - pairwise precision).
+- cluster: the people's faces, clean and degraded, clustered with cluster.json's settings (the
+  default agglomerative, and `average` where cluster.json has it): the share of different-people
+  pairs put together (1 - pairwise precision).
 
 Beside them, "verification": how well the same faces' pairs are told apart at all (AUC, and the
 share of same-person pairs the pair threshold accepts), clean and degraded.
@@ -148,14 +149,24 @@ def _verification(embedder, f: dict, impostors: np.ndarray, rng: np.random.Gener
 
 
 def _cluster(embedder, f: dict) -> dict | None:
+    """{"false_merge_clean", "false_merge_degraded"} of the default agglomerative clustering, and
+    the same under "average" when cluster.json has its threshold; None without cluster.json."""
     cal = clustering_settings(embedder)
     if cal is None:
         return None
+    runs = {None: ("agglomerative", cal["threshold"], cal["floor"])}
+    if "threshold" in (average := (cal.get("algorithms") or {}).get("average") or {}):
+        runs["average"] = ("average", average["threshold"], None)
     out = {}
-    for which in ("clean", "degraded"):
-        labels = cluster_embeddings(f[which], embedder.score, cal["threshold"], "agglomerative",
-                                    k=cal["k"], floor=cal["floor"])
-        out[f"false_merge_{which}"] = round(1 - pairwise_scores(f["names"], labels)["precision"], 4)
+    for name, (algorithm, threshold, floor) in runs.items():
+        part = {}
+        for which in ("clean", "degraded"):
+            labels = cluster_embeddings(f[which], embedder.score, threshold, algorithm, k=cal["k"], floor=floor)
+            part[f"false_merge_{which}"] = round(1 - pairwise_scores(f["names"], labels)["precision"], 4)
+        if name is None:
+            out.update(part)
+        else:
+            out[name] = {"threshold": threshold, **part}
     return out
 
 
@@ -193,5 +204,9 @@ def rows(r: dict) -> list[dict]:
         c = r["cluster"]
         out.append({"threshold": "cluster (false merges)", "value": "cluster.json", "target": "-",
                     "far_clean": c["false_merge_clean"], "far_degraded": c["false_merge_degraded"]})
+        if "average" in c:
+            a = c["average"]
+            out.append({"threshold": "cluster, algorithm=average (false merges)", "value": a["threshold"],
+                        "target": "-", "far_clean": a["false_merge_clean"], "far_degraded": a["false_merge_degraded"]})
     return out
 
