@@ -265,7 +265,9 @@ def test_without_calibrated_settings_an_algorithm_falls_back_or_names_what_it_ne
         resolve(_Model(None), "components")
     with pytest.raises(ValueError, match=r"^agglomerative needs threshold="):
         resolve(_Model(None), "agglomerative", floor=0.2)
-    with pytest.raises(ValueError, match=r"^average needs threshold=\.\.\. \(the mean cosine any two groups need"):
+    with pytest.raises(ValueError, match=r"^average needs threshold=\.\.\. \(the mean cosine any two groups need; "
+                                         r"fitted, it fell between agglomerative's floor and threshold, here "
+                                         r"0.220 and 0.425\) or fit cluster.json"):
         resolve(_Model(old), "average")  # a cluster.json fitted before average was
 
 

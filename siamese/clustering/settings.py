@@ -100,8 +100,9 @@ def _fallback(embedder, algorithm: str, name: str, values: dict, cal: dict | Non
     if algorithm == "agglomerative":  # a floor given, no cluster.json
         raise BadSetting(f"agglomerative needs threshold=... (the mean cosine two single faces need) {refit}")
     if algorithm == "average":  # a cluster.json from before average was fitted, or none
-        raise BadSetting(f"average needs threshold=... (the mean cosine any two groups need; "
-                         f"agglomerative's floor-to-threshold range is a guide) {refit}")
+        hint = (f"; fitted, it fell between agglomerative's floor and threshold, here {cal['floor']:.3f} "
+                f"and {cal['threshold']:.3f}" if cal else "")
+        raise BadSetting(f"average needs threshold=... (the mean cosine any two groups need{hint}) {refit}")
     if name == "min_samples":
         return 2, "default"
     if algorithm == "components":

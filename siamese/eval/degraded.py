@@ -154,19 +154,15 @@ def _cluster(embedder, f: dict) -> dict | None:
     cal = clustering_settings(embedder)
     if cal is None:
         return None
-    runs = {None: ("agglomerative", cal["threshold"], cal["floor"])}
+
+    def false_merges(algorithm: str, threshold: float, floor: float | None) -> dict:
+        return {f"false_merge_{which}": round(1 - pairwise_scores(f["names"], cluster_embeddings(
+            f[which], embedder.score, threshold, algorithm, k=cal["k"], floor=floor))["precision"], 4)
+            for which in ("clean", "degraded")}
+
+    out = false_merges("agglomerative", cal["threshold"], cal["floor"])
     if "threshold" in (average := (cal.get("algorithms") or {}).get("average") or {}):
-        runs["average"] = ("average", average["threshold"], None)
-    out = {}
-    for name, (algorithm, threshold, floor) in runs.items():
-        part = {}
-        for which in ("clean", "degraded"):
-            labels = cluster_embeddings(f[which], embedder.score, threshold, algorithm, k=cal["k"], floor=floor)
-            part[f"false_merge_{which}"] = round(1 - pairwise_scores(f["names"], labels)["precision"], 4)
-        if name is None:
-            out.update(part)
-        else:
-            out[name] = {"threshold": threshold, **part}
+        out["average"] = {"threshold": average["threshold"], **false_merges("average", average["threshold"], None)}
     return out
 
 
