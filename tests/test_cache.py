@@ -63,3 +63,12 @@ def test_other_settings_refuse_to_reuse_a_cache(built, lfw_root):
 def test_rows_lookup(built):
     fc = cache.load(built[0])
     assert fc.rows(fc.refs[3:5]).tolist() == [3, 4]
+
+
+def test_a_cache_is_used_only_when_it_is_built(built, tmp_path):
+    out, _ = built
+    assert cache.load_if_built(None) is None and cache.load_if_built(tmp_path / "nothing") is None
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "meta.npy").write_bytes(b"")  # begun, never finished: no build.json
+    assert cache.load_if_built(tmp_path / "half") is None
+    assert cache.load_if_built(out).refs == cache.load(out).refs

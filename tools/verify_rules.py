@@ -18,9 +18,9 @@ import argparse
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import cache_if_built
 from siamese.eval.verify_calibration import (
     TEMPLATE_GRID,
     draw_plan,
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     args = ap.parse_args()
     lfw = LFW(args.lfw)
-    cache = cache_if_built(args.cache)
+    cache = load_if_built(args.cache)
     rows = [r for m in args.models for n in args.n_enroll
             for r in compare(Embedder.load(m), lfw, cache, n, args.repeats)]
     print(table(rows))

@@ -34,7 +34,7 @@ from siamese.faces.detect import central_face
 from siamese.io.files import atomic_save_npy, atomic_write_text
 from siamese.io.images import ImageError, read_image
 
-__all__ = ["FaceCache", "build", "load"]
+__all__ = ["FaceCache", "build", "load", "load_if_built"]
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,12 @@ def _write_index(path: Path, refs: list[ImageRef], meta: np.ndarray, lfw: LFW) -
         w.writerow([i, ref.person, ref.index, ref.rel_path, STATUS_NAMES[int(m["status"])],
                     f"{m['score']:.2f}", *np.round(m["box"], 1), *np.round(m["landmarks"].ravel(), 1)])
     atomic_write_text(path, out.getvalue())
+
+
+def load_if_built(cache_dir: str | os.PathLike | None) -> FaceCache | None:
+    """The finished cache at `cache_dir` when one is built there, else None (callers then align faces
+    from the photos)."""
+    return load(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
 
 
 def load(cache_dir: str | os.PathLike) -> FaceCache:

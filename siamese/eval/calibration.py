@@ -23,7 +23,7 @@ import numpy as np
 from siamese.clustering.graph import cluster_embeddings, knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores, pairwise_scores
-from siamese.data.cache import load as load_cache
+from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW
 from siamese.data.unseen import lfw_crops
 from siamese.faces.detect import Detector, YuNetDetector
@@ -31,7 +31,7 @@ from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "cache_if_built", "fit_clustering", "fit_other_algorithms",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
@@ -39,11 +39,6 @@ SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / co
 EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
 
 log = logging.getLogger(__name__)
-
-
-def cache_if_built(cache_dir):
-    """The face cache at `cache_dir` when one is built there, else None (faces then come from the photos)."""
-    return load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
 
 
 def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: np.ndarray | None = None) -> dict:
@@ -151,7 +146,7 @@ def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_d
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
-    cache = cache_if_built(cache_dir)
+    cache = load_if_built(cache_dir)
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
     names = np.array([r.person for r in kept])
     if not degraded:
@@ -170,7 +165,7 @@ def validation_faces(embedder, people: list[str], lfw_root=None, *, cache_dir=No
     lfw = LFW(lfw_root)
     counts = lfw.people("view1_train")
     refs = lfw.identities({p: counts[p] for p in people if p in counts})
-    crops, kept = lfw_crops(lfw, refs, *embedder.alignment, cache=cache_if_built(cache_dir), detector=detector)
+    crops, kept = lfw_crops(lfw, refs, *embedder.alignment, cache=load_if_built(cache_dir), detector=detector)
     return embedder.prepare(crops), np.array([r.person for r in kept])
 
 

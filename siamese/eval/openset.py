@@ -10,11 +10,10 @@ and `open_set_folder` feed it LFW people the model never saw or a folder of peop
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from siamese.data.cache import load as load_cache
+from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.evaluate import folder_faces
@@ -90,7 +89,7 @@ def open_set_lfw(embedder, lfw_root=None, cache_dir=None, detector=None, **kw) -
     lfw = LFW(lfw_root)
     people = unseen_people(lfw, embedder.seen_people())
     refs = lfw.identities(people)
-    cache = load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
+    cache = load_if_built(cache_dir)
     emb, kept = embedder.embed_refs_with_progress(lfw, refs, cache, detector, desc=f"embedding {len(refs)} LFW faces")
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
     return {"data": f"{source}: {len(people)} unseen DevTest people",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
-from siamese.eval.calibration import cache_if_built
 from siamese.faces.detect import Detector
 from siamese.io.files import atomic_write_text
 from siamese.verification.verifier import RULES, judge, template_scores
@@ -171,7 +171,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
                          f"{n_enroll + 1}+ images — lower n_enroll")
     plan = draw_plan(lfw, people, n_enroll, max_probes, repeats, rng)
     refs = sorted({r for _, e, g, imp in plan for r in (*e, *g, *imp)}, key=lambda r: (r.person, r.index))
-    vectors, kept = embedder.embed_refs(lfw, refs, cache_if_built(cache_dir), detector)
+    vectors, kept = embedder.embed_refs(lfw, refs, load_if_built(cache_dir), detector)
     if len(kept) < len(refs):
         raise ValueError(f"{lfw.root}: {len(refs) - len(kept)} calibration photos could not be read — "
                          "check the LFW copy (`siamese data check`)")

@@ -10,11 +10,10 @@ then only reads. No TensorFlow.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from siamese.data.cache import load as load_cache
+from siamese.data.cache import load_if_built
 from siamese.data.degrade import KINDS, degrade
 from siamese.data.lfw import LFW, DatasetError
 from siamese.data.unseen import sample_refs, unseen_people
@@ -39,7 +38,7 @@ def impostors_from_lfw(embedder, lfw_root=None, *, cache_dir=None, detector=None
     """
     lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
     refs = sample_refs(unseen_people(lfw, embedder.seen_people()), rng, people, per_person=1)
-    cache = load_cache(cache_dir) if cache_dir and (Path(cache_dir) / "build.json").is_file() else None
+    cache = load_if_built(cache_dir)
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
     source = f"LFW face cache {cache_dir}" if cache is not None else f"LFW photos {lfw.root}"
     names = [r.person for r in kept]
