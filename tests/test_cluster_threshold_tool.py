@@ -35,29 +35,33 @@ def test_well_separated_people_are_found_whatever_the_halves():
     assert blurred["oracle"].max() < 0.9
 
 
+def _mixed(noise, seed):
+    big, _ = _people(4, 12, noise, seed=seed)
+    small, _ = _people(12, 3, noise, seed=seed + 1)
+    return np.concatenate([big, small]), np.r_[np.repeat(np.arange(4), 12), 100 + np.repeat(np.arange(12), 3)]
+
+
 def test_bar_shapes_are_scored_on_every_held_out_half_by_size_of_group():
-    big, _ = _people(4, 12, 0.7, seed=1)
-    small, _ = _people(12, 3, 0.7, seed=2)
-    emb = np.concatenate([big, small])
-    labels = np.r_[np.repeat(np.arange(4), 12), 100 + np.repeat(np.arange(12), 3)]
+    emb, labels = _mixed(0.7, 1)
     r = tool.bar_halves(emb, labels, splits=2, big=10)
     assert set(r) == {"falling", "one", "2d"}
-    for shape, x in r.items():
+    for x in r.values():
         assert len(x["all"]) == len(x["chosen"]) == 4
-        assert ((0 < x["all"]) & (x["all"] <= 1)).all()
-        assert all(0.15 <= f <= t for t, f in x["chosen"]) if shape != "falling" else True
-    assert all(t == f for t, f in r["one"]["chosen"])
-    # a half with no big person scores NaN there, never a made-up figure
-    assert np.isnan(r["falling"]["big"]).sum() == np.isnan(r["one"]["big"]).sum()
+        assert ((0 < x["all"]) & (x["all"] <= 1)).all() and ((0 < x["small"]) & (x["small"] <= 1)).all()
+    assert all(t == f for t, f in r["one"]["chosen"]) and all(0.15 <= f <= t for t, f in r["2d"]["chosen"])
+    # nobody has 100 photos: no "big" figure is made up, and the rest is everybody
+    none_big = tool.bar_halves(emb, labels, splits=1, big=100)
+    for x in none_big.values():
+        assert np.isnan(x["big"]).all() and np.allclose(x["small"], x["all"])
 
 
-def test_the_two_dimensional_fit_is_at_least_the_one_bar_on_the_faces_it_was_fitted_on():
-    big, _ = _people(4, 12, 0.8, seed=3)
-    small, _ = _people(12, 3, 0.8, seed=4)
-    emb = np.concatenate([big, small])
-    labels = np.r_[np.repeat(np.arange(4), 12), 100 + np.repeat(np.arange(12), 3)]
-    f1 = {s: tool.bcubed_scores(labels, tool.agglomerative(emb, *tool._fitted_bar(emb, labels, s), 10))["f1"]
-          for s in ("one", "2d")}
-    assert f1["2d"] >= f1["one"]  # the one bar is the 2-D grid's diagonal
+def test_the_falling_and_one_bar_are_fitted_as_siamese_calibrate_fits_them():
+    from siamese.eval.calibration import fit_average, fit_clustering
+
+    emb, labels = _mixed(0.8, 3)
+    fit = fit_clustering(emb, labels)
+    assert tool._fitted_bar(emb, labels, "falling") == (fit["threshold"], fit["floor"])
+    assert tool._fitted_bar(emb, labels, "one") == (fit_average(emb, labels)["threshold"],) * 2
     rows = tool._bar_rows("m", tool.bar_halves(emb, labels, splits=1))
-    assert [r["bar"] for r in rows] == ["falling", "one", "2d"] and rows[1]["all - falling"].startswith(("+", "-0"))
+    assert [r["bar"] for r in rows] == ["falling", "one", "2d"]
+    assert rows[0]["all - falling"] == "-" and rows[1]["all - falling"][0] in "+-"

@@ -12,8 +12,9 @@ neighbours ("smooth3"), and both are scored on the other half; "oracle" is the o
 Both directions of every split count. No test person is used.
 
 With `--bars`, which shape of agglomerative's bar carries best, by size of group: the bar that falls
-with group size (floor the midpoint, threshold fitted: what `siamese calibrate` does), one bar for
-every size (floor = threshold, fitted), and floor and threshold fitted together on a 2-D grid; each
+with group size (`fit_clustering`: floor the midpoint, threshold fitted, what `siamese calibrate`
+writes), one bar for every size (`fit_average`, what `algorithm=average` reads), and floor and
+threshold fitted together on a 2-D grid; each
 fitted on one half and scored on the other half's faces, all of them and split by person: people
 with `--big` (10) or more photos, and the rest (BCubed over those people's faces within the one
 clustering of the half).
@@ -29,7 +30,7 @@ from siamese.clustering.graph import knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import COSINE_GRID, validation_faces
+from siamese.eval.calibration import COSINE_GRID, fit_average, fit_clustering, validation_faces
 from siamese.io.paths import lfw_cache
 from siamese.model.embedder import Embedder
 
@@ -72,17 +73,18 @@ BAR_GRID = np.array([t for t in COSINE_GRID if 0.15 <= t <= 0.75])  # the 2-D fi
 
 
 def _fitted_bar(emb: np.ndarray, labels: np.ndarray, shape: str) -> tuple[float, float]:
-    """(threshold, floor) of bar `shape` ("falling", "one", "2d") with the best BCubed F1 on these faces."""
-    near = knn(emb, 10)
+    """(threshold, floor) of bar `shape` ("falling", "one", "2d") fitted on these faces, the first two
+    as `siamese calibrate` fits them."""
     if shape == "falling":
-        floor = _floor(emb, labels)
-        combos = [(float(t), floor) for t in COSINE_GRID if t >= floor]
-    elif shape == "one":
-        combos = [(float(t), float(t)) for t in BAR_GRID]
-    else:
-        combos = [(float(t), float(f)) for t in BAR_GRID for f in BAR_GRID if f <= t]
+        fit = fit_clustering(emb, labels)
+        return fit["threshold"], fit["floor"]
+    if shape == "one":
+        t = fit_average(emb, labels)["threshold"]
+        return t, t
+    near = knn(emb, 10)
+    combos = [(float(t), float(f)) for t in BAR_GRID for f in BAR_GRID if f <= t]
     f1 = [bcubed_scores(labels, agglomerative(emb, t, f, 10, near))["f1"] for t, f in combos]
-    return combos[int(np.argmax(f1))]
+    return max(zip(f1, combos))[1]  # ties: the stricter threshold, then floor
 
 
 def bar_halves(emb: np.ndarray, labels: np.ndarray, splits: int = 20, seed: int = 0, big: int = 10) -> dict:

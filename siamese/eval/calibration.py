@@ -31,7 +31,8 @@ from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
 from siamese.model.modeldir import write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "fit_clustering", "fit_other_algorithms",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "fit_average", "fit_clustering",
+           "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
@@ -101,6 +102,24 @@ def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: n
     return out
 
 
+def fit_average(emb: np.ndarray, truth, k: int = 10) -> dict:
+    """Average linkage's one bar for every group size (`algorithm=average`): the threshold over
+    `COSINE_GRID` with the best BCubed F1 (ties: the stricter one).
+
+    Args:
+        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
+
+    Returns:
+        {"threshold", "bcubed_f1", "grid": [[threshold, f1], ...]}.
+    """
+    emb = np.asarray(emb, np.float32)
+    near = knn(emb, k)
+    grid = [[float(t), round(bcubed_scores(truth, agglomerative(emb, float(t), float(t), k, near))["f1"], 4)]
+            for t in COSINE_GRID]
+    t, best = max(grid, key=lambda r: (r[1], r[0]))
+    return {"threshold": t, "bcubed_f1": best, "grid": grid}
+
+
 def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
     """The settings of average, chinese_whispers, components and dbscan for labelled faces: for
     each, the best BCubed F1 over a grid (ties: the stricter setting), as agglomerative's threshold
@@ -120,11 +139,7 @@ def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samp
     def f1(labels):
         return round(bcubed_scores(truth, labels)["f1"], 4)
 
-    out = {}
-    near = knn(emb, k)
-    grid = [[float(t), f1(agglomerative(emb, float(t), float(t), k, near))] for t in COSINE_GRID]
-    t, best = max(grid, key=lambda r: (r[1], r[0]))
-    out["average"] = {"threshold": t, "bcubed_f1": best, "grid": grid}
+    out = {"average": fit_average(emb, truth, k)}
     for algorithm in ("chinese_whispers", "components"):
         grid = [[float(t), f1(cluster_embeddings(emb, score_fn, float(t), algorithm, k=k))] for t in SCORE_GRID]
         t, best = max(grid, key=lambda r: (r[1], r[0]))
