@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from siamese.eval.bench.clips import LIN_SHOTS, lin_faces
-from siamese.eval.verify_calibration import calibrate
+from siamese.eval.verify_calibration import calibrate, held_out, levels, lowest_far_at
 from siamese.faces.capture import SKIPS
 from siamese.faces.detect import YuNetDetector
 from siamese.faces.detect import box_iou as iou
@@ -84,6 +84,33 @@ def test_the_template_rule_is_the_cosine_with_the_enrolled_mean_direction():
     # one enrolled image: the cosine with it
     assert template_scores(faces, enrolled[:1]) == pytest.approx(faces[:, 0], abs=1e-6)
     assert template_scores(faces, np.zeros((0, 3))).tolist() == [-1.0] * 3  # empty gallery: nobody
+
+
+def _probes(n_people, rng, impostor_scores):
+    """Per person 6 genuine probes scoring ~0.8 and 6 impostor probes from `impostor_scores(p)`."""
+    names = [f"p{i}" for i in range(n_people)]
+    scores, same, owners = [], [], []
+    for i, p in enumerate(names):
+        others = [q for q in names if q != p]
+        scores += (0.8 + 0.05 * rng.standard_normal(6)).tolist() + impostor_scores(i).tolist()
+        same += [True] * 6 + [False] * 6
+        owners += [(p, p)] * 6 + [(p, others[j % len(others)]) for j in range(6)]
+    return np.array(scores), np.array(same), np.array(owners, dtype=object)
+
+
+def test_held_out_cuts_are_fitted_on_some_people_and_scored_on_others():
+    rng, cuts = np.random.default_rng(0), np.round(np.arange(0, 1.0, 0.01), 2)
+    # separable people: every half picks a cut between, and it carries to the other half exactly
+    scores, same, owners = _probes(10, rng, lambda i: np.full(6, 0.2))
+    h = held_out(scores, same, owners, cuts, lambda lv: max(lv, key=lambda r: r["accuracy"]), splits=5)
+    assert h["splits"] == 10 and h["tar"] == {"mean": 1.0, "std": 0.0} and h["far"] == {"mean": 0.0, "std": 0.0}
+    # one person whose impostors score like genuine probes: a cut fitted without them lets them in,
+    # so the held-out false-accept rate is above zero while the in-sample cut at TAR >= 0.97 is high
+    scores, same, owners = _probes(10, rng, lambda i: np.full(6, 0.9 if i == 0 else 0.2))
+    h = held_out(scores, same, owners, cuts, lowest_far_at, splits=20)
+    inside = lowest_far_at(levels(scores, same, cuts))
+    assert inside["tar"] >= 0.97 and h["far"]["mean"] > 0 and h["tar"]["mean"] >= 0.97
+    assert held_out(*_probes(3, rng, lambda i: np.full(6, 0.2)), cuts, lowest_far_at) is None  # too few to halve
 
 
 def test_empty_gallery_verifies_nobody():
@@ -414,6 +441,10 @@ def test_calibrate_writes_verify_json_that_the_verifier_reads(model_copy, lfw_ro
     assert one.verification_threshold == t["by_enrolled"]["1"]["threshold"]  # one enrolled image: its own cut
     at = t["rules"]["template"]["at_tar_0.97"]
     assert at["tar"] >= 0.97 and all(lv["far"] >= at["far"] for lv in t["levels"] if lv["tar"] >= 0.97)
+    for name in ("template", "share"):  # each rule's cuts also fitted on half the people, scored on the rest
+        for what in ("chosen", "at_tar_0.97"):
+            h = t["rules"][name]["held_out"][what]
+            assert h["splits"] > 0 and all(0.0 <= h[k]["mean"] <= 1.0 for k in ("accuracy", "tar", "far"))
     two = np.ones((2, emb.dim), np.float32) / np.sqrt(emb.dim)
     v = Verifier(emb, two, detector)
     assert (v.rule, v.verification_threshold) == ("template", t["verification_threshold"])

@@ -74,6 +74,10 @@ def calibrate(cfg: DictConfig) -> dict:
             print(f"  {name:8s} chosen {row['chosen']['threshold']:.3f}: TAR {row['chosen']['tar']:.4f} FAR "
                   f"{row['chosen']['far']:.4f}; lowest FAR with TAR >= 0.97: "
                   + (f"{at['far']:.4f} (TAR {at['tar']:.4f} at {at['threshold']:.3f})" if at else "none"))
+            for what, h in row["held_out"].items():  # each cut fitted on half the people, scored on the rest
+                if h:
+                    print(f"    held out ({what}, {h['splits']} halves): TAR {h['tar']['mean']:.4f} ± "
+                          f"{h['tar']['std']:.4f}, FAR {h['far']['mean']:.4f} ± {h['far']['std']:.4f}")
         out["verify"] = r
     if "cluster" in cfg.fit:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,

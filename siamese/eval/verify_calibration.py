@@ -28,11 +28,12 @@ from siamese.faces.detect import Detector
 from siamese.io.files import atomic_write_text
 from siamese.verification.verifier import RULES, judge, template_scores
 
-__all__ = ["ENROLL_SIZES", "TEMPLATE_GRID", "calibrate", "draw_plan", "head_scores", "levels", "lowest_far_at",
-           "share_levels", "template_cosines"]
+__all__ = ["ENROLL_SIZES", "HELD_OUT_SPLITS", "TEMPLATE_GRID", "calibrate", "draw_plan", "head_scores",
+           "held_out", "levels", "lowest_far_at", "probe_people", "share_cuts", "share_levels", "template_cosines"]
 
 TEMPLATE_GRID = np.round(np.arange(0.0, 0.991, 0.01), 3)  # template rule: cosines
 ENROLL_SIZES = (1, 2, 3, 5)  # the template rule's cut is also fitted for these many enrolled images
+HELD_OUT_SPLITS = 20  # random halvings of the calibration people for the held-out estimate (both ways)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,54 @@ def template_cosines(plan: list[tuple], emb: dict, n: int | None = None) -> np.n
     return np.array(out)
 
 
+def probe_people(plan: list[tuple]) -> np.ndarray:
+    """Per probe of the plan (in `head_scores`' order): (n_probes, 2) str, the enrolled person and
+    the probe's person (the same for a genuine probe)."""
+    out = []
+    for p, _, genuine, imp in plan:
+        out += [(p, r.person) for r in (*genuine, *imp)]
+    return np.array(out, dtype=object).reshape(-1, 2)
+
+
+def held_out(scores: np.ndarray, same: np.ndarray, people: np.ndarray, cuts, choose,
+             splits: int = HELD_OUT_SPLITS, seed: int = 0) -> dict | None:
+    """How a cut chosen on some people carries to others: the calibration people halved at random
+    `splits` times; the cut `choose` picks from one half's `levels` is scored on the other half,
+    both ways. A probe counts in a half only when its enrolled person and its own person are both
+    in it (an impostor probe across halves counts in neither).
+
+    Args:
+        scores: (n_probes,) the rule's score per probe; same: (n_probes,) bool.
+        people: (n_probes, 2) `probe_people`.
+        cuts: the candidate cuts (the rule's grid).
+        choose: list of levels -> the chosen level (or None: that half is skipped).
+        splits, seed: halvings and their random draw.
+
+    Returns:
+        {"splits": halves scored, "cut", "accuracy", "tar", "far": {"mean", "std"} over them}, or None
+        with fewer than 4 people or no half that yields a cut.
+    """
+    names = np.unique(people)
+    if len(names) < 4:
+        return None
+    rng, rows = np.random.default_rng(seed), []
+    for _ in range(splits):
+        half = set(rng.permutation(names)[:len(names) // 2].tolist())
+        inside = np.array([a in half for a in people[:, 0]]) & np.array([b in half for b in people[:, 1]])
+        outside = np.array([a not in half for a in people[:, 0]]) & np.array([b not in half for b in people[:, 1]])
+        for fit, test in ((inside, outside), (outside, inside)):
+            if not (same[fit].any() and (~same[fit]).any() and same[test].any() and (~same[test]).any()):
+                continue
+            picked = choose(levels(scores[fit], same[fit], cuts))
+            if picked is not None:
+                rows.append({"cut": picked["threshold"], **levels(scores[test], same[test], [picked["threshold"]])[0]})
+    if not rows:
+        return None
+    return {"splits": len(rows), **{k: {"mean": round(float(np.mean([r[k] for r in rows])), 4),
+                                        "std": round(float(np.std([r[k] for r in rows])), 4)}
+                                    for k in ("cut", "accuracy", "tar", "far")}}
+
+
 def levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
     """Accuracy, TAR and FAR at each cut (a face is accepted at or above it)."""
     out = []
@@ -96,9 +145,14 @@ def levels(scores: np.ndarray, same: np.ndarray, cuts) -> list[dict]:
     return out
 
 
+def share_cuts(n_enroll: int) -> np.ndarray:
+    """The share rule's candidate cuts: halfway between the possible shares k / N of N enrolled."""
+    return (np.arange(n_enroll) + 0.5) / n_enroll
+
+
 def share_levels(shares: np.ndarray, same: np.ndarray, n_enroll: int) -> list[dict]:
     """`levels` at each cut between the possible shares k / N, with the share each asks for."""
-    cuts = (np.arange(n_enroll) + 0.5) / n_enroll
+    cuts = share_cuts(n_enroll)
     return [{"share_at_least": round(float(np.ceil(cut * n_enroll) / n_enroll), 4), **lv}
             for cut, lv in zip(cuts, levels(shares, same, cuts))]
 
@@ -109,12 +163,12 @@ def lowest_far_at(found: list[dict], tar: float = 0.97) -> dict | None:
     return min(ok, key=lambda r: (r["far"], -r["threshold"])) if ok else None
 
 
-def _choose(found: list[dict], far: float | None) -> dict:
+def _choose(found: list[dict], far: float | None, warn: bool = True) -> dict:
     """The best-accuracy level, or the lowest cut whose FAR is within `far` (else the strictest)."""
     if far is None:
         return max(found, key=lambda r: (r["accuracy"], -r["far"]))
     ok = [r for r in found if r["far"] <= far]
-    if not ok:
+    if not ok and warn:
         log.warning("no cut reaches FAR <= %g (at best %.4f): using the strictest", far, found[-1]["far"])
     return ok[0] if ok else found[-1]
 
@@ -153,7 +207,9 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
         tar, far, accuracy}] of the rule; for "template" also "by_enrolled": {n: the level chosen}
         for 1, 2, 3, 5 and `n_enroll` enrolled images (the same probes against the first n of each
         enrolment); "rules": {rule: {"chosen": the level the criterion picks,
-        "at_tar_0.97": the lowest FAR with TAR >= 0.97}} for both rules on the same probes,
+        "at_tar_0.97": the lowest FAR with TAR >= 0.97 (both in-sample), "held_out": {"chosen",
+        "at_tar_0.97"}: `held_out`'s estimate of each on people the cut was not fitted on}} for both
+        rules on the same probes,
         "single_image": pair accuracy/tar/far of one enrolled image, "model"}.
     """
     target = None if out is False else Path(out) if out else embedder.path / "verify.json"
@@ -178,9 +234,17 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     emb = dict(zip(kept, vectors))
     head = head_scores(embedder, plan, emb)
     same, single = head["same"], head["single"]
-    every = {"template": levels(template_cosines(plan, emb), same, TEMPLATE_GRID),
-             "share": share_levels(head["share"], same, n_enroll)}
+    rule_scores = {"template": template_cosines(plan, emb), "share": head["share"]}
+    rule_cuts = {"template": TEMPLATE_GRID, "share": share_cuts(n_enroll)}
+    every = {"template": levels(rule_scores["template"], same, TEMPLATE_GRID),
+             "share": share_levels(rule_scores["share"], same, n_enroll)}
     chosen = {name: _choose(lv, far) for name, lv in every.items()}
+    # The levels above are in-sample (cut and rates on the same people); the held-out estimate
+    # fits each cut on half of the people and scores it on the other half.
+    owners = probe_people(plan)
+    choosers = {"chosen": lambda lv: _choose(lv, far, warn=False), "at_tar_0.97": lowest_far_at}
+    held = {name: {what: held_out(rule_scores[name], same, owners, rule_cuts[name], pick, seed=seed)
+                   for what, pick in choosers.items()} for name in every}
     best = chosen[rule]
     by_enrolled = {}  # template: a mean of fewer images is a noisier direction, its cosines lower
     if rule == "template":
@@ -195,7 +259,8 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
                                "tar": round(float(single[same].mean()), 4),
                                "far": round(float(single[~same].mean()), 4)},
               "levels": every[rule], **({"by_enrolled": by_enrolled} if by_enrolled else {}),
-              "rules": {name: {"chosen": chosen[name], "at_tar_0.97": lowest_far_at(lv)} for name, lv in every.items()},
+              "rules": {name: {"chosen": chosen[name], "at_tar_0.97": lowest_far_at(lv), "held_out": held[name]}
+                        for name, lv in every.items()},
               "data": f"LFW peopleDevTest (unseen), seed {seed}",
               "model": embedder.identity()}
     if target is not None:
