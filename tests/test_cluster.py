@@ -611,6 +611,21 @@ def test_the_command_names_the_folders_that_may_be_one_person(samples, tmp_path,
     assert page["faces"] == s["faces"] and page["no_face"] == page["unreadable"] == 0
 
 
+def test_many_small_groups_of_photos_suggest_one_bar_for_every_size():
+    from siamese.commands.people import few_photos_hint
+
+    def summary(sizes, unassigned=0, algorithm="agglomerative", kind="photos"):
+        return {"algorithm": algorithm, "kind": kind, "people": len(sizes), "people_faces": sizes,
+                "unassigned": unassigned}
+
+    assert "algorithm=average" in few_photos_hint(summary([3, 2, 2, 4, 5, 12]))  # 18 of 30 faces in small groups
+    assert few_photos_hint(summary([30, 25, 2, 2, 3, 12])) is None  # most faces in big groups
+    assert "algorithm=average" in few_photos_hint(summary([30, 25, 2, 2, 3, 12], unassigned=70))  # most alone
+    assert few_photos_hint(summary([2, 2, 3, 2])) is None  # a few people: either bar
+    assert few_photos_hint(summary([3, 2, 2, 4, 5], algorithm="average")) is None
+    assert few_photos_hint(summary([3, 2, 2, 4, 5], kind="video")) is None  # measured on photos only
+
+
 def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_path, capsys):
     from siamese.cli import run
 

@@ -54,6 +54,9 @@ def cluster(cfg: DictConfig) -> dict:
           f"{s['unassigned']} unassigned; {s['algorithm']} at {_settings_line(s)}; "
           f"{s['errors']} skipped" + "".join(f", {n} {k.replace('_', ' ')}" for k, n in s["errors_by_reason"].items())
           + f" -> {cfg.out}/overview.jpg")
+    hint = few_photos_hint(s)
+    if hint:
+        print(hint)
     alike = s.get("alike", [])
     for p in alike[:3]:  # the first pairs are mostly right; further down mostly two people (docs/benchmarks.md)
         print(f"may be one person: {p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}"
@@ -66,6 +69,25 @@ def cluster(cfg: DictConfig) -> dict:
               f"{mt['pairwise_f1']:.3f}, BCubed P/R/F1 {mt['bcubed_precision']:.3f}/"
               f"{mt['bcubed_recall']:.3f}/{mt['bcubed_f1']:.3f}, NMI {mt['nmi']:.3f}")
     return s
+
+
+SMALL_GROUP = 10  # faces: the size that separates the two clustering benches (2-9 photos / 10+)
+
+
+def few_photos_hint(s: dict) -> str | None:
+    """A line suggesting `algorithm=average` when agglomerative's bar, which falls with group size,
+    grouped a photo folder of many people (5+ folders) most of whose faces ended in groups of
+    fewer than `SMALL_GROUP` faces or unassigned; None otherwise. On unseen LFW people the falling
+    bar groups people with 10+ photos better and one bar those with 2-9 (docs/benchmarks.md)."""
+    if s["algorithm"] != "agglomerative" or s["kind"] == "video" or s["people"] < 5:
+        return None
+    sizes = s["people_faces"]
+    small = sum(n for n in sizes if n < SMALL_GROUP) + s["unassigned"]
+    if 2 * small <= sum(sizes) + s["unassigned"]:
+        return None
+    return (f"most faces here are in groups of fewer than {SMALL_GROUP} or alone: for many people with a few "
+            "photos each, `algorithm=average` (one bar for every group size) usually groups better "
+            "(docs/benchmarks.md)")
 
 
 def _settings_line(s: dict) -> str:
