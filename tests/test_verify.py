@@ -87,7 +87,8 @@ def test_the_template_rule_is_the_cosine_with_the_enrolled_mean_direction():
 
 
 def _probes(n_people, rng, impostor_scores):
-    """Per person 6 genuine probes scoring ~0.8 and 6 impostor probes from `impostor_scores(p)`."""
+    """Per person 6 genuine probes scoring ~0.8 and 6 impostor probes from `impostor_scores(p)`:
+    (scores, same, `probe_people`)."""
     names = [f"p{i}" for i in range(n_people)]
     scores, same, owners = [], [], []
     for i, p in enumerate(names):
@@ -102,17 +103,18 @@ def test_held_out_cuts_are_fitted_on_some_people_and_scored_on_others():
     rng, cuts = np.random.default_rng(0), np.round(np.arange(0, 1.0, 0.01), 2)
     # separable people: every half picks a cut between, and it carries to the other half exactly
     scores, same, owners = _probes(10, rng, lambda i: np.full(6, 0.2))
-    h = held_out(scores, same, owners, cuts, lambda lv: max(lv, key=lambda r: r["accuracy"]), splits=5)
+    h = held_out(scores, owners, cuts, lambda lv: max(lv, key=lambda r: r["accuracy"]), splits=5)
     assert h["splits"] == 10 and h["tar"] == {"mean": 1.0, "std": 0.0} and h["far"] == {"mean": 0.0, "std": 0.0}
     # one person (p0) whose impostor probes score above every genuine probe: every cut with TAR >= 0.97
     # lets them in. Held out, only the halves that hold p0 and those strangers count them: FAR 0 in the
     # other halves, about twice the in-sample rate in these, the same on average
     scores, same, owners = _probes(10, rng, lambda i: np.full(6, 0.9 if i == 0 else 0.2))
-    h = held_out(scores, same, owners, cuts, lowest_far_at, splits=20)
+    h = held_out(scores, owners, cuts, lowest_far_at, splits=20)
     inside = lowest_far_at(levels(scores, same, cuts))
     assert inside["far"] == 0.1 and inside["tar"] >= 0.97 and h["tar"]["mean"] >= 0.97
     assert h["far"]["mean"] == pytest.approx(inside["far"], abs=0.03) and h["far"]["std"] > 0.05
-    assert held_out(*_probes(3, rng, lambda i: np.full(6, 0.2)), cuts, lowest_far_at) is None  # too few to halve
+    few = _probes(3, rng, lambda i: np.full(6, 0.2))
+    assert held_out(few[0], few[2], cuts, lowest_far_at) is None  # too few people to halve
 
 
 def test_empty_gallery_verifies_nobody():

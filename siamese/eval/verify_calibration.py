@@ -95,7 +95,7 @@ def probe_people(plan: list[tuple]) -> np.ndarray:
     return np.array(out, dtype=object).reshape(-1, 2)
 
 
-def held_out(scores: np.ndarray, same: np.ndarray, people: np.ndarray, cuts, choose,
+def held_out(scores: np.ndarray, people: np.ndarray, cuts, choose,
              splits: int = HELD_OUT_SPLITS, seed: int = 0) -> dict | None:
     """How a cut chosen on some people carries to others: the calibration people halved at random
     `splits` times; the cut `choose` picks from one half's `levels` is scored on the other half,
@@ -103,8 +103,8 @@ def held_out(scores: np.ndarray, same: np.ndarray, people: np.ndarray, cuts, cho
     in it (an impostor probe across halves counts in neither).
 
     Args:
-        scores: (n_probes,) the rule's score per probe; same: (n_probes,) bool.
-        people: (n_probes, 2) `probe_people`.
+        scores: (n_probes,) the rule's score per probe.
+        people: (n_probes, 2) `probe_people` (a probe is genuine where the two are one person).
         cuts: the candidate cuts (the rule's grid).
         choose: list of levels -> the chosen level (or None: that half is skipped).
         splits, seed: halvings and their random draw.
@@ -113,7 +113,7 @@ def held_out(scores: np.ndarray, same: np.ndarray, people: np.ndarray, cuts, cho
         {"splits": halves scored, "cut", "accuracy", "tar", "far": {"mean", "std"} over them}, or None
         with fewer than 4 people or no half that yields a cut.
     """
-    names = np.unique(people)
+    names, same = np.unique(people), people[:, 0] == people[:, 1]
     if len(names) < 4:
         return None
     rng, rows = np.random.default_rng(seed), []
@@ -243,7 +243,7 @@ def calibrate(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=
     # fits each cut on half of the people and scores it on the other half.
     owners = probe_people(plan)
     choosers = {"chosen": lambda lv: _choose(lv, far, warn=False), "at_tar_0.97": lowest_far_at}
-    held = {name: {what: held_out(rule_scores[name], same, owners, rule_cuts[name], pick, seed=seed)
+    held = {name: {what: held_out(rule_scores[name], owners, rule_cuts[name], pick, seed=seed)
                    for what, pick in choosers.items()} for name in every}
     best = chosen[rule]
     by_enrolled = {}  # template: a mean of fewer images is a noisier direction, its cosines lower
