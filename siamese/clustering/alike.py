@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from siamese.clustering.centre import Centring
 from siamese.clustering.neighbours import knn, knn_approx
 from siamese.clustering.settings import clustering_settings
 
@@ -89,7 +90,8 @@ def alike_pairs(names: list[str], sums: np.ndarray, counts: np.ndarray, *, bar: 
 
 
 def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], cannot_link: np.ndarray, *,
-                 bar: float | None, loose: dict[int, str] | None = None, top: int = 8) -> list[dict]:
+                 bar: float | None, loose: dict[int, str] | None = None, top: int = 8,
+                 space: Centring | None = None) -> list[dict]:
     """`alike_pairs` of a clustering's person folders and unassigned faces, over every face of their tracks.
 
     Args:
@@ -99,6 +101,8 @@ def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], canno
         bar: as for `alike_pairs`; None lists nothing (no bar the model was calibrated for).
         loose: {track: name} of unassigned tracks to compare too, each on its own ("unassigned/CROP"):
             on the validation people two unassigned photos of one person were most of the right pairs.
+        space: the model's local centring (`siamese.clustering.centre.centring`), when its cluster.json
+            (whose floor is the bar) was fitted in that space: each track is compared there.
 
     Returns:
         `alike_pairs`' list; an unassigned track is named by `loose`.
@@ -112,11 +116,14 @@ def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], canno
     m = len(names)
     if bar is None or m < 2:
         return []
-    sums = np.zeros((m, len(tracks[0]["sum"])), np.float64)
+    tsums = np.stack([t["sum"] for t in tracks])
+    if space is not None:
+        tsums = space.sums(tsums)[1]
+    sums = np.zeros((m, tsums.shape[1]), np.float64)
     counts = np.zeros(m)  # every person label and every loose track has faces
-    for t, g in zip(tracks, item):
+    for t, s, g in zip(tracks, tsums, item):
         if g >= 0:
-            sums[g] += t["sum"]
+            sums[g] += s
             counts[g] += len(t["members"])
     together = item[np.asarray(cannot_link, np.int64).reshape(-1, 2)]  # (c, 2) their items
     apart = {frozenset((names[a], names[b])) for a, b in together.tolist() if a >= 0 and b >= 0 and a != b}

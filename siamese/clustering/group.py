@@ -34,6 +34,7 @@ import numpy as np
 from siamese.clustering import graph
 from siamese.clustering.alike import alike_bar, person_alike
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
+from siamese.clustering.centre import CENTRED, centring
 from siamese.clustering.output import (
     MANIFEST_COLUMNS,
     UNASSIGNED,
@@ -173,7 +174,7 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     # bar big groups need; blurry faces (unclustered) are left out.
     loose = {n: f"{UNASSIGNED}/{items[t['best']].crop_name}" for n, t in enumerate(tracks) if tlab[n] < 0 and sharp[n]}
     people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=alike_bar(embedder, settings),
-                                   loose=loose) if tracks else []
+                                   loose=loose, space=centring(embedder)) if tracks else []
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
     return rows, people, seconds
@@ -204,6 +205,8 @@ def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict
     # A track is one appearance: clustered as one item whose similarity is over its faces.
     tsum = np.stack([t["sum"] for t in tracks]) if tracks else temb
     tfaces = np.array([len(t["members"]) for t in tracks])
+    if algorithm in CENTRED and len(tracks) and (space := centring(embedder)) is not None:
+        temb, tsum = space.sums(tsum)  # the space cluster.json's bars were fitted in
     tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, settings.get("threshold"), algorithm, k=k,
                                           eps=settings.get("eps"), min_samples=settings.get("min_samples", 2),
                                           seed=seed, floor=settings.get("floor"), sums=tsum[keep],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from siamese.commands import detector, output_dir, plain
 from siamese.data import cache
@@ -81,9 +81,14 @@ def calibrate(cfg: DictConfig) -> dict:
         out["verify"] = r
     if "cluster" in cfg.fit:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
-                                 degraded=cfg.cluster.degraded, seed=cfg.seed)
+                                 degraded=cfg.cluster.degraded, seed=cfg.seed,
+                                 centre=OmegaConf.to_container(cfg.cluster.centre) if cfg.cluster.centre else None)
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
+        if "centring" in r:
+            c = r["centring"]
+            print(f"  local centring (k {c['k']}, gamma {c['gamma']}): BCubed F1 {c['centred']:.4f} centred vs "
+                  f"{c['plain']:.4f} plain -> {'centred' if c['chosen'] else 'plain'} (agglomerative, average)")
         if "degraded" in r:
             d = r["degraded"]
             print(f"  fitted for degraded copies too: BCubed F1 {d['bcubed_f1_clean']:.4f} clean / "
@@ -130,8 +135,6 @@ def bench(cfg: DictConfig):
     what = cfg.what
     if what == "detect":
         from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
 
         detectors = {n: instantiate(OmegaConf.load(CONF_DIR / "detector" / f"{n}.yaml")) for n in cfg.detectors}
         return bench_detection(cfg.data.root, detectors, cfg.images, cfg.seed, cfg.cache_dir)

@@ -20,18 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from siamese.clustering.centre import Centring
 from siamese.clustering.graph import cluster_embeddings, knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.data.cache import load_if_built
-from siamese.data.lfw import LFW
+from siamese.data.lfw import LFW, ImageRef
 from siamese.data.unseen import lfw_crops
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
-from siamese.model.modeldir import write_impostors
+from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "fit_average", "fit_clustering",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "cohort_embeddings", "fit_average", "fit_clustering",
            "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
@@ -188,8 +189,14 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
                          labels=None, embeddings: np.ndarray | None = None,
                          out: str | os.PathLike | None = None, overwrite: bool = False,
-                         degraded: bool = False, seed: int = 0) -> dict:
+                         degraded: bool = False, seed: int = 0, centre: dict | None = None) -> dict:
     """Fit every clustering algorithm's settings on the model's validation people; save them.
+
+    With `centre` ({"k", "gamma", "faces"}) and the LFW photos, agglomerative is also fitted in the
+    locally centred space (`siamese.clustering.centre`: a cohort of `faces` faces of the model's
+    training people, one each, `cohort_embeddings`), and kept, with average's bar, when its
+    validation BCubed F1 is higher than without (the cohort is saved as cluster_cohort.npy and named
+    in cluster.json "centre"); "centring" records both F1s either way.
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -211,6 +218,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
     data, hard = "validation people (held out of training)", None
+    from_lfw = faces is None and embeddings is None
     if degraded and (faces is not None or embeddings is not None):
         raise ValueError("a degraded clustering calibration makes its harder faces from the LFW photos: "
                          "call it without faces or embeddings")
@@ -224,11 +232,26 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         raise ValueError("clustering calibration needs faces of at least two people")
-    result = {**fit_clustering(embeddings, labels, hard=hard),
-              "algorithms": fit_other_algorithms(embeddings, labels, embedder.score),
+    fit = fit_clustering(embeddings, labels, hard=hard)
+    others = fit_other_algorithms(embeddings, labels, embedder.score)
+    spec, cohort = None, None
+    if centre and from_lfw:
+        cohort, source = cohort_embeddings(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
+                                           faces=int(centre["faces"]), seed=seed)
+        c = Centring(cohort, centre["k"], centre["gamma"])
+        centred = fit_clustering(c(embeddings), labels, hard=None if hard is None else c(hard))
+        best = {"plain": max(r[1] for r in fit["grid"]), "centred": max(r[1] for r in centred["grid"])}
+        if best["centred"] > best["plain"]:
+            fit, others["average"] = centred, fit_average(c(embeddings), labels)
+            spec = {"k": int(centre["k"]), "gamma": float(centre["gamma"]),
+                    "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
+        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": float(centre["gamma"]), "chosen": spec is not None}
+    result = {**fit, **({"centre": spec} if spec else {}), "algorithms": others,
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:
+        if spec:  # the cohort first: a cluster.json never names a file that is not there yet
+            spec["cohort"]["sha256"] = write_cohort(embedder.path, cohort)
         atomic_write_text(target, json.dumps(result, indent=1))
     log.info("clustering: threshold %.3f, floor %.3f -> BCubed F1 %.4f on %d validation people "
              "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
@@ -237,6 +260,23 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         log.info("clustering, %s: %s -> BCubed F1 %.4f", name,
                  ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid")), a["bcubed_f1"])
     return result
+
+
+def cohort_embeddings(embedder, lfw_root=None, *, cache_dir=None, detector: Detector | None = None,
+                      faces: int = 1000, seed: int = 0) -> tuple[np.ndarray, str]:
+    """One face each of `faces` random people the model trained on (its people.json "seen" minus
+    its validation people: never a person its calibrations or tests are fitted or scored on),
+    embedded: ((m, D) float32, a description of the source)."""
+    lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
+    counts = lfw.people("view1_train")
+    people = sorted(p for p in embedder.seen_people() - set(embedder.validation_people()) if p in counts)
+    if not people:
+        raise ValueError(f"{embedder.path}: its people.json names no training people of {lfw.root} — "
+                         "a cohort for local centring needs them")
+    pick = sorted(rng.choice(people, min(faces, len(people)), replace=False).tolist())
+    refs = [ImageRef(p, int(rng.integers(1, counts[p] + 1))) for p in pick]
+    emb, kept = embedder.embed_refs(lfw, refs, load_if_built(cache_dir), detector)
+    return emb, f"{len(kept)} training people of LFW (DevTrain) {lfw.root}, one face each"
 
 
 def calibrate_impostors(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int = 1000,

@@ -28,6 +28,7 @@ import logging
 
 import numpy as np
 
+from siamese.clustering.centre import centring
 from siamese.clustering.graph import cluster_embeddings
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.scores import pairwise_scores
@@ -154,10 +155,12 @@ def _cluster(embedder, f: dict) -> dict | None:
     cal = clustering_settings(embedder)
     if cal is None:
         return None
+    space = centring(embedder, cal)  # both algorithms here compare faces in cluster.json's space
+    faces = {which: f[which] if space is None else space(f[which]) for which in ("clean", "degraded")}
 
     def false_merges(algorithm: str, threshold: float, floor: float | None) -> dict:
         return {f"false_merge_{which}": round(1 - pairwise_scores(f["names"], cluster_embeddings(
-            f[which], embedder.score, threshold, algorithm, k=cal["k"], floor=floor))["precision"], 4)
+            faces[which], embedder.score, threshold, algorithm, k=cal["k"], floor=floor))["precision"], 4)
             for which in ("clean", "degraded")}
 
     out = false_merges("agglomerative", cal["threshold"], cal["floor"])

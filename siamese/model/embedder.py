@@ -236,6 +236,10 @@ class Embedder:
         """(vectors (n, D), names, source) of LFW strangers shipped with the model, or None."""
         return modeldir.read_impostors(self.path, self.fingerprint())
 
+    def cluster_cohort(self, digest: str) -> np.ndarray:
+        """(m, D) embeddings of the clustering cohort beside the model (`modeldir.read_cohort`)."""
+        return modeldir.read_cohort(self.path, digest)
+
     def calibration(self, name: str) -> dict | None:
         """A calibration beside the model ("verify.json", "cluster.json") fitted for this model,
         else None (logged when it was fitted for another)."""

@@ -9,6 +9,8 @@
     impostors.npy  embeddings of LFW people it never saw, one face each (+ impostors.json: their
                    names, source and the model's fingerprint): a gallery's unknown threshold is
                    calibrated on them when no LFW copy is at hand
+    cluster_cohort.npy  embeddings of faces of people it trained on, one face each: the cohort of
+                   the local centring cluster.json may ask for ("centre": its k, gamma, SHA-256)
     embedding.*, head.*   the networks (.keras, .onnx, ...)
 
 `siamese.model.Embedder` exposes these; this module is the file-level part. No TensorFlow.
@@ -26,12 +28,14 @@ import numpy as np
 from siamese.io.files import atomic_save_npy, atomic_write_text, file_digest
 from siamese.io.paths import NAMED_MODELS
 
-__all__ = ["CALIBRATIONS", "find_model_dir", "read_calibration", "read_people", "seen_people", "sha256",
-           "validation_people", "write_model_json"]
+__all__ = ["CALIBRATIONS", "COHORT", "find_model_dir", "read_calibration", "read_cohort", "read_people",
+           "seen_people", "sha256", "validation_people", "write_cohort", "write_model_json"]
 
 log = logging.getLogger(__name__)
 
-CALIBRATIONS = ("verify.json", "cluster.json", "impostors.json", "impostors.npy")  # fitted after training
+CALIBRATIONS = ("verify.json", "cluster.json", "impostors.json", "impostors.npy",
+                "cluster_cohort.npy")  # fitted after training
+COHORT = "cluster_cohort.npy"
 
 
 def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
@@ -143,3 +147,29 @@ def read_impostors(model_dir: str | os.PathLike, fingerprint: str):
     if len(vectors) != len(meta["names"]):
         raise ValueError(f"{path}: {len(vectors)} rows but impostors.json names {len(meta['names'])} — refit it")
     return vectors, list(meta["names"]), meta.get("source", str(path))
+
+
+def write_cohort(model_dir: str | os.PathLike, vectors) -> str:
+    """Save the clustering cohort (float16) beside the model; returns its SHA-256 for cluster.json."""
+    path = Path(model_dir) / COHORT
+    atomic_save_npy(path, np.asarray(vectors, np.float16))
+    return sha256(path)
+
+
+def read_cohort(model_dir: str | os.PathLike, digest: str) -> np.ndarray:
+    """(m, D) float32 clustering cohort of the model, checked against the SHA-256 cluster.json names.
+
+    Raises:
+        ValueError: missing, not a plain array, or not the file cluster.json was fitted with.
+    """
+    path = Path(model_dir) / COHORT
+    refit = f"refit it: `siamese calibrate {model_dir} fit=[cluster] overwrite=true`"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing, but cluster.json centres on it — {refit}")
+    if sha256(path) != digest:
+        raise ValueError(f"{path}: not the cohort cluster.json was fitted with (SHA-256 differs) — {refit}")
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32)
+    except (ValueError, OSError) as err:
+        why = "not a plain array" if "pickle" in str(err) else str(err)
+        raise ValueError(f"{path}: not a readable .npy ({why}) — {refit}") from None

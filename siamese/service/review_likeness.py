@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.clustering.alike import alike_bar, alike_pairs
+from siamese.clustering.centre import centring
 from siamese.io.files import atomic_write_text
 from siamese.io.images import ImageError, decode_image
 from siamese.service.engine import NoFace, Upload
@@ -93,6 +94,7 @@ class Likeness:
         self._cache: dict[tuple[str, int, int], np.ndarray | None] = {}
         self._lock = threading.Lock()  # one computation at a time; a second caller then finds the cache
         self.bar = alike_bar(engine.model)
+        self.space = centring(engine.model)  # the space the bar (cluster.json's floor) was fitted in
         self.done, self.total = 0, 0  # crops looked at / to look at in the computation under way (`progress`)
 
     def progress(self) -> dict:
@@ -108,7 +110,7 @@ class Likeness:
         st = path.stat()  # a crop gone since the manifest was read: OSError, counted unreadable
         if path.name in self.stored:
             mean, n = self.stored[path.name]
-            return mean * n, n
+            return self._centred(mean * n), n
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._cache:
             data = path.read_bytes()
@@ -117,7 +119,11 @@ class Likeness:
             except NoFace:
                 self._cache[key] = None
         e = self._cache[key]
-        return None if e is None else (e, 1)
+        return None if e is None else (self._centred(e), 1)
+
+    def _centred(self, total: np.ndarray) -> np.ndarray:
+        """(D,) a crop's sum of face embeddings in the space of the model's cluster.json."""
+        return total if self.space is None else self.space.sums(np.asarray(total)[None])[1][0]
 
     def pairs(self, folders: dict[str, tuple[bool, list[Path]]], apart: set[frozenset[str]] | None = None) -> dict:
         """The items most alike (`siamese.clustering.alike.alike_pairs`).

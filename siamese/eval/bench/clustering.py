@@ -18,6 +18,7 @@ import numpy as np
 from siamese.clustering import graph
 from siamese.clustering import scores as metrics
 from siamese.clustering.alike import alike_pairs
+from siamese.clustering.centre import CENTRED, centring
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.neighbours import cosine
 from siamese.data.cache import load as load_cache
@@ -63,6 +64,8 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     emb_ = Embedder.load(model_path)
     emb, truth = unseen_lfw_faces(emb_, cache_dir, lfw_root, min_images, max_images)
     thr, cal = emb_.threshold, clustering_settings(emb_) or {}
+    space = centring(emb_, cal)  # agglomerative and average compare faces in cluster.json's space
+    centred = space(emb) if space is not None else emb
     runs = [("chinese_whispers", thr, {"k": 10}), ("chinese_whispers", thr, {"k": 20}),
             ("components", thr, {"k": 10}), ("components", thr, {"k": 3}),
             *[("dbscan", None, {"eps": e, "min_samples": 2}) for e in (0.3, 0.4, 0.5, 0.6)]]
@@ -75,7 +78,7 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
     rows = []
     for algorithm, t_, params in runs:
         t = time.perf_counter()
-        labels = graph.cluster_embeddings(emb, emb_.score, t_, algorithm,
+        labels = graph.cluster_embeddings(centred if algorithm in CENTRED else emb, emb_.score, t_, algorithm,
                                           **{k: v for k, v in params.items() if k != "from"})
         sec = time.perf_counter() - t
         s = metrics.clustering_scores(truth, labels)
@@ -89,13 +92,14 @@ def compare_algorithms(model_path: str | Path = DEFAULT_MODEL, cache_dir: str | 
                      "NMI": f"{s['nmi']:.3f}", "clusters": s["clusters"], "unassigned": s["unassigned"],
                      "people": s["people"], "seconds": round(sec, 2)})
     print(f"{len(emb)} faces of {len(set(truth))} unseen LFW people ({min_images}..{max_images or ''} "
-          f"images each), model {emb_.path} (threshold {thr:.3f})")
+          f"images each), model {emb_.path} (threshold {thr:.3f})"
+          + (f"; agglomerative and average locally centred (k {space.k}, gamma {space.gamma})" if space else ""))
     print(table(rows))
     if cal:
-        labels = graph.cluster_embeddings(emb, emb_.score, cal["threshold"], "agglomerative", k=cal["k"],
+        labels = graph.cluster_embeddings(centred, emb_.score, cal["threshold"], "agglomerative", k=cal["k"],
                                           floor=cal["floor"])
         for top in (8, None):
-            a = alike_scores(emb, truth, labels, cal["floor"], top)
+            a = alike_scores(centred, truth, labels, cal["floor"], top)
             print(f"may be one person (agglomerative at cluster.json, {'the ' + str(top) if top else 'all'} pairs "
                   f"listed at or above the floor {cal['floor']:.3f}): {a['listed']} listed, {a['same']} of them "
                   f"one person; {a['split_pairs']} pairs of items (folders, unassigned faces) are one person in all")
