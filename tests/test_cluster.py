@@ -488,18 +488,23 @@ def test_output_layout_and_manifest(knn_run):
     assert not list(out.parent.glob(".people.*"))  # no temp dir left behind
 
 
-def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, tmp_path):
+def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, yunet, tmp_path):
+    from siamese.clustering.centre import centring
     from siamese.clustering.output import read_crop_embeddings
 
-    _, out, s, _ = knn_run
+    src, _, _, _ = knn_run
+    out = tmp_path / "strict"  # stricter than the model's bar for two single faces: pairs left to list
+    s = cluster(src, out, embedder, yunet, threshold=0.55, progress=False)
     crops = [Path(r["crop"]).name for r in read_manifest(out / "manifest.csv") if r["crop"]]
     stored = read_crop_embeddings(out, embedder.fingerprint())
     assert sorted(stored) == sorted(crops) and len(crops) == s["faces"]
-    # each is the face as clustered: the same person's two photos are as alike as the summary says
+    # each is the face as clustered: the same person's two photos are as alike as the summary says, in
+    # the model's locally centred space (its cluster.json's; the stored rows are the plain embeddings)
+    space = centring(embedder)
     rows = [r for r in read_manifest(out / "manifest.csv") if r["crop"]]
-    assert s["alike"]  # on these photos Biden's two stay unassigned, each alike the other
+    assert s["alike"]  # at 0.55 Biden's two stay unassigned, each alike the other
     for p in s["alike"]:
-        sides = [[stored[Path(r["crop"]).name][0] for r in rows if item in (r["cluster"], r["crop"])]
+        sides = [[space(stored[Path(r["crop"]).name][0][None])[0] for r in rows if item in (r["cluster"], r["crop"])]
                  for item in p["folders"]]
         mean = float(np.mean([a @ b for a in sides[0] for b in sides[1]]))
         assert mean == pytest.approx(p["likeness"], abs=2e-3)
@@ -586,10 +591,12 @@ def test_the_command_names_the_folders_that_may_be_one_person(samples, tmp_path,
 
     out = tmp_path / "news"
     clip = samples / "video" / "oval_office_news_clip.mp4"
-    assert run("cluster", [str(clip), "--out", str(out), "progress=false"]) == 0
+    # A stricter bar for two single tracks than the model's (0.325 since local centring, which keeps this
+    # clip's four men in four folders) splits one man's frontal track from his head-down ones, as the
+    # shipped model did before (docs/benchmarks.md): a split for the command to name.
+    assert run("cluster", [str(clip), "--out", str(out), "progress=false", "threshold=0.45"]) == 0
     s = json.loads((out / "summary.json").read_text())
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("may be one person")]
-    # the shipped model splits one man of this clip (test_news_clip_gives_one_folder_per_person)
     assert said and len(said) == min(3, len(s["alike"]))
     for line, p in zip(said, s["alike"]):
         assert f"{p['folders'][1]} and {p['folders'][0]} (mean cosine {p['likeness']:.2f}" in line
@@ -614,12 +621,13 @@ def test_the_command_names_the_folders_that_may_be_one_person(samples, tmp_path,
 def test_many_small_groups_of_photos_suggest_one_bar_for_every_size():
     from siamese.commands.people import few_photos_hint
 
-    def summary(sizes, unassigned=0, algorithm="agglomerative", kind="photos"):
+    def summary(sizes, unassigned=0, algorithm="agglomerative", kind="photos", centred=False):
         return {"algorithm": algorithm, "kind": kind, "people": len(sizes), "people_faces": sizes,
-                "unassigned": unassigned}
+                "unassigned": unassigned, "centred": centred}
 
     assert "algorithm=average" in few_photos_hint(summary([3, 2, 2, 4, 5, 12]))  # 18 of 30 faces in small groups
     assert few_photos_hint(summary([30, 25, 2, 2, 3, 12])) is None  # most faces in big groups
+    assert few_photos_hint(summary([3, 2, 2, 4, 5, 12], centred=True)) is None  # one bar's gain there is noise
     assert "algorithm=average" in few_photos_hint(summary([30, 25, 2, 2, 3, 12], unassigned=70))  # most alone
     assert few_photos_hint(summary([2, 2, 3, 2])) is None  # a few people: either bar
     assert few_photos_hint(summary([3, 2, 2, 4, 5], algorithm="average")) is None
@@ -638,7 +646,8 @@ def test_the_summary_names_only_the_settings_the_algorithm_used(samples, tmp_pat
         assert set(s["settings_from"]) == used and s["algorithm"] == algorithm
         assert not ({"threshold", "floor", "eps", "min_samples"} - used) & set(s), algorithm
         line = [x for x in capsys.readouterr().out.splitlines() if " faces (" in x][0]
-        assert f"{algorithm} at " in line and all(f"{u} " in line for u in used), line
+        centred = " (locally centred)" if algorithm == "agglomerative" else ""  # the shipped model's cluster.json
+        assert f"{algorithm}{centred} at " in line and all(f"{u} " in line for u in used), line
         assert not any(f" {u} " in line for u in {"threshold", "floor", "eps", "min_samples"} - used), line
         # Neither everyone apart nor people merged: nobody in the sample has more than two photos.
         assert s["people"] >= 2 and max(s["people_sizes"]) <= 2, (algorithm, s["people_sizes"])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from siamese.clustering.centre import centring
 from siamese.clustering.output import MANIFEST_COLUMNS, write_table
 from siamese.faces.align import align
 from siamese.io.images import read_image, write_image
@@ -156,13 +157,14 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         assert scores == sorted(scores, reverse=True) and min(scores) >= found["bar"]
         assert (found["faces"], found["no_face"], found["unreadable"]) == (9, 0, 0)
         assert http.get("/review/api/alike/progress").json() == {"done": 9, "total": 9}
-        # the likeness is the model's cosine of the two photos' largest faces
+        # the likeness is the model's cosine of the two photos' largest faces, in the locally centred
+        # space its cluster.json was fitted in (siamese.clustering.centre)
         model = Embedder.load(None)
         emb = {}
         for folder in pairs[0]["folders"]:
             image = read_image(next((root / folder).iterdir()))
             face = max(yunet.detect(image), key=lambda f: float(f.box[2] * f.box[3]))
-            emb[folder] = model.embed(align(image, face.landmarks, 112)[None])[0]
+            emb[folder] = centring(model)(model.embed(align(image, face.landmarks, 112)[None]))[0]
         assert pairs[0]["likeness"] == pytest.approx(float(np.dot(*emb.values())), abs=2e-3)
         # merged through the page's route, that pair is gone and the rest stays
         token = re.search(r'name="review-token" content="([^"]+)"', http.get("/review").text)[1]

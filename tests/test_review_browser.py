@@ -40,7 +40,9 @@ def news_result(tmp_path_factory, samples):
     from siamese.clustering.group import cluster
 
     out = tmp_path_factory.mktemp("clustered") / "news"
-    cluster(samples / "video" / "oval_office_news_clip.mp4", out, progress=False)
+    # threshold 0.45, stricter than the model's for two single tracks: one man's frontal track stays apart
+    # from his head-down ones (test_cluster.py), a pair for the page to list
+    cluster(samples / "video" / "oval_office_news_clip.mp4", out, progress=False, threshold=0.45)
     return out
 
 
@@ -49,7 +51,8 @@ def photo_result(tmp_path_factory, samples):
     from siamese.clustering.group import cluster
 
     out = tmp_path_factory.mktemp("clustered") / "photos"
-    cluster(samples / "knn_examples" / "train", out, progress=False)
+    # threshold 0.55, stricter than the model's for two single faces: Biden's two photos stay unassigned
+    cluster(samples / "knn_examples" / "train", out, progress=False, threshold=0.55)
     return out
 
 
@@ -180,8 +183,8 @@ def test_review_page_lists_folders_alike_and_merges_them(server, browser):
     _shot(browser, "review.png")
     api = _api_alike(browser)
     key = _key
-    # the page lists what the API found, most alike first; the shipped model splits one man of this
-    # clip (docs/benchmarks.md), so there is at least one pair, and each pair reaches the bar
+    # the page lists what the API found, most alike first; at threshold 0.45 one man of this clip is
+    # split (news_result), so there is at least one pair, and each pair reaches the bar
     assert shown == [key(p) for p in api["pairs"]] and len(shown) >= 1
     assert all(p["likeness"] >= api["bar"] for p in api["pairs"])
     first = api["pairs"][0]

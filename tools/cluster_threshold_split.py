@@ -2,7 +2,7 @@
 whether choosing it from a smoothed grid carries better: validation people only.
 
     python tools/cluster_threshold_split.py default int8 lfw_only [--splits 100]
-    python tools/cluster_threshold_split.py default lfw_only --bars [--splits 20]
+    python tools/cluster_threshold_split.py default lfw_only --bars [--splits 20] [--centred]
 
 For each model: its validation people (people.json, held out of training) are split in random
 halves; on one half the floor (midpoint of same- and different-person mean cosines) and the grid
@@ -18,6 +18,10 @@ threshold fitted together on a 2-D grid; each
 fitted on one half and scored on the other half's faces, all of them and split by person: people
 with `--big` (10) or more photos, and the rest (BCubed over those people's faces within the one
 clustering of the half).
+
+With `--centred`, the faces are compared in the model's locally centred space when its cluster.json
+asks for one (`siamese.clustering.centre`: what `siamese cluster` does), its cohort fixed; without it
+(the ship rules' instrument, docs/distill.md), in the plain embedding space.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 
 import numpy as np
 
+from siamese.clustering.centre import centring
 from siamese.clustering.graph import knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
@@ -138,16 +143,20 @@ def main() -> None:
                     help="random halvings of the validation people (default 100; 20 with --bars)")
     ap.add_argument("--bars", action="store_true", help="compare the bar's shapes by size of group instead")
     ap.add_argument("--big", type=int, default=10, help="with --bars: photos that make a person a big group")
+    ap.add_argument("--centred", action="store_true", help="in the model's locally centred space (its cluster.json)")
     args = ap.parse_args()
     splits = args.splits or (20 if args.bars else 100)
     rows = []
     for name in args.models:
         model = Embedder.load(name)
         faces, labels = validation_faces(model, model.validation_people(), args.lfw, cache_dir=args.cache)
+        emb = model.embed(faces)
+        if args.centred and (space := centring(model)) is not None:
+            emb, name = space(emb), f"{name} (centred)"
         if args.bars:
-            rows += _bar_rows(name, bar_halves(model.embed(faces), labels, splits, big=args.big))
+            rows += _bar_rows(name, bar_halves(emb, labels, splits, big=args.big))
             continue
-        r = split_halves(model.embed(faces), labels, splits)
+        r = split_halves(emb, labels, splits)
         d = r["smooth3"] - r["argmax"]
         rows.append({"model": name, "people": len(set(labels)), "argmax": round(float(r["argmax"].mean()), 4),
                      "smooth3": round(float(r["smooth3"].mean()), 4), "oracle": round(float(r["oracle"].mean()), 4),

@@ -10,7 +10,8 @@ part in most of them (1.0: all the worst confusions come from 20 faces; small: s
 length of the mean embedding (0: centred; large: one direction shared by every face).
 
 With --alike, also how right "may be one person" (`siamese.clustering.alike`) is after the
-model's agglomerative clustering of those faces (its cluster.json): of the 8 and 20 pairs listed
+model's agglomerative clustering of those faces (its cluster.json, in its locally centred space when
+it asks for one, as `siamese cluster` does): of the 8 and 20 pairs listed
 first at its floor, how many are one person, comparing person folders alone or folders and each
 unassigned face on its own (`siamese.eval.bench.clustering.alike_scores`).
 
@@ -29,6 +30,7 @@ import os
 
 import numpy as np
 
+from siamese.clustering.centre import centring
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.neighbours import knn
 from siamese.clustering.scores import bcubed_scores
@@ -92,8 +94,9 @@ def main() -> None:
         cal = clustering_settings(model) if args.alike else None
         if args.alike and not cal:
             raise ValueError(f"{path}: no cluster.json for --alike — `siamese calibrate {path} fit=[cluster]`")
+        space = centring(model, cal) if cal else None  # "may be one person" compares in cluster.json's space
         rows.append({"model": path, **hubness(emb, names), **(bars(emb, names) if args.bars else {}),
-                     **(alike(emb, names, cal) if cal else {})})
+                     **(alike(space(emb) if space else emb, names, cal) if cal else {})})
     print(table(rows))
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from siamese.clustering import graph
 from siamese.clustering.alike import alike_bar, person_alike
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
-from siamese.clustering.centre import CENTRED, centring
+from siamese.clustering.centre import CENTRED, Centring, centring
 from siamese.clustering.output import (
     MANIFEST_COLUMNS,
     UNASSIGNED,
@@ -149,8 +149,10 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
         the seconds the grouping took).
     """
     t0 = time.perf_counter()
+    space = centring(embedder)  # cluster.json's space: agglomerative and average cluster in it, "alike" compares in it
     tracks, tlab, sharp, cl = group_tracks(items, embedder, algorithm, settings, k=k, seed=seed,
-                                           min_sharpness=min_sharpness)
+                                           min_sharpness=min_sharpness,
+                                           space=space if algorithm in CENTRED else None)
     seconds = round(time.perf_counter() - t0, 3)
     temb = np.stack([t["emb"] for t in tracks]) if tracks else np.zeros((0, embedder.dim), np.float32)
     rows, sizes = write_people(tmp, items, tracks, tlab, temb, embedder, keep_all_crops, sharp)
@@ -167,6 +169,7 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     people = {"faces": len(items), "tracks": len(tracks), "people": len(sizes),
               "people_sizes": [n for n, _ in sizes], "people_faces": [f for _, f in sizes],
               "unassigned": int((tlab < 0).sum()), "too_blurry": int((~sharp).sum()),
+              "centred": algorithm in CENTRED and space is not None,
               "different_people_pairs": len(cl), "algorithm": algorithm,
               **{name: round(v, 6) for name, v in settings.items()}, "settings_from": sources, "k": k,
               "min_sharpness": min_sharpness}
@@ -174,19 +177,21 @@ def group_and_write(tmp: Path, items: list[FaceItem], embedder, algorithm: str, 
     # bar big groups need; blurry faces (unclustered) are left out.
     loose = {n: f"{UNASSIGNED}/{items[t['best']].crop_name}" for n, t in enumerate(tracks) if tlab[n] < 0 and sharp[n]}
     people["alike"] = person_alike(tracks, tlab, person_names(len(sizes)), cl, bar=alike_bar(embedder, settings),
-                                   loose=loose, space=centring(embedder)) if tracks else []
+                                   loose=loose, space=space) if tracks else []
     if labels:
         people["metrics"] = _label_scores(items, tracks, tlab)
     return rows, people, seconds
 
 
 def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict, *, k: int = 10,
-                 seed: int = 0, min_sharpness: float = 10.0):
+                 seed: int = 0, min_sharpness: float = 10.0, space: Centring | None = None):
     """Cluster the appearances (tracks) of `items` into people.
 
     Args:
         algorithm, settings: as `siamese.clustering.settings.resolve` returns them (exactly the
             settings the algorithm uses: threshold, floor, eps, min_samples).
+        space: the model's local centring (`siamese.clustering.centre.centring`) to cluster in, for the
+            algorithms whose bars cluster.json fitted there (`CENTRED`); None: the embeddings as they are.
 
     Returns:
         (tracks (`gather_tracks`), labels (t,) int64 person per track, -1 unassigned, sharp (t,)
@@ -205,8 +210,8 @@ def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict
     # A track is one appearance: clustered as one item whose similarity is over its faces.
     tsum = np.stack([t["sum"] for t in tracks]) if tracks else temb
     tfaces = np.array([len(t["members"]) for t in tracks])
-    if algorithm in CENTRED and len(tracks) and (space := centring(embedder)) is not None:
-        temb, tsum = space.sums(tsum)  # the space cluster.json's bars were fitted in
+    if space is not None and len(tracks):
+        temb, tsum = space.sums(tsum)
     tlab[keep] = graph.cluster_embeddings(temb[keep], embedder.score, settings.get("threshold"), algorithm, k=k,
                                           eps=settings.get("eps"), min_samples=settings.get("min_samples", 2),
                                           seed=seed, floor=settings.get("floor"), sums=tsum[keep],

@@ -1,0 +1,120 @@
+"""Local centring (`siamese.clustering.centre`): what it computes, that it undoes hubs, and how a model
+dir carries it (cluster.json "centre" + cluster_cohort.npy, checked by SHA-256)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from siamese.clustering.centre import Centring, centring, local_centre
+
+
+def _hubby(people: int, per: int, seed: int, dim: int = 32):
+    """Unit faces of `people` people, each face pulled by a random amount towards one direction that
+    no person owns (a hub pulled far is close to many strangers): ((n, dim) float32, (n,) person)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((people, dim))
+    centres[:, 0] = 0
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(people), per)
+    pull = rng.uniform(0, 1.2, len(truth)) ** 2
+    x = centres[truth] + 0.6 * rng.standard_normal((len(truth), dim)) / np.sqrt(dim)
+    x[:, 0] += pull
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth
+
+
+def test_local_centre_subtracts_the_mean_of_each_faces_nearest_cohort_faces():
+    rng = np.random.default_rng(0)
+    unit = lambda a: (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)  # noqa: E731
+    x, cohort = unit(rng.standard_normal((7, 16))), unit(rng.standard_normal((50, 16)))
+    out = local_centre(x, cohort, k=5, gamma=0.4, chunk=3)  # chunks: the same as one block
+    for i in range(7):
+        near = np.argsort(-(cohort @ x[i]))[:5]
+        np.testing.assert_allclose(out[i], unit(x[i] - 0.4 * cohort[near].mean(0)), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(local_centre(x, cohort, k=5, gamma=0.0), x, atol=1e-6)
+    assert local_centre(x[:0], cohort).shape == (0, 16)
+    with pytest.raises(ValueError, match="cohort has 50"):
+        local_centre(x, cohort, k=51)
+    with pytest.raises(ValueError, match="must be"):
+        local_centre(x, cohort[:, :8])
+
+
+def test_local_centring_undoes_hubs_that_merge_people():
+    from siamese.eval.calibration import fit_clustering
+
+    faces, truth = _hubby(40, 6, seed=0)
+    cohort, _ = _hubby(200, 1, seed=1)  # other people, pulled the same way
+    plain = fit_clustering(faces, truth)["bcubed_f1"]
+    centred = fit_clustering(local_centre(faces, cohort, k=10, gamma=0.5), truth)["bcubed_f1"]
+    assert plain < 0.95 and centred > plain + 0.04, (plain, centred)
+
+
+def test_items_standing_for_several_faces_keep_their_length():
+    rng = np.random.default_rng(1)
+    cohort = rng.standard_normal((30, 8)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    c = Centring(cohort, k=4, gamma=0.5)
+    sums = rng.standard_normal((5, 8)) * np.array([1, 2, 3, 4, 5])[:, None]
+    unit, centred = c.sums(sums)
+    direction = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+    np.testing.assert_allclose(unit, c(direction), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(centred, axis=1), np.linalg.norm(sums, axis=1), rtol=1e-6)
+
+
+@pytest.fixture
+def centred_copy(tmp_path):
+    """A copy of the shipped model (whose cluster.json is centred) and its Embedder."""
+    from siamese.io.paths import DEFAULT_MODEL
+    from siamese.model.embedder import Embedder
+
+    model = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL, model)
+    return model, Embedder.load(model)
+
+
+def test_the_shipped_model_clusters_in_its_centred_space_and_refuses_another_cohort(centred_copy, samples,
+                                                                                     yunet, tmp_path):
+    from siamese.clustering.group import cluster
+
+    model, emb = centred_copy
+    spec = json.loads((model / "cluster.json").read_text())["centre"]
+    c = centring(emb)
+    assert (c.k, c.gamma, len(c.cohort)) == (spec["k"], spec["gamma"], spec["cohort"]["faces"])
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "a", emb, yunet, progress=False)
+    assert s["centred"] is True and s["algorithm"] == "agglomerative"
+    # the graph algorithms compare head scores, not the centred space
+    s = cluster(samples / "knn_examples" / "train", tmp_path / "c", emb, yunet, algorithm="chinese_whispers",
+                progress=False)
+    assert s["centred"] is False
+    # a cohort that is not the one cluster.json was fitted with is refused, naming the file and the fix
+    np.save(model / "cluster_cohort.npy", np.load(model / "cluster_cohort.npy")[::-1].copy())
+    with pytest.raises(ValueError, match=r"cluster_cohort\.npy: not the cohort .*siamese calibrate"):
+        cluster(samples / "knn_examples" / "train", tmp_path / "b", emb, yunet, progress=False)
+    (model / "cluster_cohort.npy").unlink()
+    with pytest.raises(ValueError, match=r"cluster_cohort\.npy: missing"):
+        centring(emb)
+
+
+def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_better(centred_copy, lfw_root,
+                                                                                       yunet):
+    from siamese.eval.calibration import calibrate_clustering
+
+    model, emb = centred_copy
+    people = json.loads((model / "people.json").read_text())
+    people["validation"] = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]
+    (model / "people.json").write_text(json.dumps(people))
+    (model / "cluster_cohort.npy").unlink()
+    # gamma 0 changes nothing, so it is never better: plain settings, no "centre", no cohort written
+    r = calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+                             centre={"k": 5, "gamma": 0.0, "faces": 12})
+    assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
+    assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
+    r = calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+                             centre={"k": 5, "gamma": 0.5, "faces": 12})
+    chosen = r["centring"]["centred"] > r["centring"]["plain"]
+    assert r["centring"]["chosen"] is chosen and ("centre" in r) is chosen
+    assert (model / "cluster_cohort.npy").exists() is chosen
+    if chosen:  # the file is the one cluster.json names, and its faces are training people's
+        assert centring(emb) is not None and r["centre"]["cohort"]["faces"] == 12
