@@ -160,7 +160,7 @@ student-ship: venv ## once the rule chose RUN (make student-candidate): the ship
 	$(SIAMESE) calibrate "$(SHIP)" 'fit=[verify,cluster,impostors]' overwrite=true
 	$(SIAMESE) quantize "$(SHIP)/members/2-distilled"
 	$(SIAMESE) ensemble "$(SHIP)/int8" 'models=[$(SHIP)/members/1-lfw_only,$(SHIP)/members/2-distilled]' precision=int8
-	$(SIAMESE) calibrate "$(SHIP)/int8" 'fit=[verify,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(SHIP)/int8" 'fit=[verify,cluster,impostors]' overwrite=true
 	$(PY) tools/val_pairs.py "$(SHIP)" "$(SHIP)/int8"
 	$(SIAMESE) bench embed 'embed.models=[$(SHIP),$(SHIP)/int8]'
 	@find "$(SHIP)" -type f | xargs du -cb | tail -1 | sed 's|total|bytes in $(SHIP) as it would be tracked (<= 20,000,000 asked)|'
