@@ -239,10 +239,11 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         cohort, source = cohort_embeddings(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
                                            faces=int(centre["faces"]), seed=seed)
         c = Centring(cohort, centre["k"], centre["gamma"])
-        centred = fit_clustering(c(embeddings), labels, hard=None if hard is None else c(hard))
+        moved = c(embeddings)
+        centred = fit_clustering(moved, labels, hard=None if hard is None else c(hard))
         best = {"plain": max(r[1] for r in fit["grid"]), "centred": max(r[1] for r in centred["grid"])}
         if best["centred"] > best["plain"]:
-            fit, others["average"] = centred, fit_average(c(embeddings), labels)
+            fit, others["average"] = centred, fit_average(moved, labels)
             spec = {"k": int(centre["k"]), "gamma": float(centre["gamma"]),
                     "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
         fit["centring"] = {**best, "k": int(centre["k"]), "gamma": float(centre["gamma"]), "chosen": spec is not None}
@@ -250,9 +251,11 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:
-        if spec:  # the cohort first: a cluster.json never names a file that is not there yet
-            spec["cohort"]["sha256"] = write_cohort(embedder.path, cohort)
+        if spec:  # the cohort first, beside it: a cluster.json never names a file that is not there yet
+            spec["cohort"]["sha256"] = write_cohort(target.parent, cohort)
         atomic_write_text(target, json.dumps(result, indent=1))
+        if not spec:  # a cohort an earlier cluster.json centred on is no one's now
+            (target.parent / COHORT).unlink(missing_ok=True)
     log.info("clustering: threshold %.3f, floor %.3f -> BCubed F1 %.4f on %d validation people "
              "(%d faces)", result["threshold"], result["floor"], result["bcubed_f1"],
              result["people"], result["faces"])
