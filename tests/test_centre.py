@@ -92,6 +92,12 @@ def test_the_shipped_model_clusters_in_its_centred_space_and_refuses_another_coh
     np.save(model / "cluster_cohort.npy", np.load(model / "cluster_cohort.npy")[::-1].copy())
     with pytest.raises(ValueError, match=r"cluster_cohort\.npy: not the cohort .*siamese calibrate"):
         cluster(samples / "knn_examples" / "train", tmp_path / "b", emb, yunet, progress=False)
+    class Untouched:  # the check comes before any face is looked for
+        def detect(self, image):
+            raise AssertionError("a photo was read before the cohort was checked")
+
+    with pytest.raises(ValueError, match=r"cluster_cohort\.npy: not the cohort"):
+        cluster(samples / "knn_examples" / "train", tmp_path / "b", emb, Untouched(), progress=False)
     (model / "cluster_cohort.npy").unlink()
     with pytest.raises(ValueError, match=r"cluster_cohort\.npy: missing"):
         centring(emb)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from siamese.clustering.centre import centring
 from siamese.io.names import BadSetting
 
 __all__ = ["USES", "clustering_settings", "resolve"]
@@ -63,6 +64,8 @@ def resolve(embedder, algorithm: str, **given) -> tuple[str, dict, dict]:
         raise BadSetting(f"{algorithm} does not use {', '.join(unused)} — it reads only "
                          f"{', '.join(USES[algorithm])} ({'; '.join(_MEANING[u] for u in USES[algorithm])})")
     cal = clustering_settings(embedder)
+    if cal and cal.get("centre"):
+        centring(embedder, cal)  # a missing or changed cohort fails here, before any face is read
     if algorithm == "agglomerative" and cal is None and not given:
         log.warning("%s has no cluster.json for agglomerative clustering — using chinese_whispers "
                     "at the model's threshold; calibrate with `siamese calibrate %s "
