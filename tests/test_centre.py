@@ -118,7 +118,8 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
     assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
     r = calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
-                             centre={"k": 5, "gamma": 0.5, "faces": 12})
+                             centre={"k": 5, "gamma": 0.5, "faces": 12, "degraded": True})
+    assert r["centring"]["cohort"].endswith("6 of them (every second person's) from a degraded copy of the photo")
     chosen = r["centring"]["centred"] > r["centring"]["plain"]
     assert r["centring"]["chosen"] is chosen and ("centre" in r) is chosen
     assert (model / "cluster_cohort.npy").exists() is chosen

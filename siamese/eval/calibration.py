@@ -192,7 +192,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                          degraded: bool = False, seed: int = 0, centre: dict | None = None) -> dict:
     """Fit every clustering algorithm's settings on the model's validation people; save them.
 
-    With `centre` ({"k", "gamma", "faces"}) and the LFW photos, agglomerative is also fitted in the
+    With `centre` ({"k", "gamma", "faces", "degraded"}) and the LFW photos, agglomerative is also fitted in the
     locally centred space (`siamese.clustering.centre`: a cohort of `faces` faces of the model's
     training people, one each, `cohort_embeddings`), and kept, with average's bar, when its
     validation BCubed F1 is higher than without (the cohort is saved as cluster_cohort.npy and named
@@ -237,7 +237,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     spec, cohort = None, None
     if centre and from_lfw:
         cohort, source = cohort_embeddings(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
-                                           faces=int(centre["faces"]), seed=seed)
+                                           faces=int(centre["faces"]), seed=seed,
+                                           degraded=bool(centre.get("degraded", False)))
         c = Centring(cohort, centre["k"], centre["gamma"])
         moved = c(embeddings)
         centred = fit_clustering(moved, labels, hard=None if hard is None else c(hard))
@@ -246,7 +247,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             fit, others["average"] = centred, fit_average(moved, labels)
             spec = {"k": int(centre["k"]), "gamma": float(centre["gamma"]),
                     "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
-        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": float(centre["gamma"]), "chosen": spec is not None}
+        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": float(centre["gamma"]), "cohort": source,
+                           "chosen": spec is not None}
     result = {**fit, **({"centre": spec} if spec else {}), "algorithms": others,
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
@@ -266,10 +268,16 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
 
 
 def cohort_embeddings(embedder, lfw_root=None, *, cache_dir=None, detector: Detector | None = None,
-                      faces: int = 1000, seed: int = 0) -> tuple[np.ndarray, str]:
+                      faces: int = 1000, seed: int = 0, degraded: bool = False) -> tuple[np.ndarray, str]:
     """One face each of `faces` random people the model trained on (its people.json "seen" minus
     its validation people: never a person its calibrations or tests are fitted or scored on),
-    embedded: ((m, D) float32, a description of the source)."""
+    embedded: ((m, D) float32, a description of the source).
+
+    With `degraded`, every second person's face is a harder copy of the photo (small, JPEG 30, blur,
+    grey, strong light in turn: `siamese.gallery.calibrate.degraded_embeddings`, seeded by `seed`), so
+    that degraded faces, which gather near each other whoever they are, have cohort neighbours of their
+    own kind (docs/distill.md, "A cohort with degraded faces"); a photo without a face to make harder
+    keeps its clean face."""
     lfw, rng = LFW(lfw_root), np.random.default_rng(seed)
     counts = lfw.people("view1_train")
     people = sorted(p for p in embedder.seen_people() - set(embedder.validation_people()) if p in counts)
@@ -278,8 +286,17 @@ def cohort_embeddings(embedder, lfw_root=None, *, cache_dir=None, detector: Dete
                          "a cohort for local centring needs them")
     pick = sorted(rng.choice(people, min(faces, len(people)), replace=False).tolist())
     refs = [ImageRef(p, int(rng.integers(1, counts[p] + 1))) for p in pick]
-    emb, kept = embedder.embed_refs(lfw, refs, load_if_built(cache_dir), detector)
-    return emb, f"{len(kept)} training people of LFW (DevTrain) {lfw.root}, one face each"
+    cache = load_if_built(cache_dir)
+    emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
+    source = f"{len(kept)} training people of LFW (DevTrain) {lfw.root}, one face each"
+    if degraded:
+        odd = kept[1::2]
+        hard, ok = degraded_embeddings(embedder, lfw, odd, cache, detector or YuNetDetector(), seed)
+        rows = 1 + 2 * np.flatnonzero(ok)
+        emb = emb.copy()
+        emb[rows] = hard
+        source += f", {len(rows)} of them (every second person's) from a degraded copy of the photo"
+    return emb, source
 
 
 def calibrate_impostors(embedder, lfw_root=None, *, cache_dir=None, detector=None, people: int = 1000,
