@@ -288,7 +288,7 @@ def cohort_embeddings(embedder, lfw_root=None, *, cache_dir=None, detector: Dete
     refs = [ImageRef(p, int(rng.integers(1, counts[p] + 1))) for p in pick]
     cache = load_if_built(cache_dir)
     emb, kept = embedder.embed_refs(lfw, refs, cache, detector)
-    source = f"{len(kept)} training people of LFW (DevTrain) {lfw.root}, one face each"
+    source = f"{len(kept)} training people of LFW (DevTrain), one face each"
     if degraded:
         odd = kept[1::2]
         hard, ok = degraded_embeddings(embedder, lfw, odd, cache, detector or YuNetDetector(), seed)
