@@ -9,6 +9,9 @@ share of the different-person pairs above that 99.9th percentile that involve th
 part in most of them (1.0: all the worst confusions come from 20 faces; small: spread out), and the
 length of the mean embedding (0: centred; large: one direction shared by every face).
 
+With --centred, also a row of the same figures in each model's locally centred space (its cluster.json
+"centre", `siamese.clustering.centre`), where its agglomerative clustering compares faces.
+
 With --alike, also how right "may be one person" (`siamese.clustering.alike`) is after the
 model's agglomerative clustering of those faces (its cluster.json, in its locally centred space when
 it asks for one, as `siamese cluster` does): of the 8 and 20 pairs listed
@@ -86,6 +89,8 @@ def main() -> None:
     ap.add_argument("--bars", action="store_true", help="also agglomerative clustering, falling bar vs one bar")
     ap.add_argument("--alike", action="store_true", help='also how right "may be one person" is after clustering')
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
+    ap.add_argument("--centred", action="store_true",
+                    help="also a row of each model's faces in its locally centred space (its cluster.json)")
     args = ap.parse_args()
     rows = []
     for path in args.models:
@@ -97,6 +102,8 @@ def main() -> None:
         space = centring(model, cal) if cal else None  # "may be one person" compares in cluster.json's space
         rows.append({"model": path, **hubness(emb, names), **(bars(emb, names) if args.bars else {}),
                      **(alike(space(emb) if space else emb, names, cal) if cal else {})})
+        if args.centred and (space := space or centring(model)) is not None:
+            rows.append({"model": f"{path} (centred)", **hubness(space(emb), names)})
     print(table(rows))
 
 
