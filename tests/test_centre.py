@@ -1,4 +1,4 @@
-"""Local centring (`siamese.clustering.centre`): what it computes, that it undoes hubs, and how a model
+"""Local centring (`siamese.model.centre`): what it computes, that it undoes hubs, and how a model
 dir carries it (cluster.json "centre" + cluster_cohort.npy, checked by SHA-256)."""
 
 import json
@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from siamese.clustering.centre import Centring, centring, local_centre
+from siamese.model.centre import Centring, centring, local_centre
 
 
 def _hubby(people: int, per: int, seed: int, dim: int = 32):

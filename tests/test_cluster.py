@@ -489,8 +489,8 @@ def test_output_layout_and_manifest(knn_run):
 
 
 def test_each_saved_crop_has_its_embedding_for_the_review(knn_run, embedder, yunet, tmp_path):
-    from siamese.clustering.centre import centring
     from siamese.clustering.output import read_crop_embeddings
+    from siamese.model.centre import centring
 
     src, _, _, _ = knn_run
     out = tmp_path / "strict"  # stricter than the model's bar for two single faces: pairs left to list

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from siamese.clustering.centre import centring
 from siamese.clustering.output import MANIFEST_COLUMNS, write_table
 from siamese.faces.align import align
 from siamese.io.images import read_image, write_image
+from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
 from siamese.service.app import create_app
 from siamese.service.engine import NoFace
@@ -158,7 +158,7 @@ def test_alike_route_lists_the_split_people_first(split_result, yunet, tmp_path)
         assert (found["faces"], found["no_face"], found["unreadable"]) == (9, 0, 0)
         assert http.get("/review/api/alike/progress").json() == {"done": 9, "total": 9}
         # the likeness is the model's cosine of the two photos' largest faces, in the locally centred
-        # space its cluster.json was fitted in (siamese.clustering.centre)
+        # space its cluster.json was fitted in (siamese.model.centre)
         model = Embedder.load(None)
         emb = {}
         for folder in pairs[0]["folders"]:

@@ -20,7 +20,7 @@ with `--big` (10) or more photos, and the rest (BCubed over those people's faces
 clustering of the half).
 
 With `--centred`, the faces are compared in the model's locally centred space when its cluster.json
-asks for one (`siamese.clustering.centre`: what `siamese cluster` does), its cohort fixed; without it
+asks for one (`siamese.model.centre`: what `siamese cluster` does), its cohort fixed; without it
 (the ship rules' instrument, docs/distill.md), in the plain embedding space.
 """
 
@@ -30,13 +30,13 @@ import argparse
 
 import numpy as np
 
-from siamese.clustering.centre import centring
 from siamese.clustering.graph import knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import COSINE_GRID, fit_average, fit_clustering, validation_faces
 from siamese.io.paths import lfw_cache
+from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
 
 

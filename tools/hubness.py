@@ -10,7 +10,7 @@ part in most of them (1.0: all the worst confusions come from 20 faces; small: s
 length of the mean embedding (0: centred; large: one direction shared by every face).
 
 With --centred, also a row of the same figures in each model's locally centred space (its cluster.json
-"centre", `siamese.clustering.centre`), where its agglomerative clustering compares faces.
+"centre", `siamese.model.centre`), where its agglomerative clustering compares faces.
 
 With --alike, also how right "may be one person" (`siamese.clustering.alike`) is after the
 model's agglomerative clustering of those faces (its cluster.json, in its locally centred space when
@@ -33,7 +33,6 @@ import os
 
 import numpy as np
 
-from siamese.clustering.centre import centring
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.neighbours import knn
 from siamese.clustering.scores import bcubed_scores
@@ -42,6 +41,7 @@ from siamese.eval.bench.clustering import alike_scores
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import COSINE_GRID, fit_clustering, validation_embeddings
 from siamese.io.paths import lfw_cache
+from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
 
 

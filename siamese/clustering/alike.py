@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from siamese.clustering.centre import Centring
 from siamese.clustering.neighbours import knn, knn_approx
 from siamese.clustering.settings import clustering_settings
+from siamese.model.centre import Centring
 
 __all__ = ["APPROX_FROM", "alike_bar", "alike_pairs", "person_alike"]
 
@@ -101,7 +101,7 @@ def person_alike(tracks: list[dict], labels: np.ndarray, names: list[str], canno
         bar: as for `alike_pairs`; None lists nothing (no bar the model was calibrated for).
         loose: {track: name} of unassigned tracks to compare too, each on its own ("unassigned/CROP"):
             on the validation people two unassigned photos of one person were most of the right pairs.
-        space: the model's local centring (`siamese.clustering.centre.centring`), when its cluster.json
+        space: the model's local centring (`siamese.model.centre.centring`), when its cluster.json
             (whose floor is the bar) was fitted in that space: each track is compared there.
 
     Returns:

@@ -34,7 +34,6 @@ import numpy as np
 from siamese.clustering import graph
 from siamese.clustering.alike import alike_bar, person_alike
 from siamese.clustering.appearances import FaceItem, cannot_link, gather_faces, gather_tracks
-from siamese.clustering.centre import CENTRED, Centring, centring
 from siamese.clustering.output import (
     MANIFEST_COLUMNS,
     UNASSIGNED,
@@ -50,6 +49,7 @@ from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
 from siamese.io.images import NothingRead, list_images
 from siamese.io.video import is_video
+from siamese.model.centre import CENTRED, Centring, centring
 from siamese.model.embedder import Embedder
 
 __all__ = ["MANIFEST_COLUMNS", "UNASSIGNED", "cluster", "clustering_settings", "group_tracks"]
@@ -190,7 +190,7 @@ def group_tracks(items: list[FaceItem], embedder, algorithm: str, settings: dict
     Args:
         algorithm, settings: as `siamese.clustering.settings.resolve` returns them (exactly the
             settings the algorithm uses: threshold, floor, eps, min_samples).
-        space: the model's local centring (`siamese.clustering.centre.centring`) to cluster in, for the
+        space: the model's local centring (`siamese.model.centre.centring`) to cluster in, for the
             algorithms whose bars cluster.json fitted there (`CENTRED`); None: the embeddings as they are.
 
     Returns:

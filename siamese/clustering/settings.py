@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from siamese.clustering.centre import centring
 from siamese.io.names import BadSetting
+from siamese.model.centre import centring
 
 __all__ = ["USES", "clustering_settings", "resolve"]
 

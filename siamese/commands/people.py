@@ -80,7 +80,7 @@ def few_photos_hint(s: dict) -> str | None:
     grouped a photo folder of many people (5+ folders) most of whose faces ended in groups of
     fewer than `SMALL_GROUP` faces or unassigned, in the plain embedding space; None otherwise. There,
     on held-out validation people, the falling bar groups people with 10+ photos better and one bar
-    those with 2-9; in a locally centred space (`siamese.clustering.centre`) one bar's gain for
+    those with 2-9; in a locally centred space (`siamese.model.centre`) one bar's gain for
     people with few photos is within its noise (docs/benchmarks.md), so a centred run gets no hint."""
     if s["algorithm"] != "agglomerative" or s.get("centred") or s["kind"] == "video" or s["people"] < 5:
         return None

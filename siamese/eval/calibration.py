@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.clustering.centre import Centring
 from siamese.clustering.graph import cluster_embeddings, knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores, pairwise_scores
@@ -30,6 +29,7 @@ from siamese.data.unseen import lfw_crops
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
+from siamese.model.centre import Centring
 from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
 __all__ = ["calibrate_clustering", "calibrate_impostors", "cohort_embeddings", "fit_average", "fit_clustering",
@@ -193,7 +193,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     """Fit every clustering algorithm's settings on the model's validation people; save them.
 
     With `centre` ({"k", "gamma", "faces", "degraded"}) and the LFW photos, agglomerative is also fitted in the
-    locally centred space (`siamese.clustering.centre`: a cohort of `faces` faces of the model's
+    locally centred space (`siamese.model.centre`: a cohort of `faces` faces of the model's
     training people, one each, `cohort_embeddings`), and kept, with average's bar, when its
     validation BCubed F1 is higher than without (the cohort is saved as cluster_cohort.npy and named
     in cluster.json "centre"); "centring" records both F1s either way.

@@ -28,7 +28,6 @@ import logging
 
 import numpy as np
 
-from siamese.clustering.centre import centring
 from siamese.clustering.graph import cluster_embeddings
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.scores import pairwise_scores
@@ -39,6 +38,7 @@ from siamese.data.unseen import sample_refs, unseen_people
 from siamese.eval.metrics import roc_auc, tar_at_far
 from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
+from siamese.model.centre import centring
 from siamese.verification.verifier import calibrated_rule, judge, template_scores
 
 __all__ = ["degraded_faces", "report"]

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from siamese.clustering.alike import alike_bar, alike_pairs
-from siamese.clustering.centre import centring
 from siamese.io.files import atomic_write_text
 from siamese.io.images import ImageError, decode_image
+from siamese.model.centre import centring
 from siamese.service.engine import NoFace, Upload
 
 __all__ = ["Likeness", "NotSame"]
