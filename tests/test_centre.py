@@ -125,3 +125,80 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     assert (model / "cluster_cohort.npy").exists() is chosen
     if chosen:  # the file is the one cluster.json names, and its faces are training people's
         assert centring(emb) is not None and r["centre"]["cohort"]["faces"] == 12
+
+
+class _Head:
+    """A stand-in embedder: head score (cosine + 1) / 2, and the centred space of `_hubby` people."""
+
+    dim, threshold, path = 32, 0.5, "stand-in"
+
+    def __init__(self, cohort=None):
+        self.cohort = cohort
+
+    def score(self, a, b):
+        return ((a * b).sum(1) + 1) / 2
+
+    def calibration(self, name):
+        return {"centre": {"k": 10, "gamma": 0.5, "cohort": {"sha256": "abc"}}} if self.cohort is not None else None
+
+    def cluster_cohort(self, digest):
+        assert digest == "abc"
+        return self.cohort
+
+
+def test_centred_acceptance_names_as_nn_does_and_scores_in_the_centred_space():
+    from siamese.gallery.recognize import Recognizer, calibrate
+
+    faces, truth = _hubby(20, 3, seed=2)
+    cohort, _ = _hubby(200, 1, seed=3)
+    strangers, _ = _hubby(30, 1, seed=4)
+    g = np.arange(0, len(faces), 3)  # one enrolled face each; the rest are probes
+    q = np.setdiff1d(np.arange(len(faces)), g)
+    names = [f"p{i}" for i in range(20)]
+    space = centring(_Head(cohort))
+    rec = Recognizer(_Head(), faces[g], truth[g], names, method="centred", space=space)
+    nn = Recognizer(_Head(), faces[g], truth[g], names, method="nn")
+    (lab_c, s_c), (lab_n, _) = rec.evidence(faces[q]), nn.evidence(faces[q])
+    assert (lab_c == lab_n).all()  # the same names, ranked by the head
+    expected = (space(faces[q]) * space(faces[g])[lab_c[:, 0]]).sum(1)  # one enrolled face per person
+    np.testing.assert_allclose(s_c, expected, atol=1e-5)
+    cal = calibrate(rec, strangers, 0.1, "centred")
+    rec.thresholds["centred"] = cal["threshold"]
+    assert cal["cohort"] == "abc" and rec.threshold == cal["threshold"]
+    assert [known for _, _, known, _ in rec.identify(faces[q])] == (s_c >= cal["threshold"]).tolist()
+    # without a centred space the method falls back to nn
+    assert Recognizer(_Head(), faces[g], truth[g], names, method="centred").method == "nn"
+
+
+def test_a_gallery_calibration_is_reused_only_for_the_cohort_it_was_fitted_in():
+    from siamese.gallery.recognize import load_recognizer
+
+    faces, truth = _hubby(10, 2, seed=5)
+    cohort, _ = _hubby(200, 1, seed=6)
+    strangers, _ = _hubby(100, 1, seed=7)
+
+    class Gallery:
+        path = "stand-in.sqlite"
+
+        def __init__(self, cal):
+            self.cal = cal
+
+        def embeddings(self):
+            return faces, truth, [f"p{i}" for i in range(10)], 3
+
+        def impostors(self):
+            return strangers, [f"s{i}" for i in range(100)]
+
+        def get(self, key):
+            return self.cal if key == "calibration" else "strangers"
+
+        def classifier(self):
+            return None
+
+    stored = {"revision": 3, "far_target": 0.01, "nn": {"threshold": 0.9},
+              "centred": {"threshold": 0.123, "cohort": "abc"}}
+    rec = load_recognizer(Gallery(stored), _Head(cohort))
+    assert rec.method == "centred" and rec.threshold == 0.123  # the stored one: same revision, same cohort
+    rec = load_recognizer(Gallery({**stored, "centred": {"threshold": 0.123, "cohort": "another"}}), _Head(cohort))
+    assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
+    assert load_recognizer(Gallery(stored), _Head()).method == "nn"  # a model without a centred space

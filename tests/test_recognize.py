@@ -158,7 +158,8 @@ def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_ro
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].split(", ")[0].endswith("obama1.jpg")
     assert result["matches"][0]["candidate"] == "obama" and result["method"] == cfg.method
-    assert result["threshold"] == gallery.get("calibration")["nn"]["threshold"]
+    assert result["method"] == "centred"  # the default, for a model with a centred space (the shipped one)
+    assert result["threshold"] == gallery.get("calibration")["centred"]["threshold"]
     # --json: the same result, as JSON on stdout, and nothing else there
     import subprocess
     import sys
@@ -166,7 +167,7 @@ def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_ro
     r = subprocess.run([sys.executable, "-m", "siamese.cli", "recognize", str(samples / "knn_examples" / "test"),
                         f"db={gallery.path}", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
     parsed = json.loads(r.stdout)
-    assert r.returncode == 0 and parsed["faces"] == len(parsed["matches"]) == 8 and parsed["method"] == "nn"
+    assert r.returncode == 0 and parsed["faces"] == len(parsed["matches"]) == 8 and parsed["method"] == "centred"
     assert {m["candidate"] for m in parsed["matches"]} >= {"obama", "kit_harington", "alex_lacamoire"}
 
 
@@ -177,7 +178,7 @@ def test_gallery_and_recognize_configs_compose():
         g = compose("gallery", overrides=["action=import", "path=known"])
         r = compose("recognize", overrides=["input=photos"])
     assert g.db == r.db and g.far_target == r.far_target == 0.01
-    assert r.method in ("nn", "svc", "combined") and r.open_set.dataset == "lfw"
+    assert r.method == "centred" and r.open_set.dataset == "lfw"
 
 
 def test_threshold_at_far_accepts_at_most_the_target_share():

@@ -115,9 +115,12 @@ def _calibrate(g: Gallery, embedder, cfg: DictConfig, redraw: bool = False) -> d
     cal = refresh(g, embedder, cfg.far_target, lfw_root=cfg.data.root, cache_dir=c.cache_dir,
                   people=c.people, seed=c.seed, redraw=redraw, degraded=c.degraded)
     if cal:
-        nn = cal["nn"]
-        print(f"calibrated {g.path}: unknown threshold {nn['threshold']:.4f} accepts {nn['far_measured']:.1%} "
-              f"of {nn['impostors']} LFW people never enrolled (target {cal['far_target']:.0%})")
+        for kind in ("nn", "centred"):
+            if kind in cal:
+                c = cal[kind]
+                print(f"calibrated {g.path}: unknown threshold ({kind}) {c['threshold']:.4f} accepts "
+                      f"{c['far_measured']:.1%} of {c['impostors']} LFW people never enrolled (target "
+                      f"{cal['far_target']:.0%})")
     return cal
 
 
@@ -240,7 +243,7 @@ def recognize(cfg: DictConfig) -> dict:
     inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
     matches, summary = name_faces(inputs, rec, detector(cfg), annotate_dir=cfg.annotate_dir,
                                   overwrite=cfg.overwrite)
-    thr = rec.thresholds["svc" if rec.method == "svc" else "nn"]
+    thr = rec.threshold
     result = {"method": rec.method, "threshold": thr, "calibration": rec.calibration,
               "matches": [asdict(m) for m in matches], **summary}
     if matches:

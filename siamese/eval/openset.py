@@ -18,6 +18,7 @@ from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.evaluate import folder_faces
 from siamese.gallery.recognize import METHODS, Recognizer, Svc, threshold_at_far
+from siamese.model.centre import centring
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def evaluate_open_set(embedder, embeddings: np.ndarray, names, *, seed: int = 0,
     unk = np.array([rng.choice(by[p]) for p in unknown])
     cal_u, test_u = unk[:len(unk) // 2], unk[len(unk) // 2:]
     gi, gl = np.array([i for i, _ in gallery]), np.array([j for _, j in gallery])
-    svc = Svc.fit(embeddings[gi], gl) if set(methods) - {"nn"} else None
-    rec = Recognizer(embedder, embeddings[gi], gl, known, svc=svc, shortlist=shortlist)
+    svc = Svc.fit(embeddings[gi], gl) if set(methods) & {"svc", "combined"} else None
+    space = centring(embedder) if "centred" in methods else None
+    methods = [m for m in methods if m != "centred" or space is not None]  # a model without its centred space
+    rec = Recognizer(embedder, embeddings[gi], gl, known, svc=svc, shortlist=shortlist, space=space)
     truth, r4 = np.array(truth), lambda x: round(float(x), 4)
     results = {}
     for m in methods:
@@ -73,7 +76,7 @@ def evaluate_open_set(embedder, embeddings: np.ndarray, names, *, seed: int = 0,
         thr = threshold_at_far(sc, far_target)
         r.update(threshold=r4(thr), unknown_accepted=r4((su >= thr).mean()),
                  dir=r4((hit & (s >= thr)).mean()))
-        if m != "svc":
+        if m in ("nn", "combined"):  # head scores: the model's own pair threshold means something
             t = embedder.threshold
             r.update(model_threshold_unknown_accepted=r4((su >= t).mean()),
                      model_threshold_dir=r4((hit & (s >= t)).mean()))

@@ -1,9 +1,14 @@
 """Who is this? Every face in a photo against the gallery: a name, or an honest "unknown".
 
-Three methods, all ending in `score >= threshold` (scores and decisions kept apart):
+Four methods, all ending in `score >= threshold` (scores and decisions kept apart):
 
 - "nn" (the distance method): a cosine shortlist of the `shortlist` nearest gallery embeddings,
   each scored by the Siamese head (P(same)); a person's score is their best. Score in [0, 1].
+- "centred": the name as "nn" ranks it; the score is the cosine, in the model's locally centred
+  space (`siamese.model.centre`: its cluster.json's cohort), between the face and that person's most
+  alike enrolled face. A stranger close to many faces (a hub) scores lower there than with the head,
+  so more enrolled people are accepted at the same false-accept rate (docs/distill.md, "Centred
+  acceptance for 1:N"). Needs a model whose cluster.json is centred, else "nn" is used.
 - "svc" (the FaceNet seed): a linear SVC one-vs-rest on the gallery embeddings; score is the top
   class's margin (unbounded; 0 = on the boundary). Needs two or more people, else "nn" is used.
 - "combined": the head's best score decides known-vs-unknown, the SVC picks the name.
@@ -37,13 +42,14 @@ from siamese.gallery.index import Index
 from siamese.io.draw import box_with_label
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.names import UNKNOWN
+from siamese.model.centre import centring
 
 __all__ = ["METHODS", "Match", "Recognizer", "Svc", "annotate", "calibrate", "load_recognizer", "recognize",
            "threshold_at_far", "unknown_thresholds"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("nn", "svc", "combined")
+METHODS = ("nn", "svc", "combined", "centred")
 
 
 @dataclass
@@ -83,14 +89,18 @@ class Recognizer:
         vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
         method: "nn", "svc" or "combined" (see the module doc).
         svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
-        thresholds: {"nn": head score, "svc": margin} from `calibrate`; missing "nn" falls back
-            to the model's verification threshold, missing "svc" to margin 0.
+        thresholds: {"nn": head score, "svc": margin, "centred": centred cosine} from `calibrate`;
+            missing "nn" falls back to the model's verification threshold, missing "svc" to margin 0
+            ("centred" has no fallback: `load_recognizer` uses "nn" when it cannot calibrate it).
+        space: the model's local centring (`siamese.model.centre.centring`), needed by "centred"
+            (without it "nn" is used).
         shortlist: gallery embeddings per query scored by the head.
         int8: `Index`'s 8-bit scan (None: from 50,000 embeddings).
     """
 
     def __init__(self, embedder, vectors, labels, names, *, method: str = "nn", svc: Svc | None = None,
-                 thresholds: dict | None = None, shortlist: int = 32, int8: bool | None = None):
+                 thresholds: dict | None = None, shortlist: int = 32, int8: bool | None = None,
+                 space=None):
         if method not in METHODS:
             raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
         self.embedder, self.names = embedder, list(names)
@@ -100,9 +110,13 @@ class Recognizer:
             if self.names:
                 log.warning("method %s needs two or more people in the gallery: using nn", method)
             method = "nn"
-        if method != "nn" and svc is None:
+        if method == "centred" and space is None:  # a model fitted in the plain space only: its head decides
+            log.info("method centred needs a model whose cluster.json is locally centred: using nn")
+            method = "nn"
+        if method in ("svc", "combined") and svc is None:
             svc = Svc.fit(self.index.vectors, self.labels)
-        self.method, self.svc = method, svc
+        self.method, self.svc, self.space = method, svc, space
+        self._centred = None  # (N, D) the gallery in the centred space, made on first use
         self.thresholds = {"nn": float(embedder.threshold), "svc": 0.0, **(thresholds or {})}
         self.calibration: dict | None = None  # set by load_recognizer: where the thresholds came from
 
@@ -110,6 +124,10 @@ class Recognizer:
         """The `top` people for each query, best first: (labels (n, top) int64, -1 padded;
         scores (n, top) float32: head P(same) for "nn", SVC margin for "svc")."""
         q = np.atleast_2d(np.asarray(queries, np.float32))
+        if kind == "centred":  # the head's names, each scored by the centred cosine to its best face
+            lab, s = self.rank(q, "nn", top)
+            s[:, 0] = self._centred_accept(q, lab[:, 0])
+            return lab, s
         if kind == "svc":
             d = self.svc.decision(q)
             lab = np.argsort(-d, axis=1)[:, :top]
@@ -133,9 +151,28 @@ class Recognizer:
             out_l[i, :len(first)], out_s[i, :len(first)] = lab[i, first], s[i, first]
         return out_l, out_s
 
+    @property
+    def threshold(self) -> float:
+        """The accept threshold of this recognizer's method (its score's scale: see METHODS)."""
+        return float(self.thresholds["centred" if self.method == "centred" else "svc" if self.method == "svc"
+                                     else "nn"])
+
+    def _centred_accept(self, q: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(n,) float32: the centred cosine of each query with the most alike enrolled face of its
+        label (-inf for -1: no candidate)."""
+        if self._centred is None:
+            self._centred = self.space(self.index.vectors)
+            self._rows = {int(k): np.flatnonzero(self.labels == k) for k in np.unique(self.labels)}
+        cq = self.space(q)
+        return np.array([(self._centred[self._rows[int(k)]] @ c).max() if k >= 0 else -np.inf
+                         for c, k in zip(cq, labels)], np.float32)
+
     def evidence(self, queries: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ranked labels (n, 5), accept score (n,)) of `method` (default: this one's)."""
         method = method or self.method
+        if method == "centred":
+            lab, s = self.rank(queries, "centred")
+            return lab, s[:, 0]
         lab, s = self.rank(queries, "svc" if method == "svc" else "nn")
         if method == "combined":
             return self.rank(queries, "svc")[0], s[:, 0]
@@ -147,7 +184,7 @@ class Recognizer:
         if not self.names:
             return [(UNKNOWN, 0.0, False, "")] * len(q)
         lab, score = self.evidence(q)
-        thr = self.thresholds["svc" if self.method == "svc" else "nn"]
+        thr = self.threshold
         out = []
         for label, s in zip(lab[:, 0], score):
             cand = self.names[label] if label >= 0 else ""
@@ -169,7 +206,7 @@ def unknown_thresholds(recognizer: Recognizer, impostors: np.ndarray, impostor_n
     return {k: calibrate(recognizer, impostors[keep], far_target, k) for k in kinds}
 
 
-def load_recognizer(gallery, embedder, method: str = "nn", far_target: float = 0.01,
+def load_recognizer(gallery, embedder, method: str = "centred", far_target: float = 0.01,
                     shortlist: int = 32) -> Recognizer:
     """A `Recognizer` over the gallery's current snapshot. Reads only: the stored SVC when it
     fits this revision (else one fitted in memory), the stored calibration when it fits this
@@ -182,7 +219,7 @@ def load_recognizer(gallery, embedder, method: str = "nn", far_target: float = 0
         log.warning("%s is empty: every face will be 'unknown' — add people with `siamese gallery "
                     "import DIR`", gallery.path)
     svc = None
-    if method != "nn" and len(names) >= 2:
+    if method in ("svc", "combined") and len(names) >= 2:
         stored = gallery.classifier()
         if stored and stored["revision"] == rev and stored["classes"] == names:
             svc = Svc(stored["coef"], stored["intercept"])
@@ -190,12 +227,16 @@ def load_recognizer(gallery, embedder, method: str = "nn", far_target: float = 0
             log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
                      "calibrate` stores it)", gallery.path)
             svc = Svc.fit(vectors, labels)
-    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist)
-    kinds = ("nn", "svc") if svc is not None else ("nn",)
+    imp, imp_names = gallery.impostors()
+    space = centring(embedder) if method == "centred" else None
+    if method == "centred" and space is not None and not len(imp):  # nothing to set its threshold on
+        space = None
+    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space)
+    kinds = ("nn", "svc") if svc is not None else ("nn", "centred") if rec.method == "centred" else ("nn",)
     cal = gallery.get("calibration")
     if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
-                             and all(k in cal for k in kinds)):
-        imp, imp_names = gallery.impostors()
+                             and all(k in cal for k in kinds)
+                             and (rec.method != "centred" or cal["centred"].get("cohort") == space.digest)):
         if len(imp):
             cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
                    **unknown_thresholds(rec, imp, imp_names, far_target, kinds)}
@@ -324,7 +365,7 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
         recognizer: the gallery to calibrate.
         impostors: (m, D) embeddings of faces of people not in the gallery (one per person).
         far_target: the share of such people that may be wrongly accepted, e.g. 0.01.
-        kind: "nn" (head score) or "svc" (margin).
+        kind: "nn" (head score), "svc" (margin) or "centred" (centred cosine).
 
     Returns:
         {"threshold", "far_target", "far_measured" (on these impostors), "impostors" (m),
@@ -338,4 +379,5 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
                     len(impostors))
     return {"threshold": thr, "far_target": far_target,
             "far_measured": round(float((scores[:, 0] >= thr).mean()), 4),
-            "impostors": int(len(impostors)), "gallery_people": len(recognizer.names)}
+            "impostors": int(len(impostors)), "gallery_people": len(recognizer.names),
+            **({"cohort": recognizer.space.digest} if kind == "centred" else {})}

@@ -1,5 +1,6 @@
-"""Local centring: the space the cosine-linkage clusterings (agglomerative, average) and "may be one
-person" compare faces in, for models whose cluster.json asks for it. NumPy only.
+"""Local centring: the space the cosine-linkage clusterings (agglomerative, average), "may be one
+person" and 1:N's `centred` acceptance compare faces in, for models whose cluster.json asks for it
+(fitted by `siamese calibrate MODEL fit=[cluster]`). NumPy only.
 
 A distilled embedding has hubs: a few faces close to many faces of other people, which link their
 groups (docs/distill.md, "Why the student clusters worse"). Each face's embedding minus `gamma`
@@ -52,10 +53,12 @@ class Centring:
 
     Args:
         cohort: (m, D) unit embeddings; k, gamma: as `local_centre`.
+        digest: the cohort file's SHA-256 when it came from one (what a calibration in this space records).
     """
 
-    def __init__(self, cohort: np.ndarray, k: int, gamma: float):
+    def __init__(self, cohort: np.ndarray, k: int, gamma: float, digest: str | None = None):
         self.cohort, self.k, self.gamma = np.asarray(cohort, np.float32), int(k), float(gamma)
+        self.digest = digest
 
     def __call__(self, emb: np.ndarray) -> np.ndarray:
         """(n, D) unit vectors in the centred space of (n, D) unit embeddings."""
@@ -83,9 +86,11 @@ def centring(embedder, cal: dict | None = None) -> Centring | None:
     Raises:
         ValueError: cluster.json names a cohort file that is missing or another one.
     """
-    if cal is None:
-        cal = embedder.calibration("cluster.json")
+    if cal is None:  # an embedder without calibrations (a test's stand-in) has no centred space
+        read = getattr(embedder, "calibration", None)
+        cal = read("cluster.json") if read else None
     spec = (cal or {}).get("centre")
     if not spec:
         return None
-    return Centring(embedder.cluster_cohort(spec["cohort"]["sha256"]), spec["k"], spec["gamma"])
+    digest = spec["cohort"]["sha256"]
+    return Centring(embedder.cluster_cohort(digest), spec["k"], spec["gamma"], digest)

@@ -187,7 +187,7 @@ class Engine:
             answers = rec.identify(self.model.embed_faces(up.rgb, faces)) if faces else []
         return {"faces": [{**face_json(f), "name": name, "score": round(score, 4), "known": known,
                            "candidate": cand} for f, (name, score, known, cand) in zip(faces, answers)],
-                "threshold": round(float(rec.thresholds["nn"]), 4) if rec else None}
+                "threshold": round(rec.threshold, 4) if rec else None}
 
     # --- subjects --------------------------------------------------------------------------
     def subjects(self) -> list[dict]:
@@ -264,7 +264,7 @@ class Engine:
                 "verification": {"value": round(self.verification.threshold, 4), "rule": self.verification.name,
                                  "from": "verify.json" if self.verification.calibrated
                                  else "uncalibrated default (run `siamese calibrate`)"},
-                "unknown": {"value": round(float(rec.thresholds["nn"]), 4) if rec else None,
+                "unknown": {"value": round(rec.threshold, 4) if rec else None, "method": rec.method if rec else None,
                             "from": (f"the gallery's calibration at FAR {cal['far_target']} on {cal['source']}"
                                      if cal else "the model's match threshold (gallery empty or not calibrated)")},
             },
