@@ -57,7 +57,10 @@ def test_the_report_measures_every_calibrated_threshold(lfw_root, tmp_path):
     u = r["unknown"]
     assert u["mixed_calibration"]["threshold"] >= u["clean_calibration"]["threshold"]  # harder impostors
     assert {row["threshold"] for row in degraded.rows(r)} >= {"pair (model.json)", "verify (template, 10 enrolled)",
-                                                               "cluster, algorithm=average (false merges)"}
+                                                               "cluster, algorithm=average (false merges)",
+                                                               "unknown (centred, clean impostors)"}
+    c = u["centred_calibration"]  # siamese recognize's default method: its own threshold, on the centred cosine
+    assert -1 <= c["threshold"] <= 1 and 0 <= c["far_clean"] <= 1 and 0 <= c["far_degraded"] <= 1
     v = r["verification"]  # the same faces' pairs are harder to tell apart once their photos are
     assert v["same_pairs"] > 100 and v["different_pairs"] == r["pair"]["pairs"]
     assert 0.5 < v["degraded"]["auc"] < v["clean"]["auc"] <= 1.0

@@ -91,7 +91,15 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
     mixed_thr = calibrate(rec, np.concatenate([f["clean"][cal_i], f["degraded"][cal_i]]), far_target)["threshold"]
     _, s_deg = rec.rank(f["degraded"][test_i], top=1)
     _, s_clean = rec.rank(f["clean"][test_i], top=1)
-    return {"target": far_target, "strangers": len(test_i),
+    centred = {}
+    if (space := centring(embedder)) is not None:  # `siamese recognize`'s default method, on clean impostors
+        rc = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g), method="centred", space=space)
+        thr = calibrate(rc, f["clean"][cal_i], far_target, "centred")["threshold"]
+        c_clean, c_deg = (rc.rank(f[w][test_i], "centred", top=1)[1][:, 0] for w in ("clean", "degraded"))
+        centred = {"centred_calibration": {"threshold": round(thr, 4),
+                                           "far_clean": round(float((c_clean >= thr).mean()), 4),
+                                           "far_degraded": round(float((c_deg >= thr).mean()), 4)}}
+    return {"target": far_target, "strangers": len(test_i), **centred,
             "clean_calibration": {"threshold": round(clean_thr, 4),
                                   "far_clean": round(float((s_clean[:, 0] >= clean_thr).mean()), 4),
                                   "far_degraded": round(float((s_deg[:, 0] >= clean_thr).mean()), 4)},
@@ -191,9 +199,12 @@ def rows(r: dict) -> list[dict]:
     """`report` as table rows: threshold, target, clean FAR, degraded FAR."""
     out = [{"threshold": "pair (model.json)", "value": r["pair"]["threshold"], "target": "-",
             "far_clean": r["pair"]["far_clean"], "far_degraded": r["pair"]["far_degraded"]}]
-    for name in ("clean_calibration", "mixed_calibration"):
+    for name in ("clean_calibration", "mixed_calibration", "centred_calibration"):
+        if name not in r["unknown"]:
+            continue
         u = r["unknown"][name]
-        out.append({"threshold": f"unknown ({name.split('_')[0]} impostors)", "value": u["threshold"],
+        what = "centred, clean impostors" if name == "centred_calibration" else f"{name.split('_')[0]} impostors"
+        out.append({"threshold": f"unknown ({what})", "value": u["threshold"],
                     "target": r["unknown"]["target"], "far_clean": u["far_clean"], "far_degraded": u["far_degraded"]})
     if r["verify"]:
         v = r["verify"]
