@@ -116,7 +116,7 @@ class Recognizer:
         if method in ("svc", "combined") and svc is None:
             svc = Svc.fit(self.index.vectors, self.labels)
         self.method, self.svc, self.space = method, svc, space
-        self._centred = None  # (N, D) the gallery in the centred space, made on first use
+        self._centred = None  # {label: its enrolled faces in the centred space}, filled as candidates come up
         self.thresholds = {"nn": float(embedder.threshold), "svc": 0.0, **(thresholds or {})}
         self.calibration: dict | None = None  # set by load_recognizer: where the thresholds came from
 
@@ -159,12 +159,17 @@ class Recognizer:
 
     def _centred_accept(self, q: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n,) float32: the centred cosine of each query with the most alike enrolled face of its
-        label (-inf for -1: no candidate)."""
+        label (-inf for -1: no candidate). Only the candidates' faces are centred, once each (a
+        million-face gallery is never copied whole)."""
         if self._centred is None:
-            self._centred = self.space(self.index.vectors)
-            self._rows = {int(k): np.flatnonzero(self.labels == k) for k in np.unique(self.labels)}
+            order = np.argsort(self.labels, kind="stable")
+            cuts = np.flatnonzero(np.diff(self.labels[order])) + 1
+            self._rows = {int(self.labels[r[0]]): r for r in np.split(order, cuts) if len(r)}
+            self._centred = {}
+        for k in set(labels.tolist()) - set(self._centred) - {-1}:
+            self._centred[k] = self.space(self.index.vectors[self._rows[k]])
         cq = self.space(q)
-        return np.array([(self._centred[self._rows[int(k)]] @ c).max() if k >= 0 else -np.inf
+        return np.array([(self._centred[int(k)] @ c).max() if k >= 0 else -np.inf
                          for c, k in zip(cq, labels)], np.float32)
 
     def evidence(self, queries: np.ndarray, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
