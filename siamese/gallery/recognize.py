@@ -106,7 +106,7 @@ class Recognizer:
         self.embedder, self.names = embedder, list(names)
         self.index, self.shortlist = Index(vectors, int8), int(shortlist)
         self.labels = np.asarray(labels, np.int64)
-        if method != "nn" and len(self.names) < 2:
+        if method in ("svc", "combined") and len(self.names) < 2:
             if self.names:
                 log.warning("method %s needs two or more people in the gallery: using nn", method)
             method = "nn"
