@@ -87,7 +87,7 @@ class Recognizer:
     Args:
         embedder: `siamese.model.Embedder` (only `score` and `threshold` are used).
         vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
-        method: "nn", "svc" or "combined" (see the module doc).
+        method: "nn", "svc", "combined" or "centred" (see the module doc).
         svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
         thresholds: {"nn": head score, "svc": margin, "centred": centred cosine} from `calibrate`;
             missing "nn" falls back to the model's verification threshold, missing "svc" to margin 0
@@ -122,7 +122,8 @@ class Recognizer:
 
     def rank(self, queries: np.ndarray, kind: str = "nn", top: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """The `top` people for each query, best first: (labels (n, top) int64, -1 padded;
-        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc")."""
+        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc"; "centred" ranks as
+        "nn" and puts the first person's centred cosine in the first column)."""
         q = np.atleast_2d(np.asarray(queries, np.float32))
         if kind == "centred":  # the head's names, each scored by the centred cosine to its best face
             lab, s = self.rank(q, "nn", top)
