@@ -202,3 +202,18 @@ def test_a_gallery_calibration_is_reused_only_for_the_cohort_it_was_fitted_in():
     rec = load_recognizer(Gallery({**stored, "centred": {"threshold": 0.123, "cohort": "another"}}), _Head(cohort))
     assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
     assert load_recognizer(Gallery(stored), _Head()).method == "nn"  # a model without a centred space
+
+
+def test_the_cohort_is_read_once_until_its_file_changes(centred_copy, monkeypatch):
+    from siamese.model import modeldir
+
+    model, emb = centred_copy
+    reads = []
+    real = modeldir.read_cohort
+    monkeypatch.setattr(modeldir, "read_cohort", lambda d, digest: reads.append(d) or real(d, digest))
+    first = centring(emb).cohort
+    np.testing.assert_array_equal(centring(emb).cohort, first)
+    assert len(reads) == 1  # settings, clustering and "may be one person" ask again: no second read
+    np.save(model / "cluster_cohort.npy", np.load(model / "cluster_cohort.npy")[::-1].copy())
+    with pytest.raises(ValueError, match="not the cohort"):  # a changed file is read, and refused, again
+        centring(emb)

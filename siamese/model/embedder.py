@@ -57,6 +57,7 @@ class Embedder:
         self.input_size, self.threshold = int(meta["input_size"]), float(meta["threshold"])
         self._embed, self._head = embed_fn, head_fn
         self._fingerprint: str | None = None
+        self._cohort: tuple | None = None  # ((digest, mtime, size), array): the clustering cohort last read
         self.precision = "float32"  # or "int8" (`load`)
         self._int8: str | None = None  # the int8 network's SHA-256 (quantization.json), when int8
 
@@ -237,8 +238,15 @@ class Embedder:
         return modeldir.read_impostors(self.path, self.fingerprint())
 
     def cluster_cohort(self, digest: str) -> np.ndarray:
-        """(m, D) embeddings of the clustering cohort beside the model (`modeldir.read_cohort`)."""
-        return modeldir.read_cohort(self.path, digest)
+        """(m, D) embeddings of the clustering cohort beside the model (`modeldir.read_cohort`), read
+        and checked again only when the file or the digest changed (settings, clustering, "may be one
+        person" and 1:N all ask for it)."""
+        path = self.path / modeldir.COHORT
+        st = path.stat() if path.is_file() else None
+        key = (digest, st.st_mtime_ns, st.st_size) if st else None
+        if key is None or self._cohort is None or self._cohort[0] != key:
+            self._cohort = (key, modeldir.read_cohort(self.path, digest))
+        return self._cohort[1]
 
     def calibration(self, name: str) -> dict | None:
         """A calibration beside the model ("verify.json", "cluster.json") fitted for this model,
