@@ -110,7 +110,7 @@ class Likeness:
         st = path.stat()  # a crop gone since the manifest was read: OSError, counted unreadable
         if path.name in self.stored:
             mean, n = self.stored[path.name]
-            return self._centred(mean * n), n
+            return mean * n, n
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._cache:
             data = path.read_bytes()
@@ -119,11 +119,7 @@ class Likeness:
             except NoFace:
                 self._cache[key] = None
         e = self._cache[key]
-        return None if e is None else (self._centred(e), 1)
-
-    def _centred(self, total: np.ndarray) -> np.ndarray:
-        """(D,) a crop's sum of face embeddings in the space of the model's cluster.json."""
-        return total if self.space is None else self.space.sums(np.asarray(total)[None])[1][0]
+        return None if e is None else (e, 1)
 
     def pairs(self, folders: dict[str, tuple[bool, list[Path]]], apart: set[frozenset[str]] | None = None) -> dict:
         """The items most alike (`siamese.clustering.alike.alike_pairs`).
@@ -139,10 +135,10 @@ class Likeness:
             "no_face": crops in which no face was found; "unreadable": crops that could not be read}.
         """
         with self._lock:
-            names, named, sums, counts, no_face, unreadable = [], [], [], [], 0, 0
+            names, named, item, crop_sums, crop_faces, no_face, unreadable = [], [], [], [], [], 0, 0
             self.done, self.total = 0, sum(len(crops) for _, crops in folders.values())
             for folder, (is_named, crops) in folders.items():
-                total, n = 0.0, 0
+                found_any = False
                 for path in crops:
                     self.done += 1
                     try:
@@ -152,14 +148,22 @@ class Likeness:
                         continue
                     if found is None:
                         no_face += 1
-                    else:
-                        total, n = total + found[0].astype(np.float64), n + found[1]
-                if n:
+                        continue
+                    item.append(len(names))
+                    crop_sums.append(found[0])
+                    crop_faces.append(found[1])
+                    found_any = True
+                if found_any:
                     names.append(folder)
                     named.append(bool(is_named))
-                    sums.append(total)
-                    counts.append(n)
-        pairs = alike_pairs(names, np.asarray(sums), np.asarray(counts), bar=self.bar, named=named, apart=apart,
-                            top=self.top) if names else []
-        return {"pairs": pairs, "bar": self.bar, "faces": int(sum(counts)), "no_face": no_face,
+        pairs, counts = [], np.zeros(len(names))
+        if names:  # each crop in the model's clustering space (one batch), then summed per item
+            crop_sums = np.asarray(crop_sums, np.float64)
+            if self.space is not None:
+                crop_sums = self.space.sums(crop_sums)[1]
+            sums = np.zeros((len(names), crop_sums.shape[1]))
+            np.add.at(sums, item, crop_sums)
+            np.add.at(counts, item, crop_faces)
+            pairs = alike_pairs(names, sums, counts, bar=self.bar, named=named, apart=apart, top=self.top)
+        return {"pairs": pairs, "bar": self.bar, "faces": int(counts.sum()), "no_face": no_face,
                 "unreadable": unreadable}
