@@ -202,6 +202,10 @@ def test_a_gallery_calibration_is_reused_only_for_the_cohort_it_was_fitted_in():
     rec = load_recognizer(Gallery({**stored, "centred": {"threshold": 0.123, "cohort": "another"}}), _Head(cohort))
     assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
     assert load_recognizer(Gallery(stored), _Head()).method == "nn"  # a model without a centred space
+    bare = Gallery(None)
+    bare.impostors = lambda: (np.zeros((0, 32), np.float32), [])
+    rec = load_recognizer(bare, _Head(cohort))  # no strangers to calibrate on: the head's own threshold
+    assert rec.method == "nn" and rec.threshold == 0.5 and rec.calibration is None
 
 
 def test_the_cohort_is_read_once_until_its_file_changes(centred_copy, monkeypatch):

@@ -233,16 +233,14 @@ def load_recognizer(gallery, embedder, method: str = "centred", far_target: floa
             log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
                      "calibrate` stores it)", gallery.path)
             svc = Svc.fit(vectors, labels)
-    imp, imp_names = gallery.impostors()
     space = centring(embedder) if method == "centred" else None
-    if method == "centred" and space is not None and not len(imp):  # nothing to set its threshold on
-        space = None
     rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space)
     kinds = ("nn", "svc") if svc is not None else ("nn", "centred") if rec.method == "centred" else ("nn",)
     cal = gallery.get("calibration")
     if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
                              and all(k in cal for k in kinds)
                              and (rec.method != "centred" or cal["centred"].get("cohort") == space.digest)):
+        imp, imp_names = gallery.impostors()
         if len(imp):
             cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
                    **unknown_thresholds(rec, imp, imp_names, far_target, kinds)}
@@ -251,6 +249,8 @@ def load_recognizer(gallery, embedder, method: str = "centred", far_target: floa
                         "accepts more strangers — run `siamese gallery calibrate`", gallery.path,
                         embedder.threshold)
             cal = None
+            if rec.method == "centred":  # its threshold has nothing to be set on: the head's stands
+                rec.method = "nn"
     rec.thresholds.update({k: cal[k]["threshold"] for k in kinds if cal and k in cal})
     rec.calibration = cal if len(vectors) else None
     return rec
