@@ -104,8 +104,8 @@ def test_the_shipped_model_clusters_in_its_centred_space_and_refuses_another_coh
 
 
 def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_better(centred_copy, lfw_root,
-                                                                                       yunet):
-    from siamese.eval.calibration import calibrate_clustering
+                                                                                       yunet, monkeypatch):
+    from siamese.eval import calibration
 
     model, emb = centred_copy
     people = json.loads((model / "people.json").read_text())
@@ -113,18 +113,29 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     (model / "people.json").write_text(json.dumps(people))
     # gamma 0 changes nothing, so it is never better: plain settings, no "centre", and the shipped
     # model's cohort, which no cluster.json names any more, is gone
-    r = calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
-                             centre={"k": 5, "gamma": 0.0, "faces": 12})
+    r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+                                         centre={"k": 5, "gamma": 0.0, "faces": 12})
     assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
     assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
-    r = calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
-                             centre={"k": 5, "gamma": 0.5, "faces": 12, "degraded": True})
+    # These four people cluster perfectly either way (1.0), so centring cannot win on them by itself: the
+    # second fit (the centred one) is made to score higher, to see what a win writes.
+    fits, real = [], calibration.fit_clustering
+
+    def centred_wins(emb_, labels, hard=None):
+        fits.append(real(emb_, labels, hard=hard))
+        if len(fits) == 2:
+            fits[-1]["grid"] = [*fits[-1]["grid"], [0.999, 2.0]]
+        return fits[-1]
+
+    monkeypatch.setattr(calibration, "fit_clustering", centred_wins)
+    r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+                                         centre={"k": 5, "gamma": 0.5, "faces": 12, "degraded": True})
     assert r["centring"]["cohort"].endswith("6 of them (every second person's) from a degraded copy of the photo")
-    chosen = r["centring"]["centred"] > r["centring"]["plain"]
-    assert r["centring"]["chosen"] is chosen and ("centre" in r) is chosen
-    assert (model / "cluster_cohort.npy").exists() is chosen
-    if chosen:  # the file is the one cluster.json names, and its faces are training people's
-        assert centring(emb) is not None and r["centre"]["cohort"]["faces"] == 12
+    assert r["centring"]["chosen"] is True and r["threshold"] == fits[1]["threshold"]
+    spec = json.loads((model / "cluster.json").read_text())["centre"]
+    assert spec == r["centre"] and (spec["k"], spec["gamma"], spec["cohort"]["faces"]) == (5, 0.5, 12)
+    c = centring(emb)  # the file written is the one cluster.json names, and it is read back
+    assert len(c.cohort) == 12 and c.digest == spec["cohort"]["sha256"]
 
 
 class _Head:
