@@ -44,12 +44,12 @@ from siamese.clustering.output import (
     write_table,
 )
 from siamese.clustering.scores import clustering_scores
-from siamese.clustering.settings import clustering_settings, resolve
+from siamese.clustering.settings import CENTRED, clustering_settings, resolve
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.io.files import atomic_write_text, staged_dir
 from siamese.io.images import NothingRead, list_images
 from siamese.io.video import is_video
-from siamese.model.centre import CENTRED, Centring, centring
+from siamese.model.centre import Centring, centring
 from siamese.model.embedder import Embedder
 
 __all__ = ["MANIFEST_COLUMNS", "UNASSIGNED", "cluster", "clustering_settings", "group_tracks"]

@@ -19,9 +19,13 @@ import logging
 from siamese.io.names import BadSetting
 from siamese.model.centre import centring
 
-__all__ = ["USES", "clustering_settings", "resolve"]
+__all__ = ["CENTRED", "USES", "clustering_settings", "resolve"]
 
 log = logging.getLogger(__name__)
+
+# The algorithms that compare faces by cosine, in the model's locally centred space when its cluster.json
+# was fitted there (`siamese.model.centre`); the graph algorithms compare head scores, never centred.
+CENTRED = ("agglomerative", "average")
 
 # The settings each algorithm reads (besides k, the cosine shortlist all of them use).
 USES = {"agglomerative": ("threshold", "floor"), "average": ("threshold",), "chinese_whispers": ("threshold",),

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CENTRED", "Centring", "centring", "local_centre"]
-
-CENTRED = ("agglomerative", "average")  # the algorithms that compare faces in the centred space
+__all__ = ["Centring", "centring", "local_centre"]
 
 
 def local_centre(emb: np.ndarray, cohort: np.ndarray, k: int = 20, gamma: float = 0.5,

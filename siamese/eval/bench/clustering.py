@@ -20,12 +20,13 @@ from siamese.clustering import scores as metrics
 from siamese.clustering.alike import alike_pairs
 from siamese.clustering.group import clustering_settings
 from siamese.clustering.neighbours import cosine
+from siamese.clustering.settings import CENTRED
 from siamese.data.cache import load as load_cache
 from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.bench.table import table
 from siamese.io.paths import DEFAULT_MODEL, lfw_cache
-from siamese.model.centre import CENTRED, centring
+from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
 
 __all__ = ["alike_scores", "compare_algorithms", "planted", "scale", "unseen_lfw_faces"]
