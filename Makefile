@@ -14,7 +14,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize student-candidate student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize student-candidate student-alone student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -140,13 +140,25 @@ quantize: venv ## fit MODEL's int8 network (~3x faster on a CPU) on faces of its
 
 student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network rounded (BITS) beside the shipped LFW-only member, scored on validation people only
 	@test -n "$(RUN)" || { echo "usage: make student-candidate RUN=checkpoints/<run> [BITS=10] [OUT=data/candidates/<run>]"; exit 2; }
-	@test ! -e "$(CANDIDATE)" || { echo "$(CANDIDATE): already exists — remove it or name another OUT="; exit 2; }
+	@test ! -e "$(CANDIDATE)/rounded" || { echo "$(CANDIDATE)/rounded: already exists — remove it or name another OUT="; exit 2; }
 	$(SIAMESE) prepare $(PREPARE_ARGS)
-	$(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
+	test -d "$(CANDIDATE)/export" || $(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
 	$(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/rounded" --bits $(or $(BITS),10)
 	$(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]'
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
+
+student-alone: venv ## the rule for the student alone (docs/distill.md): RUN's network rounded to 10 bits, calibrated, against the shipped default on validation people only
+	@test -n "$(RUN)" || { echo "usage: make student-alone RUN=checkpoints/<run> [OUT=data/candidates/<run>]"; exit 2; }
+	@test ! -e "$(CANDIDATE)/alone" || { echo "$(CANDIDATE)/alone: already exists — remove it or name another OUT="; exit 2; }
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	test -d "$(CANDIDATE)/export" || $(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
+	$(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/alone" --bits 10
+	$(SIAMESE) calibrate "$(CANDIDATE)/alone" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(PY) tools/val_pairs.py default "$(CANDIDATE)/alone"
+	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/alone" --centred
+	$(PY) tools/val_openset.py default "$(CANDIDATE)/alone"
+	$(SIAMESE) bench embed 'embed.models=[default,$(CANDIDATE)/alone]'
 
 student-ship: venv ## once the rule chose RUN (make student-candidate): the shipped model rebuilt around its network, calibrated, with its int8 form, in CANDIDATE/ship (siamese/assets untouched)
 	@test -n "$(RUN)" || { echo "usage: make student-ship RUN=checkpoints/<run> [OUT=data/candidates/<run>]"; exit 2; }

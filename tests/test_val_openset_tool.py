@@ -1,0 +1,72 @@
+"""tools/val_openset.py: open-set identification on validation people (a ship rule's instrument,
+docs/distill.md "A rule for the student alone"), on synthetic people."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from siamese.gallery.recognize import Recognizer
+from siamese.model.centre import Centring
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "val_openset.py"
+spec = importlib.util.spec_from_file_location("val_openset", TOOL)
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+class CosineModel:
+    """Stands in for an Embedder: the head's score is the cosine mapped to [0, 1]."""
+    threshold = 0.5
+
+    def score(self, a, b):
+        return ((np.sum(a * b, axis=1) + 1) / 2).astype(np.float32)
+
+
+def _people(n_people, per, noise, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_people, 32))
+    emb = np.repeat(centres, per, axis=0) + noise * rng.normal(size=(n_people * per, 32))
+    names = np.array([f"p{i:02d}" for i in np.repeat(np.arange(n_people), per)])
+    return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32), names
+
+
+def _recognizer_for(emb, names, space=None):
+    def build(gallery):
+        labels, idx = np.unique(names[gallery], return_inverse=True)
+        return Recognizer(CosineModel(), emb[gallery], idx, list(labels), method="nn", space=space)
+    return build
+
+
+def test_halvings_enrol_one_face_of_half_the_people_and_make_the_rest_strangers():
+    _, names = _people(10, 4, 0.1)
+    splits = tool.halvings(names, 3)
+    assert len(splits) == 3
+    for gallery, known, strangers in splits:
+        enrolled = set(names[gallery])
+        assert len(gallery) == len(enrolled) == 5  # one face each
+        assert set(names[known]) == enrolled and not set(names[strangers]) & enrolled
+        assert sorted(np.r_[gallery, known, strangers].tolist()) == list(range(len(names)))
+    again = tool.halvings(names, 3)  # every model gets the same halvings
+    assert all((a[0] == b[0]).all() and (a[2] == b[2]).all() for a, b in zip(splits, again))
+
+
+def test_separated_people_are_all_named_and_blurred_ones_are_not():
+    emb, names = _people(12, 4, 0.05)
+    r = tool.open_set(_recognizer_for(emb, names), emb, names, tool.halvings(names, 2), ("nn",))
+    assert r["nn"].shape == (2, 2) and (r["nn"] == 1.0).all()
+    emb, names = _people(12, 4, 3.0)  # people too close to tell apart
+    r = tool.open_set(_recognizer_for(emb, names), emb, names, tool.halvings(names, 2), ("nn",))
+    top1, dir_ = r["nn"][:, 0], r["nn"][:, 1]
+    assert (top1 < 0.8).all() and (dir_ <= top1).all()
+
+
+def test_the_centred_method_names_as_the_head_and_accepts_in_the_centred_space():
+    emb, names = _people(12, 4, 0.6, seed=3)
+    cohort, _ = _people(30, 1, 0.0, seed=4)
+    space = Centring(cohort, 5, 0.5, "synthetic")
+    splits = tool.halvings(names, 3)
+    r = tool.open_set(_recognizer_for(emb, names, space), emb, names, splits)
+    assert set(r) == {"nn", "centred"}
+    assert np.array_equal(r["nn"][:, 0], r["centred"][:, 0])  # the same ranking
+    assert ((0 <= r["centred"][:, 1]) & (r["centred"][:, 1] <= r["centred"][:, 0])).all()
