@@ -14,7 +14,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize student-candidate student-alone student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help lfw-only-keras quantize student-candidate student-alone student-alone-ship student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -176,6 +176,20 @@ student-ship: venv ## once the rule chose RUN (make student-candidate): the ship
 	$(PY) tools/val_pairs.py "$(SHIP)" "$(SHIP)/int8"
 	$(SIAMESE) bench embed 'embed.models=[$(SHIP),$(SHIP)/int8]'
 	@find "$(SHIP)" -type f | xargs du -cb | tail -1 | sed 's|total|bytes in $(SHIP) as it would be tracked (<= 20,000,000 asked)|'
+
+student-alone-ship: venv ## once the student-alone rule chose RUN (make student-alone): the default model rebuilt as that network alone, with its int8 form and the LFW-only network, in CANDIDATE/ship_alone (siamese/assets untouched)
+	@test -n "$(RUN)" || { echo "usage: make student-alone-ship RUN=checkpoints/<run> [OUT=data/candidates/<run>]"; exit 2; }
+	@test -d "$(CANDIDATE)/alone" || { echo "$(CANDIDATE)/alone: missing — make student-alone RUN=$(RUN) first"; exit 2; }
+	@test ! -e "$(CANDIDATE)/ship_alone" || { echo "$(CANDIDATE)/ship_alone: already exists — remove it to build it again"; exit 2; }
+	rm -rf "$(CANDIDATE)/ship_alone.tmp" && cp -r "$(CANDIDATE)/alone" "$(CANDIDATE)/ship_alone.tmp"
+	mkdir -p "$(CANDIDATE)/ship_alone.tmp/members" && cp -r siamese/assets/default_model/members/1-lfw_only "$(CANDIDATE)/ship_alone.tmp/members/1-lfw_only"
+	$(SIAMESE) quantize "$(CANDIDATE)/ship_alone.tmp"
+	$(SIAMESE) ensemble "$(CANDIDATE)/ship_alone.tmp/int8" 'models=[$(CANDIDATE)/ship_alone.tmp]' precision=int8
+	$(SIAMESE) calibrate "$(CANDIDATE)/ship_alone.tmp/int8" 'fit=[verify,cluster,impostors]' overwrite=true
+	mv "$(CANDIDATE)/ship_alone.tmp" "$(CANDIDATE)/ship_alone"
+	$(PY) tools/val_pairs.py "$(CANDIDATE)/ship_alone" "$(CANDIDATE)/ship_alone/int8"
+	$(SIAMESE) bench embed 'embed.models=[default,$(CANDIDATE)/ship_alone,$(CANDIDATE)/ship_alone/int8]'
+	@find "$(CANDIDATE)/ship_alone" -type f | xargs du -cb | tail -1 | sed 's|total|bytes in $(CANDIDATE)/ship_alone as it would be tracked (<= 20,000,000 asked)|'
 
 model-figures: venv ## every application figure of MODEL (dir or shipped name) into OUT, resumable; only after a rule chose it
 	@test -n "$(MODEL)" || { echo "usage: make model-figures MODEL=dir|default|int8 [OUT=data/figures/<name>] [STEPS=evaluate,openset,...]"; exit 2; }
