@@ -117,6 +117,7 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
                                          centre={"k": 5, "gamma": 0.0, "faces": 12})
     assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
     assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
+    assert calibration.calibrate_recognize(emb, lfw_root, detector=yunet) is None  # no centred space: nothing to fit
     # These four people cluster perfectly either way (1.0), so centring cannot win on them by itself: the
     # second fit (the centred one) is made to score higher, to see what a win writes.
     fits, real = [], calibration.fit_clustering
@@ -136,6 +137,15 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     assert spec == r["centre"] and (spec["k"], spec["gamma"], spec["cohort"]["faces"]) == (5, 0.5, 12)
     c = centring(emb)  # the file written is the one cluster.json names, and it is read back
     assert len(c.cohort) == 12 and c.digest == spec["cohort"]["sha256"]
+    assert "recognize" not in spec and centring(emb, purpose="recognize").gamma == 0.5  # the clustering's until fitted
+    # 1:N's own gamma, fitted on the same people (margin -1: the better of 0.5 and 1.0 wins), used by recognition only
+    rn = calibration.calibrate_recognize(emb, lfw_root, detector=yunet, gammas=[1.0], margin=-1.0, halvings=2)
+    assert json.loads((model / "cluster.json").read_text())["centre"]["recognize"] == rn
+    with pytest.raises(FileExistsError, match="overwrite"):
+        calibration.calibrate_recognize(emb, lfw_root, detector=yunet, gammas=[1.0], halvings=2)
+    assert set(rn["dir_at_far_1pct"]) == {"0.5", "1.0"} and rn["halvings"] == 2
+    assert rn["dir_at_far_1pct"][str(rn["gamma"])] == max(rn["dir_at_far_1pct"].values())
+    assert (centring(emb).gamma, centring(emb, purpose="recognize").gamma) == (0.5, rn["gamma"])
 
 
 class _Head:
@@ -143,14 +153,17 @@ class _Head:
 
     dim, threshold, path = 32, 0.5, "stand-in"
 
-    def __init__(self, cohort=None):
-        self.cohort = cohort
+    def __init__(self, cohort=None, recognize=None):
+        self.cohort, self.recognize = cohort, recognize
 
     def score(self, a, b):
         return ((a * b).sum(1) + 1) / 2
 
     def calibration(self, name):
-        return {"centre": {"k": 10, "gamma": 0.5, "cohort": {"sha256": "abc"}}} if self.cohort is not None else None
+        if self.cohort is None:
+            return None
+        return {"centre": {"k": 10, "gamma": 0.5, "cohort": {"sha256": "abc"},
+                           **({"recognize": self.recognize} if self.recognize else {})}}
 
     def cluster_cohort(self, digest):
         assert digest == "abc"
@@ -175,13 +188,13 @@ def test_centred_acceptance_names_as_nn_does_and_scores_in_the_centred_space():
     np.testing.assert_allclose(s_c, expected, atol=1e-5)
     cal = calibrate(rec, strangers, 0.1, "centred")
     rec.thresholds["centred"] = cal["threshold"]
-    assert cal["cohort"] == "abc" and rec.threshold == cal["threshold"]
+    assert (cal["cohort"], cal["k"], cal["gamma"]) == ("abc", 10, 0.5) and rec.threshold == cal["threshold"]
     assert [known for _, _, known, _ in rec.identify(faces[q])] == (s_c >= cal["threshold"]).tolist()
     # without a centred space the method falls back to nn
     assert Recognizer(_Head(), faces[g], truth[g], names, method="centred").method == "nn"
 
 
-def test_a_gallery_calibration_is_reused_only_for_the_cohort_it_was_fitted_in():
+def test_a_gallery_calibration_is_reused_only_for_the_space_it_was_fitted_in():
     from siamese.gallery.recognize import load_recognizer
 
     faces, truth = _hubby(10, 2, seed=5)
@@ -207,11 +220,17 @@ def test_a_gallery_calibration_is_reused_only_for_the_cohort_it_was_fitted_in():
             return None
 
     stored = {"revision": 3, "far_target": 0.01, "nn": {"threshold": 0.9},
-              "centred": {"threshold": 0.123, "cohort": "abc"}}
+              "centred": {"threshold": 0.123, "cohort": "abc", "k": 10, "gamma": 0.5}}
     rec = load_recognizer(Gallery(stored), _Head(cohort))
-    assert rec.method == "centred" and rec.threshold == 0.123  # the stored one: same revision, same cohort
-    rec = load_recognizer(Gallery({**stored, "centred": {"threshold": 0.123, "cohort": "another"}}), _Head(cohort))
-    assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
+    assert rec.method == "centred" and rec.threshold == 0.123  # the stored one: same revision, same space
+    for other in ({"cohort": "another"}, {"gamma": 1.0}, {"k": None}):  # another cohort, gamma; an old record
+        rec = load_recognizer(Gallery({**stored, "centred": {**stored["centred"], **other}}), _Head(cohort))
+        assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
+    # a model whose calibration fitted 1:N its own gamma: recognition centres with it, clustering does not
+    own = _Head(cohort, recognize={"k": 10, "gamma": 1.0})
+    assert (centring(own).gamma, centring(own, purpose="recognize").gamma) == (0.5, 1.0)
+    rec = load_recognizer(Gallery(stored), own)
+    assert rec.space.gamma == 1.0 and rec.threshold != 0.123 and rec.calibration["centred"]["gamma"] == 1.0
     assert load_recognizer(Gallery(stored), _Head()).method == "nn"  # a model without a centred space
     bare = Gallery(None)
     bare.impostors = lambda: (np.zeros((0, 32), np.float32), [])

@@ -10,7 +10,8 @@ stranger. Each model's real `Recognizer` answers (`rank`, as `siamese recognize`
 the share of known probes whose first name is right; DIR at FAR 1 % the share named right with a
 score above the strangers' 99th percentile (the threshold a perfect stranger calibration would set).
 Method "nn" (the head's score) and "centred" (the head's name, accepted by the centred cosine: the
-default) are both printed; a model without a centred space prints "centred" as n/a. Each model
+default; in the space its calibration chose for 1:N) are both printed; a model without a centred
+space prints "centred" as n/a. Each model
 embeds the faces its own way (`Embedder.embed_refs`, mirror averaged). No test person is used.
 """
 
@@ -22,43 +23,11 @@ import numpy as np
 
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import validation_embeddings
+from siamese.eval.openset import halvings, open_set_halvings
 from siamese.gallery.recognize import Recognizer
 from siamese.io.paths import lfw_cache
 from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
-
-
-def halvings(names: np.ndarray, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """`count` random (gallery rows, known probe rows, stranger rows) of faces labelled `names`; the
-    people drawn in order of their sorted names, so that every model gets the same halvings."""
-    people, rng, out = np.unique(names), np.random.default_rng(seed), []
-    for _ in range(count):
-        perm = rng.permutation(people)
-        enrolled = perm[:len(perm) // 2]
-        gallery, known = [], []
-        for p in enrolled:
-            rows = rng.permutation(np.flatnonzero(names == p))
-            gallery.append(rows[0])
-            known.extend(rows[1:])
-        strangers = np.flatnonzero(~np.isin(names, enrolled))
-        out.append((np.array(gallery), np.array(known), strangers))
-    return out
-
-
-def open_set(recognizer_for, emb: np.ndarray, names: np.ndarray, splits, methods=("nn", "centred")) -> dict:
-    """{method: (halvings, 2) [top-1, DIR at FAR 1 %]} for `emb` (n, D) faces of `names` (n,);
-    `recognizer_for(gallery_rows)` builds the model's Recognizer over those faces."""
-    out = {m: [] for m in methods}
-    for gallery, known, strangers in splits:
-        rec = recognizer_for(gallery)
-        gnames = np.array(rec.names)
-        for m in methods:
-            lk, sk = rec.rank(emb[known], m, top=1)
-            _, ss = rec.rank(emb[strangers], m, top=1)
-            right = gnames[lk[:, 0]] == names[known]
-            thr = np.quantile(ss[:, 0], 0.99)
-            out[m].append((right.mean(), (right & (sk[:, 0] > thr)).mean()))
-    return {m: np.array(v) for m, v in out.items()}
 
 
 def main() -> None:
@@ -76,14 +45,14 @@ def main() -> None:
             raise SystemExit(f"{path}: other validation people than {args.models[0]} — not comparable")
         people0 = people
         emb, names, _ = validation_embeddings(model, people, args.lfw, cache_dir=args.cache)
-        space = centring(model)
+        space = centring(model, purpose="recognize")
         splits = halvings(names, args.halvings)
 
         def recognizer_for(gallery, model=model, emb=emb, names=names, space=space):
             labels, idx = np.unique(names[gallery], return_inverse=True)
             return Recognizer(model, emb[gallery], idx, list(labels), method="nn", space=space)
 
-        res = open_set(recognizer_for, emb, names, splits, ("nn", "centred") if space is not None else ("nn",))
+        res = open_set_halvings(recognizer_for, emb, names, splits, ("nn", "centred") if space is not None else ("nn",))
         first = first or res
         for m in ("nn", "centred"):
             if m not in res:

@@ -19,7 +19,7 @@ from siamese.eval.bench.gallery import bench_gallery
 from siamese.eval.bench.index import bench_cluster_parquet, bench_index
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
-from siamese.eval.calibration import calibrate_clustering, calibrate_impostors
+from siamese.eval.calibration import calibrate_clustering, calibrate_impostors, calibrate_recognize
 from siamese.eval.evaluate import evaluate as run_evaluation
 from siamese.eval.openset import open_set_folder, open_set_lfw
 from siamese.eval.plots import training_curves
@@ -98,6 +98,17 @@ def calibrate(cfg: DictConfig) -> dict:
             fitted = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid"))
             print(f"  {name}: {fitted} -> BCubed F1 {a['bcubed_f1']:.4f}")
         out["cluster"] = r
+    if "recognize" in cfg.fit:
+        rc = calibrate_recognize(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
+                                 seed=cfg.seed, gammas=list(cfg.recognize.gammas), margin=cfg.recognize.margin,
+                                 halvings=cfg.recognize.halvings)
+        if rc is None:
+            print(f"{embedder.path}/cluster.json: not locally centred — no 1:N gamma to fit (method centred uses nn)")
+        else:
+            tried = ", ".join(f"gamma {g} {v:.3f}" for g, v in rc["dir_at_far_1pct"].items())
+            print(f"{embedder.path}/cluster.json: 1:N method centred, DIR at FAR 1 % on {rc['halvings']} halvings of "
+                  f"{rc['people']} validation people: {tried} -> gamma {rc['gamma']}")
+        out["recognize"] = rc
     if "impostors" in cfg.fit:
         b = cfg.impostors
         r = calibrate_impostors(embedder, cfg.data.root, cache_dir=cfg.cache_dir, people=b.people,

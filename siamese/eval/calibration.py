@@ -26,13 +26,14 @@ from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW, ImageRef
 from siamese.data.unseen import lfw_crops
+from siamese.eval.openset import fit_recognize_gamma
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
 from siamese.io.files import atomic_write_text
-from siamese.model.centre import Centring
+from siamese.model.centre import Centring, centring
 from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "cohort_embeddings", "fit_average", "fit_clustering",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "cohort_embeddings", "fit_average", "fit_clustering",
            "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
@@ -196,7 +197,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     locally centred space (`siamese.model.centre`: a cohort of `faces` faces of the model's
     training people, one each, `cohort_embeddings`), and kept, with average's bar, when its
     validation BCubed F1 is higher than without (the cohort is saved as cluster_cohort.npy and named
-    in cluster.json "centre"); "centring" records both F1s either way.
+    in cluster.json "centre"); "centring" records both F1s either way. (1:N's own gamma in that
+    space is `calibrate_recognize`'s, fitted after this one.)
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -265,6 +267,35 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         log.info("clustering, %s: %s -> BCubed F1 %.4f", name,
                  ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("bcubed_f1", "grid")), a["bcubed_f1"])
     return result
+
+
+def calibrate_recognize(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
+                        detector: Detector | None = None, gammas=(0.5, 0.75, 1.0), margin: float = 0.02,
+                        halvings: int = 20, seed: int = 0, overwrite: bool = False) -> dict | None:
+    """Method centred's own gamma (1:N acceptance) in the model's centred space, chosen on its
+    validation people (`siamese.eval.openset.fit_recognize_gamma`, with the cohort file recognition
+    reads) and written into its cluster.json as "centre"."recognize" (`siamese.model.centre.centring`
+    with purpose "recognize" reads it). Returns that record, or None for a model whose cluster.json
+    is not centred (nothing to fit: method centred is not used with it).
+
+    Raises:
+        FileExistsError: cluster.json already has one and not `overwrite`.
+    """
+    target = embedder.path / "cluster.json"
+    cal = embedder.calibration("cluster.json") or {}  # None: none, or one fitted for another model
+    space = centring(embedder, cal)
+    if space is None:
+        log.info("%s: not locally centred — method centred is not used with this model: nothing to fit", target)
+        return None
+    if cal["centre"].get("recognize") and not overwrite:
+        raise FileExistsError(f"{target} already has 1:N's gamma — pass overwrite=True (--overwrite) to refit it")
+    emb, names, _ = validation_embeddings(embedder, embedder.validation_people(), lfw_root, cache_dir=cache_dir,
+                                          detector=detector)
+    rec = fit_recognize_gamma(embedder, emb, names, space.cohort, cal["centre"]["k"], cal["centre"]["gamma"],
+                              gammas=gammas, margin=margin, count=halvings, seed=seed)
+    cal["centre"]["recognize"] = {**rec, "people": int(len(np.unique(names))), "faces": int(len(names))}
+    atomic_write_text(target, json.dumps(cal, indent=1))
+    return cal["centre"]["recognize"]
 
 
 def cohort_embeddings(embedder, lfw_root=None, *, cache_dir=None, detector: Detector | None = None,

@@ -18,7 +18,7 @@ from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.evaluate import folder_faces
 from siamese.gallery.recognize import METHODS, Recognizer, Svc, threshold_at_far
-from siamese.model.centre import centring
+from siamese.model.centre import Centring, centring
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def evaluate_open_set(embedder, embeddings: np.ndarray, names, *, seed: int = 0,
     cal_u, test_u = unk[:len(unk) // 2], unk[len(unk) // 2:]
     gi, gl = np.array([i for i, _ in gallery]), np.array([j for _, j in gallery])
     svc = Svc.fit(embeddings[gi], gl) if set(methods) & {"svc", "combined"} else None
-    space = centring(embedder) if "centred" in methods else None
+    space = centring(embedder, purpose="recognize") if "centred" in methods else None
     methods = [m for m in methods if m != "centred" or space is not None]  # a model without its centred space
     rec = Recognizer(embedder, embeddings[gi], gl, known, svc=svc, shortlist=shortlist, space=space)
     truth, r4 = np.array(truth), lambda x: round(float(x), 4)
@@ -103,3 +103,69 @@ def open_set_folder(embedder, detector, root, **kw) -> dict:
     """`evaluate_open_set` on `root/<person>/*.jpg`, the largest face of each photo."""
     emb, _, names, _ = folder_faces(embedder, root, detector)
     return {"data": str(root), **evaluate_open_set(embedder, emb, names, **kw)}
+
+
+def halvings(names, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`count` random halvings of the people of faces labelled `names` (n,): (gallery rows: one
+    random face of each person of the first half, known probe rows: their other faces, stranger
+    rows: every face of the second half). The same names give the same halvings."""
+    names = np.asarray(names)
+    people, rng, out = np.unique(names), np.random.default_rng(seed), []
+    for _ in range(count):
+        perm = rng.permutation(people)
+        enrolled = perm[:len(perm) // 2]
+        gallery, known = [], []
+        for p in enrolled:
+            rows = rng.permutation(np.flatnonzero(names == p))
+            gallery.append(rows[0])
+            known.extend(rows[1:])
+        out.append((np.array(gallery), np.array(known, np.int64), np.flatnonzero(~np.isin(names, enrolled))))
+    return out
+
+
+def open_set_halvings(recognizer_for, embeddings: np.ndarray, names, splits, methods=("nn", "centred")) -> dict:
+    """{method: (halvings, 2) [top-1, DIR at FAR 1 %]} over `splits` (`halvings`) of `embeddings`
+    (n, D) faces of `names` (n,): top-1 is the share of known probes whose first name is right, DIR
+    the share named right with a score above the strangers' 99th percentile (the threshold a perfect
+    stranger calibration would set). `recognizer_for(gallery_rows)` builds the Recognizer."""
+    names = np.asarray(names)
+    out = {m: [] for m in methods}
+    for gallery, known, strangers in splits:
+        rec = recognizer_for(gallery)
+        gnames = np.array(rec.names)
+        for m in methods:
+            lk, sk = rec.rank(embeddings[known], m, top=1)
+            _, ss = rec.rank(embeddings[strangers], m, top=1)
+            right = gnames[lk[:, 0]] == names[known]
+            thr = np.quantile(ss[:, 0], 0.99)
+            out[m].append((right.mean(), (right & (sk[:, 0] > thr)).mean()))
+    return {m: np.array(v, np.float64) for m, v in out.items()}
+
+
+def fit_recognize_gamma(embedder, embeddings: np.ndarray, names, cohort: np.ndarray, k: int, gamma: float,
+                        gammas=(0.5, 0.75, 1.0), margin: float = 0.02, count: int = 20, seed: int = 0) -> dict:
+    """Method centred's own gamma (1:N acceptance), chosen on the validation people: DIR at FAR 1 %
+    (`open_set_halvings`, `count` halvings, one face enrolled each) for each of `gammas`; the
+    clustering's `gamma` stays unless another beats it by more than `margin` (20 halvings: about
+    two standard errors of the paired difference).
+
+    Returns:
+        {"k", "gamma" (chosen), "dir_at_far_1pct": {str(gamma): mean}, "halvings", "margin"}.
+    """
+    names = np.asarray(names)
+    splits = halvings(names, count, seed)
+    scores = {}
+    for g in sorted({float(gamma), *map(float, gammas)}):
+        space = Centring(cohort, k, g)
+
+        def recognizer_for(rows, space=space):
+            labels, idx = np.unique(names[rows], return_inverse=True)
+            return Recognizer(embedder, embeddings[rows], idx, list(labels), method="centred", space=space)
+
+        scores[g] = float(open_set_halvings(recognizer_for, embeddings, names, splits, ("centred",))["centred"][:, 1].mean())
+    best = max(scores, key=lambda g: (scores[g], g == float(gamma)))
+    chosen = best if scores[best] > scores[float(gamma)] + margin else float(gamma)
+    log.info("1:N centring: DIR at FAR 1 %% by gamma %s -> gamma %s",
+             ", ".join(f"{g}: {v:.3f}" for g, v in scores.items()), chosen)
+    return {"k": int(k), "gamma": chosen, "dir_at_far_1pct": {str(g): round(v, 4) for g, v in scores.items()},
+            "halvings": int(count), "margin": float(margin)}

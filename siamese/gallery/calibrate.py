@@ -113,7 +113,7 @@ def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache
     if len(names) >= 2:
         svc = Svc.fit(vectors, labels)
         gallery.set_classifier(rev, names, svc.coef, svc.intercept)
-    space = centring(embedder)  # method centred's threshold too, when the model has its space
+    space = centring(embedder, purpose="recognize")  # method centred's threshold too, when the model has its space
     rec = Recognizer(embedder, vectors, labels, names, svc=svc, space=space)
     kinds = ("nn", *(("svc",) if svc else ()), *(("centred",) if space is not None else ()))
     cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),

@@ -233,13 +233,13 @@ def load_recognizer(gallery, embedder, method: str = "centred", far_target: floa
             log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
                      "calibrate` stores it)", gallery.path)
             svc = Svc.fit(vectors, labels)
-    space = centring(embedder) if method == "centred" else None
+    space = centring(embedder, purpose="recognize") if method == "centred" else None
     rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space)
     kinds = ("nn", "svc") if svc is not None else ("nn", "centred") if rec.method == "centred" else ("nn",)
     cal = gallery.get("calibration")
     if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
                              and all(k in cal for k in kinds)
-                             and (rec.method != "centred" or cal["centred"].get("cohort") == space.digest)):
+                             and (rec.method != "centred" or space.matches(cal["centred"]))):
         imp, imp_names = gallery.impostors()
         if len(imp):
             cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
@@ -386,4 +386,4 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
     return {"threshold": thr, "far_target": far_target,
             "far_measured": round(float((scores[:, 0] >= thr).mean()), 4),
             "impostors": int(len(impostors)), "gallery_people": len(recognizer.names),
-            **({"cohort": recognizer.space.digest} if kind == "centred" else {})}
+            **(recognizer.space.identity if kind == "centred" else {})}

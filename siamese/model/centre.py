@@ -59,6 +59,15 @@ class Centring:
         self.cohort, self.k, self.gamma = np.asarray(cohort, np.float32), int(k), float(gamma)
         self.digest = digest
 
+    @property
+    def identity(self) -> dict:
+        """{"cohort": SHA-256, "k", "gamma"}: what a threshold calibrated in this space is stored with."""
+        return {"cohort": self.digest, "k": self.k, "gamma": self.gamma}
+
+    def matches(self, stored: dict) -> bool:
+        """Whether `stored` (a calibration's record, `identity`) was made in this very space."""
+        return all(stored.get(key) == value for key, value in self.identity.items())
+
     def __call__(self, emb: np.ndarray) -> np.ndarray:
         """(n, D) unit vectors in the centred space of (n, D) unit embeddings."""
         return local_centre(emb, self.cohort, self.k, self.gamma)
@@ -74,13 +83,16 @@ class Centring:
         return unit, unit.astype(np.float64) * norm
 
 
-def centring(embedder, cal: dict | None = None) -> Centring | None:
+def centring(embedder, cal: dict | None = None, purpose: str = "cluster") -> Centring | None:
     """The model's local centring, when its cluster.json asks for one ("centre": {"k", "gamma",
     "cohort": {"sha256", ...}}), else None.
 
     Args:
         embedder: a `siamese.model.Embedder` (its cluster.json and cluster_cohort.npy).
         cal: its cluster.json when already read (`siamese.clustering.settings.clustering_settings`).
+        purpose: "cluster" (clustering, "may be one person": the space cluster.json was fitted in) or
+            "recognize" (method centred's acceptance in 1:N: "centre"."recognize"'s k and gamma when
+            `siamese calibrate` fitted them, else the clustering's; the same cohort).
 
     Raises:
         ValueError: cluster.json names a cohort file that is missing or another one.
@@ -92,4 +104,7 @@ def centring(embedder, cal: dict | None = None) -> Centring | None:
     if not spec:
         return None
     digest = spec["cohort"]["sha256"]
-    return Centring(embedder.cluster_cohort(digest), spec["k"], spec["gamma"], digest)
+    k, gamma = spec["k"], spec["gamma"]
+    if purpose == "recognize" and spec.get("recognize"):  # 1:N acceptance's own k and gamma, when fitted
+        k, gamma = spec["recognize"]["k"], spec["recognize"]["gamma"]
+    return Centring(embedder.cluster_cohort(digest), k, gamma, digest)
