@@ -168,11 +168,11 @@ student-ship: venv ## once the rule chose RUN (make student-candidate): the ship
 	cp -r siamese/assets/default_model/members/1-lfw_only "$(CANDIDATE)/ship_src/lfw_only"
 	cp -r "$(CANDIDATE)/rounded" "$(CANDIDATE)/ship_src/distilled"
 	$(SIAMESE) ensemble "$(SHIP)" 'models=[$(CANDIDATE)/ship_src/lfw_only,$(CANDIDATE)/ship_src/distilled]' copy_members=true
-	$(SIAMESE) calibrate "$(SHIP)/members/2-distilled" 'fit=[verify,cluster,impostors]' overwrite=true
-	$(SIAMESE) calibrate "$(SHIP)" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(SHIP)/members/2-distilled" 'fit=[verify,cluster,recognize,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(SHIP)" 'fit=[verify,cluster,recognize,impostors]' overwrite=true
 	$(SIAMESE) quantize "$(SHIP)/members/2-distilled"
 	$(SIAMESE) ensemble "$(SHIP)/int8" 'models=[$(SHIP)/members/1-lfw_only,$(SHIP)/members/2-distilled]' precision=int8
-	$(SIAMESE) calibrate "$(SHIP)/int8" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(SHIP)/int8" 'fit=[verify,cluster,recognize,impostors]' overwrite=true
 	$(PY) tools/val_pairs.py "$(SHIP)" "$(SHIP)/int8"
 	$(SIAMESE) bench embed 'embed.models=[$(SHIP),$(SHIP)/int8]'
 	@find "$(SHIP)" -type f | xargs du -cb | tail -1 | sed 's|total|bytes in $(SHIP) as it would be tracked (<= 20,000,000 asked)|'
@@ -184,8 +184,9 @@ student-alone-ship: venv ## once the student-alone rule chose RUN (make student-
 	rm -rf "$(CANDIDATE)/ship_alone.tmp" && cp -r "$(CANDIDATE)/alone" "$(CANDIDATE)/ship_alone.tmp"
 	mkdir -p "$(CANDIDATE)/ship_alone.tmp/members" && cp -r siamese/assets/default_model/members/1-lfw_only "$(CANDIDATE)/ship_alone.tmp/members/1-lfw_only"
 	$(SIAMESE) quantize "$(CANDIDATE)/ship_alone.tmp"
+	$(SIAMESE) calibrate "$(CANDIDATE)/ship_alone.tmp" 'fit=[recognize]' overwrite=true
 	$(SIAMESE) ensemble "$(CANDIDATE)/ship_alone.tmp/int8" 'models=[$(CANDIDATE)/ship_alone.tmp]' precision=int8
-	$(SIAMESE) calibrate "$(CANDIDATE)/ship_alone.tmp/int8" 'fit=[verify,cluster,impostors]' overwrite=true
+	$(SIAMESE) calibrate "$(CANDIDATE)/ship_alone.tmp/int8" 'fit=[verify,cluster,recognize,impostors]' overwrite=true
 	mv "$(CANDIDATE)/ship_alone.tmp" "$(CANDIDATE)/ship_alone"
 	$(PY) tools/val_pairs.py "$(CANDIDATE)/ship_alone" "$(CANDIDATE)/ship_alone/int8"
 	$(SIAMESE) bench embed 'embed.models=[default,$(CANDIDATE)/ship_alone,$(CANDIDATE)/ship_alone/int8]'
@@ -207,7 +208,7 @@ verify: venv ## is PERSON in front of SOURCE (camera index, video, URL)? window,
 	@test -n "$(PERSON)" || { echo "usage: make verify PERSON=alice [SOURCE=0|clip.mp4]"; exit 2; }
 	$(SIAMESE) verify "$(or $(SOURCE),0)" --person "$(PERSON)" $(ARGS)
 
-calibrate: venv ## fit MODEL's verification threshold (verify.json) and clustering settings (cluster.json)
+calibrate: venv ## fit MODEL's verification threshold (verify.json), clustering settings and 1:N's centring (cluster.json), stranger bank
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) calibrate $(if $(MODEL),"$(MODEL)") overwrite=true $(ARGS)
 
