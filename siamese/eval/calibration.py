@@ -33,8 +33,8 @@ from siamese.io.files import atomic_write_text
 from siamese.model.centre import Centring, centring
 from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "cohort_embeddings", "fit_average", "fit_clustering",
-           "fit_other_algorithms",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "cohort_embeddings", "fit_average",
+           "fit_clustering", "fit_other_algorithms",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities

@@ -92,7 +92,8 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
     _, s_deg = rec.rank(f["degraded"][test_i], top=1)
     _, s_clean = rec.rank(f["clean"][test_i], top=1)
     centred = {}
-    if (space := centring(embedder, purpose="recognize")) is not None:  # `siamese recognize`'s default method, on clean impostors
+    # `siamese recognize`'s default method, on clean impostors
+    if (space := centring(embedder, purpose="recognize")) is not None:
         rc = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g), method="centred", space=space)
         thr = calibrate(rc, f["clean"][cal_i], far_target, "centred")["threshold"]
         c_clean, c_deg = (rc.rank(f[w][test_i], "centred", top=1)[1][:, 0] for w in ("clean", "degraded"))

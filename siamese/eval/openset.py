@@ -162,7 +162,8 @@ def fit_recognize_gamma(embedder, embeddings: np.ndarray, names, cohort: np.ndar
             labels, idx = np.unique(names[rows], return_inverse=True)
             return Recognizer(embedder, embeddings[rows], idx, list(labels), method="centred", space=space)
 
-        scores[g] = float(open_set_halvings(recognizer_for, embeddings, names, splits, ("centred",))["centred"][:, 1].mean())
+        found = open_set_halvings(recognizer_for, embeddings, names, splits, ("centred",))["centred"]
+        scores[g] = float(found[:, 1].mean())
     best = max(scores, key=lambda g: (scores[g], g == float(gamma)))
     chosen = best if scores[best] > scores[float(gamma)] + margin else float(gamma)
     log.info("1:N centring: DIR at FAR 1 %% by gamma %s -> gamma %s",
