@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from siamese.eval.openset import fit_recognize_gamma, halvings, open_set_halvings
-from siamese.gallery.recognize import Recognizer
 from siamese.model.centre import Centring
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "val_openset.py"
@@ -32,13 +31,6 @@ def _people(n_people, per, noise, seed=0):
     return (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32), names
 
 
-def _recognizer_for(emb, names, space=None):
-    def build(gallery):
-        labels, idx = np.unique(names[gallery], return_inverse=True)
-        return Recognizer(CosineModel(), emb[gallery], idx, list(labels), method="nn", space=space)
-    return build
-
-
 def test_the_tool_measures_with_the_librarys_halvings():
     assert tool.halvings is halvings and tool.open_set_halvings is open_set_halvings
 
@@ -58,10 +50,10 @@ def test_halvings_enrol_one_face_of_half_the_people_and_make_the_rest_strangers(
 
 def test_separated_people_are_all_named_and_blurred_ones_are_not():
     emb, names = _people(12, 4, 0.05)
-    r = open_set_halvings(_recognizer_for(emb, names), emb, names, halvings(names, 2), ("nn",))
+    r = open_set_halvings(CosineModel(), emb, names, halvings(names, 2), methods=("nn",))
     assert r["nn"].shape == (2, 2) and (r["nn"] == 1.0).all()
     emb, names = _people(12, 4, 3.0)  # people too close to tell apart
-    r = open_set_halvings(_recognizer_for(emb, names), emb, names, halvings(names, 2), ("nn",))
+    r = open_set_halvings(CosineModel(), emb, names, halvings(names, 2), methods=("nn",))
     top1, dir_ = r["nn"][:, 0], r["nn"][:, 1]
     assert (top1 < 0.8).all() and (dir_ <= top1).all()
 
@@ -71,7 +63,7 @@ def test_the_centred_method_names_as_the_head_and_accepts_in_the_centred_space()
     cohort, _ = _people(30, 1, 0.0, seed=4)
     space = Centring(cohort, 5, 0.5, "synthetic")
     splits = halvings(names, 3)
-    r = open_set_halvings(_recognizer_for(emb, names, space), emb, names, splits)
+    r = open_set_halvings(CosineModel(), emb, names, splits, space)
     assert set(r) == {"nn", "centred"}
     assert np.array_equal(r["nn"][:, 0], r["centred"][:, 0])  # the same ranking
     assert ((0 <= r["centred"][:, 1]) & (r["centred"][:, 1] <= r["centred"][:, 0])).all()

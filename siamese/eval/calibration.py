@@ -261,7 +261,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             old = {}
         if isinstance(old, dict) and (old.get("centre") or {}).get("recognize"):  # its space is replaced here
             log.info("%s: its 1:N gamma (\"centre\".\"recognize\") belonged to the settings replaced here — "
-                        "`siamese calibrate %s fit=[recognize]` fits it again", target, embedder.path)
+                     "`siamese calibrate %s fit=[recognize]` fits it again", target, embedder.path)
         if spec:  # the cohort first, beside it: a cluster.json never names a file that is not there yet
             spec["cohort"]["sha256"] = write_cohort(target.parent, cohort)
         atomic_write_text(target, json.dumps(result, indent=1))

@@ -123,15 +123,18 @@ def halvings(names, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndar
     return out
 
 
-def open_set_halvings(recognizer_for, embeddings: np.ndarray, names, splits, methods=("nn", "centred")) -> dict:
+def open_set_halvings(embedder, embeddings: np.ndarray, names, splits, space: Centring | None = None,
+                      methods=("nn", "centred")) -> dict:
     """{method: (halvings, 2) [top-1, DIR at FAR 1 %]} over `splits` (`halvings`) of `embeddings`
-    (n, D) faces of `names` (n,): top-1 is the share of known probes whose first name is right, DIR
-    the share named right with a score above the strangers' 99th percentile (the threshold a perfect
-    stranger calibration would set). `recognizer_for(gallery_rows)` builds the Recognizer."""
+    (n, D) faces of `names` (n,), each answered by the embedder's `Recognizer` over that halving's
+    gallery (method centred in `space`): top-1 is the share of known probes whose first name is
+    right, DIR the share named right with a score above the strangers' 99th percentile (the threshold
+    a perfect stranger calibration would set)."""
     names = np.asarray(names)
     out = {m: [] for m in methods}
     for gallery, known, strangers in splits:
-        rec = recognizer_for(gallery)
+        labels, idx = np.unique(names[gallery], return_inverse=True)
+        rec = Recognizer(embedder, embeddings[gallery], idx, list(labels), space=space)
         gnames = np.array(rec.names)
         for m in methods:
             lk, sk = rec.rank(embeddings[known], m, top=1)
@@ -156,14 +159,8 @@ def fit_recognize_gamma(embedder, embeddings: np.ndarray, names, cohort: np.ndar
     splits = halvings(names, count, seed)
     scores = {}
     for g in sorted({float(gamma), *map(float, gammas)}):
-        space = Centring(cohort, k, g)
-
-        def recognizer_for(rows, space=space):
-            labels, idx = np.unique(names[rows], return_inverse=True)
-            return Recognizer(embedder, embeddings[rows], idx, list(labels), method="centred", space=space)
-
-        found = open_set_halvings(recognizer_for, embeddings, names, splits, ("centred",))["centred"]
-        scores[g] = float(found[:, 1].mean())
+        found = open_set_halvings(embedder, embeddings, names, splits, Centring(cohort, k, g), ("centred",))
+        scores[g] = float(found["centred"][:, 1].mean())
     best = max(scores, key=lambda g: (scores[g], g == float(gamma)))
     chosen = best if scores[best] > scores[float(gamma)] + margin else float(gamma)
     log.info("1:N centring: DIR at FAR 1 %% by gamma %s -> gamma %s",
