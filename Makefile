@@ -140,21 +140,21 @@ quantize: venv ## fit MODEL's int8 network (~3x faster on a CPU) on faces of its
 
 student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network rounded (BITS) beside the shipped LFW-only member, scored on validation people only
 	@test -n "$(RUN)" || { echo "usage: make student-candidate RUN=checkpoints/<run> [BITS=10] [OUT=data/candidates/<run>]"; exit 2; }
-	@test ! -e "$(CANDIDATE)/rounded" || { echo "$(CANDIDATE)/rounded: already exists — remove it or name another OUT="; exit 2; }
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	test -d "$(CANDIDATE)/export" || $(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
-	$(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/rounded" --bits $(or $(BITS),10)
-	$(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]'
+	test -d "$(CANDIDATE)/rounded" || $(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/rounded" --bits $(or $(BITS),10)
+	test -e "$(CANDIDATE)/ensemble/MODEL_CARD.md" || $(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]' overwrite=true
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
 
 student-alone: venv ## the rule for the student alone (docs/distill.md): RUN's network rounded to 10 bits, calibrated, against the shipped default on validation people only
 	@test -n "$(RUN)" || { echo "usage: make student-alone RUN=checkpoints/<run> [OUT=data/candidates/<run>]"; exit 2; }
-	@test ! -e "$(CANDIDATE)/alone" || { echo "$(CANDIDATE)/alone: already exists — remove it or name another OUT="; exit 2; }
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	test -d "$(CANDIDATE)/export" || $(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
-	$(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/alone" --bits 10
-	$(SIAMESE) calibrate "$(CANDIDATE)/alone" 'fit=[verify,cluster,impostors]' overwrite=true
+	test -d "$(CANDIDATE)/alone" || { rm -rf "$(CANDIDATE)/alone.tmp" \
+	  && $(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/alone.tmp" --bits 10 \
+	  && $(SIAMESE) calibrate "$(CANDIDATE)/alone.tmp" 'fit=[verify,cluster,impostors]' overwrite=true \
+	  && mv "$(CANDIDATE)/alone.tmp" "$(CANDIDATE)/alone"; }
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/alone"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/alone" --centred
 	$(PY) tools/val_openset.py default "$(CANDIDATE)/alone"
