@@ -221,20 +221,21 @@ def test_a_gallery_calibration_is_reused_only_for_the_space_it_was_fitted_in():
 
     stored = {"revision": 3, "far_target": 0.01, "nn": {"threshold": 0.9},
               "centred": {"threshold": 0.123, "cohort": "abc", "k": 10, "gamma": 0.5}}
-    rec = load_recognizer(Gallery(stored), _Head(cohort))
+    rec = load_recognizer(Gallery(stored), _Head(cohort), method="centred")
     assert rec.method == "centred" and rec.threshold == 0.123  # the stored one: same revision, same space
     for other in ({"cohort": "another"}, {"gamma": 1.0}, {"k": None}):  # another cohort, gamma; an old record
-        rec = load_recognizer(Gallery({**stored, "centred": {**stored["centred"], **other}}), _Head(cohort))
+        rec = load_recognizer(Gallery({**stored, "centred": {**stored["centred"], **other}}), _Head(cohort),
+                              method="centred")
         assert rec.threshold != 0.123 and rec.calibration["centred"]["cohort"] == "abc"  # measured again in memory
     # a model whose calibration fitted 1:N its own gamma: recognition centres with it, clustering does not
     own = _Head(cohort, recognize={"k": 10, "gamma": 1.0})
     assert (centring(own).gamma, centring(own, purpose="recognize").gamma) == (0.5, 1.0)
-    rec = load_recognizer(Gallery(stored), own)
+    rec = load_recognizer(Gallery(stored), own, method="centred")
     assert rec.space.gamma == 1.0 and rec.threshold != 0.123 and rec.calibration["centred"]["gamma"] == 1.0
-    assert load_recognizer(Gallery(stored), _Head()).method == "nn"  # a model without a centred space
+    assert load_recognizer(Gallery(stored), _Head(), method="centred").method == "nn"  # a model without a centred space
     bare = Gallery(None)
     bare.impostors = lambda: (np.zeros((0, 32), np.float32), [])
-    rec = load_recognizer(bare, _Head(cohort))  # no strangers to calibrate on: the head's own threshold
+    rec = load_recognizer(bare, _Head(cohort), method="centred")  # no strangers: the head's own threshold
     assert rec.method == "nn" and rec.threshold == 0.5 and rec.calibration is None
 
 
@@ -251,3 +252,81 @@ def test_the_cohort_is_read_once_until_its_file_changes(centred_copy, monkeypatc
     np.save(model / "cluster_cohort.npy", np.load(model / "cluster_cohort.npy")[::-1].copy())
     with pytest.raises(ValueError, match="not the cohort"):  # a changed file is read, and refused, again
         centring(emb)
+
+
+def test_asnorm_takes_each_faces_typical_stranger_cosine_out_of_its_score():
+    from siamese.model.centre import AsNorm
+
+    cohort, _ = _hubby(200, 1, seed=8)
+    faces, _ = _hubby(6, 1, seed=9)
+    norm = AsNorm(cohort, k=20, digest="abc")
+    st = norm.stats(faces)
+    top = -np.sort(-(faces @ cohort.T), axis=1)[:, :20]  # each face's 20 most alike cohort faces, by hand
+    np.testing.assert_allclose(st, np.stack([top.mean(1), top.std(1)], 1), atol=1e-5)
+    cos = faces @ faces.T
+    s = AsNorm.score(cos, st[:, None], st[None])
+    expected = 0.5 * ((cos - top.mean(1)[:, None]) / top.std(1)[:, None] + (cos - top.mean(1)[None]) / top.std(1)[None])
+    np.testing.assert_allclose(s, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s, s.T, atol=1e-5)  # symmetric in the two faces
+    assert norm.identity == {"cohort": "abc", "asnorm_k": 20} and not norm.matches({"cohort": "abc", "asnorm_k": 10})
+    with pytest.raises(ValueError, match="cohort has 200"):
+        AsNorm(cohort, k=201)
+
+
+def test_asnorm_recognition_ranks_and_accepts_by_the_normalised_cosine():
+    from siamese.gallery.recognize import Recognizer, calibrate, load_recognizer
+    from siamese.model.centre import score_norm
+
+    faces, truth = _hubby(20, 3, seed=2)
+    cohort, _ = _hubby(200, 1, seed=3)
+    strangers, _ = _hubby(40, 1, seed=4)
+    g = np.arange(0, len(faces), 3)
+    q = np.setdiff1d(np.arange(len(faces)), g)
+    names = [f"p{i}" for i in range(20)]
+    norm = score_norm(_Head(cohort), k=10)
+    assert norm.k == 10 and norm.digest == "abc" and score_norm(_Head()) is None
+    rec = Recognizer(_Head(), faces[g], truth[g], names, method="asnorm", norm=norm, shortlist=5)
+    lab, s = rec.evidence(faces[q])
+    full = norm.score(faces[q] @ faces[g].T, norm.stats(faces[q])[:, None], norm.stats(faces[g])[None])
+    assert (lab[:, 0] == truth[g][full.argmax(1)]).all()  # the best normalised cosine's person (one face each)
+    np.testing.assert_allclose(s, full.max(1), rtol=1e-4, atol=1e-4)
+    cal = calibrate(rec, strangers, 0.1, "asnorm")
+    rec.thresholds["asnorm"] = cal["threshold"]
+    assert (cal["cohort"], cal["asnorm_k"]) == ("abc", 10) and rec.threshold == cal["threshold"]
+    assert [known for _, _, known, _ in rec.identify(faces[q])] == (s >= cal["threshold"]).tolist()
+    # the gallery faces' stats are computed when a query first needs them, once
+    assert np.isfinite(rec._norm_stats[:, 0]).sum() <= len(g)
+    # without a cohort: centred's fallback (nn without a centred space either)
+    assert Recognizer(_Head(), faces[g], truth[g], names, method="asnorm").method == "nn"
+    space = centring(_Head(cohort))
+    assert Recognizer(_Head(), faces[g], truth[g], names, method="asnorm", space=space).method == "centred"
+    # an empty gallery answers unknown without scoring anything
+    empty = Recognizer(_Head(), np.zeros((0, 32), np.float32), [], [], method="asnorm", norm=norm)
+    assert empty.rank(faces[q[:2]], "asnorm")[0].tolist() == [[-1] * 5] * 2
+
+    class Gallery:
+        path = "stand-in.sqlite"
+
+        def __init__(self, cal):
+            self.cal = cal
+
+        def embeddings(self):
+            return faces[g], truth[g], names, 3
+
+        def impostors(self):
+            return strangers, [f"s{i}" for i in range(len(strangers))]
+
+        def get(self, key):
+            return self.cal if key == "calibration" else "strangers"
+
+        def classifier(self):
+            return None
+
+    stored = {"revision": 3, "far_target": 0.01, "nn": {"threshold": 0.9},
+              "asnorm": {"threshold": 1.5, "cohort": "abc", "asnorm_k": 100}}
+    model = _Head(np.concatenate([cohort] * 1))
+    rec = load_recognizer(Gallery(stored), model, method="asnorm")
+    assert rec.method == "asnorm" and rec.threshold == 1.5  # stored with this cohort and K: reused
+    rec = load_recognizer(Gallery({**stored, "asnorm": {**stored["asnorm"], "asnorm_k": 50}}), model, method="asnorm")
+    assert rec.threshold != 1.5 and rec.calibration["asnorm"]["asnorm_k"] == 100  # another K: measured again
+    assert load_recognizer(Gallery(stored), _Head(), method="asnorm").method == "nn"

@@ -140,7 +140,7 @@ def test_recognizing_never_writes_the_gallery(gallery, samples, yunet, embedder)
     gallery.close()
     before = path.read_bytes()
     with Gallery(path, create=False) as g:
-        for method in ("nn", "svc", "combined"):
+        for method in ("nn", "svc", "combined", "centred", "asnorm"):
             for far in (0.01, 0.05):
                 recognize(samples / "knn_examples" / "test", load_recognizer(g, embedder, method, far), yunet)
     assert path.read_bytes() == before
@@ -158,8 +158,8 @@ def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_ro
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].split(", ")[0].endswith("obama1.jpg")
     assert result["matches"][0]["candidate"] == "obama" and result["method"] == cfg.method
-    assert result["method"] == "centred"  # the default, for a model with a centred space (the shipped one)
-    assert result["threshold"] == gallery.get("calibration")["centred"]["threshold"]
+    assert result["method"] == "asnorm"  # the default, for a model with a cohort (the shipped one)
+    assert result["threshold"] == gallery.get("calibration")["asnorm"]["threshold"]
     # --json: the same result, as JSON on stdout, and nothing else there
     import subprocess
     import sys
@@ -167,7 +167,7 @@ def test_recognize_command_prints_lines_or_json(gallery, samples, capsys, lfw_ro
     r = subprocess.run([sys.executable, "-m", "siamese.cli", "recognize", str(samples / "knn_examples" / "test"),
                         f"db={gallery.path}", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
     parsed = json.loads(r.stdout)
-    assert r.returncode == 0 and parsed["faces"] == len(parsed["matches"]) == 8 and parsed["method"] == "centred"
+    assert r.returncode == 0 and parsed["faces"] == len(parsed["matches"]) == 8 and parsed["method"] == "asnorm"
     assert {m["candidate"] for m in parsed["matches"]} >= {"obama", "kit_harington", "alex_lacamoire"}
 
 
@@ -178,7 +178,7 @@ def test_gallery_and_recognize_configs_compose():
         g = compose("gallery", overrides=["action=import", "path=known"])
         r = compose("recognize", overrides=["input=photos"])
     assert g.db == r.db and g.far_target == r.far_target == 0.01
-    assert r.method == "centred" and r.open_set.dataset == "lfw"
+    assert r.method == "asnorm" and r.open_set.dataset == "lfw"
 
 
 def test_threshold_at_far_accepts_at_most_the_target_share():

@@ -78,3 +78,22 @@ def test_method_centreds_gamma_changes_only_when_another_is_clearly_better():
     best = fit_recognize_gamma(CosineModel(), emb, names, cohort, 5, 0.5, gammas=(0.25, 1.0), margin=-1.0, count=3)
     scores = best["dir_at_far_1pct"]
     assert scores == keep["dir_at_far_1pct"] and scores[str(best["gamma"])] == max(scores.values())
+
+
+def test_asnorm_and_the_strangers_harder_copies_are_measured_on_the_same_halvings():
+    from siamese.model.centre import AsNorm
+
+    emb, names = _people(12, 4, 0.05)
+    cohort, _ = _people(100, 1, 0.0, seed=1)
+    splits = halvings(names, 2)
+    rng = np.random.default_rng(3)
+    harder = emb + 0.5 * rng.normal(size=emb.shape).astype(np.float32)  # each face's blurred copy
+    harder /= np.linalg.norm(harder, axis=1, keepdims=True)
+    r = open_set_halvings(CosineModel(), emb, names, splits, methods=("nn", "asnorm"), norm=AsNorm(cohort, 20),
+                          degraded=harder)
+    assert r["asnorm"].shape == r["nn"].shape == (2, 3)
+    assert (r["asnorm"][:, :2] == 1.0).all()  # separated people: all named, all above the strangers
+    assert ((r["asnorm"][:, 2] >= 0) & (r["asnorm"][:, 2] <= 1)).all()
+    same = open_set_halvings(CosineModel(), emb, names, splits, methods=("nn",), degraded=emb)
+    counts = np.array([len(st) for _, _, st in splits])
+    assert (same["nn"][:, 2] * counts <= 1).all()  # copies identical to the clean strangers: only their top one above

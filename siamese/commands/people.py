@@ -115,7 +115,7 @@ def _calibrate(g: Gallery, embedder, cfg: DictConfig, redraw: bool = False) -> d
     cal = refresh(g, embedder, cfg.far_target, lfw_root=cfg.data.root, cache_dir=c.cache_dir,
                   people=c.people, seed=c.seed, redraw=redraw, degraded=c.degraded)
     if cal:
-        for kind in ("nn", "centred"):
+        for kind in ("nn", "centred", "asnorm"):
             if kind in cal:
                 c = cal[kind]
                 print(f"calibrated {g.path}: unknown threshold ({kind}) {c['threshold']:.4f} accepts "

@@ -38,7 +38,7 @@ from siamese.data.unseen import sample_refs, unseen_people
 from siamese.eval.metrics import roc_auc, tar_at_far
 from siamese.gallery.calibrate import degraded_embeddings
 from siamese.gallery.recognize import Recognizer, calibrate
-from siamese.model.centre import centring
+from siamese.model.centre import centring, score_norm
 from siamese.verification.verifier import calibrated_rule, judge, template_scores
 
 __all__ = ["degraded_faces", "report"]
@@ -92,14 +92,17 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
     _, s_deg = rec.rank(f["degraded"][test_i], top=1)
     _, s_clean = rec.rank(f["clean"][test_i], top=1)
     centred = {}
-    # `siamese recognize`'s default method, on clean impostors
-    if (space := centring(embedder, purpose="recognize")) is not None:
-        rc = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g), method="centred", space=space)
-        thr = calibrate(rc, f["clean"][cal_i], far_target, "centred")["threshold"]
-        c_clean, c_deg = (rc.rank(f[w][test_i], "centred", top=1)[1][:, 0] for w in ("clean", "degraded"))
-        centred = {"centred_calibration": {"threshold": round(thr, 4),
-                                           "far_clean": round(float((c_clean >= thr).mean()), 4),
-                                           "far_degraded": round(float((c_deg >= thr).mean()), 4)}}
+    # `siamese recognize`'s default method (asnorm) and the one before it (centred), on clean impostors
+    space, norm = centring(embedder, purpose="recognize"), score_norm(embedder)
+    for kind, ok in (("centred", space is not None), ("asnorm", norm is not None)):
+        if not ok:
+            continue
+        rc = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g), method=kind, space=space, norm=norm)
+        thr = calibrate(rc, f["clean"][cal_i], far_target, kind)["threshold"]
+        c_clean, c_deg = (rc.rank(f[w][test_i], kind, top=1)[1][:, 0] for w in ("clean", "degraded"))
+        centred[f"{kind}_calibration"] = {"threshold": round(thr, 4),
+                                          "far_clean": round(float((c_clean >= thr).mean()), 4),
+                                          "far_degraded": round(float((c_deg >= thr).mean()), 4)}
     return {"target": far_target, "strangers": len(test_i), **centred,
             "clean_calibration": {"threshold": round(clean_thr, 4),
                                   "far_clean": round(float((s_clean[:, 0] >= clean_thr).mean()), 4),
@@ -200,11 +203,12 @@ def rows(r: dict) -> list[dict]:
     """`report` as table rows: threshold, target, clean FAR, degraded FAR."""
     out = [{"threshold": "pair (model.json)", "value": r["pair"]["threshold"], "target": "-",
             "far_clean": r["pair"]["far_clean"], "far_degraded": r["pair"]["far_degraded"]}]
-    for name in ("clean_calibration", "mixed_calibration", "centred_calibration"):
+    for name in ("clean_calibration", "mixed_calibration", "centred_calibration", "asnorm_calibration"):
         if name not in r["unknown"]:
             continue
         u = r["unknown"][name]
-        what = "centred, clean impostors" if name == "centred_calibration" else f"{name.split('_')[0]} impostors"
+        what = (f"{name.split('_')[0]}, clean impostors" if name in ("centred_calibration", "asnorm_calibration")
+                else f"{name.split('_')[0]} impostors")
         out.append({"threshold": f"unknown ({what})", "value": u["threshold"],
                     "target": r["unknown"]["target"], "far_clean": u["far_clean"], "far_degraded": u["far_degraded"]})
     if r["verify"]:

@@ -18,7 +18,7 @@ from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.evaluate import folder_faces
 from siamese.gallery.recognize import METHODS, Recognizer, Svc, threshold_at_far
-from siamese.model.centre import Centring, centring
+from siamese.model.centre import AsNorm, Centring, centring, score_norm
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,10 @@ def evaluate_open_set(embedder, embeddings: np.ndarray, names, *, seed: int = 0,
     gi, gl = np.array([i for i, _ in gallery]), np.array([j for _, j in gallery])
     svc = Svc.fit(embeddings[gi], gl) if set(methods) & {"svc", "combined"} else None
     space = centring(embedder, purpose="recognize") if "centred" in methods else None
-    methods = [m for m in methods if m != "centred" or space is not None]  # a model without its centred space
-    rec = Recognizer(embedder, embeddings[gi], gl, known, svc=svc, shortlist=shortlist, space=space)
+    norm = score_norm(embedder) if "asnorm" in methods else None
+    # a model without its centred space / cohort: those methods' rows are left out
+    methods = [m for m in methods if (m != "centred" or space is not None) and (m != "asnorm" or norm is not None)]
+    rec = Recognizer(embedder, embeddings[gi], gl, known, svc=svc, shortlist=shortlist, space=space, norm=norm)
     truth, r4 = np.array(truth), lambda x: round(float(x), 4)
     results = {}
     for m in methods:
@@ -124,24 +126,30 @@ def halvings(names, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndar
 
 
 def open_set_halvings(embedder, embeddings: np.ndarray, names, splits, space: Centring | None = None,
-                      methods=("nn", "centred")) -> dict:
-    """{method: (halvings, 2) [top-1, DIR at FAR 1 %]} over `splits` (`halvings`) of `embeddings`
-    (n, D) faces of `names` (n,), each answered by the embedder's `Recognizer` over that halving's
-    gallery (method centred in `space`): top-1 is the share of known probes whose first name is
-    right, DIR the share named right with a score above the strangers' 99th percentile (the threshold
-    a perfect stranger calibration would set)."""
+                      methods=("nn", "centred"), norm: AsNorm | None = None,
+                      degraded: np.ndarray | None = None) -> dict:
+    """{method: (halvings, 2 or 3) [top-1, DIR at FAR 1 %(, degraded strangers accepted)]} over
+    `splits` (`halvings`) of `embeddings` (n, D) faces of `names` (n,), each answered by the
+    embedder's `Recognizer` over that halving's gallery (method centred in `space`, asnorm with
+    `norm`): top-1 is the share of known probes whose first name is right, DIR the share named right
+    with a score above the strangers' 99th percentile (the threshold a perfect stranger calibration
+    would set). With `degraded` ((n, D): a harder copy of each face), also the share of the strangers'
+    harder copies scoring above that threshold (the 1 % target's drift on harder photos)."""
     names = np.asarray(names)
     out = {m: [] for m in methods}
     for gallery, known, strangers in splits:
         labels, idx = np.unique(names[gallery], return_inverse=True)
-        rec = Recognizer(embedder, embeddings[gallery], idx, list(labels), space=space)
+        rec = Recognizer(embedder, embeddings[gallery], idx, list(labels), space=space, norm=norm)
         gnames = np.array(rec.names)
         for m in methods:
             lk, sk = rec.rank(embeddings[known], m, top=1)
             _, ss = rec.rank(embeddings[strangers], m, top=1)
             right = gnames[lk[:, 0]] == names[known]
             thr = np.quantile(ss[:, 0], 0.99)
-            out[m].append((right.mean(), (right & (sk[:, 0] > thr)).mean()))
+            row = [right.mean(), (right & (sk[:, 0] > thr)).mean()]
+            if degraded is not None:
+                row.append((rec.rank(degraded[strangers], m, top=1)[1][:, 0] > thr).mean())
+            out[m].append(row)
     return {m: np.array(v, np.float64) for m, v in out.items()}
 
 

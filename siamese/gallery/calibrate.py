@@ -20,7 +20,7 @@ from siamese.data.unseen import sample_refs, unseen_people
 from siamese.faces.detect import Face, YuNetDetector, central_face
 from siamese.gallery.recognize import Recognizer, Svc, unknown_thresholds
 from siamese.io.images import read_image
-from siamese.model.centre import centring
+from siamese.model.centre import centring, score_norm
 
 __all__ = ["degraded_embeddings", "impostors_from_lfw", "refresh"]
 
@@ -113,9 +113,11 @@ def refresh(gallery, embedder, far_target: float = 0.01, *, lfw_root=None, cache
     if len(names) >= 2:
         svc = Svc.fit(vectors, labels)
         gallery.set_classifier(rev, names, svc.coef, svc.intercept)
-    space = centring(embedder, purpose="recognize")  # method centred's threshold too, when the model has its space
-    rec = Recognizer(embedder, vectors, labels, names, svc=svc, space=space)
-    kinds = ("nn", *(("svc",) if svc else ()), *(("centred",) if space is not None else ()))
+    # methods centred's and asnorm's thresholds too, when the model has its centred space and cohort
+    space, norm = centring(embedder, purpose="recognize"), score_norm(embedder)
+    rec = Recognizer(embedder, vectors, labels, names, svc=svc, space=space, norm=norm)
+    kinds = ("nn", *(("svc",) if svc else ()), *(("centred",) if space is not None else ()),
+             *(("asnorm",) if norm is not None else ()))
     cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
            **unknown_thresholds(rec, imp, imp_names, far_target, kinds)}
     with gallery.transaction(bump=False):

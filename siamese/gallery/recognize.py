@@ -1,6 +1,6 @@
 """Who is this? Every face in a photo against the gallery: a name, or an honest "unknown".
 
-Four methods, all ending in `score >= threshold` (scores and decisions kept apart):
+Five methods, all ending in `score >= threshold` (scores and decisions kept apart):
 
 - "nn" (the distance method): a cosine shortlist of the `shortlist` nearest gallery embeddings,
   each scored by the Siamese head (P(same)); a person's score is their best. Score in [0, 1].
@@ -9,6 +9,11 @@ Four methods, all ending in `score >= threshold` (scores and decisions kept apar
   alike enrolled face. A stranger close to many faces (a hub) scores lower there than with the head,
   so more enrolled people are accepted at the same false-accept rate (docs/distill.md, "Centred
   acceptance for 1:N"). Needs a model whose cluster.json is centred, else "nn" is used.
+- "asnorm": a cosine shortlist of the `shortlist` nearest gallery embeddings, each cosine
+  AS-normalised against the model's cohort (`siamese.model.centre.AsNorm`: each face's own typical
+  cosine with strangers taken out); a person's score is their best; names ranked and accepted by it.
+  Unitless (0: as alike as a face and its typical stranger). Needs a model with a cohort (a centred
+  cluster.json), else "centred"'s fallback, "nn", is used.
 - "svc" (the FaceNet seed): a linear SVC one-vs-rest on the gallery embeddings; score is the top
   class's margin (unbounded; 0 = on the boundary). Needs two or more people, else "nn" is used.
 - "combined": the head's best score decides known-vs-unknown, the SVC picks the name.
@@ -42,14 +47,14 @@ from siamese.gallery.index import Index
 from siamese.io.draw import box_with_label
 from siamese.io.images import iter_images, list_images, write_image
 from siamese.io.names import UNKNOWN
-from siamese.model.centre import centring
+from siamese.model.centre import AsNorm, centring, score_norm
 
 __all__ = ["METHODS", "Match", "Recognizer", "Svc", "annotate", "calibrate", "load_recognizer", "recognize",
            "threshold_at_far", "unknown_thresholds"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("nn", "svc", "combined", "centred")
+METHODS = ("nn", "svc", "combined", "centred", "asnorm")
 
 
 @dataclass
@@ -87,20 +92,23 @@ class Recognizer:
     Args:
         embedder: `siamese.model.Embedder` (only `score` and `threshold` are used).
         vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
-        method: "nn", "svc", "combined" or "centred" (see the module doc).
+        method: "nn", "svc", "combined", "centred" or "asnorm" (see the module doc).
         svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
         thresholds: {"nn": head score, "svc": margin, "centred": centred cosine} from `calibrate`;
             missing "nn" falls back to the model's verification threshold, missing "svc" to margin 0
-            ("centred" has no fallback: `load_recognizer` uses "nn" when it cannot calibrate it).
+            "asnorm": AS-norm score ("centred" and "asnorm" have no fallback: `load_recognizer` uses
+            "nn" when it cannot calibrate them).
         space: the model's local centring (`siamese.model.centre.centring`), needed by "centred"
             (without it "nn" is used).
+        norm: the model's AS-norm (`siamese.model.centre.score_norm`), needed by "asnorm" (without it
+            "centred" is used, or "nn" without `space`).
         shortlist: gallery embeddings per query scored by the head.
         int8: `Index`'s 8-bit scan (None: from 50,000 embeddings).
     """
 
     def __init__(self, embedder, vectors, labels, names, *, method: str = "nn", svc: Svc | None = None,
                  thresholds: dict | None = None, shortlist: int = 32, int8: bool | None = None,
-                 space=None):
+                 space=None, norm: AsNorm | None = None):
         if method not in METHODS:
             raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
         self.embedder, self.names = embedder, list(names)
@@ -110,20 +118,26 @@ class Recognizer:
             if self.names:
                 log.warning("method %s needs two or more people in the gallery: using nn", method)
             method = "nn"
+        if method == "asnorm" and norm is None:  # a model without a cohort
+            log.info("method asnorm needs a model with a cohort (a locally centred cluster.json): using %s",
+                     "centred" if space is not None else "nn")
+            method = "centred"
         if method == "centred" and space is None:  # a model fitted in the plain space only: its head decides
             log.info("method centred needs a model whose cluster.json is locally centred: using nn")
             method = "nn"
         if method in ("svc", "combined") and svc is None:
             svc = Svc.fit(self.index.vectors, self.labels)
-        self.method, self.svc, self.space = method, svc, space
+        self.method, self.svc, self.space, self.norm = method, svc, space, norm
+        self._norm_stats = None  # (N, 2) AS-norm stats of the gallery's faces, NaN until a query needs them
         self._centred = None  # {label: its enrolled faces in the centred space}, filled as candidates come up
         self.thresholds = {"nn": float(embedder.threshold), "svc": 0.0, **(thresholds or {})}
         self.calibration: dict | None = None  # set by load_recognizer: where the thresholds came from
 
     def rank(self, queries: np.ndarray, kind: str = "nn", top: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """The `top` people for each query, best first: (labels (n, top) int64, -1 padded;
-        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc"; "centred" ranks as
-        "nn" and puts the first person's centred cosine in the first column)."""
+        scores (n, top) float32: head P(same) for "nn", SVC margin for "svc", AS-norm score for
+        "asnorm"; "centred" ranks as "nn" and puts the first person's centred cosine in the first
+        column)."""
         q = np.atleast_2d(np.asarray(queries, np.float32))
         if kind == "centred":  # the head's names, each scored by the centred cosine to its best face
             lab, s = self.rank(q, "nn", top)
@@ -136,11 +150,16 @@ class Recognizer:
             out_l[:, :lab.shape[1]], out_s[:, :lab.shape[1]] = lab, np.take_along_axis(d, lab, 1)
             return out_l, out_s
         n, k = len(q), self.shortlist
-        rows, _ = self.index.search(q, k)
+        if not len(self.index.vectors):  # nobody enrolled: no candidates
+            return np.full((n, top), -1), np.full((n, top), -np.inf, np.float32)
+        rows, cos = self.index.search(q, k)
         ok = rows >= 0
-        b = self.index.vectors[np.where(ok, rows, 0)].reshape(-1, q.shape[1])
-        s = (self.embedder.score(np.repeat(q, k, axis=0), b).reshape(n, k) if n and ok.any()
-             else np.zeros((n, k), np.float32))
+        if kind == "asnorm":
+            s = AsNorm.score(cos, self.norm.stats(q)[:, None], self._gallery_stats(rows)) if n else cos
+        else:
+            b = self.index.vectors[np.where(ok, rows, 0)].reshape(-1, q.shape[1])
+            s = (self.embedder.score(np.repeat(q, k, axis=0), b).reshape(n, k) if n and ok.any()
+                 else np.zeros((n, k), np.float32))
         s = np.where(ok, s, -np.inf).astype(np.float32)
         lab = np.where(ok, self.labels[np.where(ok, rows, 0)], -1)
         order = np.argsort(-s, axis=1, kind="stable")
@@ -152,11 +171,21 @@ class Recognizer:
             out_l[i, :len(first)], out_s[i, :len(first)] = lab[i, first], s[i, first]
         return out_l, out_s
 
+    def _gallery_stats(self, rows: np.ndarray) -> np.ndarray:
+        """(*rows.shape, 2) AS-norm stats of the gallery faces at `rows` (-1: any), each face's
+        computed once, when a query first needs it (a million-face gallery is never scanned whole)."""
+        if self._norm_stats is None:
+            self._norm_stats = np.full((len(self.index.vectors), 2), np.nan, np.float32)
+        need = np.unique(rows[rows >= 0])
+        need = need[np.isnan(self._norm_stats[need, 0])]
+        if len(need):
+            self._norm_stats[need] = self.norm.stats(self.index.vectors[need])
+        return self._norm_stats[np.where(rows >= 0, rows, 0)]
+
     @property
     def threshold(self) -> float:
         """The accept threshold of this recognizer's method (its score's scale: see METHODS)."""
-        return float(self.thresholds["centred" if self.method == "centred" else "svc" if self.method == "svc"
-                                     else "nn"])
+        return float(self.thresholds[self.method if self.method in ("centred", "svc", "asnorm") else "nn"])
 
     def _centred_accept(self, q: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n,) float32: the centred cosine of each query with the most alike enrolled face of its
@@ -179,7 +208,7 @@ class Recognizer:
         if method == "centred":
             lab, s = self.rank(queries, "centred")
             return lab, s[:, 0]
-        lab, s = self.rank(queries, "svc" if method == "svc" else "nn")
+        lab, s = self.rank(queries, method if method in ("svc", "asnorm") else "nn")
         if method == "combined":
             return self.rank(queries, "svc")[0], s[:, 0]
         return lab, s[:, 0]
@@ -212,7 +241,7 @@ def unknown_thresholds(recognizer: Recognizer, impostors: np.ndarray, impostor_n
     return {k: calibrate(recognizer, impostors[keep], far_target, k) for k in kinds}
 
 
-def load_recognizer(gallery, embedder, method: str = "centred", far_target: float = 0.01,
+def load_recognizer(gallery, embedder, method: str = "asnorm", far_target: float = 0.01,
                     shortlist: int = 32) -> Recognizer:
     """A `Recognizer` over the gallery's current snapshot. Reads only: the stored SVC when it
     fits this revision (else one fitted in memory), the stored calibration when it fits this
@@ -233,13 +262,16 @@ def load_recognizer(gallery, embedder, method: str = "centred", far_target: floa
             log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
                      "calibrate` stores it)", gallery.path)
             svc = Svc.fit(vectors, labels)
-    space = centring(embedder, purpose="recognize") if method == "centred" else None
-    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space)
-    kinds = ("nn", "svc") if svc is not None else ("nn", "centred") if rec.method == "centred" else ("nn",)
+    space = centring(embedder, purpose="recognize") if method in ("centred", "asnorm") else None
+    norm = score_norm(embedder) if method == "asnorm" else None
+    rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space,
+                     norm=norm)
+    kinds = ("nn", "svc") if svc is not None else ("nn", rec.method) if rec.method in ("centred", "asnorm") else ("nn",)
     cal = gallery.get("calibration")
     if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
                              and all(k in cal for k in kinds)
-                             and (rec.method != "centred" or space.matches(cal["centred"]))):
+                             and (rec.method != "centred" or space.matches(cal["centred"]))
+                             and (rec.method != "asnorm" or norm.matches(cal["asnorm"]))):
         imp, imp_names = gallery.impostors()
         if len(imp):
             cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),
@@ -249,7 +281,7 @@ def load_recognizer(gallery, embedder, method: str = "centred", far_target: floa
                         "accepts more strangers — run `siamese gallery calibrate`", gallery.path,
                         embedder.threshold)
             cal = None
-            if rec.method == "centred":  # its threshold has nothing to be set on: the head's stands
+            if rec.method in ("centred", "asnorm"):  # its threshold has nothing to be set on: the head's stands
                 rec.method = "nn"
     rec.thresholds.update({k: cal[k]["threshold"] for k in kinds if cal and k in cal})
     rec.calibration = cal if len(vectors) else None
@@ -371,7 +403,7 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
         recognizer: the gallery to calibrate.
         impostors: (m, D) embeddings of faces of people not in the gallery (one per person).
         far_target: the share of such people that may be wrongly accepted, e.g. 0.01.
-        kind: "nn" (head score), "svc" (margin) or "centred" (centred cosine).
+        kind: "nn" (head score), "svc" (margin), "centred" (centred cosine) or "asnorm" (AS-norm score).
 
     Returns:
         {"threshold", "far_target", "far_measured" (on these impostors), "impostors" (m),
@@ -386,4 +418,5 @@ def calibrate(recognizer: Recognizer, impostors: np.ndarray, far_target: float =
     return {"threshold": thr, "far_target": far_target,
             "far_measured": round(float((scores[:, 0] >= thr).mean()), 4),
             "impostors": int(len(impostors)), "gallery_people": len(recognizer.names),
-            **(recognizer.space.identity if kind == "centred" else {})}
+            **(recognizer.space.identity if kind == "centred" else recognizer.norm.identity if kind == "asnorm"
+               else {})}

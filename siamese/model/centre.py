@@ -1,4 +1,6 @@
-"""Local centring: the space the cosine-linkage clusterings (agglomerative, average), "may be one
+"""Local centring, and AS-norm: what a model's cohort of training faces is used for.
+
+Local centring: the space the cosine-linkage clusterings (agglomerative, average), "may be one
 person" and 1:N's `centred` acceptance compare faces in, for models whose cluster.json asks for it
 (fitted by `siamese calibrate MODEL fit=[cluster]`). NumPy only.
 
@@ -11,13 +13,21 @@ was (localized centring, Hara et al., AAAI 2015). One face at a time: it depends
 never on the other faces being clustered, so a folder's result does not change with what else is
 in it. Cost: one (n, cohort) product; 2.45 s per 100,000 faces against a 1,000-face cohort on
 2 cores (docs/scale.md).
+
+AS-norm (adaptive symmetric score normalisation, `AsNorm`): 1:N's method `asnorm` scores a face q
+against an enrolled face g by their plain cosine s made comparable across faces,
+0.5 * ((s - mu_q) / sd_q + (s - mu_g) / sd_g), mu and sd the mean and spread of each face's K highest
+cosines with the same cohort: a face near many strangers (or an enrolled hub) needs a higher cosine to
+score as high (docs/distill.md, "Adaptive score normalisation for 1:N").
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Centring", "centring", "local_centre"]
+__all__ = ["ASNORM_K", "AsNorm", "Centring", "centring", "local_centre", "score_norm"]
+
+ASNORM_K = 100  # cohort cosines per face that AS-norm takes mean and spread from (docs/distill.md)
 
 
 def local_centre(emb: np.ndarray, cohort: np.ndarray, k: int = 20, gamma: float = 0.5,
@@ -108,3 +118,60 @@ def centring(embedder, cal: dict | None = None, purpose: str = "cluster") -> Cen
     if purpose == "recognize" and spec.get("recognize"):  # 1:N acceptance's own k and gamma, when fitted
         k, gamma = spec["recognize"]["k"], spec["recognize"]["gamma"]
     return Centring(embedder.cluster_cohort(digest), k, gamma, digest)
+
+
+class AsNorm:
+    """AS-norm against a model's cohort: `stats` of faces, then `score` of face pairs.
+
+    Args:
+        cohort: (m, D) unit embeddings of people the faces are not of; k: the top cohort cosines per
+            face (k <= m). digest: the cohort file's SHA-256 (what a calibration with it records).
+    """
+
+    def __init__(self, cohort: np.ndarray, k: int = ASNORM_K, digest: str | None = None):
+        self.cohort, self.k, self.digest = np.asarray(cohort, np.float32), int(k), digest
+        if not 0 < self.k <= len(self.cohort):
+            raise ValueError(f"AS-norm with k = {k} cohort cosines, but the cohort has {len(self.cohort)} faces")
+
+    @property
+    def identity(self) -> dict:
+        """{"cohort": SHA-256, "asnorm_k"}: what a threshold calibrated with this normalisation is stored with."""
+        return {"cohort": self.digest, "asnorm_k": self.k}
+
+    def matches(self, stored: dict) -> bool:
+        """Whether `stored` (a calibration's record, `identity`) was made with this very normalisation."""
+        return all(stored.get(key) == value for key, value in self.identity.items())
+
+    def stats(self, emb: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """(n, 2) float32 [mean, spread] of each of (n, D) unit embeddings' k highest cohort cosines
+        (the spread floored at 1e-6)."""
+        emb = np.asarray(emb, np.float32).reshape(-1, self.cohort.shape[1])
+        out = np.empty((len(emb), 2), np.float32)
+        for i in range(0, len(emb), chunk):
+            s = emb[i:i + chunk] @ self.cohort.T
+            top = np.partition(s, s.shape[1] - self.k, axis=1)[:, s.shape[1] - self.k:]
+            out[i:i + chunk, 0], out[i:i + chunk, 1] = top.mean(1), np.maximum(top.std(1), 1e-6)
+        return out
+
+    @staticmethod
+    def score(cos: np.ndarray, q_stats: np.ndarray, g_stats: np.ndarray) -> np.ndarray:
+        """AS-norm scores of cosines `cos` (any shape) between faces with `stats` q_stats and g_stats
+        (the same shape plus a last axis of 2): unitless, 0 where both faces' cohorts sit on average."""
+        return 0.5 * ((cos - q_stats[..., 0]) / q_stats[..., 1] + (cos - g_stats[..., 0]) / g_stats[..., 1])
+
+
+def score_norm(embedder, cal: dict | None = None, k: int = ASNORM_K) -> AsNorm | None:
+    """The model's AS-norm (against its clustering cohort, `k` top cosines), when its cluster.json has a
+    cohort (a locally centred model: "centre"."cohort"), else None.
+
+    Raises:
+        ValueError: cluster.json names a cohort file that is missing or another one.
+    """
+    if cal is None:
+        read = getattr(embedder, "calibration", None)
+        cal = read("cluster.json") if read else None
+    spec = (cal or {}).get("centre")
+    if not spec:
+        return None
+    digest = spec["cohort"]["sha256"]
+    return AsNorm(embedder.cluster_cohort(digest), k, digest)
