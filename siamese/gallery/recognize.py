@@ -94,15 +94,16 @@ class Recognizer:
         vectors, labels, names: (N, D) gallery embeddings, (N,) int label into `names`.
         method: "nn", "svc", "combined", "centred" or "asnorm" (see the module doc).
         svc: the fitted `Svc`, needed by "svc" and "combined" (fitted here if None).
-        thresholds: {"nn": head score, "svc": margin, "centred": centred cosine} from `calibrate`;
-            missing "nn" falls back to the model's verification threshold, missing "svc" to margin 0
-            "asnorm": AS-norm score ("centred" and "asnorm" have no fallback: `load_recognizer` uses
-            "nn" when it cannot calibrate them).
+        thresholds: {"nn": head score, "svc": margin, "centred": centred cosine, "asnorm": AS-norm
+            score} from `calibrate`; missing "nn" falls back to the model's verification threshold,
+            missing "svc" to margin 0 ("centred" and "asnorm" have no fallback: `load_recognizer`
+            uses "nn" when it cannot calibrate them).
         space: the model's local centring (`siamese.model.centre.centring`), needed by "centred"
             (without it "nn" is used).
         norm: the model's AS-norm (`siamese.model.centre.score_norm`), needed by "asnorm" (without it
             "centred" is used, or "nn" without `space`).
-        shortlist: gallery embeddings per query scored by the head.
+        shortlist: gallery embeddings per query (the cosine's nearest) scored by the head ("nn") or
+            by AS-norm ("asnorm").
         int8: `Index`'s 8-bit scan (None: from 50,000 embeddings).
     """
 
@@ -155,6 +156,8 @@ class Recognizer:
         rows, cos = self.index.search(q, k)
         ok = rows >= 0
         if kind == "asnorm":
+            if self.norm is None:
+                raise ValueError("ranking by asnorm needs the model's AS-norm (norm=score_norm(embedder))")
             s = AsNorm.score(cos, self.norm.stats(q)[:, None], self._gallery_stats(rows)) if n else cos
         else:
             b = self.index.vectors[np.where(ok, rows, 0)].reshape(-1, q.shape[1])

@@ -107,10 +107,7 @@ def centring(embedder, cal: dict | None = None, purpose: str = "cluster") -> Cen
     Raises:
         ValueError: cluster.json names a cohort file that is missing or another one.
     """
-    if cal is None:  # an embedder without calibrations (a test's stand-in) has no centred space
-        read = getattr(embedder, "calibration", None)
-        cal = read("cluster.json") if read else None
-    spec = (cal or {}).get("centre")
+    spec = _centre_spec(embedder, cal)
     if not spec:
         return None
     digest = spec["cohort"]["sha256"]
@@ -156,7 +153,8 @@ class AsNorm:
     @staticmethod
     def score(cos: np.ndarray, q_stats: np.ndarray, g_stats: np.ndarray) -> np.ndarray:
         """AS-norm scores of cosines `cos` (any shape) between faces with `stats` q_stats and g_stats
-        (the same shape plus a last axis of 2): unitless, 0 where both faces' cohorts sit on average."""
+        (each broadcastable to cos's shape, plus a last axis of 2): unitless, 0 where both faces'
+        cohorts sit on average."""
         return 0.5 * ((cos - q_stats[..., 0]) / q_stats[..., 1] + (cos - g_stats[..., 0]) / g_stats[..., 1])
 
 
@@ -167,11 +165,16 @@ def score_norm(embedder, cal: dict | None = None, k: int = ASNORM_K) -> AsNorm |
     Raises:
         ValueError: cluster.json names a cohort file that is missing or another one.
     """
-    if cal is None:
-        read = getattr(embedder, "calibration", None)
-        cal = read("cluster.json") if read else None
-    spec = (cal or {}).get("centre")
+    spec = _centre_spec(embedder, cal)
     if not spec:
         return None
     digest = spec["cohort"]["sha256"]
     return AsNorm(embedder.cluster_cohort(digest), k, digest)
+
+
+def _centre_spec(embedder, cal: dict | None) -> dict | None:
+    """cluster.json's "centre" (its cohort, k, gamma, 1:N's own), or None: a model without a cohort."""
+    if cal is None:  # an embedder without calibrations (a test's stand-in) has none
+        read = getattr(embedder, "calibration", None)
+        cal = read("cluster.json") if read else None
+    return (cal or {}).get("centre") or None
