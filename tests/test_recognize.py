@@ -11,8 +11,9 @@ from siamese.eval.openset import evaluate_open_set
 from siamese.gallery.calibrate import refresh
 from siamese.gallery.enrol import import_folder
 from siamese.gallery.index import Index
-from siamese.gallery.recognize import Recognizer, Svc, calibrate, load_recognizer, recognize, threshold_at_far
+from siamese.gallery.recognize import Recognizer, calibrate, load_recognizer, recognize, threshold_at_far
 from siamese.gallery.store import Gallery
+from siamese.gallery.svc import Svc
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW
 from siamese.data.unseen import unseen_people
 from siamese.eval.evaluate import folder_faces
-from siamese.gallery.recognize import METHODS, Recognizer, Svc, threshold_at_far
+from siamese.gallery.recognize import METHODS, Recognizer, threshold_at_far
+from siamese.gallery.svc import Svc
 from siamese.model.centre import AsNorm, Centring, centring, score_norm
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,9 @@ from siamese.gallery.calibrate import impostors_from_lfw, refresh
 from siamese.gallery.enrol import add_images, add_video, enroll, import_folder, reembed
 from siamese.gallery.index import Index
 from siamese.gallery.legacy import import_enrolled, legacy_people
-from siamese.gallery.recognize import METHODS, Match, Recognizer, Svc, load_recognizer, recognize
+from siamese.gallery.recognize import METHODS, Match, Recognizer, load_recognizer, recognize
 from siamese.gallery.store import Gallery, GalleryError, ModelMismatch
+from siamese.gallery.svc import Svc
 
 __all__ = ["METHODS", "Gallery", "GalleryError", "Index", "Match", "ModelMismatch", "Recognizer", "Svc",
            "add_images", "add_video", "enroll", "import_enrolled", "import_folder", "impostors_from_lfw",

@@ -18,7 +18,8 @@ from siamese.data.degrade import KINDS, degrade
 from siamese.data.lfw import LFW, DatasetError
 from siamese.data.unseen import sample_refs, unseen_people
 from siamese.faces.detect import Face, YuNetDetector, central_face
-from siamese.gallery.recognize import Recognizer, Svc, unknown_thresholds
+from siamese.gallery.recognize import Recognizer, unknown_thresholds
+from siamese.gallery.svc import Svc
 from siamese.io.images import read_image
 from siamese.model.centre import centring, score_norm
 
