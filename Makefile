@@ -143,7 +143,7 @@ student-candidate: venv ## the new-student rule (docs/distill.md): RUN's network
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	test -d "$(CANDIDATE)/export" || $(SIAMESE) export "$(RUN)" formats=[onnx] out="$(CANDIDATE)/export"
 	test -d "$(CANDIDATE)/rounded" || $(PY) tools/round_weights.py "$(CANDIDATE)/export" "$(CANDIDATE)/rounded" --bits $(or $(BITS),10)
-	test -e "$(CANDIDATE)/ensemble/MODEL_CARD.md" || $(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]' overwrite=true
+	test -e "$(CANDIDATE)/ensemble/cluster.json" || $(SIAMESE) ensemble "$(CANDIDATE)/ensemble" 'models=[siamese/assets/default_model/members/1-lfw_only,$(CANDIDATE)/rounded]' overwrite=true
 	$(PY) tools/val_pairs.py default "$(CANDIDATE)/ensemble"
 	$(PY) tools/cluster_threshold_split.py default "$(CANDIDATE)/ensemble"
 

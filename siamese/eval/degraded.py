@@ -91,7 +91,7 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
     mixed_thr = calibrate(rec, np.concatenate([f["clean"][cal_i], f["degraded"][cal_i]]), far_target)["threshold"]
     _, s_deg = rec.rank(f["degraded"][test_i], top=1)
     _, s_clean = rec.rank(f["clean"][test_i], top=1)
-    centred = {}
+    by_method = {}
     # `siamese recognize`'s default method (asnorm) and the one before it (centred), on clean impostors
     space, norm = centring(embedder, purpose="recognize"), score_norm(embedder)
     for kind, ok in (("centred", space is not None), ("asnorm", norm is not None)):
@@ -100,10 +100,10 @@ def _unknown(embedder, f: dict, far_target: float, rng: np.random.Generator) -> 
         rc = Recognizer(embedder, f["clean"][gi], np.arange(len(gi)), list(g), method=kind, space=space, norm=norm)
         thr = calibrate(rc, f["clean"][cal_i], far_target, kind)["threshold"]
         c_clean, c_deg = (rc.rank(f[w][test_i], kind, top=1)[1][:, 0] for w in ("clean", "degraded"))
-        centred[f"{kind}_calibration"] = {"threshold": round(thr, 4),
-                                          "far_clean": round(float((c_clean >= thr).mean()), 4),
-                                          "far_degraded": round(float((c_deg >= thr).mean()), 4)}
-    return {"target": far_target, "strangers": len(test_i), **centred,
+        by_method[f"{kind}_calibration"] = {"threshold": round(thr, 4),
+                                            "far_clean": round(float((c_clean >= thr).mean()), 4),
+                                            "far_degraded": round(float((c_deg >= thr).mean()), 4)}
+    return {"target": far_target, "strangers": len(test_i), **by_method,
             "clean_calibration": {"threshold": round(clean_thr, 4),
                                   "far_clean": round(float((s_clean[:, 0] >= clean_thr).mean()), 4),
                                   "far_degraded": round(float((s_deg[:, 0] >= clean_thr).mean()), 4)},
