@@ -53,6 +53,7 @@ def test_val_pairs_scores_every_model_on_the_runs_validation_split(full_cache, l
                           "--lfw", str(lfw_root)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "580 faces of 118 validation people, 2000 pairs" in out.stdout
+    assert "| head_accuracy | head_auc |" in out.stdout  # the same pairs by each model's own pair score
     rows = dict(re.findall(r"^\| (default|distilled) +\| ([0-9.]+) ", out.stdout, re.M))
     assert set(rows) == {"default", "distilled"}
     assert all(0.85 <= float(v) <= 1.0 for v in rows.values())

@@ -8,7 +8,9 @@ Each model embeds the 580 validation faces its own way (`Embedder.prepare`, mirr
 pair's score is the cosine of its two embeddings, and the accuracy is at the threshold best for
 these pairs (`siamese.eval.metrics.best_threshold`): an upper bound of each model's own, the same
 for all. (A training run's `best_val_acc` is the trainer's figure at its epoch end, without the
-mirror: close, not identical.)
+mirror: close, not identical.) The last two columns score the same pairs by the model's own pair
+score instead (`Embedder.score`: its head; an ensemble's members' mean head), what `siamese
+evaluate`, `/v1/verify` with two photos and method nn use.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ def main() -> None:
         emb = model.embed(model.prepare(images))
         s = (emb[idx[:, 0]] * emb[idx[:, 1]]).sum(1)
         threshold, accuracy = best_threshold(s, same)
+        h = model.score(emb[idx[:, 0]], emb[idx[:, 1]])
         rows.append({"model": path, "val_accuracy": round(accuracy, 4), "at": round(threshold, 3),
-                     "val_auc": round(float(roc_auc_score(same, s)), 4)})
+                     "val_auc": round(float(roc_auc_score(same, s)), 4),
+                     "head_accuracy": round(best_threshold(h, same)[1], 4),
+                     "head_auc": round(float(roc_auc_score(same, h)), 4)})
     print(f"{len(images)} faces of {len(val_faces.names)} validation people, {len(same)} pairs")
     print(table(rows))
 
