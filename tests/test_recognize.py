@@ -141,9 +141,10 @@ def test_recognizing_never_writes_the_gallery(gallery, samples, yunet, embedder)
     gallery.close()
     before = path.read_bytes()
     with Gallery(path, create=False) as g:
-        for method in ("nn", "svc", "combined", "centred", "asnorm"):
-            for far in (0.01, 0.05):
-                recognize(samples / "knn_examples" / "test", load_recognizer(g, embedder, method, far), yunet)
+        # every method reads; another far_target than the stored one is measured again in memory, not stored
+        for method, far in [(m, 0.01) for m in ("nn", "svc", "combined", "centred", "asnorm")] + [("asnorm", 0.05),
+                                                                                                 ("nn", 0.05)]:
+            recognize(samples / "knn_examples" / "test", load_recognizer(g, embedder, method, far), yunet)
     assert path.read_bytes() == before
 
 
