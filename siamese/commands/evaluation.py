@@ -133,7 +133,9 @@ def openset(cfg: DictConfig) -> dict:
           f"{r['known_probes']} known probes, {r['unknown_test']} unknown people tested "
           f"(+{r['unknown_calibration']} calibrating), seed {r['seed']}")
     cols = list(max(r["methods"].values(), key=len))  # svc has no model-threshold columns
-    print(table([{"method": m, **v} for m, v in r["methods"].items()], ["method", *cols]))
+    print(table([{"method": f"{m} *" if m == cfg.method else m, **v} for m, v in r["methods"].items()],
+                ["method", *cols]))
+    print(f"* the method `siamese recognize` uses (method={cfg.method})")
     out = output_dir(cfg) / "open_set.json"
     atomic_write_text(out, json.dumps(r, indent=2))
     print(f"-> {out}")
