@@ -237,16 +237,17 @@ def load_recognizer(gallery, embedder, method: str = "asnorm", far_target: float
             log.info("%s changed since its SVC was fitted: fitting one in memory (`siamese gallery "
                      "calibrate` stores it)", gallery.path)
             svc = Svc.fit(vectors, labels)
-    space = centring(embedder, purpose="recognize") if method in ("centred", "asnorm") else None
+    # both come from cluster.json's cohort: a model without one has neither (and recognizes by nn)
+    space = centring(embedder, purpose="recognize") if method == "centred" else None
     norm = score_norm(embedder) if method == "asnorm" else None
     rec = Recognizer(embedder, vectors, labels, names, method=method, svc=svc, shortlist=shortlist, space=space,
                      norm=norm)
-    kinds = ("nn", "svc") if svc is not None else ("nn", rec.method) if rec.method in ("centred", "asnorm") else ("nn",)
+    cohort_scored = {"centred": space, "asnorm": norm}.get(rec.method)  # its thresholds hold in that space only
+    kinds = ("nn", "svc") if svc is not None else ("nn", rec.method) if cohort_scored else ("nn",)
     cal = gallery.get("calibration")
     if len(vectors) and not (cal and cal.get("revision") == rev and cal.get("far_target") == far_target
                              and all(k in cal for k in kinds)
-                             and (rec.method != "centred" or space.matches(cal["centred"]))
-                             and (rec.method != "asnorm" or norm.matches(cal["asnorm"]))):
+                             and (cohort_scored is None or cohort_scored.matches(cal[rec.method]))):
         imp, imp_names = gallery.impostors()
         if len(imp):
             cal = {"revision": rev, "far_target": far_target, "source": gallery.get("impostor_source"),

@@ -56,7 +56,17 @@ def local_centre(emb: np.ndarray, cohort: np.ndarray, k: int = 20, gamma: float 
     return out
 
 
-class Centring:
+class _CohortSpace:
+    """What a calibration made with a cohort-based score records (`identity`) and checks (`matches`)."""
+
+    identity: dict
+
+    def matches(self, stored: dict) -> bool:
+        """Whether `stored` (a calibration's record, `identity`) was made in this very space."""
+        return all(stored.get(key) == value for key, value in self.identity.items())
+
+
+class Centring(_CohortSpace):
     """A model's local centring (`local_centre` with its cohort, k and gamma), for items that each
     stand for one or more faces.
 
@@ -73,10 +83,6 @@ class Centring:
     def identity(self) -> dict:
         """{"cohort": SHA-256, "k", "gamma"}: what a threshold calibrated in this space is stored with."""
         return {"cohort": self.digest, "k": self.k, "gamma": self.gamma}
-
-    def matches(self, stored: dict) -> bool:
-        """Whether `stored` (a calibration's record, `identity`) was made in this very space."""
-        return all(stored.get(key) == value for key, value in self.identity.items())
 
     def __call__(self, emb: np.ndarray) -> np.ndarray:
         """(n, D) unit vectors in the centred space of (n, D) unit embeddings."""
@@ -117,7 +123,7 @@ def centring(embedder, cal: dict | None = None, purpose: str = "cluster") -> Cen
     return Centring(embedder.cluster_cohort(digest), k, gamma, digest)
 
 
-class AsNorm:
+class AsNorm(_CohortSpace):
     """AS-norm against a model's cohort: `stats` of faces, then `score` of face pairs.
 
     Args:
@@ -134,10 +140,6 @@ class AsNorm:
     def identity(self) -> dict:
         """{"cohort": SHA-256, "asnorm_k"}: what a threshold calibrated with this normalisation is stored with."""
         return {"cohort": self.digest, "asnorm_k": self.k}
-
-    def matches(self, stored: dict) -> bool:
-        """Whether `stored` (a calibration's record, `identity`) was made with this very normalisation."""
-        return all(stored.get(key) == value for key, value in self.identity.items())
 
     def stats(self, emb: np.ndarray, chunk: int = 8192) -> np.ndarray:
         """(n, 2) float32 [mean, spread] of each of (n, D) unit embeddings' k highest cohort cosines
