@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--lfw", default=None, help="the LFW copy (default: LFW_ROOT, data/lfw, ../shared/datasets/lfw)")
     ap.add_argument("--cache", default=str(lfw_cache("data/cache")), help="the aligned LFW face cache")
     ap.add_argument("--halvings", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0, help="the halvings' seed (other halvings of the same people)")
     ap.add_argument("--gammas", type=float, nargs="*", default=[], help="also method centred at these gammas")
     ap.add_argument("--k", type=int, nargs="*", default=None, help="with --gammas: these k (default: the model's)")
     ap.add_argument("--asnorm-k", type=int, nargs="*", default=[], help="also method asnorm with these K")
@@ -60,7 +61,7 @@ def main() -> None:
         people0 = people
         emb, names, hard = validation_embeddings(model, people, args.lfw, cache_dir=args.cache, degraded=args.degraded)
         space, norm = centring(model, purpose="recognize"), score_norm(model)
-        splits = halvings(names, args.halvings)
+        splits = halvings(names, args.halvings, args.seed)
 
         methods = ("nn", "centred", "asnorm") if space is not None else ("nn",)
         res = open_set_halvings(model, emb, names, splits, space, methods, norm=norm, degraded=hard)
