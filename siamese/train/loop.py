@@ -1,11 +1,13 @@
 """The work between epochs: hard negatives, validation, checkpoints, early stopping.
 
-Every epoch saves the whole training state (`last.keras`, optimizer included, then `state.json`,
-which is what says the epoch is complete), so a killed run resumes at the last finished epoch.
+Every epoch saves the whole training state (`last.keras`, optimizer included, its row of
+`log.csv`, then `state.json`, which is what says the epoch is complete), so a killed run resumes at
+the last finished epoch with every finished epoch logged once.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ from siamese.io.files import atomic_write_text
 from siamese.model.networks import embed, pair_scores
 from siamese.train.batches import PairBatches
 
-__all__ = ["Loop", "save", "should_stop"]
+__all__ = ["Loop", "log_row", "save", "should_stop", "trim_log"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class Loop(keras.callbacks.Callback):
             self._checkpoint("best.keras")
         self._checkpoint("last.keras")
         if self.writes:  # state.json last: it is what says the epoch is complete.
+            log_row(self.run_dir / "log.csv", epoch, logs)
             atomic_write_text(self.run_dir / "state.json", json.dumps(st, indent=2))
         log.info("epoch %d: val_acc %.4f auc %.4f loss %.4f (best %.4f @ %d) %.0f s", epoch + 1, acc,
                  logs["val_auc"], logs["val_loss"], st["best_val_acc"], st["best_epoch"], seconds)
@@ -94,6 +97,40 @@ def should_stop(state: dict, tc) -> bool:
     `early_stop_after` of the schedule on (the cosine LR's late epochs bring most gains)."""
     start = int(np.ceil(tc.early_stop_after * tc.epochs))
     return state["epoch"] - max(state.get("best_epoch", 0), start) >= tc.patience
+
+
+def log_row(path: Path, epoch: int, logs: dict) -> None:
+    """Append epoch `epoch`'s (0-based) metrics to the run's log.csv, header first when the file
+    is new: columns `epoch` then the metric names sorted, as Keras's CSVLogger writes them."""
+    new = not path.exists() or path.stat().st_size == 0
+    if new:
+        fields = ["epoch", *sorted(logs)]
+    else:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f), None) or ["epoch", *sorted(logs)]
+    row = {"epoch": epoch, **{k: float(np.asarray(v)) for k, v in logs.items()}}
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def trim_log(path: Path, epochs: int) -> None:
+    """Keep only the rows of the first `epochs` epochs (the ones state.json says are complete):
+    a run killed between writing an epoch's row and its state.json logs that epoch again when
+    it resumes. Rewritten atomically; a missing file is left missing."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or all(int(r[0]) < epochs for r in rows[1:] if r):
+        return
+    kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) < epochs)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
 
 
 def save(model, path: Path) -> None:

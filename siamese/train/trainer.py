@@ -229,7 +229,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     # Keras (and with it TensorFlow) only once training starts: the package imports without it.
     from siamese.train.batches import PairBatches
-    from siamese.train.loop import Loop, should_stop
+    from siamese.train.loop import Loop, should_stop, trim_log
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -261,9 +261,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
                        workers=tc.get("workers", 1), outputs=outputs, part=dist.part, views_p=views_p)
-    callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]
+    callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]  # it writes log.csv too
     if dist.writes:
-        callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=True))
+        trim_log(run_dir / "log.csv", state["epoch"])
     if dist.writes and keras.config.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     if not (state.get("finished") or state["epoch"] >= tc.epochs or should_stop(state, tc)):
