@@ -116,7 +116,6 @@ def test_train_then_resume_after_a_kill(tmp_path, tiny_cache):
     assert p.returncode == 2 and "other model settings" in out
 
 
-@pytest.mark.slow  # ~20 s of subprocess training: `make test-slow`, and CI
 def test_a_kill_between_an_epochs_log_row_and_its_state_logs_it_once(tmp_path):
     # The row is written before state.json; a run killed between the two resumes at that epoch,
     # and the trainer drops the row of the epoch it is about to run again.
@@ -136,6 +135,7 @@ def test_a_kill_between_an_epochs_log_row_and_its_state_logs_it_once(tmp_path):
     assert [(r["epoch"], float(r["loss"]), float(r["val_acc"])) for r in rows] == [("0", 3.0, 0.5), ("1", 1.5, 0.7)]
 
 
+@pytest.mark.slow  # ~20 s of subprocess training: `make test-slow`, and CI
 def test_unrestricted_protocol_trains_without_the_test_folds_people(tmp_path, lfw_root):
     # A cache holding 150 people of the other folds and 60 of fold 2's pairs, then one smoke fold.
     from siamese.data import cache
