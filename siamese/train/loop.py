@@ -8,6 +8,7 @@ the last finished epoch with every finished epoch logged once.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -126,11 +127,9 @@ def trim_log(path: Path, epochs: int) -> None:
         rows = list(csv.reader(f))
     if not rows or all(int(r[0]) < epochs for r in rows[1:] if r):
         return
-    kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) < epochs)]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, path)
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows([rows[0], *(r for r in rows[1:] if r and int(r[0]) < epochs)])
+    atomic_write_text(path, out.getvalue())
 
 
 def save(model, path: Path) -> None:
