@@ -51,6 +51,23 @@ def test_local_centring_undoes_hubs_that_merge_people():
     assert plain < 0.95 and centred > plain + 0.04, (plain, centred)
 
 
+def test_the_centring_and_its_gamma_are_chosen_on_held_out_people():
+    from siamese.eval.calibration import choose_centring, held_out_clustering
+
+    faces, truth = _hubby(40, 6, seed=0)
+    cohort, _ = _hubby(200, 1, seed=1)
+    plain = held_out_clustering(faces, truth, halvings=4)
+    assert len(plain["scores"]) == 8 and plain == held_out_clustering(faces, truth, halvings=4)  # same halvings
+    assert held_out_clustering(faces[truth < 3], truth[truth < 3]) is None  # three people: nothing to halve
+    pick = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=1.0, halvings=4)
+    f1 = {key: r["bcubed_f1"] for key, r in pick["held_out"].items()}
+    assert set(f1) == {"plain", "gamma 0.25", "gamma 0.5", "gamma 1.0"} and f1["plain"] == plain["bcubed_f1"]
+    assert pick["centred"] and pick["gamma"] == 0.5 and f1["gamma 0.5"] > f1["plain"] + 0.04, f1  # margin 1: kept
+    best = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=-1.0, halvings=4)
+    assert f1[f"gamma {best['gamma']}"] == max(v for key, v in f1.items() if key != "plain")  # margin -1: the best
+    assert not choose_centring(faces, truth, cohort, k=10, gamma=0.0, halvings=4)["centred"]  # nothing taken away
+
+
 def test_items_standing_for_several_faces_keep_their_length():
     rng = np.random.default_rng(1)
     cohort = rng.standard_normal((30, 8)).astype(np.float32)
@@ -118,21 +135,24 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
     assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
     assert calibration.calibrate_recognize(emb, lfw_root, detector=yunet) is None  # no centred space: nothing to fit
+    assert r["held_out"]["space"] == "plain" and r["centring"]["held_out"]["plain"] == r["held_out"]["bcubed_f1"]
     # These four people cluster perfectly either way (1.0), so centring cannot win on them by itself: the
-    # second fit (the centred one) is made to score higher, to see what a win writes.
-    fits, real = [], calibration.fit_clustering
+    # held-out choice (run for real) is made to say "centred", to see what a win writes.
+    real = calibration.choose_centring
 
-    def centred_wins(emb_, labels, hard=None):
-        fits.append(real(emb_, labels, hard=hard))
-        if len(fits) == 2:
-            fits[-1]["grid"] = [*fits[-1]["grid"], [0.999, 2.0]]
-        return fits[-1]
+    def centred_wins(*args, **kwargs):
+        return {**real(*args, **kwargs), "centred": True}
 
-    monkeypatch.setattr(calibration, "fit_clustering", centred_wins)
-    r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+    monkeypatch.setattr(calibration, "choose_centring", centred_wins)
+    r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True, halvings=3,
                                          centre={"k": 5, "gamma": 0.5, "faces": 12, "degraded": True})
     assert r["centring"]["cohort"].endswith("6 of them (every second person's) from a degraded copy of the photo")
-    assert r["centring"]["chosen"] is True and r["threshold"] == fits[1]["threshold"]
+    assert r["centring"]["chosen"] is True and r["centring"]["halvings"] == 3
+    assert set(r["centring"]["held_out"]) == {"plain", "gamma 0.5"}
+    assert r["held_out"]["space"] == "centred, k 5, gamma 0.5" and r["held_out"]["halvings"] == 3
+    # agglomerative's settings are the ones fitted in the centred space, the cohort's
+    val, names, _ = calibration.validation_embeddings(emb, people["validation"], lfw_root, detector=yunet)
+    assert r["threshold"] == calibration.fit_clustering(centring(emb)(val), names)["threshold"]
     spec = json.loads((model / "cluster.json").read_text())["centre"]
     assert spec == r["centre"] and (spec["k"], spec["gamma"], spec["cohort"]["faces"]) == (5, 0.5, 12)
     c = centring(emb)  # the file written is the one cluster.json names, and it is read back
@@ -332,3 +352,39 @@ def test_asnorm_recognition_ranks_and_accepts_by_the_normalised_cosine():
     rec = load_recognizer(Gallery({**stored, "asnorm": {**stored["asnorm"], "asnorm_k": 50}}), model, method="asnorm")
     assert rec.threshold != 1.5 and rec.calibration["asnorm"]["asnorm_k"] == 100  # another K: measured again
     assert load_recognizer(Gallery(stored), _Head(), method="asnorm").method == "nn"
+
+
+def test_siamese_calibrate_embeds_the_validation_people_once_for_clustering_and_1n(centred_copy, lfw_root,
+                                                                                  monkeypatch, capsys, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from siamese.commands import evaluation
+    from siamese.eval import calibration
+    from siamese.io.paths import CONF_DIR
+
+    model, _ = centred_copy
+    people = json.loads((model / "people.json").read_text())
+    people["validation"] = ["Ashanti", "Bulent_Ecevit", "Carmen_Electra", "Choi_Sung-hong"]
+    (model / "people.json").write_text(json.dumps(people))
+    calls, real = [], calibration.validation_embeddings
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "validation_embeddings", counted)
+    monkeypatch.setattr(evaluation, "validation_embeddings", counted)
+    choose = calibration.choose_centring  # four people cluster perfectly either way: made centred, so 1:N fits too
+    monkeypatch.setattr(calibration, "choose_centring", lambda *a, **kw: {**choose(*a, **kw), "centred": True})
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("calibrate", overrides=[f"model_path={model}", f"data.root={lfw_root}", "fit=[cluster,recognize]",
+                                              "overwrite=true", f"cache_dir={tmp_path / 'no_cache'}",
+                                              "cluster.halvings=2", "cluster.centre.k=5", "cluster.centre.faces=12",
+                                              "cluster.centre.gammas=[0.5]", "recognize.halvings=2"])
+    out = evaluation.calibrate(cfg)
+    assert out["recognize"]["halvings"] == 2 and out["cluster"]["centre"]["gamma"] == 0.5
+    assert calls == [people["validation"]]  # one pass over the validation people (the cohort is other people)
+    written = json.loads((model / "cluster.json").read_text())
+    assert written["held_out"] == out["cluster"]["held_out"] and written["held_out"]["halvings"] == 2
+    assert written["data"] == "LFW validation people (held out of training)" and written["faces"] > 4
+    assert "held out (" in capsys.readouterr().out

@@ -19,7 +19,12 @@ from siamese.eval.bench.gallery import bench_gallery
 from siamese.eval.bench.index import bench_cluster_parquet, bench_index
 from siamese.eval.bench.table import table
 from siamese.eval.bench.verify_speed import verify_speed
-from siamese.eval.calibration import calibrate_clustering, calibrate_impostors, calibrate_recognize
+from siamese.eval.calibration import (
+    calibrate_clustering,
+    calibrate_impostors,
+    calibrate_recognize,
+    validation_embeddings,
+)
 from siamese.eval.evaluate import evaluate as run_evaluation
 from siamese.eval.openset import open_set_folder, open_set_lfw
 from siamese.eval.plots import training_curves
@@ -79,16 +84,31 @@ def calibrate(cfg: DictConfig) -> dict:
                     print(f"    held out ({what}, {h['splits']} halves): TAR {h['tar']['mean']:.4f} ± "
                           f"{h['tar']['std']:.4f}, FAR {h['far']['mean']:.4f} ± {h['far']['std']:.4f}")
         out["verify"] = r
+    # The validation people, embedded once for clustering and 1:N alike (a degraded clustering fit embeds
+    # its own: it keeps only the photos it could make harder).
+    val = {}
+    if {"cluster", "recognize"} <= set(cfg.fit) and not cfg.cluster.degraded:
+        emb, names, _ = validation_embeddings(embedder, embedder.validation_people(), cfg.data.root,
+                                              cache_dir=cfg.cache_dir)
+        val = {"embeddings": emb, "labels": names}
     if "cluster" in cfg.fit:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
-                                 degraded=cfg.cluster.degraded, seed=cfg.seed,
-                                 centre=OmegaConf.to_container(cfg.cluster.centre) if cfg.cluster.centre else None)
+                                 degraded=cfg.cluster.degraded, seed=cfg.seed, halvings=cfg.cluster.halvings,
+                                 centre=OmegaConf.to_container(cfg.cluster.centre) if cfg.cluster.centre else None,
+                                 **val, **({"data": "LFW validation people (held out of training)"} if val else {}))
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
+        if "held_out" in r:
+            h = r["held_out"]
+            print(f"  held out ({h['space']}: fitted on half the people, scored on the rest, {h['halvings']} "
+                  f"halvings both ways): BCubed F1 {h['bcubed_f1']:.4f} ± {h['std']:.4f}")
         if "centring" in r:
             c = r["centring"]
-            print(f"  local centring (k {c['k']}, gamma {c['gamma']}): BCubed F1 {c['centred']:.4f} centred vs "
-                  f"{c['plain']:.4f} plain -> {'centred' if c['chosen'] else 'plain'} (agglomerative, average)")
+            tried = (" held out: " + ", ".join(f"{key} {v:.4f}" for key, v in c["held_out"].items()) + ";"
+                     if "held_out" in c else "")
+            print(f"  local centring (k {c['k']}, gamma {c['gamma']}):{tried} BCubed F1 {c['centred']:.4f} centred "
+                  f"vs {c['plain']:.4f} plain in-sample -> {'centred' if c['chosen'] else 'plain'} "
+                  "(agglomerative, average)")
         if "degraded" in r:
             d = r["degraded"]
             print(f"  fitted for degraded copies too: BCubed F1 {d['bcubed_f1_clean']:.4f} clean / "
@@ -101,7 +121,7 @@ def calibrate(cfg: DictConfig) -> dict:
     if "recognize" in cfg.fit:
         rc = calibrate_recognize(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
                                  seed=cfg.seed, gammas=list(cfg.recognize.gammas), margin=cfg.recognize.margin,
-                                 halvings=cfg.recognize.halvings)
+                                 halvings=cfg.recognize.halvings, **val)
         if rc is None:
             print(f"{embedder.path}/cluster.json: not locally centred — no 1:N gamma to fit (method centred uses nn)")
         else:

@@ -33,8 +33,8 @@ from siamese.io.files import atomic_write_text
 from siamese.model.centre import Centring, centring
 from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "cohort_embeddings", "fit_average",
-           "fit_clustering", "fit_other_algorithms",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "choose_centring", "cohort_embeddings",
+           "fit_average", "fit_clustering", "fit_other_algorithms", "held_out_clustering",
            "validation_embeddings", "validation_faces"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
@@ -122,6 +122,71 @@ def fit_average(emb: np.ndarray, truth, k: int = 10) -> dict:
     return {"threshold": t, "bcubed_f1": best, "grid": grid}
 
 
+def held_out_clustering(emb: np.ndarray, truth, halvings: int = 20, seed: int = 0, k: int = 10) -> dict | None:
+    """How agglomerative's fitted settings carry to people they were not fitted on: the people are
+    halved at random `halvings` times; on each half the threshold and floor are fitted as
+    `fit_clustering` fits them (clean faces) and scored on the other half, both ways. The same labels
+    and seed give the same halvings, so candidates (plain, each centring) are compared on the same ones.
+
+    Args:
+        emb: (n, D) unit embeddings; truth: (n,) person ids.
+
+    Returns:
+        {"bcubed_f1": mean, "std": sample std, "scores": every half's F1} over the halvings, or None
+        when there are fewer than four people or no halving has a half to fit on (someone with two faces).
+    """
+    emb, truth = np.asarray(emb, np.float32), np.asarray(truth)
+    people = np.unique(truth)
+    if len(people) < 4:
+        return None
+    rng, scores = np.random.default_rng(seed), []
+    for _ in range(halvings):
+        first = np.isin(truth, rng.permutation(people)[:len(people) // 2])
+        for fit, held in ((first, ~first), (~first, first)):
+            try:
+                f = fit_clustering(emb[fit], truth[fit], k=k)
+            except ValueError:  # no one with two faces in this half: nothing to fit
+                continue
+            scores.append(bcubed_scores(truth[held], agglomerative(emb[held], f["threshold"], f["floor"], k))["f1"])
+    if not scores:
+        return None
+    return {"bcubed_f1": round(float(np.mean(scores)), 4),
+            "std": round(float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, 4), "scores": scores}
+
+
+def choose_centring(emb: np.ndarray, truth, cohort: np.ndarray, k: int, gamma: float, gammas=(), margin: float = 0.01,
+                    halvings: int = 20, seed: int = 0) -> dict | None:
+    """The locally centred space (`siamese.model.centre`) agglomerative clusters a model's faces best
+    in, judged on people the settings were not fitted on (`held_out_clustering`, the same halvings for
+    every candidate): gamma stays `gamma` unless one of `gammas` beats it by more than `margin`, and the
+    space is centred only if that gamma beats the plain space.
+
+    Args:
+        emb: (n, D) unit embeddings of the validation people; truth: (n,) their ids.
+        cohort: (m, D) the model's cohort; k: cohort neighbours per face.
+
+    Returns:
+        {"centred": bool, "gamma" (chosen), "k", "held_out": {"plain" or "gamma G": {"bcubed_f1", "std"}},
+        "halvings", "margin"}, or None when the validation people are too few to halve.
+    """
+    held = {"plain": held_out_clustering(emb, truth, halvings, seed)}
+    if held["plain"] is None:
+        return None
+    for g in sorted({float(gamma), *map(float, gammas)}):
+        held[g] = held_out_clustering(Centring(cohort, k, g)(emb), truth, halvings, seed)
+    f1 = {key: r["bcubed_f1"] for key, r in held.items()}
+    kept = {key if key == "plain" else f"gamma {key}": {"bcubed_f1": r["bcubed_f1"], "std": r["std"]}
+            for key, r in held.items()}
+    by_gamma = {g: v for g, v in f1.items() if g != "plain"}
+    best = max(by_gamma, key=lambda g: (by_gamma[g], g == float(gamma)))
+    chosen = best if by_gamma[best] > by_gamma[float(gamma)] + margin else float(gamma)
+    log.info("clustering, local centring held out (%d halvings): plain %.4f, %s -> %s", halvings, f1["plain"],
+             ", ".join(f"gamma {g}: {v:.4f}" for g, v in by_gamma.items()),
+             f"gamma {chosen}" if by_gamma[chosen] > f1["plain"] else "plain")
+    return {"centred": by_gamma[chosen] > f1["plain"], "gamma": chosen, "k": int(k),
+            "held_out": kept, "halvings": int(halvings), "margin": float(margin)}
+
+
 def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
     """The settings of average, chinese_whispers, components and dbscan for labelled faces: for
     each, the best BCubed F1 over a grid (ties: the stricter setting), as agglomerative's threshold
@@ -190,15 +255,22 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                          detector: Detector | None = None, faces: np.ndarray | None = None,
                          labels=None, embeddings: np.ndarray | None = None,
                          out: str | os.PathLike | None = None, overwrite: bool = False,
-                         degraded: bool = False, seed: int = 0, centre: dict | None = None) -> dict:
+                         degraded: bool = False, seed: int = 0, centre: dict | None = None,
+                         halvings: int = 20, data: str | None = None) -> dict:
     """Fit every clustering algorithm's settings on the model's validation people; save them.
 
-    With `centre` ({"k", "gamma", "faces", "degraded"}) and the LFW photos, agglomerative is also fitted in the
-    locally centred space (`siamese.model.centre`: a cohort of `faces` faces of the model's
-    training people, one each, `cohort_embeddings`), and kept, with average's bar, when its
-    validation BCubed F1 is higher than without (the cohort is saved as cluster_cohort.npy and named
-    in cluster.json "centre"); "centring" records both F1s either way. (1:N's own gamma in that
-    space is `calibrate_recognize`'s, fitted after this one.)
+    The validation F1s the settings are chosen by are in-sample (the same people fit and score them);
+    "held_out" says how they carry to other people (`held_out_clustering`: fitted on half the people,
+    scored on the rest, `halvings` random halvings both ways; absent with fewer than four people).
+
+    With `centre` ({"k", "gamma", "faces", "degraded", and optionally "gammas", "margin"}) and the LFW
+    photos (the cohort's), agglomerative is also fitted in the locally centred space
+    (`siamese.model.centre`: a cohort of `faces` faces of the model's training people, one each,
+    `cohort_embeddings`), and kept, with average's bar, when it clusters held-out validation people
+    better than the plain space (`choose_centring`: gamma stays `gamma` unless one of `gammas` beats it
+    there by more than `margin`; with fewer than four people, when its in-sample F1 is higher). The
+    cohort is then saved as cluster_cohort.npy and named in cluster.json "centre"; "centring" records
+    the F1s either way. (1:N's own gamma in that space is `calibrate_recognize`'s, fitted after this one.)
 
     Args:
         embedder: a `siamese.model.Embedder`.
@@ -211,16 +283,18 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         degraded: fit agglomerative's threshold for clean and degraded photos alike
             (`fit_clustering`'s `hard`: a harder copy of each validation photo, seeded by `seed`);
             needs the photos, so not with `faces` or `embeddings`.
+        halvings: random halvings of the validation people for the held-out figures.
+        data: what the faces are, for the record (default: says where they came from).
 
     Returns:
         {"threshold", "floor", "k", "bcubed_f1", "grid" (agglomerative's, as `fit_clustering`),
-        "algorithms" (the others', as `fit_other_algorithms`), "people", "faces", "data", "model"}.
+        "held_out": {"bcubed_f1", "std", "halvings", "space"}, "algorithms" (the others', as
+        `fit_other_algorithms`), "people", "faces", "data", "model"}.
     """
     target = None if out is False else Path(out) if out else embedder.path / "cluster.json"
     if target is not None and target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists — pass overwrite=True (--overwrite) to recalibrate")
-    data, hard = "validation people (held out of training)", None
-    from_lfw = faces is None and embeddings is None
+    data, hard = data or "validation people (held out of training)", None
     if degraded and (faces is not None or embeddings is not None):
         raise ValueError("a degraded clustering calibration makes its harder faces from the LFW photos: "
                          "call it without faces or embeddings")
@@ -236,22 +310,31 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         raise ValueError("clustering calibration needs faces of at least two people")
     fit = fit_clustering(embeddings, labels, hard=hard)
     others = fit_other_algorithms(embeddings, labels, embedder.score)
+    held = held_out_clustering(embeddings, labels, halvings, seed)
+    held = held and {"bcubed_f1": held["bcubed_f1"], "std": held["std"], "halvings": int(halvings), "space": "plain"}
     spec, cohort = None, None
-    if centre and from_lfw:
+    if centre:
         cohort, source = cohort_embeddings(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
                                            faces=int(centre["faces"]), seed=seed,
                                            degraded=bool(centre.get("degraded", False)))
-        c = Centring(cohort, centre["k"], centre["gamma"])
+        pick = choose_centring(embeddings, labels, cohort, int(centre["k"]), float(centre["gamma"]),
+                               centre.get("gammas") or (), float(centre.get("margin", 0.01)), halvings, seed)
+        gamma = pick["gamma"] if pick else float(centre["gamma"])
+        c = Centring(cohort, centre["k"], gamma)
         moved = c(embeddings)
         centred = fit_clustering(moved, labels, hard=None if hard is None else c(hard))
         best = {"plain": max(r[1] for r in fit["grid"]), "centred": max(r[1] for r in centred["grid"])}
-        if best["centred"] > best["plain"]:
+        if pick["centred"] if pick else best["centred"] > best["plain"]:
             fit, others["average"] = centred, fit_average(moved, labels)
-            spec = {"k": int(centre["k"]), "gamma": float(centre["gamma"]),
+            spec = {"k": int(centre["k"]), "gamma": gamma,
                     "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
-        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": float(centre["gamma"]), "cohort": source,
-                           "chosen": spec is not None}
-    result = {**fit, **({"centre": spec} if spec else {}), "algorithms": others,
+            held = {**pick["held_out"][f"gamma {gamma}"], "halvings": int(halvings),
+                    "space": f"centred, k {int(centre['k'])}, gamma {gamma}"} if pick else held
+        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": gamma, "cohort": source,
+                           "chosen": spec is not None,
+                           **({"held_out": {key: r["bcubed_f1"] for key, r in pick["held_out"].items()},
+                               "halvings": pick["halvings"], "margin": pick["margin"]} if pick else {})}
+    result = {**fit, **({"held_out": held} if held else {}), **({"centre": spec} if spec else {}), "algorithms": others,
               "people": int(len(np.unique(labels))), "faces": int(len(labels)), "data": data,
               "model": embedder.identity()}
     if target is not None:
@@ -278,12 +361,14 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
 
 def calibrate_recognize(embedder, lfw_root: str | os.PathLike | None = None, *, cache_dir=None,
                         detector: Detector | None = None, gammas=(0.5, 0.75, 1.0), margin: float = 0.02,
-                        halvings: int = 20, seed: int = 0, overwrite: bool = False) -> dict | None:
+                        halvings: int = 20, seed: int = 0, overwrite: bool = False,
+                        embeddings: np.ndarray | None = None, labels=None) -> dict | None:
     """Method centred's own gamma (1:N acceptance) in the model's centred space, chosen on its
     validation people (`siamese.eval.openset.fit_recognize_gamma`, with the cohort file recognition
     reads) and written into its cluster.json as "centre"."recognize" (`siamese.model.centre.centring`
     with purpose "recognize" reads it). Returns that record, or None for a model whose cluster.json
-    is not centred (nothing to fit: method centred is not used with it).
+    is not centred (nothing to fit: method centred is not used with it). `embeddings` (n, D) and
+    `labels` (n,): the validation people's, already embedded (`validation_embeddings`), else embedded here.
 
     Raises:
         FileExistsError: cluster.json already has one and not `overwrite`.
@@ -296,8 +381,10 @@ def calibrate_recognize(embedder, lfw_root: str | os.PathLike | None = None, *, 
         return None
     if cal["centre"].get("recognize") and not overwrite:
         raise FileExistsError(f"{target} already has 1:N's gamma — pass overwrite=True (--overwrite) to refit it")
-    emb, names, _ = validation_embeddings(embedder, embedder.validation_people(), lfw_root, cache_dir=cache_dir,
-                                          detector=detector)
+    if embeddings is None:
+        embeddings, labels, _ = validation_embeddings(embedder, embedder.validation_people(), lfw_root,
+                                                      cache_dir=cache_dir, detector=detector)
+    emb, names = np.asarray(embeddings, np.float32), np.asarray(labels)
     rec = fit_recognize_gamma(embedder, emb, names, space.cohort, cal["centre"]["k"], cal["centre"]["gamma"],
                               gammas=gammas, margin=margin, count=halvings, seed=seed)
     cal["centre"]["recognize"] = {**rec, "people": int(len(np.unique(names))), "faces": int(len(names))}
