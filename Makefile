@@ -14,7 +14,7 @@ PREPARE_ARGS ?=
 # $LFW_ROOT > data/lfw > ../shared/datasets/lfw beside this repo.
 
 .DEFAULT_GOAL := help
-.PHONY: help lfw-only-keras quantize student-candidate student-alone student-alone-ship student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
+.PHONY: help openvino lfw-only-keras quantize student-candidate student-alone student-alone-ship student-ship model-figures venv teacher jax serve-deps scale-deps index bench-index bench-cluster-parquet serve review bench-serve test test-browser test-slow test-slow-only data prepare teach teach-views teach-morphs distill detect collect train evaluate export unrestricted cluster ensemble bench-cluster gallery recognize openset bench-gallery enroll verify calibrate bench-verify bench-embed bench-clips bench-degraded bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,11 @@ $(VENV)/.jax: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,jax]'
 	@touch $@
 
+# OpenVINO (~60 MB): the shipped model in bfloat16, `model_path=bf16`, and its tests.
+$(VENV)/.openvino: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,openvino]'
+	@touch $@
+
 venv: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
 serve-deps: $(VENV)/.serve ## install the serve extra into .venv (make serve / test do it)
@@ -55,17 +60,19 @@ teacher: $(VENV)/.teacher ## install the teacher extra into .venv (make teach / 
 
 jax: $(VENV)/.jax ## install the jax extra into .venv (make test does it)
 
-test: teacher serve-deps scale-deps jax ## lint, then run the fast test suite (what CI runs; two processes, a file each)
+openvino: $(VENV)/.openvino ## install the openvino extra (model_path=bf16) into .venv (make test does it)
+
+test: teacher serve-deps scale-deps jax openvino ## lint, then run the fast test suite (what CI runs; two processes, a file each)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-browser: serve-deps ## the review page in headless Chromium (needs chromium + chromium-driver)
 	$(PY) -m pytest -m browser $(ARGS)
 
-test-slow: teacher serve-deps scale-deps jax ## run the slow tests too (full-LFW checks, subprocess training)
+test-slow: teacher serve-deps scale-deps jax openvino ## run the slow tests too (full-LFW checks, subprocess training)
 	$(PY) -m pytest -m "not browser" $(ARGS)
 
-test-slow-only: teacher serve-deps scale-deps jax ## only the slow tests (CI runs them after `make test`)
+test-slow-only: teacher serve-deps scale-deps jax openvino ## only the slow tests (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(ARGS)
 
 data: venv ## get LFW into data/lfw (link a local copy, else download with checksums)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.faces.align import resize_faces
-from siamese.model.embedder import Embedder
+from siamese.model.embedder import PRECISIONS, Embedder
 
 __all__ = ["Ensemble"]
 
@@ -50,10 +50,12 @@ class Ensemble(Embedder, kind="ensemble"):
                  threads: int | None = None) -> "Ensemble":
         # The members run in turn: threads left spinning after one's run starve the next's (a single
         # face took 2.3x the members' sum with 2 threads, `siamese bench embed`), so they do not spin.
-        # "precision": "int8" runs every member's int8 network (each member's quantization.json).
+        # "precision": "int8" runs every member's int8 network (each member's quantization.json),
+        # "bf16" every member's network on OpenVINO in bfloat16.
         precision = meta.get("precision", "float32")
-        if precision not in ("float32", "int8"):
-            raise ValueError(f"{root / 'model.json'}: precision is 'float32' or 'int8', not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"{root / 'model.json'}: precision is one of {', '.join(map(repr, PRECISIONS))}, "
+                             f"not {precision!r}")
         members = [Embedder.load((root / p).resolve(), prefer, threads, spin=False, precision=precision)
                    for p in meta["ensemble"]]
         return cls(root, meta, members)

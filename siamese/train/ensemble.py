@@ -85,10 +85,12 @@ def ensemble_card(meta: dict, metrics: dict | None = None, protocol: str | None 
                   "Not measured yet: `siamese evaluate THIS_DIR` (View 1 and View 2, refusing pairs of "
                   "people a member learned from).")
     limits = "\n".join(f"- {x}" for x in LIMITS)
-    int8 = ("\n- Precision: **int8** -- each member runs the int8 network derived from its float32 one and its "
-            "quantization.json (activation ranges fitted on faces of its training people; "
-            "`siamese quantize`), about 3x faster on a CPU; every figure here is the int8 networks'."
-            if meta.get("precision") == "int8" else "")
+    precision_line = {"int8": "\n- Precision: **int8** -- each member runs the int8 network derived from its float32 one and "
+                    "its quantization.json (activation ranges fitted on faces of its training people; "
+                    "`siamese quantize`), about 3x faster on a CPU; every figure here is the int8 networks'.",
+            "bf16": "\n- Precision: **bf16** -- each member's float32 ONNX network run by OpenVINO in bfloat16 "
+                    "(the `openvino` extra): about 4x faster on CPUs with bfloat16 units (AVX512-BF16, AMX), "
+                    "float32 on others; every figure here is the bfloat16 networks'."}.get(meta.get("precision"), "")
     return f"""# Model card: Siamese face verification (ensemble)
 
 {len(meta.get('members', []))} embedding CNNs side by side: each embeds the aligned face crop
@@ -99,7 +101,7 @@ the members' heads' P(same person). Each member dir holds its own model.json and
 ## Model
 - Input: (N, {s}, {s}, 3) uint8 RGB faces aligned to the
   {meta['alignment'].get('template', 'arcface-5pt')} template (padding {meta['alignment'].get('padding', 0.0)}).
-  Output: (N, D) unit vectors. Flip test-time augmentation: {meta.get('flip_tta', True)}.{int8}
+  Output: (N, D) unit vectors. Flip test-time augmentation: {meta.get('flip_tta', True)}.{precision_line}
 - **Decision threshold: {meta['threshold']:.6f}** on the mean head score (`is_match = score >=
   threshold`), chosen on {meta.get('threshold_from', 'held-out LFW people')}.
   Scores are not calibrated probabilities: use them with this threshold.
@@ -171,22 +173,23 @@ def build(out: str | os.PathLike, models: list[str | os.PathLike], lfw_root=None
     Args:
         out: the new dir; must not hold a model unless `overwrite`.
         models: two or more model dirs (run dirs, model/ or export dirs), same alignment; with
-            precision "int8" one is enough (that model's int8 form with its own thresholds).
+            precision "int8" or "bf16" one is enough (that model's form with its own thresholds).
         lfw_root, cache_dir, detector: where the validation faces come from (as for
             `siamese.eval.verify_calibration.calibrate`).
         seed: for the different-person pairs.
         copy_members: copy the members' model dirs into `out/members/` (`_copy_members`), so that
             `out` can be moved, shared or shipped on its own; else `out` names them where they are.
         precision: "int8" runs the members' int8 networks (each member needs its quantization.json,
-            `siamese quantize MEMBER`); the ensemble's thresholds are fitted on those.
+            `siamese quantize MEMBER`), "bf16" their networks on OpenVINO in bfloat16 (the `openvino`
+            extra); the ensemble's thresholds are fitted on those.
 
     Raises:
         ValueError: fewer than two models, different alignments, no shared validation people.
         FileExistsError: `out` holds a model and not `overwrite`.
     """
     out = Path(out)
-    if len(models) < (1 if precision == "int8" else 2):  # one model in int8: its int8 form, own thresholds
-        raise ValueError("an ensemble needs two or more models (or one, with precision=int8)")
+    if len(models) < (1 if precision != "float32" else 2):  # one model in int8/bf16: that form, own thresholds
+        raise ValueError("an ensemble needs two or more models (or one, with precision=int8 or bf16)")
     if (out / "model.json").exists() and not overwrite:
         raise FileExistsError(f"{out} holds a model — pass overwrite=True (--overwrite)")
     members = [Embedder.load(m, precision=precision) for m in models]
