@@ -110,7 +110,7 @@ def test_bad_quantization_files_are_refused_in_one_line(fitted, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="siamese.model.quantize"):
         Embedder.load(other, precision="int8")
     assert "derives another int8 network" in caplog.text
-    with pytest.raises(ValueError, match="float32' or 'int8'"):
+    with pytest.raises(ValueError, match="one of 'float32', 'int8', 'bf16', not 'int4'"):
         Embedder.load(model, precision="int4")
 
 
@@ -133,7 +133,7 @@ def test_an_int8_ensemble_loads_its_members_in_int8(fitted, tmp_path, lfw_root, 
     with pytest.raises(ValueError, match="precision applies to one network"):
         Embedder.load(tmp_path / "ens", precision="int8")
     (tmp_path / "ens" / "model.json").write_text(json.dumps({**meta, "precision": "fp16"}))
-    with pytest.raises(ValueError, match="model.json: precision is 'float32' or 'int8', not 'fp16'"):
+    with pytest.raises(ValueError, match="model.json: precision is one of 'float32', 'int8', 'bf16', not 'fp16'"):
         Embedder.load(tmp_path / "ens")
 
 

@@ -3,7 +3,8 @@
 It is an ensemble (`siamese.model.ensemble`) of two networks stored inside it, each a model dir of
 its own and loadable by name: `lfw_only` (112 px, LFW identities only: the research baseline) and
 `distilled` (64 px, distilled from dlib's public-domain descriptor: the fast variant). Its int8 form,
-`int8` (the same two networks quantized, `siamese.model.quantize`), is a dir inside it that names them."""
+`int8` (the same two networks quantized, `siamese.model.quantize`), is a dir inside it that names them, and
+so is `bf16` (the same two networks run by OpenVINO in bfloat16)."""
 
 import hashlib
 import json
@@ -17,6 +18,7 @@ from siamese.model.embedder import Embedder
 SHIPPED = Path(__file__).resolve().parents[1] / "siamese" / "assets" / "default_model"
 MEMBERS = {"lfw_only": SHIPPED / "members" / "1-lfw_only", "distilled": SHIPPED / "members" / "2-distilled"}
 INT8 = SHIPPED / "int8"
+BF16 = SHIPPED / "bf16"
 
 
 def test_files_match_their_recorded_checksums():
@@ -54,7 +56,7 @@ def test_the_packed_networks_unpack_to_the_recorded_onnx(tmp_path, monkeypatch):
 
 def test_the_shipped_models_load_by_name(tmp_path, monkeypatch):
     # `model_path=lfw_only` anywhere a model is taken; a folder of that name where the command runs wins.
-    for name, where in {"default": SHIPPED, **MEMBERS, "int8": INT8}.items():
+    for name, where in {"default": SHIPPED, **MEMBERS, "int8": INT8, "bf16": BF16}.items():
         assert Path(Embedder.load(name).path).resolve() == where.resolve()
     (tmp_path / "lfw_only").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -141,7 +143,39 @@ def test_the_int8_model_runs_the_same_networks_quantized_with_its_own_calibratio
     assert (INT8 / "people.json").read_text() == (SHIPPED / "people.json").read_text()
 
 
-@pytest.mark.parametrize("name", ["default", "lfw_only", "distilled", "int8"])
+def test_the_bf16_model_runs_the_same_networks_in_bfloat16_with_its_own_calibrations(real_faces):
+    """`bf16` names the members' own dirs and stores no weights: OpenVINO runs their float32 ONNX networks
+    in bfloat16 (float32 on a CPU without bfloat16 units). Its embeddings stay within ~1e-4 cosine of
+    float32's, and it has its own fingerprint, thresholds and stranger bank."""
+    from siamese.faces.align import resize_faces
+
+    meta = json.loads((BF16 / "model.json").read_text())
+    assert meta["precision"] == "bf16" and [(BF16 / p).resolve() for p in meta["ensemble"]] == [
+        m.resolve() for m in MEMBERS.values()]
+    assert not any(p.name.endswith((".onnx", ".xz", ".keras")) for p in BF16.iterdir())
+    model, plain = Embedder.load("bf16"), Embedder.load(SHIPPED)
+    assert [m.precision for m in model.members] == ["bf16", "bf16"]
+    assert "**bf16**" in (BF16 / "MODEL_CARD.md").read_text()
+    faces = resize_faces(real_faces, model.input_size)
+    cos = np.sum(model.embed(faces) * plain.embed(faces), axis=1)
+    assert cos.min() > 0.9995, cos  # int8's networks: ~0.998
+    assert model.fingerprint() != plain.fingerprint() and model.impostor_bank() is not None
+    for name in ("cluster.json", "verify.json"):
+        assert model.calibration(name) is not None, name  # fitted for this fingerprint
+    assert (BF16 / "people.json").read_text() == (SHIPPED / "people.json").read_text()
+
+
+def test_without_openvino_bf16_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"^precision bf16 runs on OpenVINO, which is not installed: pip install"):
+        Embedder.load("bf16")
+    with pytest.raises(ValueError, match="'float32', 'int8', 'bf16'"):
+        Embedder.load("distilled", precision="fp16")
+
+
+@pytest.mark.parametrize("name", ["default", "lfw_only", "distilled", "int8", "bf16"])
 def test_same_person_outscores_different_people(real_faces, name):
     from siamese.faces.align import resize_faces
 

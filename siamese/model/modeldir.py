@@ -43,7 +43,7 @@ def find_model_dir(path: str | os.PathLike, exported: bool = True) -> Path:
 
     For a run dir, `export/` wins when `exported` and it is newer than `model/` (a run resumed
     after its export has a newer `model/`, and the stale export is skipped). A shipped model's
-    name (`siamese.io.paths.NAMED_MODELS`: default, lfw_only, distilled, int8) names its dir unless a
+    name (`siamese.io.paths.NAMED_MODELS`: default, lfw_only, distilled, int8, bf16) names its dir unless a
     folder of that name is where the command runs.
     """
     if str(path) in NAMED_MODELS and not Path(path).exists():

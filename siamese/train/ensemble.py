@@ -85,12 +85,13 @@ def ensemble_card(meta: dict, metrics: dict | None = None, protocol: str | None 
                   "Not measured yet: `siamese evaluate THIS_DIR` (View 1 and View 2, refusing pairs of "
                   "people a member learned from).")
     limits = "\n".join(f"- {x}" for x in LIMITS)
-    precision_line = {"int8": "\n- Precision: **int8** -- each member runs the int8 network derived from its float32 one and "
-                    "its quantization.json (activation ranges fitted on faces of its training people; "
-                    "`siamese quantize`), about 3x faster on a CPU; every figure here is the int8 networks'.",
-            "bf16": "\n- Precision: **bf16** -- each member's float32 ONNX network run by OpenVINO in bfloat16 "
-                    "(the `openvino` extra): about 4x faster on CPUs with bfloat16 units (AVX512-BF16, AMX), "
-                    "float32 on others; every figure here is the bfloat16 networks'."}.get(meta.get("precision"), "")
+    precision_line = {
+        "int8": "\n- Precision: **int8** -- each member runs the int8 network derived from its float32 one and "
+                "its quantization.json (activation ranges fitted on faces of its training people; "
+                "`siamese quantize`), about 3x faster on a CPU; every figure here is the int8 networks'.",
+        "bf16": "\n- Precision: **bf16** -- each member's float32 ONNX network run by OpenVINO in bfloat16 "
+                "(the `openvino` extra): about 4x faster on CPUs with bfloat16 units (AVX512-BF16, AMX), "
+                "float32 on others; every figure here is the bfloat16 networks'."}.get(meta.get("precision"), "")
     return f"""# Model card: Siamese face verification (ensemble)
 
 {len(meta.get('members', []))} embedding CNNs side by side: each embeds the aligned face crop
