@@ -165,14 +165,34 @@ def test_the_bf16_model_runs_the_same_networks_in_bfloat16_with_its_own_calibrat
     assert (BF16 / "people.json").read_text() == (SHIPPED / "people.json").read_text()
 
 
-def test_without_openvino_bf16_says_how_to_install_it(monkeypatch):
+def test_without_openvino_bf16_says_how_to_install_it(monkeypatch, capsys, tmp_path):
     import sys
+
+    from siamese.cli import run
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(ImportError, match=r"^precision bf16 runs on OpenVINO, which is not installed: pip install"):
         Embedder.load("bf16")
+    assert run("evaluate", ["bf16", f"out={tmp_path / 'e'}"]) == 1  # the command: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: precision bf16 runs on OpenVINO") and "Traceback" not in "\n".join(err)
     with pytest.raises(ValueError, match="'float32', 'int8', 'bf16'"):
         Embedder.load("distilled", precision="fp16")
+
+
+def test_a_bf16_network_can_be_called_from_several_threads(real_faces):
+    """One OpenVINO request behind a lock: threads (the HTTP service's) take turns and each gets its own result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from siamese.faces.align import resize_faces
+
+    model = Embedder.load("distilled", precision="bf16")
+    faces = resize_faces(real_faces, model.input_size)
+    alone = [model.embed(faces[i:i + 1]) for i in range(len(faces))]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: model.embed(faces[i:i + 1]), [*range(len(faces))] * 3))
+    for i, e in enumerate(together):
+        np.testing.assert_allclose(e, alone[i % len(faces)], atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["default", "lfw_only", "distilled", "int8", "bf16"])
