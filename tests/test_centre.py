@@ -42,7 +42,7 @@ def test_local_centre_subtracts_the_mean_of_each_faces_nearest_cohort_faces():
 
 
 def test_local_centring_undoes_hubs_that_merge_people():
-    from siamese.eval.calibration import fit_clustering
+    from siamese.eval.cluster_fit import fit_clustering
 
     faces, truth = _hubby(40, 6, seed=0)
     cohort, _ = _hubby(200, 1, seed=1)  # other people, pulled the same way
@@ -52,7 +52,7 @@ def test_local_centring_undoes_hubs_that_merge_people():
 
 
 def test_the_centring_and_its_gamma_are_chosen_on_held_out_people():
-    from siamese.eval.calibration import choose_centring, held_out_clustering
+    from siamese.eval.cluster_fit import choose_centring, held_out_clustering
 
     faces, truth = _hubby(40, 6, seed=0)
     cohort, _ = _hubby(200, 1, seed=1)
@@ -123,6 +123,7 @@ def test_the_shipped_model_clusters_in_its_centred_space_and_refuses_another_coh
 def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_better(centred_copy, lfw_root,
                                                                                        yunet, monkeypatch):
     from siamese.eval import calibration
+    from siamese.eval.cluster_fit import fit_clustering
 
     model, emb = centred_copy
     people = json.loads((model / "people.json").read_text())
@@ -152,7 +153,7 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     assert r["held_out"]["space"] == "centred, k 5, gamma 0.5" and r["held_out"]["halvings"] == 3
     # agglomerative's settings are the ones fitted in the centred space, the cohort's
     val, names, _ = calibration.validation_embeddings(emb, people["validation"], lfw_root, detector=yunet)
-    assert r["threshold"] == calibration.fit_clustering(centring(emb)(val), names)["threshold"]
+    assert r["threshold"] == fit_clustering(centring(emb)(val), names)["threshold"]
     spec = json.loads((model / "cluster.json").read_text())["centre"]
     assert spec == r["centre"] and (spec["k"], spec["gamma"], spec["cohort"]["faces"]) == (5, 0.5, 12)
     c = centring(emb)  # the file written is the one cluster.json names, and it is read back

@@ -155,7 +155,7 @@ def test_the_bar_falls_to_the_floor_for_big_groups():
 
 
 def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
-    from siamese.eval.calibration import fit_clustering
+    from siamese.eval.cluster_fit import fit_clustering
 
     x, truth = _planted()
     r = fit_clustering(x, truth)
@@ -172,7 +172,7 @@ def test_fit_clustering_sets_the_floor_from_pair_means_and_fits_the_threshold():
 
 
 def test_fit_clustering_for_degraded_copies_too_picks_the_best_mean_of_both():
-    from siamese.eval.calibration import fit_clustering
+    from siamese.eval.cluster_fit import fit_clustering
 
     x, truth = _planted()
     rng = np.random.default_rng(1)
@@ -194,7 +194,7 @@ def test_fit_clustering_for_degraded_copies_too_picks_the_best_mean_of_both():
 
 
 def test_fit_other_algorithms_finds_settings_that_recover_planted_people():
-    from siamese.eval.calibration import fit_other_algorithms
+    from siamese.eval.cluster_fit import fit_other_algorithms
 
     x, truth = _planted()
     r = fit_other_algorithms(x, truth, neighbours.cosine)

@@ -56,7 +56,7 @@ def test_bar_shapes_are_scored_on_every_held_out_half_by_size_of_group():
 
 
 def test_the_falling_and_one_bar_are_fitted_as_siamese_calibrate_fits_them():
-    from siamese.eval.calibration import fit_average, fit_clustering
+    from siamese.eval.cluster_fit import fit_average, fit_clustering
 
     emb, labels = _mixed(0.8, 3)
     fit = fit_clustering(emb, labels)

@@ -6,7 +6,7 @@ whether choosing it from a smoothed grid carries better: validation people only.
 
 For each model: its validation people (people.json, held out of training) are split in random
 halves; on one half the floor (midpoint of same- and different-person mean cosines) and the grid
-of `siamese.eval.calibration` are computed, the threshold is chosen by the grid's best BCubed F1
+of `siamese.eval.cluster_fit` are computed, the threshold is chosen by the grid's best BCubed F1
 ("argmax", what `siamese calibrate` does) or by the best mean of each grid point and its two
 neighbours ("smooth3"), and both are scored on the other half; "oracle" is the other half's best.
 Both directions of every split count. No test person is used.
@@ -34,7 +34,8 @@ from siamese.clustering.graph import knn
 from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import COSINE_GRID, fit_average, fit_clustering, validation_faces
+from siamese.eval.calibration import validation_faces
+from siamese.eval.cluster_fit import COSINE_GRID, fit_average, fit_clustering
 from siamese.io.paths import lfw_cache
 from siamese.model.centre import centring
 from siamese.model.embedder import Embedder

@@ -21,7 +21,7 @@ unassigned face on its own (`siamese.eval.bench.clustering.alike_scores`).
 With --bars, also how agglomerative clustering of those faces fares with the two kinds of bar
 (`siamese.clustering.linkage.agglomerative`): the falling bar `cluster.json` is fitted with (floor
 halfway between the mean same- and different-person cosine, threshold by grid:
-`siamese.eval.calibration.fit_clustering`) and one bar for all group sizes (floor = threshold, by
+`siamese.eval.cluster_fit.fit_clustering`) and one bar for all group sizes (floor = threshold, by
 the same grid): each one's best BCubed F1 and its threshold. Both are fitted and scored on the same
 validation faces, so they compare the bars, not what either reaches on unseen people.
 """
@@ -39,7 +39,8 @@ from siamese.clustering.scores import bcubed_scores
 from siamese.clustering.settings import clustering_settings
 from siamese.eval.bench.clustering import alike_scores
 from siamese.eval.bench.table import table
-from siamese.eval.calibration import COSINE_GRID, fit_clustering, validation_embeddings
+from siamese.eval.calibration import validation_embeddings
+from siamese.eval.cluster_fit import COSINE_GRID, fit_clustering
 from siamese.io.paths import lfw_cache
 from siamese.model.centre import centring
 from siamese.model.embedder import Embedder

@@ -2,8 +2,8 @@
 bank (impostors.npy), each saved beside the model (`siamese calibrate MODEL`); verification
 (verify.json) is `siamese.eval.verify_calibration`'s.
 
-Clustering. `calibrate_clustering` fits the agglomerative threshold and floor (`fit_clustering`),
-and the other algorithms' own settings (`fit_other_algorithms`), on the model's validation people
+Clustering. `calibrate_clustering` fits the agglomerative threshold and floor, and the other
+algorithms' own settings (`siamese.eval.cluster_fit`), on the model's validation people
 — held out of training, listed in its people.json — and saves them as `cluster.json`, which
 `siamese.clustering.settings` reads back. Training writes it.
 
@@ -20,12 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.clustering.graph import cluster_embeddings, knn
-from siamese.clustering.linkage import agglomerative
-from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.data.cache import load_if_built
 from siamese.data.lfw import LFW, ImageRef
 from siamese.data.unseen import lfw_crops
+from siamese.eval.cluster_fit import (
+    choose_centring,
+    fit_average,
+    fit_clustering,
+    fit_other_algorithms,
+    held_out_clustering,
+)
 from siamese.eval.openset import fit_recognize_gamma
 from siamese.faces.detect import Detector, YuNetDetector
 from siamese.gallery.calibrate import degraded_embeddings, impostors_from_lfw
@@ -33,189 +37,10 @@ from siamese.io.files import atomic_write_text
 from siamese.model.centre import Centring, centring
 from siamese.model.modeldir import COHORT, write_cohort, write_impostors
 
-__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "choose_centring", "cohort_embeddings",
-           "fit_average", "fit_clustering", "fit_other_algorithms", "held_out_clustering",
+__all__ = ["calibrate_clustering", "calibrate_impostors", "calibrate_recognize", "cohort_embeddings",
            "validation_embeddings", "validation_faces"]
 
-COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
-SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
-EPS_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)    # dbscan: cosine distances
-
 log = logging.getLogger(__name__)
-
-
-def fit_clustering(emb: np.ndarray, truth, thresholds=None, k: int = 10, hard: np.ndarray | None = None) -> dict:
-    """The agglomerative settings (`siamese.clustering.linkage.agglomerative`) for labelled faces.
-
-    floor, the bar for big groups: halfway between the mean cosine of same-person pairs and of
-    different-person pairs. A big group's mean similarity to another settles near one or the
-    other, and a validation set of mostly small groups cannot fit this bar itself (it barely
-    has big groups; measured in docs/benchmarks.md).
-    threshold, the bar for two single faces: a grid search for the best BCubed F1.
-
-    Args:
-        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
-        thresholds: to try (default: the floor, then 0.10 to 0.95 in steps of 0.025 above it).
-        k: kNN shortlist.
-        hard: or also (n, D) embeddings of a degraded copy of each face: the threshold then has
-            the best mean of the clean and the degraded BCubed F1 (the floor stays the clean one).
-
-    Returns:
-        {"threshold", "floor", "k", "bcubed_f1" (clean faces), "same_mean", "different_mean",
-        "grid": [[threshold, f1 (or the mean of both)], ...]}; with `hard` also "degraded":
-        {"bcubed_f1_clean", "bcubed_f1_degraded", "false_merge_clean", "false_merge_degraded"}
-        at the chosen threshold (false merges: 1 - pairwise precision).
-    """
-
-    emb = np.asarray(emb, np.float64)
-    ids, inverse, sizes = np.unique(np.asarray(truth), return_inverse=True, return_counts=True)
-    n = len(emb)
-    per = np.zeros((len(ids), emb.shape[1]))
-    np.add.at(per, inverse, emb)
-    same_pairs = float((sizes * (sizes - 1)).sum())
-    if not same_pairs:
-        raise ValueError("clustering calibration needs someone with two or more faces")
-    # Sums over ordered pairs i != j of x_i . x_j, from the per-person and overall sums.
-    same_sum = float(((per ** 2).sum(1) - sizes).sum())
-    all_sum = float((emb.sum(0) ** 2).sum() - n)
-    same_mean = same_sum / same_pairs
-    diff_mean = (all_sum - same_sum) / (n * (n - 1) - same_pairs)
-    floor = round((same_mean + diff_mean) / 2, 4)
-    if thresholds is None:  # 0.10 to 0.95 in steps of 0.025, none below the floor
-        thresholds = [floor, *(t for t in COSINE_GRID if t > floor)]
-    sets = [emb.astype(np.float32)] + ([] if hard is None else [np.asarray(hard, np.float32)])
-    sets = [(x, knn(x, k)) for x in sets]
-
-    # Each threshold's labels of the clean faces, then (with `hard`) of the degraded ones.
-    runs = {float(t): [agglomerative(x, float(t), floor, k, near) for x, near in sets]
-            for t in thresholds if t >= floor}
-    grid = [[t, round(float(np.mean([bcubed_scores(truth, lab)["f1"] for lab in found])), 4)]
-            for t, found in runs.items()]
-    if not grid:
-        raise ValueError(f"no threshold to try at or above the floor {floor:.3f}")
-    t = max(grid, key=lambda r: (r[1], r[0]))[0]  # ties: the stricter threshold
-    found = runs[t]
-    out = {"threshold": t, "floor": floor, "k": k, "bcubed_f1": round(bcubed_scores(truth, found[0])["f1"], 4),
-           "same_mean": round(same_mean, 4), "different_mean": round(diff_mean, 4), "grid": grid}
-    if hard is not None:
-        out["degraded"] = {f"{m}_{w}": round(v, 4) for w, lab in zip(("clean", "degraded"), found)
-                           for m, v in (("bcubed_f1", bcubed_scores(truth, lab)["f1"]),
-                                        ("false_merge", 1 - pairwise_scores(truth, lab)["precision"]))}
-    return out
-
-
-def fit_average(emb: np.ndarray, truth, k: int = 10) -> dict:
-    """Average linkage's one bar for every group size (`algorithm=average`): the threshold over
-    `COSINE_GRID` with the best BCubed F1 (ties: the stricter one).
-
-    Args:
-        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
-
-    Returns:
-        {"threshold", "bcubed_f1", "grid": [[threshold, f1], ...]}.
-    """
-    emb = np.asarray(emb, np.float32)
-    near = knn(emb, k)
-    grid = [[float(t), round(bcubed_scores(truth, agglomerative(emb, float(t), float(t), k, near))["f1"], 4)]
-            for t in COSINE_GRID]
-    t, best = max(grid, key=lambda r: (r[1], r[0]))
-    return {"threshold": t, "bcubed_f1": best, "grid": grid}
-
-
-def held_out_clustering(emb: np.ndarray, truth, halvings: int = 20, seed: int = 0, k: int = 10) -> dict | None:
-    """How agglomerative's fitted settings carry to people they were not fitted on: the people are
-    halved at random `halvings` times; on each half the threshold and floor are fitted as
-    `fit_clustering` fits them (clean faces) and scored on the other half, both ways. The same labels
-    and seed give the same halvings, so candidates (plain, each centring) are compared on the same ones.
-
-    Args:
-        emb: (n, D) unit embeddings; truth: (n,) person ids.
-
-    Returns:
-        {"bcubed_f1": mean, "std": sample std, "scores": every half's F1} over the halvings, or None
-        when there are fewer than four people or no halving has a half to fit on (someone with two faces).
-    """
-    emb, truth = np.asarray(emb, np.float32), np.asarray(truth)
-    people = np.unique(truth)
-    if len(people) < 4:
-        return None
-    rng, scores = np.random.default_rng(seed), []
-    for _ in range(halvings):
-        first = np.isin(truth, rng.permutation(people)[:len(people) // 2])
-        for fit, held in ((first, ~first), (~first, first)):
-            try:
-                f = fit_clustering(emb[fit], truth[fit], k=k)
-            except ValueError:  # no one with two faces in this half: nothing to fit
-                continue
-            scores.append(bcubed_scores(truth[held], agglomerative(emb[held], f["threshold"], f["floor"], k))["f1"])
-    if not scores:
-        return None
-    return {"bcubed_f1": round(float(np.mean(scores)), 4),
-            "std": round(float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, 4), "scores": scores}
-
-
-def choose_centring(emb: np.ndarray, truth, cohort: np.ndarray, k: int, gamma: float, gammas=(), margin: float = 0.01,
-                    halvings: int = 20, seed: int = 0) -> dict | None:
-    """The locally centred space (`siamese.model.centre`) agglomerative clusters a model's faces best
-    in, judged on people the settings were not fitted on (`held_out_clustering`, the same halvings for
-    every candidate): gamma stays `gamma` unless one of `gammas` beats it by more than `margin`, and the
-    space is centred only if that gamma beats the plain space.
-
-    Args:
-        emb: (n, D) unit embeddings of the validation people; truth: (n,) their ids.
-        cohort: (m, D) the model's cohort; k: cohort neighbours per face.
-
-    Returns:
-        {"centred": bool, "gamma" (chosen), "k", "held_out": {"plain" or "gamma G": {"bcubed_f1", "std"}},
-        "halvings", "margin"}, or None when the validation people are too few to halve.
-    """
-    held = {"plain": held_out_clustering(emb, truth, halvings, seed)}
-    if held["plain"] is None:
-        return None
-    for g in sorted({float(gamma), *map(float, gammas)}):
-        held[g] = held_out_clustering(Centring(cohort, k, g)(emb), truth, halvings, seed)
-    f1 = {key: r["bcubed_f1"] for key, r in held.items()}
-    kept = {key if key == "plain" else f"gamma {key}": {"bcubed_f1": r["bcubed_f1"], "std": r["std"]}
-            for key, r in held.items()}
-    by_gamma = {g: v for g, v in f1.items() if g != "plain"}
-    best = max(by_gamma, key=lambda g: (by_gamma[g], g == float(gamma)))
-    chosen = best if by_gamma[best] > by_gamma[float(gamma)] + margin else float(gamma)
-    log.info("clustering, local centring held out (%d halvings): plain %.4f, %s -> %s", halvings, f1["plain"],
-             ", ".join(f"gamma {g}: {v:.4f}" for g, v in by_gamma.items()),
-             f"gamma {chosen}" if by_gamma[chosen] > f1["plain"] else "plain")
-    return {"centred": by_gamma[chosen] > f1["plain"], "gamma": chosen, "k": int(k),
-            "held_out": kept, "halvings": int(halvings), "margin": float(margin)}
-
-
-def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
-    """The settings of average, chinese_whispers, components and dbscan for labelled faces: for
-    each, the best BCubed F1 over a grid (ties: the stricter setting), as agglomerative's threshold
-    is fitted (average: its one bar over `COSINE_GRID`).
-
-    Args:
-        emb: (n, D) unit embeddings of people the model did not train on; truth: (n,) their ids.
-        score_fn: the model's pair scorer (the graph algorithms' edges).
-        k: kNN shortlist. min_samples: dbscan's, fixed (its eps is fitted for it).
-
-    Returns:
-        {"average": {"threshold", "bcubed_f1", "grid"}, "chinese_whispers": {same}, "components": {same},
-        "dbscan": {"eps", "min_samples", "bcubed_f1", "grid"}}; grid: [[setting, f1], ...].
-    """
-    emb = np.asarray(emb, np.float32)
-
-    def f1(labels):
-        return round(bcubed_scores(truth, labels)["f1"], 4)
-
-    out = {"average": fit_average(emb, truth, k)}
-    for algorithm in ("chinese_whispers", "components"):
-        grid = [[float(t), f1(cluster_embeddings(emb, score_fn, float(t), algorithm, k=k))] for t in SCORE_GRID]
-        t, best = max(grid, key=lambda r: (r[1], r[0]))
-        out[algorithm] = {"threshold": t, "bcubed_f1": best, "grid": grid}
-    grid = [[float(e), f1(cluster_embeddings(emb, score_fn, None, "dbscan", k=k, eps=float(e),
-                                            min_samples=min_samples))] for e in EPS_GRID]
-    e, best = max(grid, key=lambda r: (r[1], -r[0]))  # ties: the smaller radius
-    out["dbscan"] = {"eps": e, "min_samples": min_samples, "bcubed_f1": best, "grid": grid}
-    return out
 
 
 def validation_embeddings(embedder, people: list[str], lfw_root=None, *, cache_dir=None,
