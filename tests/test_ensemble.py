@@ -153,3 +153,18 @@ def test_the_rules_tool_scores_the_validation_pairs_the_threshold_was_fitted_on(
     monkeypatch.setattr(sys, "argv", ["ensemble_rules", str(built / "a"), *args])
     with pytest.raises(ValueError, match="not an ensemble"):
         tool.main()
+
+
+def test_one_model_in_bf16_is_its_bfloat16_form_with_its_own_thresholds(built, tmp_path, lfw_root, yunet, faces):
+    """`siamese ensemble OUT models=[MODEL] precision=bf16`: any model's bfloat16 form (OpenVINO), its own
+    threshold and cluster.json under its own fingerprint, embeddings within ~1e-4 cosine of float32's."""
+    ens = build(tmp_path / "bf", [built / "a"], lfw_root, detector=yunet, precision="bf16")
+    meta = json.loads((tmp_path / "bf" / "model.json").read_text())
+    assert meta["precision"] == "bf16" and "**bf16**" in (tmp_path / "bf" / "MODEL_CARD.md").read_text()
+    loaded, f32 = Embedder.load(tmp_path / "bf"), Embedder.load(built / "a")
+    assert [m.precision for m in loaded.members] == ["bf16"] and loaded.fingerprint() == ens.fingerprint()
+    assert loaded.fingerprint() != f32.fingerprint() and loaded.calibration("cluster.json") is not None
+    cos = np.sum(loaded.embed(faces) * f32.embed(faces), axis=1)
+    assert cos.min() > 0.9995, cos  # (exactly float32's on a CPU without bfloat16 units)
+    with pytest.raises(ValueError, match="or one, with precision=int8 or bf16"):
+        build(tmp_path / "none", [], lfw_root, detector=yunet, precision="float32")
