@@ -110,9 +110,11 @@ class Embedder:
             int8 = None
             if precision == "int8":
                 files[0], int8 = quantize.int8_path(root, files[0])
-            parts = _onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)
-            if precision == "bf16":  # the embedding network on OpenVINO; the head (a few hundred weights) stays
-                parts = (_openvino(files[0], threads), parts[1], parts[2])
+            if precision == "bf16":  # the embedding network on OpenVINO; the head (a few hundred weights) on ORT
+                run, dim = _openvino(files[0], threads)
+                parts = (run, _onnx(None, files[1], threads, spin)[1], dim)
+            else:
+                parts = _onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)
             model = cls(root, meta, fmt, *parts)
             model.precision, model._int8 = precision, int8
             return model
@@ -227,7 +229,7 @@ class Embedder:
                                         "load an exported model")
             if self.precision == "int8":  # another network: its own calibrations and galleries
                 self._fingerprint = hashlib.sha256(f"int8:{self._fingerprint}:{self._int8}".encode()).hexdigest()
-            elif self.precision == "bf16":  # other numbers (within ~1e-5 cosine): the same care as int8
+            elif self.precision == "bf16":  # other numbers (within ~1e-4 cosine): the same care as int8
                 self._fingerprint = hashlib.sha256(f"bf16:{self._fingerprint}".encode()).hexdigest()
         return self._fingerprint
 
@@ -264,7 +266,9 @@ class Embedder:
         return modeldir.read_calibration(self.path, name, self.fingerprint())
 
 
-def _onnx(embedding: Path, head: Path, threads: int | None, spin: bool = True):
+def _onnx(embedding: Path | None, head: Path, threads: int | None, spin: bool = True):
+    """(embed, score, dim) on ONNX Runtime; with `embedding` None only the head is loaded (embed and
+    dim None: another runtime runs the embedding network)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -272,20 +276,25 @@ def _onnx(embedding: Path, head: Path, threads: int | None, spin: bool = True):
         opts.intra_op_num_threads = int(threads)
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    emb, head = (ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
-                 for f in (embedding, head))
-    e_in, h_in = emb.get_inputs()[0].name, [i.name for i in head.get_inputs()]
-    return (lambda x: emb.run(None, {e_in: x})[0],
-            lambda a, b: head.run(None, dict(zip(h_in, (a, b))))[0],
-            emb.get_outputs()[0].shape[-1])
+    head = ort.InferenceSession(str(head), opts, providers=["CPUExecutionProvider"])
+    h_in = [i.name for i in head.get_inputs()]
+    score = lambda a, b: head.run(None, dict(zip(h_in, (a, b))))[0]  # noqa: E731
+    if embedding is None:
+        return None, score, None
+    emb = ort.InferenceSession(str(embedding), opts, providers=["CPUExecutionProvider"])
+    e_in = emb.get_inputs()[0].name
+    return lambda x: emb.run(None, {e_in: x})[0], score, emb.get_outputs()[0].shape[-1]
 
 
 def _openvino(embedding: Path, threads: int | None):
     """The ONNX embedding network compiled by OpenVINO for the CPU with bfloat16 inference: on a
     CPU with bfloat16 units (AVX512-BF16, AMX) ~4x faster than ONNX Runtime's float32 here, each
-    embedding within ~1e-5 cosine of float32's (docs/distill.md, "bfloat16 on OpenVINO"); on
+    embedding within ~1e-4 cosine of float32's (docs/distill.md, "bfloat16 on OpenVINO"); on
     others OpenVINO runs float32 (logged). One inference request, behind a lock: callers on
     several threads (the HTTP service) take turns.
+
+    Returns:
+        (run: float32 (B, S, S, 3) in [0, 1] -> (B, D) embeddings, D).
 
     Raises:
         ImportError: OpenVINO is not installed (one line saying how to install it).
@@ -301,14 +310,15 @@ def _openvino(embedding: Path, threads: int | None):
     config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    request, lock = core.compile_model(str(embedding), "CPU", config).create_infer_request(), threading.Lock()
+    compiled = core.compile_model(str(embedding), "CPU", config)
+    request, lock = compiled.create_infer_request(), threading.Lock()
 
     def run(x: np.ndarray) -> np.ndarray:
         with lock:
             return np.array(request.infer({0: np.ascontiguousarray(x, np.float32)})[0])  # a copy: the
             # request's output buffer is reused by its next call
 
-    return run
+    return run, int(compiled.outputs[0].get_partial_shape()[-1].get_length())
 
 
 def _keras(embedding: Path, head: Path):
