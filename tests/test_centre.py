@@ -59,12 +59,15 @@ def test_the_centring_and_its_gamma_are_chosen_on_held_out_people():
     plain = held_out_clustering(faces, truth, halvings=4)
     assert len(plain["scores"]) == 8 and plain == held_out_clustering(faces, truth, halvings=4)  # same halvings
     assert held_out_clustering(faces[truth < 3], truth[truth < 3]) is None  # three people: nothing to halve
-    pick = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=1.0, halvings=4)
+    pick = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=1.0, halvings=4,
+                           ks=[5, 500])  # 500: past the cohort's 200 faces, not tried
     f1 = {key: r["bcubed_f1"] for key, r in pick["held_out"].items()}
-    assert set(f1) == {"plain", "gamma 0.25", "gamma 0.5", "gamma 1.0"} and f1["plain"] == plain["bcubed_f1"]
-    assert pick["centred"] and pick["gamma"] == 0.5 and f1["gamma 0.5"] > f1["plain"] + 0.04, f1  # margin 1: kept
-    best = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=-1.0, halvings=4)
-    assert f1[f"gamma {best['gamma']}"] == max(v for key, v in f1.items() if key != "plain")  # margin -1: the best
+    assert set(f1) == {"plain", *(f"k {k}, gamma {g}" for k in (5, 10) for g in (0.25, 0.5, 1.0))}
+    assert f1["plain"] == plain["bcubed_f1"] and (pick["k"], pick["gamma"]) == (10, 0.5)  # margin 1: kept
+    assert pick["centred"] and f1["k 10, gamma 0.5"] > f1["plain"] + 0.04, f1
+    best = choose_centring(faces, truth, cohort, k=10, gamma=0.5, gammas=[0.25, 1.0], margin=-1.0, halvings=4,
+                           ks=[5, 500])
+    assert f1[f"k {best['k']}, gamma {best['gamma']}"] == max(v for key, v in f1.items() if key != "plain")
     assert not choose_centring(faces, truth, cohort, k=10, gamma=0.0, halvings=4)["centred"]  # nothing taken away
 
 
@@ -149,7 +152,7 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
                                          centre={"k": 5, "gamma": 0.5, "faces": 12, "degraded": True})
     assert r["centring"]["cohort"].endswith("6 of them (every second person's) from a degraded copy of the photo")
     assert r["centring"]["chosen"] is True and r["centring"]["halvings"] == 3
-    assert set(r["centring"]["held_out"]) == {"plain", "gamma 0.5"}
+    assert set(r["centring"]["held_out"]) == {"plain", "k 5, gamma 0.5"}
     assert r["held_out"]["space"] == "centred, k 5, gamma 0.5" and r["held_out"]["halvings"] == 3
     # agglomerative's settings are the ones fitted in the centred space, the cohort's
     val, names, _ = calibration.validation_embeddings(emb, people["validation"], lfw_root, detector=yunet)
@@ -381,7 +384,8 @@ def test_siamese_calibrate_embeds_the_validation_people_once_for_clustering_and_
         cfg = compose("calibrate", overrides=[f"model_path={model}", f"data.root={lfw_root}", "fit=[cluster,recognize]",
                                               "overwrite=true", f"cache_dir={tmp_path / 'no_cache'}",
                                               "cluster.halvings=2", "cluster.centre.k=5", "cluster.centre.faces=12",
-                                              "cluster.centre.gammas=[0.5]", "recognize.halvings=2"])
+                                              "cluster.centre.gammas=[0.5]", "cluster.centre.ks=[5]",
+                                              "recognize.halvings=2"])
     out = evaluation.calibrate(cfg)
     assert out["recognize"]["halvings"] == 2 and out["cluster"]["centre"]["gamma"] == 0.5
     assert calls == [people["validation"]]  # one pass over the validation people (the cohort is other people)

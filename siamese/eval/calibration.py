@@ -88,12 +88,13 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
     "held_out" says how they carry to other people (`held_out_clustering`: fitted on half the people,
     scored on the rest, `halvings` random halvings both ways; absent with fewer than four people).
 
-    With `centre` ({"k", "gamma", "faces", "degraded", and optionally "gammas", "margin"}) and the LFW
+    With `centre` ({"k", "gamma", "faces", "degraded", and optionally "ks", "gammas", "margin"}) and the LFW
     photos (the cohort's), agglomerative is also fitted in the locally centred space
     (`siamese.model.centre`: a cohort of `faces` faces of the model's training people, one each,
     `cohort_embeddings`), and kept, with average's bar, when it clusters held-out validation people
-    better than the plain space (`choose_centring`: gamma stays `gamma` unless one of `gammas` beats it
-    there by more than `margin`; with fewer than four people, when its in-sample F1 is higher). The
+    better than the plain space (`siamese.eval.cluster_fit.choose_centring`: k and gamma stay `k` and
+    `gamma` unless a pair of `ks` x `gammas` beats them there by more than `margin`; with fewer than four
+    people, when its in-sample F1 is higher). The
     cohort is then saved as cluster_cohort.npy and named in cluster.json "centre"; "centring" records
     the F1s either way. (1:N's own gamma in that space is `calibrate_recognize`'s, fitted after this one.)
 
@@ -143,19 +144,19 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                                            faces=int(centre["faces"]), seed=seed,
                                            degraded=bool(centre.get("degraded", False)))
         pick = choose_centring(embeddings, labels, cohort, int(centre["k"]), float(centre["gamma"]),
-                               centre.get("gammas") or (), float(centre.get("margin", 0.01)), halvings, seed)
-        gamma = pick["gamma"] if pick else float(centre["gamma"])
-        c = Centring(cohort, centre["k"], gamma)
+                               centre.get("gammas") or (), float(centre.get("margin", 0.01)), halvings, seed,
+                               ks=centre.get("ks") or ())
+        k, gamma = (pick["k"], pick["gamma"]) if pick else (int(centre["k"]), float(centre["gamma"]))
+        c = Centring(cohort, k, gamma)
         moved = c(embeddings)
         centred = fit_clustering(moved, labels, hard=None if hard is None else c(hard))
         best = {"plain": max(r[1] for r in fit["grid"]), "centred": max(r[1] for r in centred["grid"])}
         if pick["centred"] if pick else best["centred"] > best["plain"]:
             fit, others["average"] = centred, fit_average(moved, labels)
-            spec = {"k": int(centre["k"]), "gamma": gamma,
-                    "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
-            held = {**pick["held_out"][f"gamma {gamma}"], "halvings": int(halvings),
-                    "space": f"centred, k {int(centre['k'])}, gamma {gamma}"} if pick else held
-        fit["centring"] = {**best, "k": int(centre["k"]), "gamma": gamma, "cohort": source,
+            spec = {"k": k, "gamma": gamma, "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
+            held = {**pick["held_out"][f"k {k}, gamma {gamma}"], "halvings": int(halvings),
+                    "space": f"centred, k {k}, gamma {gamma}"} if pick else held
+        fit["centring"] = {**best, "k": k, "gamma": gamma, "cohort": source,
                            "chosen": spec is not None,
                            **({"held_out": {key: r["bcubed_f1"] for key, r in pick["held_out"].items()},
                                "halvings": pick["halvings"], "margin": pick["margin"]} if pick else {})}

@@ -137,36 +137,40 @@ def held_out_clustering(emb: np.ndarray, truth, halvings: int = 20, seed: int = 
 
 
 def choose_centring(emb: np.ndarray, truth, cohort: np.ndarray, k: int, gamma: float, gammas=(), margin: float = 0.01,
-                    halvings: int = 20, seed: int = 0) -> dict | None:
+                    halvings: int = 20, seed: int = 0, ks=()) -> dict | None:
     """The locally centred space (`siamese.model.centre`) agglomerative clusters a model's faces best
     in, judged on people the settings were not fitted on (`held_out_clustering`, the same halvings for
-    every candidate): gamma stays `gamma` unless one of `gammas` beats it by more than `margin`, and the
-    space is centred only if that gamma beats the plain space.
+    every candidate): every (k, gamma) of `{k, *ks}` x `{gamma, *gammas}` is tried, (`k`, `gamma`) stays
+    unless another beats it by more than `margin`, and the space is centred only if the one chosen beats
+    the plain space.
 
     Args:
         emb: (n, D) unit embeddings of the validation people; truth: (n,) their ids.
-        cohort: (m, D) the model's cohort; k: cohort neighbours per face.
+        cohort: (m, D) the model's cohort; k: cohort neighbours per face (`ks` above m are not tried).
 
     Returns:
-        {"centred": bool, "gamma" (chosen), "k", "held_out": {"plain" or "gamma G": {"bcubed_f1", "std"}},
+        {"centred": bool, "k", "gamma" (chosen), "held_out": {"plain" or "k K, gamma G": {"bcubed_f1", "std"}},
         "halvings", "margin"}, or None when the validation people are too few to halve.
     """
-    held = {"plain": held_out_clustering(emb, truth, halvings, seed)}
-    if held["plain"] is None:
+    plain = held_out_clustering(emb, truth, halvings, seed)
+    if plain is None:
         return None
-    for g in sorted({float(gamma), *map(float, gammas)}):
-        held[g] = held_out_clustering(Centring(cohort, k, g)(emb), truth, halvings, seed)
+    held = {}
+    for kk in sorted({int(k), *(int(x) for x in ks if int(x) <= len(cohort))}):  # a k past the cohort: not tried
+        for g in sorted({float(gamma), *map(float, gammas)}):
+            held[kk, g] = held_out_clustering(Centring(cohort, kk, g)(emb), truth, halvings, seed)
     f1 = {key: r["bcubed_f1"] for key, r in held.items()}
-    kept = {key if key == "plain" else f"gamma {key}": {"bcubed_f1": r["bcubed_f1"], "std": r["std"]}
-            for key, r in held.items()}
-    by_gamma = {g: v for g, v in f1.items() if g != "plain"}
-    best = max(by_gamma, key=lambda g: (by_gamma[g], g == float(gamma)))
-    chosen = best if by_gamma[best] > by_gamma[float(gamma)] + margin else float(gamma)
-    log.info("clustering, local centring held out (%d halvings): plain %.4f, %s -> %s", halvings, f1["plain"],
-             ", ".join(f"gamma {g}: {v:.4f}" for g, v in by_gamma.items()),
-             f"gamma {chosen}" if by_gamma[chosen] > f1["plain"] else "plain")
-    return {"centred": by_gamma[chosen] > f1["plain"], "gamma": chosen, "k": int(k),
-            "held_out": kept, "halvings": int(halvings), "margin": float(margin)}
+    mine = (int(k), float(gamma))
+    best = max(f1, key=lambda key: (f1[key], key == mine))
+    chosen = best if f1[best] > f1[mine] + margin else mine
+    name = lambda key: f"k {key[0]}, gamma {key[1]}"  # noqa: E731
+    log.info("clustering, local centring held out (%d halvings): plain %.4f, %s -> %s", halvings, plain["bcubed_f1"],
+             ", ".join(f"{name(key)}: {v:.4f}" for key, v in f1.items()),
+             name(chosen) if f1[chosen] > plain["bcubed_f1"] else "plain")
+    kept = {name(key): {"bcubed_f1": r["bcubed_f1"], "std": r["std"]} for key, r in held.items()}
+    return {"centred": f1[chosen] > plain["bcubed_f1"], "k": chosen[0], "gamma": chosen[1],
+            "held_out": {"plain": {"bcubed_f1": plain["bcubed_f1"], "std": plain["std"]}, **kept},
+            "halvings": int(halvings), "margin": float(margin)}
 
 
 def fit_other_algorithms(emb: np.ndarray, truth, score_fn, k: int = 10, min_samples: int = 2) -> dict:
