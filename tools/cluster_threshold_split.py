@@ -35,7 +35,7 @@ from siamese.clustering.linkage import agglomerative
 from siamese.clustering.scores import bcubed_scores
 from siamese.eval.bench.table import table
 from siamese.eval.calibration import validation_faces
-from siamese.eval.cluster_fit import COSINE_GRID, fit_average, fit_clustering
+from siamese.eval.cluster_fit import COSINE_GRID, fit_average, fit_clustering, people_halves
 from siamese.io.paths import lfw_cache
 from siamese.model.centre import centring
 from siamese.model.embedder import Embedder
@@ -58,20 +58,15 @@ def split_halves(emb: np.ndarray, labels: np.ndarray, splits: int = 100, seed: i
     Args:
         emb: (n, D) unit embeddings; labels: (n,) person ids (at least four people).
     """
-    people = np.unique(labels)
-    rng = np.random.default_rng(seed)
     out = {"argmax": [], "smooth3": [], "oracle": []}
-    for _ in range(splits):
-        perm = rng.permutation(people)
-        first = np.isin(labels, perm[:len(perm) // 2])
-        for fit, held in ((first, ~first), (~first, first)):
-            floor = _floor(emb[fit], labels[fit])
-            ts = np.array([t for t in COSINE_GRID if t >= floor])
-            f_fit, f_held = _grid(emb[fit], labels[fit], floor, ts), _grid(emb[held], labels[held], floor, ts)
-            smooth = np.convolve(np.pad(f_fit, 1, mode="edge"), np.ones(3) / 3, mode="valid")
-            out["argmax"].append(f_held[np.argmax(f_fit)])
-            out["smooth3"].append(f_held[np.argmax(smooth)])
-            out["oracle"].append(f_held.max())
+    for fit, held in people_halves(labels, splits, seed):
+        floor = _floor(emb[fit], labels[fit])
+        ts = np.array([t for t in COSINE_GRID if t >= floor])
+        f_fit, f_held = _grid(emb[fit], labels[fit], floor, ts), _grid(emb[held], labels[held], floor, ts)
+        smooth = np.convolve(np.pad(f_fit, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+        out["argmax"].append(f_held[np.argmax(f_fit)])
+        out["smooth3"].append(f_held[np.argmax(smooth)])
+        out["oracle"].append(f_held.max())
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -104,19 +99,15 @@ def bar_halves(emb: np.ndarray, labels: np.ndarray, splits: int = 20, seed: int 
     """
     people, counts = np.unique(labels, return_counts=True)
     is_big = np.isin(labels, people[counts >= big])
-    rng = np.random.default_rng(seed)
     out = {s: {"all": [], "big": [], "small": [], "chosen": []} for s in ("falling", "one", "2d")}
-    for _ in range(splits):
-        perm = rng.permutation(people)
-        first = np.isin(labels, perm[:len(perm) // 2])
-        for fit, held in ((first, ~first), (~first, first)):
-            for shape, r in out.items():
-                t, f = _fitted_bar(emb[fit], labels[fit], shape)
-                pred, truth, b = agglomerative(emb[held], t, f, 10), labels[held], is_big[held]
-                r["chosen"].append((t, f))
-                r["all"].append(bcubed_scores(truth, pred)["f1"])
-                for part, m in (("big", b), ("small", ~b)):
-                    r[part].append(bcubed_scores(truth[m], pred[m])["f1"] if m.any() else np.nan)
+    for fit, held in people_halves(labels, splits, seed):
+        for shape, r in out.items():
+            t, f = _fitted_bar(emb[fit], labels[fit], shape)
+            pred, truth, b = agglomerative(emb[held], t, f, 10), labels[held], is_big[held]
+            r["chosen"].append((t, f))
+            r["all"].append(bcubed_scores(truth, pred)["f1"])
+            for part, m in (("big", b), ("small", ~b)):
+                r[part].append(bcubed_scores(truth[m], pred[m])["f1"] if m.any() else np.nan)
     return {s: {k: (v if k == "chosen" else np.array(v)) for k, v in r.items()} for s, r in out.items()}
 
 

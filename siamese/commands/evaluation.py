@@ -86,16 +86,17 @@ def calibrate(cfg: DictConfig) -> dict:
         out["verify"] = r
     # The validation people, embedded once for clustering and 1:N alike (a degraded clustering fit embeds
     # its own: it keeps only the photos it could make harder).
-    val = {}
+    val, described = {}, {}
     if {"cluster", "recognize"} <= set(cfg.fit) and not cfg.cluster.degraded:
         emb, names, _ = validation_embeddings(embedder, embedder.validation_people(), cfg.data.root,
                                               cache_dir=cfg.cache_dir)
         val = {"embeddings": emb, "labels": names}
+        described = {**val, "data": "LFW validation people (held out of training)"}
     if "cluster" in cfg.fit:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
                                  degraded=cfg.cluster.degraded, seed=cfg.seed, halvings=cfg.cluster.halvings,
                                  centre=OmegaConf.to_container(cfg.cluster.centre) if cfg.cluster.centre else None,
-                                 **val, **({"data": "LFW validation people (held out of training)"} if val else {}))
+                                 **described)
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
         if "held_out" in r:

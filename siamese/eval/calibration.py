@@ -136,10 +136,12 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         raise ValueError("clustering calibration needs faces of at least two people")
     fit = fit_clustering(embeddings, labels, hard=hard)
     others = fit_other_algorithms(embeddings, labels, embedder.score)
-    held = held_out_clustering(embeddings, labels, halvings, seed)
-    held = held and {"bcubed_f1": held["bcubed_f1"], "std": held["std"], "halvings": int(halvings), "space": "plain"}
-    spec, cohort = None, None
-    if centre:
+    spec, cohort, held = None, None, None  # held: the held-out F1 of the space chosen (choose_centring's, or plain's)
+    if not centre:
+        plain = held_out_clustering(embeddings, labels, halvings, seed)
+        held = plain and {"bcubed_f1": plain["bcubed_f1"], "std": plain["std"], "halvings": int(halvings),
+                          "space": "plain"}
+    else:
         cohort, source = cohort_embeddings(embedder, lfw_root, cache_dir=cache_dir, detector=detector,
                                            faces=int(centre["faces"]), seed=seed,
                                            degraded=bool(centre.get("degraded", False)))
@@ -154,8 +156,9 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
         if pick["centred"] if pick else best["centred"] > best["plain"]:
             fit, others["average"] = centred, fit_average(moved, labels)
             spec = {"k": k, "gamma": gamma, "cohort": {"file": COHORT, "faces": len(cohort), "source": source}}
-            held = {**pick["held_out"][f"k {k}, gamma {gamma}"], "halvings": int(halvings),
-                    "space": f"centred, k {k}, gamma {gamma}"} if pick else held
+        space = f"k {k}, gamma {gamma}" if spec else "plain"
+        held = pick and {**pick["held_out"][space], "halvings": int(halvings),
+                         "space": f"centred, {space}" if spec else "plain"}
         fit["centring"] = {**best, "k": k, "gamma": gamma, "cohort": source,
                            "chosen": spec is not None,
                            **({"held_out": {key: r["bcubed_f1"] for key, r in pick["held_out"].items()},

@@ -17,7 +17,7 @@ from siamese.clustering.scores import bcubed_scores, pairwise_scores
 from siamese.model.centre import Centring
 
 __all__ = ["COSINE_GRID", "EPS_GRID", "SCORE_GRID", "choose_centring", "fit_average", "fit_clustering",
-           "fit_other_algorithms", "held_out_clustering"]
+           "fit_other_algorithms", "held_out_clustering", "people_halves"]
 
 COSINE_GRID = np.round(np.arange(0.1, 0.951, 0.025), 3)   # agglomerative: cosine similarities
 SCORE_GRID = np.round(np.arange(0.02, 0.981, 0.02), 3)   # chinese_whispers / components: head scores
@@ -104,6 +104,17 @@ def fit_average(emb: np.ndarray, truth, k: int = 10) -> dict:
     return {"threshold": t, "bcubed_f1": best, "grid": grid}
 
 
+def people_halves(truth, halvings: int, seed: int = 0):
+    """(fit, held) boolean masks over faces labelled `truth` (n,): `halvings` random halvings of the
+    people, each both ways (2 x `halvings` pairs). The same labels and seed give the same halvings."""
+    truth = np.asarray(truth)
+    people, rng = np.unique(truth), np.random.default_rng(seed)
+    for _ in range(halvings):
+        first = np.isin(truth, rng.permutation(people)[:len(people) // 2])
+        yield first, ~first
+        yield ~first, first
+
+
 def held_out_clustering(emb: np.ndarray, truth, halvings: int = 20, seed: int = 0, k: int = 10) -> dict | None:
     """How agglomerative's fitted settings carry to people they were not fitted on: the people are
     halved at random `halvings` times; on each half the threshold and floor are fitted as
@@ -118,18 +129,15 @@ def held_out_clustering(emb: np.ndarray, truth, halvings: int = 20, seed: int = 
         when there are fewer than four people or no halving has a half to fit on (someone with two faces).
     """
     emb, truth = np.asarray(emb, np.float32), np.asarray(truth)
-    people = np.unique(truth)
-    if len(people) < 4:
+    if len(np.unique(truth)) < 4:
         return None
-    rng, scores = np.random.default_rng(seed), []
-    for _ in range(halvings):
-        first = np.isin(truth, rng.permutation(people)[:len(people) // 2])
-        for fit, held in ((first, ~first), (~first, first)):
-            try:
-                f = fit_clustering(emb[fit], truth[fit], k=k)
-            except ValueError:  # no one with two faces in this half: nothing to fit
-                continue
-            scores.append(bcubed_scores(truth[held], agglomerative(emb[held], f["threshold"], f["floor"], k))["f1"])
+    scores = []
+    for fit, held in people_halves(truth, halvings, seed):
+        try:
+            f = fit_clustering(emb[fit], truth[fit], k=k)
+        except ValueError:  # no one with two faces in this half: nothing to fit
+            continue
+        scores.append(bcubed_scores(truth[held], agglomerative(emb[held], f["threshold"], f["floor"], k))["f1"])
     if not scores:
         return None
     return {"bcubed_f1": round(float(np.mean(scores)), 4),

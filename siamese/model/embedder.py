@@ -112,7 +112,7 @@ class Embedder:
                 files[0], int8 = quantize.int8_path(root, files[0])
             if precision == "bf16":  # the embedding network on OpenVINO; the head (a few hundred weights) on ORT
                 run, dim = _openvino(files[0], threads)
-                parts = (run, _onnx(None, files[1], threads, spin)[1], dim)
+                parts = (run, _onnx_head(files[1], threads, spin), dim)
             else:
                 parts = _onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)
             model = cls(root, meta, fmt, *parts)
@@ -266,9 +266,8 @@ class Embedder:
         return modeldir.read_calibration(self.path, name, self.fingerprint())
 
 
-def _onnx(embedding: Path | None, head: Path, threads: int | None, spin: bool = True):
-    """(embed, score, dim) on ONNX Runtime; with `embedding` None only the head is loaded (embed and
-    dim None: another runtime runs the embedding network)."""
+def _ort_session(path: Path, threads: int | None, spin: bool = True):
+    """An ONNX Runtime CPU session for `path` (`threads` intra-op threads; `spin` as `Embedder.load`)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -276,14 +275,21 @@ def _onnx(embedding: Path | None, head: Path, threads: int | None, spin: bool = 
         opts.intra_op_num_threads = int(threads)
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    head = ort.InferenceSession(str(head), opts, providers=["CPUExecutionProvider"])
-    h_in = [i.name for i in head.get_inputs()]
-    score = lambda a, b: head.run(None, dict(zip(h_in, (a, b))))[0]  # noqa: E731
-    if embedding is None:
-        return None, score, None
-    emb = ort.InferenceSession(str(embedding), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_head(head: Path, threads: int | None, spin: bool = True):
+    """The pair head on ONNX Runtime: ((n, D), (n, D)) float32 -> (n, 1) P(same)."""
+    session = _ort_session(head, threads, spin)
+    names = [i.name for i in session.get_inputs()]
+    return lambda a, b: session.run(None, dict(zip(names, (a, b))))[0]
+
+
+def _onnx(embedding: Path, head: Path, threads: int | None, spin: bool = True):
+    """(embed, score, dim) on ONNX Runtime."""
+    emb = _ort_session(embedding, threads, spin)
     e_in = emb.get_inputs()[0].name
-    return lambda x: emb.run(None, {e_in: x})[0], score, emb.get_outputs()[0].shape[-1]
+    return lambda x: emb.run(None, {e_in: x})[0], _onnx_head(head, threads, spin), emb.get_outputs()[0].shape[-1]
 
 
 def _openvino(embedding: Path, threads: int | None):
