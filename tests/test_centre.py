@@ -124,7 +124,7 @@ def test_the_shipped_model_clusters_in_its_centred_space_and_refuses_another_coh
 
 
 def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_better(centred_copy, lfw_root,
-                                                                                       yunet, monkeypatch):
+                                                                                       yunet, monkeypatch, caplog):
     from siamese.eval import calibration
     from siamese.eval.cluster_fit import fit_clustering
 
@@ -134,8 +134,10 @@ def test_calibration_keeps_centring_only_when_it_clusters_the_validation_people_
     (model / "people.json").write_text(json.dumps(people))
     # gamma 0 changes nothing, so it is never better: plain settings, no "centre", and the shipped
     # model's cohort, which no cluster.json names any more, is gone
-    r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
-                                         centre={"k": 5, "gamma": 0.0, "faces": 12})
+    with caplog.at_level("INFO", logger="siamese.eval.calibration"):
+        r = calibration.calibrate_clustering(emb, lfw_root, detector=yunet, overwrite=True,
+                                             centre={"k": 5, "gamma": 0.0, "faces": 12})
+    assert "1:N gamma" in caplog.text  # the shipped file's fitted 1:N gamma is gone: said, with how to fit it again
     assert r["centring"]["chosen"] is False and r["centring"]["centred"] == r["centring"]["plain"]
     assert "centre" not in r and not (model / "cluster_cohort.npy").exists() and centring(emb) is None
     assert calibration.calibrate_recognize(emb, lfw_root, detector=yunet) is None  # no centred space: nothing to fit
@@ -359,7 +361,8 @@ def test_asnorm_recognition_ranks_and_accepts_by_the_normalised_cosine():
 
 
 def test_siamese_calibrate_embeds_the_validation_people_once_for_clustering_and_1n(centred_copy, lfw_root,
-                                                                                  monkeypatch, capsys, tmp_path):
+                                                                                  monkeypatch, capsys, tmp_path,
+                                                                                  caplog):
     from hydra import compose, initialize_config_dir
 
     from siamese.commands import evaluation
@@ -386,7 +389,9 @@ def test_siamese_calibrate_embeds_the_validation_people_once_for_clustering_and_
                                               "cluster.halvings=2", "cluster.centre.k=5", "cluster.centre.faces=12",
                                               "cluster.centre.gammas=[0.5]", "cluster.centre.ks=[5]",
                                               "recognize.halvings=2"])
-    out = evaluation.calibrate(cfg)
+    with caplog.at_level("INFO", logger="siamese.eval.calibration"):
+        out = evaluation.calibrate(cfg)
+    assert "1:N gamma" not in caplog.text  # the shipped file had one, but this run fits it again: nothing to say
     assert out["recognize"]["halvings"] == 2 and out["cluster"]["centre"]["gamma"] == 0.5
     assert calls == [people["validation"]]  # one pass over the validation people (the cohort is other people)
     written = json.loads((model / "cluster.json").read_text())

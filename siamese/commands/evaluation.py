@@ -96,7 +96,7 @@ def calibrate(cfg: DictConfig) -> dict:
         r = calibrate_clustering(embedder, cfg.data.root, cache_dir=cfg.cache_dir, overwrite=cfg.overwrite,
                                  degraded=cfg.cluster.degraded, seed=cfg.seed, halvings=cfg.cluster.halvings,
                                  centre=OmegaConf.to_container(cfg.cluster.centre) if cfg.cluster.centre else None,
-                                 **described)
+                                 refits_recognize="recognize" in cfg.fit, **described)
         print(f"{embedder.path}/cluster.json: threshold {r['threshold']:.3f}, floor {r['floor']:.3f} -> "
               f"BCubed F1 {r['bcubed_f1']:.4f} on {r['people']} validation people ({r['faces']} faces)")
         if "held_out" in r:

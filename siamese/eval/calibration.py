@@ -81,7 +81,7 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
                          labels=None, embeddings: np.ndarray | None = None,
                          out: str | os.PathLike | None = None, overwrite: bool = False,
                          degraded: bool = False, seed: int = 0, centre: dict | None = None,
-                         halvings: int = 20, data: str | None = None) -> dict:
+                         halvings: int = 20, data: str | None = None, refits_recognize: bool = False) -> dict:
     """Fit every clustering algorithm's settings on the model's validation people; save them.
 
     The validation F1s the settings are chosen by are in-sample (the same people fit and score them);
@@ -111,6 +111,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             needs the photos, so not with `faces` or `embeddings`.
         halvings: random halvings of the validation people for the held-out figures.
         data: what the faces are, for the record (default: says where they came from).
+        refits_recognize: the caller fits 1:N's gamma again right after (`calibrate_recognize`), so
+            the one an older cluster.json had is not worth a word.
 
     Returns:
         {"threshold", "floor", "k", "bcubed_f1", "grid" (agglomerative's, as `fit_clustering`),
@@ -171,7 +173,8 @@ def calibrate_clustering(embedder, lfw_root: str | os.PathLike | None = None, *,
             old = json.loads(target.read_text()) if target.is_file() else {}
         except (ValueError, OSError):  # an unreadable one is replaced all the same
             old = {}
-        if isinstance(old, dict) and (old.get("centre") or {}).get("recognize"):  # its space is replaced here
+        if (not refits_recognize and isinstance(old, dict)
+                and (old.get("centre") or {}).get("recognize")):  # its space is replaced here
             log.info("%s: its 1:N gamma (\"centre\".\"recognize\") belonged to the settings replaced here — "
                      "`siamese calibrate %s fit=[recognize]` fits it again", target, embedder.path)
         if spec:  # the cohort first, beside it: a cluster.json never names a file that is not there yet
