@@ -159,10 +159,36 @@ def test_the_bf16_model_runs_the_same_networks_in_bfloat16_with_its_own_calibrat
     faces = resize_faces(real_faces, model.input_size)
     cos = np.sum(model.embed(faces) * plain.embed(faces), axis=1)
     assert cos.min() > 0.9995, cos  # int8's networks: ~0.998
+    if model.runs_in == "bfloat16":  # it really ran in bfloat16: not float32's numbers
+        assert 1 - cos.min() > 1e-6, cos
+    else:  # a CPU without bfloat16 units: float32 on OpenVINO, the same numbers to rounding
+        assert model.runs_in == "float32" and 1 - cos.min() < 1e-6, (model.runs_in, cos)
+    assert [m.runs_in for m in model.members] == [model.runs_in] * 2
     assert model.fingerprint() != plain.fingerprint() and model.impostor_bank() is not None
     for name in ("cluster.json", "verify.json"):
         assert model.calibration(name) is not None, name  # fitted for this fingerprint
     assert (BF16 / "people.json").read_text() == (SHIPPED / "people.json").read_text()
+
+
+def test_a_cpu_without_bfloat16_units_is_said_once_not_once_per_member(monkeypatch, caplog):
+    import openvino as ov
+
+    from siamese.model import embedder
+
+    class NoBF16(ov.Core):
+        def get_property(self, device, name, *rest):
+            if name == "OPTIMIZATION_CAPABILITIES":
+                return ["FP32", "INT8"]
+            return super().get_property(device, name, *rest)
+
+    monkeypatch.setattr(ov, "Core", NoBF16)
+    embedder._bfloat16_units.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="siamese.model.embedder"):
+            assert len(Embedder.load("bf16").members) == 2 and Embedder.load("distilled", precision="bf16")
+    finally:
+        embedder._bfloat16_units.cache_clear()
+    assert caplog.text.count("no bfloat16 instructions") == 1, caplog.text
 
 
 def test_without_openvino_bf16_says_how_to_install_it(monkeypatch, capsys, tmp_path):

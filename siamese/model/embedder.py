@@ -12,6 +12,7 @@ subclass it and are chosen by a key of model.json.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -62,6 +63,8 @@ class Embedder:
         self._fingerprint: str | None = None
         self._cohort: tuple | None = None  # ((digest, mtime, size), array): the clustering cohort last read
         self.precision = "float32"  # or "int8", "bf16" (`load`)
+        self.runs_in = "float32"  # the arithmetic the embedding network really runs in: "bfloat16" for
+        # bf16 on a CPU with bfloat16 units, "float32" there too on one without (OpenVINO's choice)
         self._int8: str | None = None  # the int8 network's SHA-256 (quantization.json), when int8
 
     @classmethod
@@ -111,12 +114,14 @@ class Embedder:
             if precision == "int8":
                 files[0], int8 = quantize.int8_path(root, files[0])
             if precision == "bf16":  # the embedding network on OpenVINO; the head (a few hundred weights) on ORT
-                run, dim = _openvino(files[0], threads)
+                run, dim, runs_in = _openvino(files[0], threads)
                 parts = (run, _onnx_head(files[1], threads, spin), dim)
             else:
                 parts = _onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)
             model = cls(root, meta, fmt, *parts)
             model.precision, model._int8 = precision, int8
+            if precision == "bf16":
+                model.runs_in = runs_in
             return model
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
@@ -296,11 +301,12 @@ def _openvino(embedding: Path, threads: int | None):
     """The ONNX embedding network compiled by OpenVINO for the CPU with bfloat16 inference: on a
     CPU with bfloat16 units (AVX512-BF16, AMX) ~4x faster than ONNX Runtime's float32 here, each
     embedding within ~1e-4 cosine of float32's (docs/distill.md, "bfloat16 on OpenVINO"); on
-    others OpenVINO runs float32 (logged). One inference request, behind a lock: callers on
-    several threads (the HTTP service) take turns.
+    others OpenVINO runs float32 (logged once per process, `_bfloat16_units`). One inference
+    request, behind a lock: callers on several threads (the HTTP service) take turns.
 
     Returns:
-        (run: float32 (B, S, S, 3) in [0, 1] -> (B, D) embeddings, D).
+        (run: float32 (B, S, S, 3) in [0, 1] -> (B, D) embeddings, D, the precision OpenVINO
+        compiled it for: "bfloat16" or "float32").
 
     Raises:
         ImportError: OpenVINO is not installed (one line saying how to install it).
@@ -311,8 +317,7 @@ def _openvino(embedding: Path, threads: int | None):
         raise ImportError("precision bf16 runs on OpenVINO, which is not installed: "
                           "pip install -e '.[openvino]' (or make openvino)") from None
     core = ov.Core()
-    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        log.warning("this CPU has no bfloat16 instructions: OpenVINO runs %s in float32 (no speed gain)", embedding)
+    _bfloat16_units()
     config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -324,7 +329,20 @@ def _openvino(embedding: Path, threads: int | None):
             return np.array(request.infer({0: np.ascontiguousarray(x, np.float32)})[0])  # a copy: the
             # request's output buffer is reused by its next call
 
-    return run, int(compiled.outputs[0].get_partial_shape()[-1].get_length())
+    runs_in = "bfloat16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "float32"
+    return run, int(compiled.outputs[0].get_partial_shape()[-1].get_length()), runs_in
+
+
+@functools.cache
+def _bfloat16_units() -> bool:
+    """Whether this CPU has bfloat16 instructions (OpenVINO's "BF16" capability); without them, one
+    warning per process (not one per network: an ensemble loads several)."""
+    import openvino as ov
+
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return True
+    log.warning("this CPU has no bfloat16 instructions: OpenVINO runs precision bf16 in float32 (no speed gain)")
+    return False
 
 
 def _keras(embedding: Path, head: Path):

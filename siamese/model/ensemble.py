@@ -44,6 +44,7 @@ class Ensemble(Embedder, kind="ensemble"):
         self._cuts = np.cumsum([0, *dims])
         super().__init__(path, meta, "+".join(m.format for m in members), None, None, sum(dims))
         self.precision = meta.get("precision", "float32")  # its members'
+        self.runs_in = "+".join(sorted({m.runs_in for m in members}))  # as `Embedder.runs_in`
 
     @classmethod
     def from_dir(cls, root: Path, meta: dict, prefer=("onnx", "keras"),

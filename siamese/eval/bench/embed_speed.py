@@ -33,6 +33,13 @@ def _ms_per_face(fn, faces: np.ndarray, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _precision(model) -> str:
+    """The model's precision, and where bf16 runs in float32 (a CPU without bfloat16 units), that too."""
+    if model.precision == "bf16" and getattr(model, "runs_in", "bfloat16") != "bfloat16":
+        return "bf16 (runs float32: no bfloat16 units)"
+    return model.precision
+
+
 def embed_speed(models: list[str], lfw_root, cache: FaceCache, faces: int = 256, repeats: int = 3) -> list[dict]:
     """One row per (model, threads): parameters-free sizes, ms per face batched and single."""
     lfw = LFW(lfw_root)
@@ -46,12 +53,12 @@ def embed_speed(models: list[str], lfw_root, cache: FaceCache, faces: int = 256,
                     continue
                 t = time.perf_counter()
                 model.embed_refs(lfw, refs[:32], None)  # chips from the photos, then the network
-                rows.append({"model": str(path), "format": model.format, "precision": model.precision,
+                rows.append({"model": str(path), "format": model.format, "precision": _precision(model),
                              "input_px": model.input_size, "threads": 1, "batched_ms": "-",
                              "single_ms": round(1000 * (time.perf_counter() - t) / 32, 1)})
                 continue
             crops = model.prepare(np.asarray(cache.images[:faces]))
-            rows.append({"model": str(path), "format": model.format, "precision": model.precision,
+            rows.append({"model": str(path), "format": model.format, "precision": _precision(model),
                          "input_px": model.input_size, "threads": threads,
                          "batched_ms": round(_ms_per_face(model.embed, crops, 64, repeats), 2),
                          "single_ms": round(_ms_per_face(model.embed, crops[:64], 1, repeats), 2)})
