@@ -19,22 +19,6 @@ from siamese.model import teacher_cache
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory, lfw_root):
-    """A face cache of 40 DevTrain people (and the faces of 20 View 1 test pairs) with its teacher
-    cache beside it."""
-    lfw = LFW(lfw_root)
-    people = dict(list(lfw.people("view1_train").items())[:40])
-    pairs = lfw.pairs("view1_test")
-    pairs = [p for p in pairs if p.same][:10] + [p for p in pairs if not p.same][:10]
-    refs = set(lfw.identities(people)) | {r for p in pairs for r in (p.a, p.b)}
-    out = tmp_path_factory.mktemp("cache")
-    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=2, refs=list(refs),
-                progress=False)
-    stats = teacher_cache.build(out, lfw_root, workers=2, progress=False)
-    return out, lfw_root, stats
-
-
 def test_a_missing_teacher_says_how_to_install_it(monkeypatch):
     from siamese.model.dlib_resnet import TeacherMissing, identity
 

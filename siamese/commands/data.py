@@ -9,7 +9,7 @@ from siamese.commands import plain
 from siamese.data import cache
 from siamese.data.fetch import check, link_existing
 from siamese.data.lfw import LFW
-from siamese.model import teacher_cache, teacher_morphs, teacher_views
+from siamese.model import teacher_cache, teacher_extra, teacher_morphs, teacher_views
 from siamese.train.teacher import make_teacher_dir
 from siamese.train.trainer import protocol_data
 
@@ -51,7 +51,10 @@ def data(cfg: DictConfig) -> dict:
 def teach(cfg: DictConfig) -> dict:
     """The teacher's embedding of every LFW image and its mirror (resumable), then its model dir;
     with `views=K`, also K harder views of every image through the teacher, and with `morphs=K`, K
-    morphs of every training image of the split (both resumable)."""
+    morphs of every training image of the split (both resumable). With `extra=DIR`, only the faces
+    in the photos under DIR through the teacher (resumable), for `distill.extra=DIR`."""
+    if cfg.extra:
+        return {"extra": _extra(cfg)}
 
     stats = teacher_cache.build(cfg.cache_dir, LFW(cfg.data.root).root, workers=cfg.workers, progress=cfg.progress)
     print(f"teacher cache {teacher_cache.teacher_dir(cfg.cache_dir)}: {stats['detected']} images from their "
@@ -71,6 +74,16 @@ def teach(cfg: DictConfig) -> dict:
     if cfg.morphs:
         r["morphs"] = _morphs(cfg)
     return {"cache": stats, **r}
+
+
+def _extra(cfg: DictConfig) -> dict:
+    """`extra=DIR`: every face in the photos under DIR, and its mirror, through the teacher."""
+    e = teacher_extra.build_extra(cfg.cache_dir, cfg.extra, workers=cfg.workers, min_score=cfg.extra_min_score,
+                                  min_face=cfg.extra_min_face, progress=cfg.progress)
+    print(f"extra faces {e['dir']}: {e['faces']} faces in {e['done']} photos ({e['photos_without_face']} without a "
+          f"face), {e['errors']} unreadable, {e['seconds']} s in all — distil with them: siamese train "
+          f"+experiment=distill train.pair_weight=0 distill.extra={cfg.extra} distill.extra_p=0.3")
+    return e
 
 
 def _morphs(cfg: DictConfig) -> dict:

@@ -30,6 +30,10 @@ class FaceSet:
         views: optional (N, K, S, S, 3) uint8: K harder copies of each image (already mirrored
             or not), with `view_targets` (N, K, D) float32, the teacher's unit embedding of each
             (`siamese.model.teacher_views`); all zero where there is none.
+        extra: optional (M, S, S, 3) uint8 faces of nobody in particular (a user's own photos,
+            `siamese.model.teacher_extra`), with `extra_targets` (M, 2, D) float32: the teacher's
+            unit embedding of each and of its mirror. Batches swap images for them
+            (`siamese.train.batches.PairBatches`' `extra_p`); they have no label.
     """
 
     images: np.ndarray
@@ -39,6 +43,8 @@ class FaceSet:
     rows: np.ndarray | None = None
     views: np.ndarray | None = None
     view_targets: np.ndarray | None = None
+    extra: np.ndarray | None = None
+    extra_targets: np.ndarray | None = None
 
     def __post_init__(self):
         order = np.argsort(self.labels, kind="stable")

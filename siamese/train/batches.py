@@ -9,6 +9,10 @@ augmentation pipeline must then not flip images itself. With views in the faces 
 harder views, morphs) and `views_p` > 0, each image is replaced, with that probability, by one of
 its views and the teacher's embedding of it: `views_p` is one chance shared by the K views alike,
 or one chance per view (K,), so that views of different kinds can be drawn at their own rates.
+With extra faces (`FaceSet.extra`: a user's unlabelled photos) and `extra_p` > 0, each image is then
+replaced, with that probability, by one of them drawn at random (mirrored with the same coin) and
+the teacher's embedding of it; they carry no identity, so the trainer allows them only without the
+identity and pair terms.
 
 Several processes (multi-host data parallel, `siamese.train.distribution`): process p of P draws
 batch_size / P pairs of each batch from its own stream, seeded by (seed, epoch, batch, p), so the
@@ -35,7 +39,7 @@ class PairBatches(keras.utils.PyDataset):
 
     def __init__(self, faces: FaceSet, batch_size: int, steps: int, seed: int, augment,
                  hard_share: float, workers: int = 1, outputs: tuple[str, ...] = ("id_a", "id_b", "same"),
-                 part: tuple[int, int] = (0, 1), views_p: float | np.ndarray = 0.0):
+                 part: tuple[int, int] = (0, 1), views_p: float | np.ndarray = 0.0, extra_p: float = 0.0):
         # Threads, not processes: OpenCV releases the GIL inside its kernels, and a forked
         # process would copy the JAX/TF runtime. Each thread augments with its own copy of
         # the pipeline: seeding one shared pipeline from several threads would race.
@@ -54,6 +58,9 @@ class PairBatches(keras.utils.PyDataset):
             self.views_p = np.broadcast_to(np.asarray(views_p, np.float64) / (k if np.ndim(views_p) == 0 else 1), (k,))
             if self.views_p.sum() > 1 + 1e-9:
                 raise ValueError(f"views_p adds up to {self.views_p.sum():.3f} > 1")
+        self.extra_p = float(extra_p) if faces.extra is not None and len(faces.extra) else 0.0
+        if not 0.0 <= self.extra_p <= 1.0:
+            raise ValueError(f"extra_p is a probability, not {extra_p}")
         self._local = threading.local()
 
     def _augment(self):
@@ -78,6 +85,13 @@ class PairBatches(keras.utils.PyDataset):
                 use &= np.abs(hard).sum(1) > 0
                 ims = np.where(use[:, None, None, None], self.faces.views[rows, v], ims)
                 targets = np.where(use[:, None], hard, targets)
+            if self.extra_p > 0:  # a face of nobody in particular instead, mirrored with the image's coin
+                use = rng.random(len(rows)) < self.extra_p
+                j = rng.integers(len(self.faces.extra), size=int(use.sum()))
+                swap = flip[use]
+                extra = self.faces.extra[j]
+                ims[use] = np.where(swap[:, None, None, None], extra[:, :, ::-1], extra)
+                targets[use] = np.where(swap[:, None], self.faces.extra_targets[j, 1], self.faces.extra_targets[j, 0])
         if self.augment is not None:
             augment = self._augment()
             augment.set_random_seed(int(rng.integers(2**31)))

@@ -38,10 +38,8 @@ from siamese.io.files import atomic_write_text
 from siamese.io.names import BadSetting
 from siamese.model.dlib_resnet import LICENCE, identity
 from siamese.model.embedder import Embedder
-from siamese.model.teacher_cache import targets
-from siamese.model.teacher_morphs import morph_targets
-from siamese.model.teacher_views import view_targets
 from siamese.train.distribution import setup
+from siamese.train.teacher_data import with_teacher
 
 log = logging.getLogger(__name__)
 
@@ -148,42 +146,6 @@ def _new_trainer(cfg: DictConfig, classes: int, steps: int):
     return trainer
 
 
-def _with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray) -> tuple[FaceSet, np.ndarray]:
-    """`faces` with their teacher targets (`siamese.model.teacher_cache.targets`), centred on
-    these training images only (the user's own faces, no cache row, get none), and their views:
-    harder views (`distill.views_p`, `siamese.model.teacher_views`) and morphs with other training
-    images (`distill.morphs_p`, `siamese.model.teacher_morphs`; `split_rows`: the split's training
-    rows, the only people a morph may show). Returns the faces and each view's chance (K,)."""
-
-    dc, ok = cfg.distill, faces.rows >= 0
-    t, center = targets(cfg.cache_dir, faces.rows[ok], check_files=dc.check_files)
-    if t.shape[-1] != cfg.model.dim:
-        raise ValueError(f"the teacher's embeddings are {t.shape[-1]}-D: distilling needs model.dim={t.shape[-1]}, "
-                         f"not {cfg.model.dim}")
-    faces.targets = np.zeros((len(faces), *t.shape[1:]), np.float32)
-    faces.targets[ok] = t
-    log.info("distilling: teacher targets for %d of %d training images", int(ok.sum()), len(faces))
-    kinds = []  # (crops (n, K, S, S, 3), targets (n, K, D), chance of any of the K)
-    if dc.get("views_p", 0.0) > 0:
-        kinds.append((*view_targets(cfg.cache_dir, faces.rows[ok], center, cfg.model.input_size,
-                                    check_files=dc.check_files), dc.views_p))
-        log.info("distilling: %d harder views per image, one in place of the image with p %.2f",
-                 kinds[-1][0].shape[1], dc.views_p)
-    if dc.get("morphs_p", 0.0) > 0:
-        split = {k: cfg[k] for k in ("protocol", "fold", "seed", "val_fraction")}
-        kinds.append((*morph_targets(cfg.cache_dir, split, faces.rows[ok], split_rows, center, cfg.model.input_size,
-                                     check_files=dc.check_files), dc.morphs_p))
-        log.info("distilling: %d morphs per image with other training people, one in place of the image with "
-                 "p %.2f", kinds[-1][0].shape[1], dc.morphs_p)
-    if not kinds:
-        return faces, np.zeros(0)
-    crops, vt = (np.concatenate([k[i] for k in kinds], 1) for i in (0, 1))
-    faces.views = np.zeros((len(faces), *crops.shape[1:]), np.uint8)
-    faces.view_targets = np.zeros((len(faces), *vt.shape[1:]), np.float32)
-    faces.views[ok], faces.view_targets[ok] = crops, vt
-    return faces, np.concatenate([np.full(k[0].shape[1], k[2] / k[0].shape[1]) for k in kinds])
-
-
 def _resume(cfg: DictConfig, run_dir: Path) -> tuple[object | None, dict]:
     """(the saved trainer, its state) when `run_dir` holds an unfinished or finished run of this
     config, else (None, {}). A run dir holding other model settings is refused."""
@@ -241,10 +203,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     policy = _mixed_precision(cfg.mixed_precision)
     fc, people, test_pairs, faces, val_faces, val = protocol_data(cfg, np.random.default_rng(cfg.seed))
-    split_rows, views_p = faces.rows, 0.0
+    split_rows, views_p, extra = faces.rows, 0.0, None
     faces = _training_faces(cfg, faces)
     if cfg.get("distill"):
-        faces, views_p = _with_teacher(cfg, faces, split_rows)
+        faces, views_p, extra = with_teacher(cfg, faces, split_rows)
         if any("HorizontalFlip" in str(t.get("_target_", "")) for t in (cfg.augment or {}).get("transforms", [])):
             raise ValueError("distillation mirrors images itself (each view has its own teacher target): "
                              "use an augmentation without HorizontalFlip, e.g. augment=distill")
@@ -260,7 +222,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     augment = instantiate(cfg.augment, _convert_="all") if cfg.augment else None
     outputs = tuple(trainer.output_names) if hasattr(trainer, "output_names") else ("id_a", "id_b", "same")
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
-                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part, views_p=views_p)
+                       workers=tc.get("workers", 1), outputs=outputs, part=dist.part, views_p=views_p,
+                       extra_p=cfg.distill.get("extra_p", 0.0) if cfg.get("distill") else 0.0)
+    if extra and dist.writes:  # what the model learned from, for its card (`finish`)
+        atomic_write_text(run_dir / "extra_faces.json", json.dumps(extra, indent=2))
     callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]  # it writes log.csv too
     if dist.writes:
         trim_log(run_dir / "log.csv", state["epoch"])
@@ -298,9 +263,10 @@ def save_parts(run_dir: Path) -> None:
         save(float32_clone(best.get_layer(part)), model_dir / f"{part}.keras")
 
 
-def _provenance(cfg) -> dict:
+def _provenance(cfg, extra: dict | None = None) -> dict:
     """What a model learned from, in LFW's result categories: identity labels of LFW people only
-    ("unrestricted, no outside data"), or also a teacher trained on other labelled faces."""
+    ("unrestricted, no outside data"), or also a teacher trained on other labelled faces, and with
+    `extra` (the run's extra_faces.json) unlabelled faces from photos outside LFW."""
     if not cfg.get("distill"):
         return {"lfw_category": "unrestricted, no outside data",
                 "training_data": f"LFW {cfg.protocol} training people (identity labels)"}
@@ -310,9 +276,13 @@ def _provenance(cfg) -> dict:
         teacher.update(identity())
     except ImportError:  # a GPU box training from cached targets without the teacher installed
         pass
+    more = (f", and the teacher's embeddings of {extra['kept']} unlabelled faces from photos outside LFW "
+            f"({extra['photos']}; {extra['dropped']} more dropped as alike to a validation or test person)"
+            if extra else "")
     return {"lfw_category": "unrestricted, labeled outside data",
             "training_data": f"LFW {cfg.protocol} training people (identity labels) and a teacher's "
-                             "embeddings of their images (the teacher learned from ~3 M faces outside LFW)",
+                             f"embeddings of their images (the teacher learned from ~3 M faces outside LFW){more}",
+            **({"extra_faces": extra} if extra else {}),
             "distillation": {"teacher": teacher, "cos_weight": cfg.distill.cos_weight,
                              "rel_weight": cfg.distill.rel_weight,
                              "over_weight": cfg.distill.get("over_weight", 0.0),
@@ -351,7 +321,8 @@ def finish(cfg, run_dir: Path, fc, val, test_pairs, state: dict, policy: str,
             "alignment": {"template": "arcface-5pt", "cache_size": fc.config["size"],
                           "padding": fc.config["padding"]},
             "threshold": thr, "threshold_from": "validation people held out of training",
-            "flip_tta": True, **_provenance(cfg)}
+            "flip_tta": True, **_provenance(cfg, json.loads((run_dir / "extra_faces.json").read_text())
+                                            if (run_dir / "extra_faces.json").exists() else None)}
     atomic_write_text(model_dir / "model.json", json.dumps(card, indent=2))
     # Everyone the model saw (training + validation people): evaluation refuses test pairs of
     # these people, so a number can never come from faces the model was fitted on.

@@ -1,0 +1,315 @@
+"""Unlabelled faces beyond LFW through the teacher (`siamese teach extra=DIR`, `distill.extra`).
+
+Distillation needs no identity labels: the student learns the teacher's embedding of each face.
+What limits it here is the number of faces it learns from (LFW's ~9 k DevTrain images: it follows
+the teacher closely on them and much less on new people, docs/distill.md "What the student
+lacks"). This cache lets a user's own photos add faces: every face YuNet finds in the photos
+under DIR (recursively), aligned the way the face cache aligns LFW (the student's crop), and dlib's
+descriptor of the same face and of its mirror (the teacher's chip from the detected box):
+
+    <face cache>/teacher_dlib/extra/<folder name>-<8 hex of its path>/
+        sources.csv     one row per photo: its path under DIR, size and modification time
+        status.npy      (N photos,) uint8: 0 pending, 1 done (its faces, if any, in a part), 3 unreadable
+        parts/part-<number>.npz   the faces of one chunk of photos, numbered in the order written:
+                        crops (n, S, S, 3) uint8,
+                        embeddings (n, 2, 128) float32 raw descriptors (face, mirror), photo (n,)
+                        int64 row of sources.csv, face (n,) int64 its index in the photo, box (n, 4),
+                        score (n,) float32 (plain arrays: read without pickle)
+        config.json     the teacher's version and hashes, the face cache's alignment, the detector's
+                        settings and the SHA-256 of sources.csv: built otherwise, refused
+        build.json      counts and seconds; failures.csv: the photos that could not be read, and why
+
+A chunk's part is written before status.npy marks its photos done, so a kill loses at most one
+chunk and the same command resumes (a photo made again after a kill between the two is read from
+its latest part only). The photos are only read.
+
+**No test person is learned from.** A user's photos may show anyone, LFW's test people included.
+Training (`extra_targets`) drops every extra face the teacher finds as alike to any image of a
+person the run does not train on (its validation and test people) as the teacher finds same-person
+pairs of its training people at their `guard` quantile (1 %: 99 % of the training people's
+same-person pairs are at least that alike), and logs how many it dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from siamese.data.cache import load as load_cache
+from siamese.faces.align import align, resize_faces
+from siamese.faces.detect import YuNetDetector
+from siamese.io.files import atomic_write_bytes, atomic_write_text, safe_name
+from siamese.io.images import ImageError, list_images, read_image
+from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
+from siamese.model.preprocess import normalise
+from siamese.model.teacher_cache import claim, in_chunks, open_arrays, save_progress, seconds_so_far, teacher_dir
+
+__all__ = ["build_extra", "extra_dir", "extra_targets", "load_extra"]
+
+log = logging.getLogger(__name__)
+
+PENDING, DONE, ERROR = 0, 1, 3
+_worker: dict = {}
+
+
+def extra_dir(cache_dir: str | os.PathLike, photos: str | os.PathLike) -> Path:
+    """Where the extra faces of the photos under `photos` live, beside the face cache."""
+    path = Path(photos).expanduser().resolve()
+    tag = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return teacher_dir(cache_dir) / "extra" / f"{safe_name(path.name or 'root', 60)}-{tag}"
+
+
+def _listing(photos: Path) -> tuple[list[Path], str, Counter]:
+    """(the photos under `photos`, sources.csv's text, what could not be listed, by reason)."""
+    skipped: Counter = Counter()
+    paths = list_images(photos, skipped)
+    root = photos if photos.is_dir() else photos.parent
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "path", "bytes", "mtime_ns"])
+    for i, p in enumerate(paths):
+        try:
+            st = p.stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        w.writerow([i, p.relative_to(root).as_posix(), size, mtime])
+    return paths, buf.getvalue(), skipped
+
+
+def _init_worker(size: int, padding: float, min_score: float, min_face: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+    _worker.update(teacher=DlibTeacher(), detector=YuNetDetector(min_score=min_score, min_size=min_face),
+                   size=size, padding=padding)
+
+
+def _process(item: tuple[int, str]):
+    """One photo: (row, [(crop, (2, 128) descriptors, box, score), ...] or None, error or None)."""
+    i, path = item
+    try:
+        image = read_image(path)
+    except ImageError as err:
+        return i, None, str(err)
+    teacher, faces = _worker["teacher"], []
+    for face in _worker["detector"].detect(image):
+        crop = align(image, face.landmarks, _worker["size"], _worker["padding"])
+        chip = teacher.chip(image, face.box)
+        faces.append((crop, teacher.describe([chip, chip[:, ::-1]]), np.asarray(face.box, np.float32),
+                      float(face.score)))
+    return i, faces, None
+
+
+def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers: int = 2, chunk: int = 128,
+                min_score: float = 0.8, min_face: int = 32, progress: bool = True) -> dict:
+    """Find every face in the photos under `photos` and run the teacher on each (and its mirror),
+    resuming a partial run; the faces are aligned as the face cache at `cache_dir` aligns LFW's.
+
+    Args:
+        cache_dir: a finished face cache (`siamese prepare`): its alignment (size, padding) is used,
+            and the extra cache goes inside its teacher dir (`extra_dir`).
+        photos: a folder of photos (searched recursively; hidden files skipped) or one photo.
+        workers: processes (each loads the teacher and a detector).
+        chunk: photos per saved step of progress (one part file each).
+        min_score: the detector's confidence a face needs (higher than detection's 0.5 default: a
+            false face would teach the student the teacher's view of a non-face).
+        min_face: smallest face box side kept, in pixels of the photo.
+
+    Returns:
+        Stats: photos, done, errors, faces, photos_without_face, seconds, photos_per_s, dir.
+
+    Raises:
+        TeacherMissing: without the teacher extra.
+        siamese.io.ImageError: `photos` is missing.
+        ValueError: no photos there, or an extra cache there built from another listing of the
+            folder, another teacher, alignment or detector settings (named in the message).
+    """
+    from tqdm import tqdm
+
+    cache_dir, photos = Path(cache_dir), Path(photos).expanduser()
+    faces_cache = load_cache(cache_dir)
+    paths, listing, skipped = _listing(photos)
+    if not paths:
+        raise ValueError(f"{photos}: no photos found (jpg, png, webp, ... searched recursively)")
+    size, padding = int(faces_cache.images.shape[1]), float(faces_cache.config.get("padding", 0.0))
+    out = extra_dir(cache_dir, photos)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    claim(out, {**identity(), "photos": str(photos.resolve()), "sources_sha256": hashlib.sha256(
+        listing.encode()).hexdigest(), "size": size, "padding": padding, "detector": "yunet",
+        "min_score": float(min_score), "min_face": int(min_face)})
+    if not (out / "sources.csv").exists():
+        atomic_write_text(out / "sources.csv", listing)
+    _, status = open_arrays(out, {}, (len(paths),))
+    failures = _read_failures(out / "failures.csv")
+    todo = np.flatnonzero(status == PENDING)
+    t0 = time.perf_counter()
+    if len(todo):
+        log.info("teacher extra %s: %d of %d photos to go, %d workers", out, len(todo), len(paths), workers)
+        items = [(int(i), str(paths[i])) for i in todo]
+        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="teacher extra", unit="photo",
+                   disable=not progress)
+        number = 1 + max((int(p.stem.split("-")[1]) for p in (out / "parts").glob("part-*.npz")), default=0)
+        for results in in_chunks(items, _process, _init_worker, (size, padding, min_score, min_face),
+                                 workers, chunk, bar):
+            rows = [(i, k, f) for i, found, _ in results if found for k, f in enumerate(found)]
+            part = {"crops": np.zeros((0, size, size, 3), np.uint8), "embeddings": np.zeros((0, 2, DIM), np.float32),
+                    "photo": np.zeros(0, np.int64), "face": np.zeros(0, np.int64),
+                    "box": np.zeros((0, 4), np.float32), "score": np.zeros(0, np.float32)}
+            if rows:
+                part = {"crops": np.stack([f[0] for _, _, f in rows]),
+                        "embeddings": np.stack([f[1] for _, _, f in rows]).astype(np.float32),
+                        "photo": np.array([i for i, _, _ in rows], np.int64),
+                        "face": np.array([k for _, k, _ in rows], np.int64),
+                        "box": np.stack([f[2] for _, _, f in rows]),
+                        "score": np.array([f[3] for _, _, f in rows], np.float32)}
+            buf = io.BytesIO()
+            np.savez(buf, **part)
+            atomic_write_bytes(out / "parts" / f"part-{number:06d}.npz", buf.getvalue())  # never over an older one
+            number += 1
+            for i, found, err in results:
+                status[i] = ERROR if err else DONE
+                if err:
+                    failures[i] = err
+                    log.warning("teacher extra: %s", err)
+            save_progress(out, {}, status)  # the part is on disk before its photos are marked done
+            _write_failures(out / "failures.csv", failures)
+        bar.close()
+    seconds = seconds_so_far(out, t0)
+    faces = _read_parts(out, status)
+    per_photo = np.bincount(faces["photo"], minlength=len(paths)) if len(faces["photo"]) else np.zeros(len(paths))
+    stats = {"photos": len(paths), "done": int((status == DONE).sum()), "errors": int((status == ERROR).sum()),
+             "faces": int(len(faces["photo"])), "photos_without_face": int(((status == DONE) & (per_photo == 0)).sum()),
+             "not_listed": dict(skipped), "seconds": seconds,
+             "photos_per_s": round(len(paths) / seconds, 1) if seconds else None, "workers": workers,
+             "dir": str(out)}
+    atomic_write_text(out / "build.json", json.dumps(stats, indent=2))
+    return stats
+
+
+def _read_failures(path: Path) -> dict[int, str]:
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {int(r["row"]): r["problem"] for r in csv.DictReader(f)}
+
+
+def _write_failures(path: Path, failures: dict[int, str]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "problem"])
+    for i, problem in sorted(failures.items()):
+        w.writerow([i, problem])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_parts(out: Path, status: np.ndarray) -> dict[str, np.ndarray]:
+    """Every part's faces, of photos marked done only, each (photo, face) once (a part rewritten
+    after a kill between it and the status replaces the older one's faces)."""
+    keys = ("crops", "embeddings", "photo", "face", "box", "score")
+    parts = []
+    for path in sorted((out / "parts").glob("part-*.npz"), key=lambda p: int(p.stem.split("-")[1])):
+        with np.load(path, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in keys})
+    if not parts:
+        return {"crops": np.zeros((0, 1, 1, 3), np.uint8), "embeddings": np.zeros((0, 2, DIM), np.float32),
+                **{k: np.zeros(0, np.int64) for k in ("photo", "face")}, "box": np.zeros((0, 4), np.float32),
+                "score": np.zeros(0, np.float32)}
+    faces = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    key = faces["photo"] * 10_000 + faces["face"]
+    _, last = np.unique(key[::-1], return_index=True)  # the latest part's copy of each face
+    keep = np.sort(len(key) - 1 - last)
+    keep = keep[status[faces["photo"][keep]] == DONE]
+    return {k: v[keep] for k, v in faces.items()}
+
+
+def load_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, check_files: bool = True
+               ) -> tuple[dict[str, np.ndarray], dict]:
+    """A finished extra cache of the photos under `photos`: ({"crops" (M, S, S, 3) uint8,
+    "embeddings" (M, 2, 128) float32 raw, "photo", "face", "box", "score"}, config).
+
+    Raises:
+        FileNotFoundError: none finished — with the command that builds or resumes it.
+        ValueError: built by another teacher version or with another alignment than the face cache's.
+    """
+    out = extra_dir(cache_dir, photos)
+    command = f"siamese teach extra={photos}"
+    if not (out / "build.json").exists():
+        raise FileNotFoundError(f"{out}: no finished cache of extra faces for {photos} — run `{command}`")
+    status = np.load(out / "status.npy")
+    if (status == PENDING).any():
+        raise FileNotFoundError(f"{out}: the cache of extra faces is incomplete — run `{command}` to resume it")
+    config = json.loads((out / "config.json").read_text())
+    if check_files and (diff := sorted(k for k, v in identity().items() if config.get(k) != v)):
+        raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's — delete it and "
+                         f"run `{command}` again")
+    return _read_parts(out, status), config
+
+
+def extra_targets(cache_dir: str | os.PathLike, photos: str | os.PathLike, center: np.ndarray,
+                  train_raw: np.ndarray, train_labels: np.ndarray, held_out_raw: np.ndarray, size: int,
+                  guard: float = 0.01, check_files: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The extra faces for training, without any the teacher finds alike to a held-out person.
+
+    Args:
+        cache_dir, photos: the face cache and the photo folder of `build_extra`.
+        center: (128,) the mean raw descriptor the plain targets are centred on (one frame for both).
+        train_raw: (n, 128) raw descriptors of the run's training images; train_labels (n,) their
+            people: their same-person pairs set the guard's bar.
+        held_out_raw: (h, 128) raw descriptors of every image of the people the run must not learn
+            (its validation and test people).
+        size: the model's input size (the crops are resized to it).
+        guard: the quantile of the training people's same-person cosines used as the bar.
+        seed: draws the same-person pairs the bar is measured on.
+
+    Returns:
+        ((m, size, size, 3) uint8 crops, (m, 2, 128) float32 unit targets (face, mirror), a record:
+        {"faces", "kept", "dropped", "bar", "guard", "photos", "sources_sha256"}).
+    """
+    faces, config = load_extra(cache_dir, photos, check_files)
+    emb = normalise(np.asarray(faces["embeddings"], np.float32).mean(1) - center)
+    bar = same_person_bar(normalise(np.asarray(train_raw, np.float32) - center), np.asarray(train_labels), guard,
+                          seed)
+    held = normalise(np.asarray(held_out_raw, np.float32) - center)
+    best = np.full(len(emb), -1.0, np.float32)
+    for start in range(0, len(held), 4096):
+        if len(emb):
+            best = np.maximum(best, (emb @ held[start:start + 4096].T).max(1))
+    keep = best < bar
+    raw = np.asarray(faces["embeddings"], np.float32)[keep]
+    targets = normalise((raw - center).reshape(-1, DIM)).reshape(raw.shape)
+    crops = faces["crops"][keep]
+    crops = resize_faces(crops, size) if len(crops) else np.zeros((0, size, size, 3), np.uint8)
+    record = {"faces": int(len(emb)), "kept": int(keep.sum()), "dropped": int((~keep).sum()),
+              "bar": round(float(bar), 4), "guard": float(guard), "photos": config["photos"],
+              "sources_sha256": config["sources_sha256"]}
+    return crops, targets, record
+
+
+def same_person_bar(train: np.ndarray, labels: np.ndarray, quantile: float, seed: int = 0,
+                    pairs: int = 20_000) -> float:
+    """The `quantile` of the cosines of up to `pairs` random same-person pairs of `train` ((n, D)
+    unit vectors of the people `labels`): two images of one person are at least this alike in
+    1 - `quantile` of cases."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    groups = [g for g in np.split(order, bounds) if len(g) > 1]
+    if not groups:
+        raise ValueError("the guard needs training people with two or more images")
+    sizes = np.array([len(g) for g in groups], np.float64)
+    who = rng.choice(len(groups), pairs, p=sizes * (sizes - 1) / (sizes * (sizes - 1)).sum())
+    a = np.array([groups[w][rng.integers(len(groups[w]))] for w in who])
+    b = np.array([groups[w][rng.integers(len(groups[w]))] for w in who])
+    distinct = a != b
+    return float(np.quantile((train[a[distinct]] * train[b[distinct]]).sum(1), quantile))

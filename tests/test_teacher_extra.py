@@ -1,0 +1,190 @@
+"""Unlabelled faces from a user's own photos through the teacher (`siamese teach extra=DIR`), the guard
+that drops any a run must not learn (its validation and test people), batches that swap them in, and a
+short distillation run that learns from them and says so on its model card."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from siamese.data import cache
+from siamese.data.lfw import LFW
+from siamese.model import teacher_cache, teacher_extra
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(small, tmp_path_factory):
+    """A folder of 'own photos': three of two training people, one of a View 1 test person (in a
+    subfolder), a truncated JPEG and a text file named like a photo; and which is which."""
+    out_cache, lfw_root, _ = small
+    lfw, fc = LFW(lfw_root), cache.load(out_cache)
+    train = list(lfw.people("view1_train"))[:40]
+    cached = set(fc.refs)
+    test_person = next(p.a for p in lfw.pairs("view1_test") if p.same).person
+    # a photo of the test person that is not among their cached images: the guard must know them anyway
+    unseen = next(r for r in lfw.identities({test_person: lfw.people("view1_test")[test_person]}) if r not in cached)
+    refs = [r for r in fc.refs if r.person in train][:3] + [unseen]
+    root = tmp_path_factory.mktemp("own_photos")
+    (root / "trip").mkdir()
+    for k, r in enumerate(refs):
+        shutil.copy(lfw.path(r), root / ("trip" if k == 3 else ".") / f"{k}_{r.rel_path.replace('/', '_')}")
+    (root / "cut.jpg").write_bytes(Path(lfw.path(refs[0])).read_bytes()[:300])
+    (root / "notes.jpg").write_text("not a photo")
+    return root, refs, test_person
+
+
+def test_every_face_of_the_photos_goes_through_the_teacher_and_a_rerun_resumes(small, photos, tmp_path):
+    face_cache, lfw_root, _ = small
+    root, refs, _ = photos
+    stats = teacher_extra.build_extra(face_cache, root, workers=2, chunk=2, progress=False)
+    out = teacher_extra.extra_dir(face_cache, root)
+    assert stats["photos"] == 6 and stats["errors"] == 2 and stats["done"] == 4 and stats["faces"] >= 4
+    failures = (out / "failures.csv").read_text()
+    assert "cut.jpg" in failures and "notes.jpg" in failures
+    faces, config = teacher_extra.load_extra(face_cache, root)
+    n = stats["faces"]
+    assert faces["crops"].shape == (n, 112, 112, 3) and faces["embeddings"].shape == (n, 2, 128)
+    assert config["size"] == 112 and config["photos"] == str(root.resolve())
+    # the teacher's descriptor of each LFW photo's central face is the one `siamese teach` cached for it
+    sources = (out / "sources.csv").read_text().splitlines()[1:]
+    fc = cache.load(face_cache)
+    raw, _, _ = teacher_cache.load(face_cache)
+    for k, ref in enumerate(refs[:3]):
+        photo = next(int(line.split(",")[0]) for line in sources if f"{k}_{ref.rel_path.replace('/', '_')}" in line)
+        mine = faces["embeddings"][faces["photo"] == photo]
+        cached = np.asarray(raw[fc.rows([ref])[0]])
+        assert np.abs(mine - cached).max(axis=(1, 2)).min() < 1e-3, ref  # one of its faces is that face
+    # a rerun does nothing; a kill between a part and the status it marks done is made good once
+    again = teacher_extra.build_extra(face_cache, root, workers=2, chunk=2, progress=False)
+    assert again["faces"] == stats["faces"]
+    status = np.load(out / "status.npy")
+    status[faces["photo"][0]] = 0  # its part stays: the rerun writes its faces again, and each is read once
+    np.save(out / "status.npy", status)
+    with pytest.raises(FileNotFoundError, match="incomplete — run `siamese teach extra="):
+        teacher_extra.load_extra(face_cache, root)
+    assert teacher_extra.build_extra(face_cache, root, workers=1, chunk=2, progress=False)["faces"] == stats["faces"]
+    assert len(list((out / "parts").glob("*.npz"))) > 1
+    np.testing.assert_array_equal(np.sort(teacher_extra.load_extra(face_cache, root)[0]["photo"]),
+                                  np.sort(faces["photo"]))
+    # another listing of the folder (a photo added) is refused, naming what differs
+    shutil.copy(LFW(lfw_root).path(refs[0]), root / "added.jpg")
+    try:
+        with pytest.raises(ValueError, match="sources_sha256"):
+            teacher_extra.build_extra(face_cache, root, workers=1, progress=False)
+    finally:
+        (root / "added.jpg").unlink()
+
+
+def test_the_guard_drops_faces_of_people_the_run_must_not_learn(small, photos):
+    face_cache, lfw_root, _ = small
+    root, refs, test_person = photos
+    teacher_extra.build_extra(face_cache, root, workers=2, progress=False)
+    lfw, fc = LFW(lfw_root), cache.load(face_cache)
+    raw = np.asarray(teacher_cache.load(face_cache)[0], np.float32).mean(1)
+    train_people = list(lfw.people("view1_train"))[:40]
+    train = np.array([i for i, r in enumerate(fc.refs) if r.person in train_people])
+    held = np.array([i for i, r in enumerate(fc.refs) if r.person not in train_people])
+    labels = np.unique([fc.refs[i].person for i in train], return_inverse=True)[1]
+    center = raw[train].mean(0)
+    crops, targets, record = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[held], 32)
+    assert crops.shape[1:] == (32, 32, 3) and targets.shape == (record["kept"], 2, 128)
+    np.testing.assert_allclose(np.linalg.norm(targets, axis=-1), 1.0, rtol=1e-5)
+    assert record["dropped"] >= 1 and record["kept"] >= 1 and record["kept"] + record["dropped"] == record["faces"]
+    # the bar: the guard's quantile of the training people's same-person cosines (centred descriptors)
+    unit = raw[train] - center
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    same = [(unit[a] @ unit[b]) for a in range(len(train)) for b in range(a + 1, len(train)) if labels[a] == labels[b]]
+    assert np.quantile(same, 0.0) - 0.01 <= record["bar"] <= np.quantile(same, 0.1)
+    # the test person's photo, one not among their cached images, is dropped: the teacher knows them from those
+    faces, _ = teacher_extra.load_extra(face_cache, root)
+    sources = (teacher_extra.extra_dir(face_cache, root) / "sources.csv").read_text().splitlines()[1:]
+    theirs = next(int(line.split(",")[0]) for line in sources if line.split(",")[1].startswith("trip/"))
+    emb = faces["embeddings"][faces["photo"] == theirs].mean(1) - center
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cached = raw[[i for i, r in enumerate(fc.refs) if r.person == test_person]] - center
+    cached /= np.linalg.norm(cached, axis=1, keepdims=True)
+    assert (emb @ cached.T).max() >= record["bar"]
+    # with no held-out image at all nothing is dropped
+    _, _, everything = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[:0], 32)
+    assert everything["dropped"] == 0
+
+
+def test_batches_swap_in_extra_faces_with_the_target_of_the_side_they_show():
+    from siamese.data.sampling import FaceSet
+    from siamese.train.batches import PairBatches
+
+    n, m = 40, 7
+    targets = np.zeros((n, 2, 4), np.float32)
+    targets[:, :, 0] = 1.0
+    faces = FaceSet(np.zeros((n, 8, 8, 3), np.uint8), np.repeat(np.arange(10), 4), [f"p{i}" for i in range(10)],
+                    targets, np.arange(n))
+    faces.extra = np.zeros((m, 8, 8, 3), np.uint8)
+    faces.extra[:, :, :4] = 255  # bright on the left: a mirrored one is bright on the right
+    faces.extra_targets = np.zeros((m, 2, 4), np.float32)
+    faces.extra_targets[:, 0, 2] = faces.extra_targets[:, 1, 3] = 1.0  # its own target, its mirror's
+    outputs = ("emb_a", "emb_b", "same")
+    x, y = PairBatches(faces, 300, 1, 3, None, 0.0, outputs=outputs, extra_p=1.0)[0]
+    left, right = x["image_a"][:, :, :4].max((1, 2, 3)) == 1.0, x["image_a"][:, :, 4:].max((1, 2, 3)) == 1.0
+    assert (left ^ right).all() and 0.35 < left.mean() < 0.65
+    assert np.array_equal(y["emb_a"][:, 2] == 1.0, left) and np.array_equal(y["emb_a"][:, 3] == 1.0, right)
+    x, _ = PairBatches(faces, 300, 1, 3, None, 0.0, outputs=outputs, extra_p=0.3)[0]
+    assert 0.18 < (x["image_b"].reshape(300, -1).max(1) == 1.0).mean() < 0.42
+    x0, y0 = PairBatches(faces, 300, 1, 3, None, 0.0, outputs=outputs)[0]  # off by default: nothing drawn
+    faces.extra = faces.extra_targets = None
+    x1, _ = PairBatches(faces, 300, 1, 3, None, 0.0, outputs=outputs, extra_p=0.5)[0]  # none to draw: as before
+    assert x0["image_a"].max() == 0.0 and np.array_equal(x0["image_a"], x1["image_a"])
+    with pytest.raises(ValueError, match="probability"):
+        faces.extra, faces.extra_targets = np.zeros((m, 8, 8, 3), np.uint8), np.zeros((m, 2, 4), np.float32)
+        PairBatches(faces, 8, 1, 3, None, 0.0, outputs=outputs, extra_p=1.5)
+
+
+def test_a_short_run_learns_from_extra_faces_and_its_card_says_so(small, photos, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from siamese.io.names import BadSetting
+    from siamese.train.trainer import train
+
+    face_cache, lfw_root, _ = small
+    root, _, _ = photos
+    teacher_extra.build_extra(face_cache, root, workers=2, progress=False)
+    overrides = [f"run_dir={tmp_path / 'run'}", f"cache_dir={face_cache}", f"data.root={lfw_root}",
+                 "+experiment=distill", f"distill.extra={root}", "distill.extra_p=0.5", "val_pairs=40",
+                 "val_fraction=0.3", "model.input_size=32", "model.dim=128", "model.widths=[8,16,16,32]",
+                 "model.blocks=[1,1,1,1]",
+                 "train.batch_size=16", "train.pairs_per_epoch=64", "train.epochs=1"]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(BadSetting, match="train.pair_weight=0"):  # the recipe's pair BCE needs identities
+        train(cfg, cfg.run_dir)
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "train.pair_weight=0"])
+    assert train(cfg, cfg.run_dir)["epochs_run"] == 1
+    card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    extra = card["extra_faces"]
+    assert extra["photos"] == str(root.resolve()) and extra["extra_p"] == 0.5 and extra["kept"] >= 1
+    assert extra["dropped"] >= 1  # the test person's photo (the run's split also holds out validation people)
+    assert f"{extra['kept']} unlabelled faces from photos outside LFW" in card["training_data"]
+
+
+def test_teach_extra_from_the_command_line(small, tmp_path, capsys):
+    from siamese.cli import run
+
+    face_cache, lfw_root, _ = small
+    assert run("teach", [f"extra={tmp_path / 'nowhere'}", f"cache_dir={face_cache}", f"data.root={lfw_root}",
+                         "progress=false"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "nowhere" in err[-1] and err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
+    (tmp_path / "empty").mkdir()
+    assert run("teach", [f"extra={tmp_path / 'empty'}", f"cache_dir={face_cache}", f"data.root={lfw_root}"]) == 1
+    assert "no photos found" in capsys.readouterr().err
+    shutil.copy(LFW(lfw_root).path(LFW(lfw_root).pairs("view1_train")[0].a), tmp_path / "one.jpg")
+    (tmp_path / "own").mkdir()
+    shutil.move(tmp_path / "one.jpg", tmp_path / "own" / "one.jpg")
+    assert run("teach", [f"extra={tmp_path / 'own'}", f"cache_dir={face_cache}", f"data.root={lfw_root}",
+                         "progress=false", "workers=1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 faces in 1 photos" in out and "distill.extra=" in out
