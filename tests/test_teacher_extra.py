@@ -42,7 +42,8 @@ def test_every_face_of_the_photos_goes_through_the_teacher_and_a_rerun_resumes(s
     root, refs, _ = photos
     stats = teacher_extra.build_extra(face_cache, root, workers=2, chunk=2, progress=False)
     out = teacher_extra.extra_dir(face_cache, root)
-    assert stats["photos"] == 6 and stats["errors"] == 2 and stats["done"] == 4 and stats["faces"] >= 4
+    assert stats["sources"] == 6 and stats["videos"] == 0 and stats["errors"] == 2 and stats["done"] == 4
+    assert stats["faces"] >= 4
     failures = (out / "failures.csv").read_text()
     assert "cut.jpg" in failures and "notes.jpg" in failures
     faces, config = teacher_extra.load_extra(face_cache, root)
@@ -180,11 +181,24 @@ def test_teach_extra_from_the_command_line(small, tmp_path, capsys):
     assert "nowhere" in err[-1] and err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
     (tmp_path / "empty").mkdir()
     assert run("teach", [f"extra={tmp_path / 'empty'}", f"cache_dir={face_cache}", f"data.root={lfw_root}"]) == 1
-    assert "no photos found" in capsys.readouterr().err
+    assert "no photos or videos found" in capsys.readouterr().err
     shutil.copy(LFW(lfw_root).path(LFW(lfw_root).pairs("view1_train")[0].a), tmp_path / "one.jpg")
     (tmp_path / "own").mkdir()
     shutil.move(tmp_path / "one.jpg", tmp_path / "own" / "one.jpg")
     assert run("teach", [f"extra={tmp_path / 'own'}", f"cache_dir={face_cache}", f"data.root={lfw_root}",
                          "progress=false", "workers=1"]) == 0
     out = capsys.readouterr().out
-    assert "1 faces in 1 photos" in out and "distill.extra=" in out
+    assert "1 faces in 1 of 1 photos and videos (0 videos" in out and "distill.extra=" in out
+
+
+def test_a_videos_faces_come_from_one_frame_per_every_s_seconds(small, samples, tmp_path):
+    face_cache, _, _ = small
+    (tmp_path / "clips").mkdir()
+    shutil.copy(samples / "video" / "short_hamilton_clip.mp4", tmp_path / "clips" / "hamilton.mp4")
+    stats = teacher_extra.build_extra(face_cache, tmp_path / "clips", workers=1, every_s=3.0, progress=False)
+    assert stats["sources"] == stats["videos"] == stats["done"] == 1 and stats["faces"] >= 2
+    faces, config = teacher_extra.load_extra(face_cache, tmp_path / "clips")
+    assert config["every_s"] == 3.0 and (faces["frame"] >= 0).all() and len(np.unique(faces["frame"])) >= 2
+    assert len(np.unique(faces["face"])) == len(faces["face"])  # numbered across the video's frames
+    listing = (teacher_extra.extra_dir(face_cache, tmp_path / "clips") / "sources.csv").read_text()
+    assert "hamilton.mp4,video," in listing

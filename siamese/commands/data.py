@@ -77,11 +77,12 @@ def teach(cfg: DictConfig) -> dict:
 
 
 def _extra(cfg: DictConfig) -> dict:
-    """`extra=DIR`: every face in the photos under DIR, and its mirror, through the teacher."""
+    """`extra=DIR`: every face in the photos and videos under DIR, and its mirror, through the teacher."""
     e = teacher_extra.build_extra(cfg.cache_dir, cfg.extra, workers=cfg.workers, min_score=cfg.extra_min_score,
-                                  min_face=cfg.extra_min_face, progress=cfg.progress)
-    print(f"extra faces {e['dir']}: {e['faces']} faces in {e['done']} photos ({e['photos_without_face']} without a "
-          f"face), {e['errors']} unreadable, {e['seconds']} s in all — distil with them: siamese train "
+                                  min_face=cfg.extra_min_face, every_s=cfg.extra_every_s, progress=cfg.progress)
+    print(f"extra faces {e['dir']}: {e['faces']} faces in {e['done']} of {e['sources']} photos and videos "
+          f"({e['videos']} videos; {e['sources_without_face']} without a face), {e['errors']} unreadable, "
+          f"{e['seconds']} s in all — distil with them: siamese train "
           f"+experiment=distill train.pair_weight=0 distill.extra={cfg.extra} distill.extra_p=0.3")
     return e
 

@@ -15,10 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siamese.io.images import list_images
-from siamese.io.video import VIDEO_SUFFIXES, is_video
+from siamese.io.media import list_sources
 
-__all__ = ["Shard", "list_sources", "plan_shards"]
+__all__ = ["Shard", "plan_shards"]
 
 
 @dataclass
@@ -38,29 +37,6 @@ class Shard:
     @property
     def file_name(self) -> str:
         return f"{self.name}.parquet"
-
-
-def _walk_videos(root: Path) -> list[Path]:
-    """Files under `root` with a video suffix (hidden files and folders skipped), sorted."""
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(folder) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES]
-    return sorted(found, key=str)
-
-
-def list_sources(input: str | os.PathLike, errors: Counter, videos: bool = True) -> tuple[Path, list[Path], list[Path]]:
-    """(root, photos, videos) under `input`: a folder (photos as `siamese.io.images.list_images`
-    finds them, its bad entries logged and counted into `errors`; and video files by suffix), one
-    photo, or one video (known by its content, as `siamese detect` knows it)."""
-    input = Path(input)
-    if is_video(input):
-        return input.parent, [], [input]
-    photos = list_images(input, errors)  # a missing input raises here, naming it
-    if not input.is_dir():
-        return input.parent, photos, []
-    return input, photos, _walk_videos(input) if videos else []
 
 
 def _key(root: Path, rel: str) -> list:

@@ -3,18 +3,20 @@
 Distillation needs no identity labels: the student learns the teacher's embedding of each face.
 What limits it here is the number of faces it learns from (LFW's ~9 k DevTrain images: it follows
 the teacher closely on them and much less on new people, docs/distill.md "What the student
-lacks"). This cache lets a user's own photos add faces: every face YuNet finds in the photos
-under DIR (recursively), aligned the way the face cache aligns LFW (the student's crop), and dlib's
-descriptor of the same face and of its mirror (the teacher's chip from the detected box):
+lacks"). This cache lets a user's own photos and videos add faces: every face YuNet finds in the
+photos under DIR (recursively) and in one frame per `every_s` seconds of its videos, aligned the way
+the face cache aligns LFW (the student's crop), and dlib's descriptor of the same face and of its
+mirror (the teacher's chip from the detected box):
 
     <face cache>/teacher_dlib/extra/<folder name>-<8 hex of its path>/
-        sources.csv     one row per photo: its path under DIR, size and modification time
-        status.npy      (N photos,) uint8: 0 pending, 1 done (its faces, if any, in a part), 3 unreadable
+        sources.csv     one row per photo or video: its path under DIR, kind, size and modification time
+        status.npy      (N sources,) uint8: 0 pending, 1 done (its faces, if any, in a part), 3 unreadable
         parts/part-<number>.npz   the faces of one chunk of photos, numbered in the order written:
                         crops (n, S, S, 3) uint8,
                         embeddings (n, 2, 128) float32 raw descriptors (face, mirror), photo (n,)
-                        int64 row of sources.csv, face (n,) int64 its index in the photo, box (n, 4),
-                        score (n,) float32 (plain arrays: read without pickle)
+                        int64 row of sources.csv, face (n,) int64 its index in the source, frame (n,)
+                        int64 (-1 for a photo), box (n, 4), score (n,) float32 (plain arrays: read
+                        without pickle)
         config.json     the teacher's version and hashes, the face cache's alignment, the detector's
                         settings and the SHA-256 of sources.csv: built otherwise, refused
         build.json      counts and seconds; failures.csv: the photos that could not be read, and why
@@ -48,7 +50,9 @@ from siamese.data.cache import load as load_cache
 from siamese.faces.align import align, resize_faces
 from siamese.faces.detect import YuNetDetector
 from siamese.io.files import atomic_write_bytes, atomic_write_text, safe_name
-from siamese.io.images import ImageError, list_images, read_image
+from siamese.io.images import ImageError, read_image
+from siamese.io.media import list_sources
+from siamese.io.video import SourceError, iter_frames
 from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
 from siamese.model.preprocess import normalise
 from siamese.model.teacher_cache import claim, in_chunks, open_arrays, save_progress, seconds_so_far, teacher_dir
@@ -68,66 +72,80 @@ def extra_dir(cache_dir: str | os.PathLike, photos: str | os.PathLike) -> Path:
     return teacher_dir(cache_dir) / "extra" / f"{safe_name(path.name or 'root', 60)}-{tag}"
 
 
-def _listing(photos: Path) -> tuple[list[Path], str, Counter]:
-    """(the photos under `photos`, sources.csv's text, what could not be listed, by reason)."""
+def _listing(photos: Path) -> tuple[list[tuple[Path, str]], str, Counter]:
+    """([(path, "photo" or "video")] under `photos`, sources.csv's text, what could not be listed,
+    by reason)."""
     skipped: Counter = Counter()
-    paths = list_images(photos, skipped)
-    root = photos if photos.is_dir() else photos.parent
+    root, images, videos = list_sources(photos, skipped)
+    sources = [(p, "photo") for p in images] + [(p, "video") for p in videos]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["row", "path", "bytes", "mtime_ns"])
-    for i, p in enumerate(paths):
+    w.writerow(["row", "path", "kind", "bytes", "mtime_ns"])
+    for i, (p, kind) in enumerate(sources):
         try:
             st = p.stat()
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size, mtime = -1, -1
-        w.writerow([i, p.relative_to(root).as_posix(), size, mtime])
-    return paths, buf.getvalue(), skipped
+        w.writerow([i, p.relative_to(root).as_posix(), kind, size, mtime])
+    return sources, buf.getvalue(), skipped
 
 
-def _init_worker(size: int, padding: float, min_score: float, min_face: int) -> None:
+def _init_worker(size: int, padding: float, min_score: float, min_face: int, every_s: float) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 
     cv2.setNumThreads(1)
     _worker.update(teacher=DlibTeacher(), detector=YuNetDetector(min_score=min_score, min_size=min_face),
-                   size=size, padding=padding)
+                   size=size, padding=padding, every_s=every_s)
 
 
-def _process(item: tuple[int, str]):
-    """One photo: (row, [(crop, (2, 128) descriptors, box, score), ...] or None, error or None)."""
-    i, path = item
+def _process(item: tuple[int, str, str]):
+    """One photo or video: (row, [(crop, (2, 128) descriptors, box, score, frame), ...] or None,
+    error or None)."""
+    i, path, kind = item
+    faces: list = []
     try:
-        image = read_image(path)
-    except ImageError as err:
+        if kind == "photo":
+            _faces_of(read_image(path), -1, faces)
+        else:
+            for frame in iter_frames(path, every_s=_worker["every_s"]):
+                _faces_of(frame.image, frame.index, faces)
+    except (ImageError, SourceError) as err:
         return i, None, str(err)
-    teacher, faces = _worker["teacher"], []
+    return i, faces, None
+
+
+def _faces_of(image: np.ndarray, frame: int, faces: list) -> None:
+    """Append every face of `image` (its crop, the teacher's descriptors of it and its mirror)."""
+    teacher = _worker["teacher"]
     for face in _worker["detector"].detect(image):
         crop = align(image, face.landmarks, _worker["size"], _worker["padding"])
         chip = teacher.chip(image, face.box)
         faces.append((crop, teacher.describe([chip, chip[:, ::-1]]), np.asarray(face.box, np.float32),
-                      float(face.score)))
-    return i, faces, None
+                      float(face.score), int(frame)))
 
 
 def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers: int = 2, chunk: int = 128,
-                min_score: float = 0.8, min_face: int = 32, progress: bool = True) -> dict:
-    """Find every face in the photos under `photos` and run the teacher on each (and its mirror),
-    resuming a partial run; the faces are aligned as the face cache at `cache_dir` aligns LFW's.
+                min_score: float = 0.8, min_face: int = 32, every_s: float = 2.0, progress: bool = True) -> dict:
+    """Find every face in the photos and videos under `photos` and run the teacher on each (and its
+    mirror), resuming a partial run; the faces are aligned as the face cache at `cache_dir` aligns LFW's.
 
     Args:
         cache_dir: a finished face cache (`siamese prepare`): its alignment (size, padding) is used,
             and the extra cache goes inside its teacher dir (`extra_dir`).
-        photos: a folder of photos (searched recursively; hidden files skipped) or one photo.
+        photos: a folder of photos and videos (searched recursively; hidden files skipped), one
+            photo or one video.
         workers: processes (each loads the teacher and a detector).
         chunk: photos per saved step of progress (one part file each).
         min_score: the detector's confidence a face needs (higher than detection's 0.5 default: a
             false face would teach the student the teacher's view of a non-face).
         min_face: smallest face box side kept, in pixels of the photo.
+        every_s: one frame of a video per this many seconds.
 
     Returns:
-        Stats: photos, done, errors, faces, photos_without_face, seconds, photos_per_s, dir.
+        Stats: sources, videos, done, errors, faces, sources_without_face, not_listed, seconds,
+        sources_per_s, workers, dir.
 
     Raises:
         TeacherMissing: without the teacher extra.
@@ -141,13 +159,13 @@ def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers
     faces_cache = load_cache(cache_dir)
     paths, listing, skipped = _listing(photos)
     if not paths:
-        raise ValueError(f"{photos}: no photos found (jpg, png, webp, ... searched recursively)")
+        raise ValueError(f"{photos}: no photos or videos found (jpg, png, webp, mp4, ... searched recursively)")
     size, padding = int(faces_cache.images.shape[1]), float(faces_cache.config.get("padding", 0.0))
     out = extra_dir(cache_dir, photos)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     claim(out, {**identity(), "photos": str(photos.resolve()), "sources_sha256": hashlib.sha256(
         listing.encode()).hexdigest(), "size": size, "padding": padding, "detector": "yunet",
-        "min_score": float(min_score), "min_face": int(min_face)})
+        "min_score": float(min_score), "min_face": int(min_face), "every_s": float(every_s)})
     if not (out / "sources.csv").exists():
         atomic_write_text(out / "sources.csv", listing)
     _, status = open_arrays(out, {}, (len(paths),))
@@ -156,23 +174,25 @@ def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers
     t0 = time.perf_counter()
     if len(todo):
         log.info("teacher extra %s: %d of %d photos to go, %d workers", out, len(todo), len(paths), workers)
-        items = [(int(i), str(paths[i])) for i in todo]
-        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="teacher extra", unit="photo",
+        items = [(int(i), str(paths[i][0]), paths[i][1]) for i in todo]
+        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="teacher extra", unit="source",
                    disable=not progress)
         number = 1 + max((int(p.stem.split("-")[1]) for p in (out / "parts").glob("part-*.npz")), default=0)
-        for results in in_chunks(items, _process, _init_worker, (size, padding, min_score, min_face),
+        for results in in_chunks(items, _process, _init_worker, (size, padding, min_score, min_face, every_s),
                                  workers, chunk, bar):
             rows = [(i, k, f) for i, found, _ in results if found for k, f in enumerate(found)]
             part = {"crops": np.zeros((0, size, size, 3), np.uint8), "embeddings": np.zeros((0, 2, DIM), np.float32),
                     "photo": np.zeros(0, np.int64), "face": np.zeros(0, np.int64),
-                    "box": np.zeros((0, 4), np.float32), "score": np.zeros(0, np.float32)}
+                    "box": np.zeros((0, 4), np.float32), "score": np.zeros(0, np.float32),
+                    "frame": np.zeros(0, np.int64)}
             if rows:
                 part = {"crops": np.stack([f[0] for _, _, f in rows]),
                         "embeddings": np.stack([f[1] for _, _, f in rows]).astype(np.float32),
                         "photo": np.array([i for i, _, _ in rows], np.int64),
                         "face": np.array([k for _, k, _ in rows], np.int64),
                         "box": np.stack([f[2] for _, _, f in rows]),
-                        "score": np.array([f[3] for _, _, f in rows], np.float32)}
+                        "score": np.array([f[3] for _, _, f in rows], np.float32),
+                        "frame": np.array([f[4] for _, _, f in rows], np.int64)}
             buf = io.BytesIO()
             np.savez(buf, **part)
             atomic_write_bytes(out / "parts" / f"part-{number:06d}.npz", buf.getvalue())  # never over an older one
@@ -187,12 +207,13 @@ def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers
         bar.close()
     seconds = seconds_so_far(out, t0)
     faces = _read_parts(out, status)
-    per_photo = np.bincount(faces["photo"], minlength=len(paths)) if len(faces["photo"]) else np.zeros(len(paths))
-    stats = {"photos": len(paths), "done": int((status == DONE).sum()), "errors": int((status == ERROR).sum()),
-             "faces": int(len(faces["photo"])), "photos_without_face": int(((status == DONE) & (per_photo == 0)).sum()),
-             "not_listed": dict(skipped), "seconds": seconds,
-             "photos_per_s": round(len(paths) / seconds, 1) if seconds else None, "workers": workers,
-             "dir": str(out)}
+    per_source = np.bincount(faces["photo"], minlength=len(paths)) if len(faces["photo"]) else np.zeros(len(paths))
+    stats = {"sources": len(paths), "videos": sum(kind == "video" for _, kind in paths),
+             "done": int((status == DONE).sum()), "errors": int((status == ERROR).sum()),
+             "faces": int(len(faces["photo"])),
+             "sources_without_face": int(((status == DONE) & (per_source == 0)).sum()), "not_listed": dict(skipped),
+             "seconds": seconds, "sources_per_s": round(len(paths) / seconds, 1) if seconds else None,
+             "workers": workers, "dir": str(out)}
     atomic_write_text(out / "build.json", json.dumps(stats, indent=2))
     return stats
 
@@ -216,17 +237,17 @@ def _write_failures(path: Path, failures: dict[int, str]) -> None:
 def _read_parts(out: Path, status: np.ndarray) -> dict[str, np.ndarray]:
     """Every part's faces, of photos marked done only, each (photo, face) once (a part rewritten
     after a kill between it and the status replaces the older one's faces)."""
-    keys = ("crops", "embeddings", "photo", "face", "box", "score")
+    keys = ("crops", "embeddings", "photo", "face", "frame", "box", "score")
     parts = []
     for path in sorted((out / "parts").glob("part-*.npz"), key=lambda p: int(p.stem.split("-")[1])):
         with np.load(path, allow_pickle=False) as z:
             parts.append({k: z[k] for k in keys})
     if not parts:
         return {"crops": np.zeros((0, 1, 1, 3), np.uint8), "embeddings": np.zeros((0, 2, DIM), np.float32),
-                **{k: np.zeros(0, np.int64) for k in ("photo", "face")}, "box": np.zeros((0, 4), np.float32),
+                **{k: np.zeros(0, np.int64) for k in ("photo", "face", "frame")}, "box": np.zeros((0, 4), np.float32),
                 "score": np.zeros(0, np.float32)}
     faces = {k: np.concatenate([p[k] for p in parts]) for k in keys}
-    key = faces["photo"] * 10_000 + faces["face"]
+    key = faces["photo"] * 2**32 + faces["face"]
     _, last = np.unique(key[::-1], return_index=True)  # the latest part's copy of each face
     keep = np.sort(len(key) - 1 - last)
     keep = keep[status[faces["photo"][keep]] == DONE]
@@ -236,7 +257,8 @@ def _read_parts(out: Path, status: np.ndarray) -> dict[str, np.ndarray]:
 def load_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, check_files: bool = True
                ) -> tuple[dict[str, np.ndarray], dict]:
     """A finished extra cache of the photos under `photos`: ({"crops" (M, S, S, 3) uint8,
-    "embeddings" (M, 2, 128) float32 raw, "photo", "face", "box", "score"}, config).
+    "embeddings" (M, 2, 128) float32 raw, "photo" (the source's row), "face", "frame", "box",
+    "score"}, config).
 
     Raises:
         FileNotFoundError: none finished — with the command that builds or resumes it.
