@@ -12,6 +12,7 @@ import pytest
 from siamese.data import cache
 from siamese.data.lfw import LFW
 from siamese.model import teacher_cache, teacher_extra
+from siamese.model.preprocess import normalise
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,29 +90,53 @@ def test_the_guard_drops_faces_of_people_the_run_must_not_learn(small, photos):
     train_people = list(lfw.people("view1_train"))[:40]
     train = np.array([i for i, r in enumerate(fc.refs) if r.person in train_people])
     held = np.array([i for i, r in enumerate(fc.refs) if r.person not in train_people])
-    labels = np.unique([fc.refs[i].person for i in train], return_inverse=True)[1]
+    labels = np.array([fc.refs[i].person for i in train])
+    held_labels = np.array([fc.refs[i].person for i in held])
     center = raw[train].mean(0)
-    crops, targets, record = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[held], 32)
+    crops, targets, record = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[held],
+                                                         held_labels, 32, guard=0.9)
     assert crops.shape[1:] == (32, 32, 3) and targets.shape == (record["kept"], 2, 128)
     np.testing.assert_allclose(np.linalg.norm(targets, axis=-1), 1.0, rtol=1e-5)
-    assert record["dropped"] >= 1 and record["kept"] >= 1 and record["kept"] + record["dropped"] == record["faces"]
-    # the bar: the guard's quantile of the training people's same-person cosines (centred descriptors)
-    unit = raw[train] - center
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    same = [(unit[a] @ unit[b]) for a in range(len(train)) for b in range(a + 1, len(train)) if labels[a] == labels[b]]
-    assert np.quantile(same, 0.0) - 0.01 <= record["bar"] <= np.quantile(same, 0.1)
+    assert record["kept"] + record["dropped"] == record["faces"] and record["guard"] == 0.9
     # the test person's photo, one not among their cached images, is dropped: the teacher knows them from those
     faces, _ = teacher_extra.load_extra(face_cache, root)
     sources = (teacher_extra.extra_dir(face_cache, root) / "sources.csv").read_text().splitlines()[1:]
     theirs = next(int(line.split(",")[0]) for line in sources if line.split(",")[1].startswith("trip/"))
-    emb = faces["embeddings"][faces["photo"] == theirs].mean(1) - center
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    cached = raw[[i for i, r in enumerate(fc.refs) if r.person == test_person]] - center
-    cached /= np.linalg.norm(cached, axis=1, keepdims=True)
-    assert (emb @ cached.T).max() >= record["bar"]
-    # with no held-out image at all nothing is dropped
-    _, _, everything = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[:0], 32)
-    assert everything["dropped"] == 0
+    unit = faces["embeddings"].mean(1) - center
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    g = teacher_extra.Guard(*(normalise(raw[r] - center) for r in (train,)), labels,
+                            normalise(raw[held] - center), held_labels, 0.9)
+    dropped = g.drops(unit)
+    assert dropped[faces["photo"] == theirs].all() and record["dropped"] == dropped.sum()
+    assert record["bar"] == round(g.bar, 4) and 0.0 <= record["training_faces_dropped"] <= 1.0
+    # a stricter guard never keeps more; no guard keeps every face and says it did not check
+    assert teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[held], held_labels, 32,
+                                       guard=0.99)[2]["kept"] <= record["kept"]
+    _, _, none = teacher_extra.extra_targets(face_cache, root, center, raw[train], labels, raw[held], held_labels,
+                                             32, guard=0)
+    assert none["dropped"] == 0 and none["kept"] == record["faces"] and none["bar"] is None
+
+
+def test_the_guards_bar_catches_the_share_of_held_out_photos_asked():
+    """Synthetic people: the bar is the quantile of the held-out photos' own scores, so `catch` of them reach it."""
+    rng = np.random.default_rng(0)
+    centres = normalise(rng.normal(size=(80, 32)))
+    people = np.repeat(np.arange(60), 5)
+    x = normalise(centres[people] + 0.1 * rng.normal(size=(300, 32)))
+    train, held = people < 40, people >= 40
+    for catch in (0.8, 0.95):
+        g = teacher_extra.Guard(x[train], people[train], x[held], people[held], catch, k=5)
+        hl = people[held]
+        own = []  # each held-out photo against its person without it, minus its typical training cosine
+        for i in np.flatnonzero(held):
+            rest = normalise(x[held][(hl == people[i])].sum(0, keepdims=True) - x[i])[0]
+            others = [normalise(x[held][hl == q].mean(0, keepdims=True))[0] @ x[i] for q in set(hl) - {people[i]}]
+            typical = np.sort(g.train_templates @ x[i])[-5:].mean()
+            own.append(max(rest @ x[i], max(others)) - typical)
+        assert abs(np.mean(np.array(own) >= g.bar) - catch) < 0.02
+        assert g.drops(x[held]).mean() >= catch - 0.02  # against the full templates: at least as often
+    strangers = normalise(centres[np.repeat(np.arange(60, 80), 5)] + 0.1 * rng.normal(size=(100, 32)))
+    assert g.drops(strangers).mean() < 0.05  # other people's photos: kept
 
 
 def test_batches_swap_in_extra_faces_with_the_target_of_the_side_they_show():

@@ -13,6 +13,7 @@ import logging
 import numpy as np
 from omegaconf import DictConfig
 
+from siamese.data.cache import load as load_cache
 from siamese.data.sampling import FaceSet
 from siamese.io.names import BadSetting
 from siamese.model.teacher_cache import ERROR, targets
@@ -58,9 +59,10 @@ def with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray
     if dc.get("extra"):
         faces.extra, faces.extra_targets, extra = _extra_faces(cfg, faces, split_rows, center)
         extra["extra_p"] = float(dc.get("extra_p", 0.0))
-        log.info("distilling: %d extra faces from %s (%d of %d dropped: alike to a person this run must not "
-                 "learn, cosine >= %.3f), one in place of an image with p %.2f", extra["kept"], dc.extra,
-                 extra["dropped"], extra["faces"], extra["bar"], extra["extra_p"])
+        log.info("distilling: %d extra faces from %s (%d of %d dropped as a person this run must not learn: the guard "
+                 "catches %.2f of their photos, and would drop %s of the training people's), one in place of an "
+                 "image with p %.2f", extra["kept"], dc.extra, extra["dropped"], extra["faces"], extra["guard"],
+                 extra["training_faces_dropped"], extra["extra_p"])
     if not kinds:
         return faces, np.zeros(0), extra
     crops, vt = (np.concatenate([k[i] for k in kinds], 1) for i in (0, 1))
@@ -72,19 +74,21 @@ def with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray
 
 def _extra_faces(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray, center: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The extra faces of `distill.extra` (`siamese teach extra=DIR`), less any the teacher finds
-    alike to a person the run must not learn: every face-cache image outside the split's training
-    rows `split_rows` (its validation and test people), at the `distill.extra_guard` quantile of the
-    training people's same-person cosines (`siamese.model.teacher_extra.extra_targets`)."""
+    """The extra faces of `distill.extra` (`siamese teach extra=DIR`), less any the teacher takes for
+    a person the run must not learn: the people of every face-cache image outside the split's
+    training rows `split_rows` (its validation and test people), caught at the share
+    `distill.extra_guard` of their own photos (`siamese.model.teacher_extra.Guard`)."""
     dc = cfg.distill
     if cfg.train.id_weight or cfg.train.pair_weight:
         raise BadSetting("extra faces have no identity: distil with them only without the identity and pair terms "
                          "(train.id_weight=0 train.pair_weight=0)")
     raw, status, _ = load_teacher_cache(cfg.cache_dir, check_files=dc.check_files)
+    fc = load_cache(cfg.cache_dir)
     ok = faces.rows >= 0
-    train_rows = faces.rows[ok][status[faces.rows[ok]] != ERROR]
+    rows = faces.rows[ok]
+    kept = status[rows] != ERROR
     held = np.setdiff1d(np.flatnonzero(status != ERROR), split_rows)
-    labels = faces.labels[ok][status[faces.rows[ok]] != ERROR]
-    return extra_targets(cfg.cache_dir, dc.extra, center, np.asarray(raw[train_rows], np.float32).mean(1), labels,
-                         np.asarray(raw[held], np.float32).mean(1), cfg.model.input_size,
-                         guard=dc.get("extra_guard", 0.01), check_files=dc.check_files, seed=cfg.seed)
+    return extra_targets(cfg.cache_dir, dc.extra, center, np.asarray(raw[rows[kept]], np.float32).mean(1),
+                         faces.labels[ok][kept], np.asarray(raw[held], np.float32).mean(1),
+                         np.array([fc.refs[i].person for i in held]), cfg.model.input_size,
+                         guard=dc.get("extra_guard", 0.98), check_files=dc.check_files)

@@ -276,9 +276,13 @@ def _provenance(cfg, extra: dict | None = None) -> dict:
         teacher.update(identity())
     except ImportError:  # a GPU box training from cached targets without the teacher installed
         pass
-    more = (f", and the teacher's embeddings of {extra['kept']} unlabelled faces from photos outside LFW "
-            f"({extra['photos']}; {extra['dropped']} more dropped as alike to a validation or test person)"
-            if extra else "")
+    more = ""
+    if extra:
+        more = (f", and the teacher's embeddings of {extra['kept']} unlabelled faces from photos outside LFW "
+                f"({extra['photos']}; " + (f"{extra['dropped']} more dropped as the teacher took them for a validation "
+                                           f"or test person, a guard catching {extra['guard']:.0%} of their photos)"
+                                           if extra["guard"] else "not checked for LFW's validation and test people: "
+                                           "its LFW figures are not test numbers)"))
     return {"lfw_category": "unrestricted, labeled outside data",
             "training_data": f"LFW {cfg.protocol} training people (identity labels) and a teacher's "
                              f"embeddings of their images (the teacher learned from ~3 M faces outside LFW){more}",
