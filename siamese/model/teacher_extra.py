@@ -11,25 +11,23 @@ mirror (the teacher's chip from the detected box):
     <face cache>/teacher_dlib/extra/<folder name>-<8 hex of its path>/
         sources.csv     one row per photo or video: its path under DIR, kind, size and modification time
         status.npy      (N sources,) uint8: 0 pending, 1 done (its faces, if any, in a part), 3 unreadable
-        parts/part-<number>.npz   the faces of one chunk of photos, numbered in the order written:
-                        crops (n, S, S, 3) uint8,
-                        embeddings (n, 2, 128) float32 raw descriptors (face, mirror), photo (n,)
-                        int64 row of sources.csv, face (n,) int64 its index in the source, frame (n,)
-                        int64 (-1 for a photo), box (n, 4), score (n,) float32 (plain arrays: read
-                        without pickle)
+        parts/part-<number>.npz   the faces of one chunk of sources, numbered in the order written:
+                        crops (n, S, S, 3) uint8, embeddings (n, 2, 128) float32 raw descriptors
+                        (face, mirror), photo (n,) int64 row of sources.csv, face (n,) int64 its
+                        index in the source, frame (n,) int64 (-1 for a photo), box (n, 4), score (n,)
+                        float32 (plain arrays: read without pickle)
         config.json     the teacher's version and hashes, the face cache's alignment, the detector's
                         settings and the SHA-256 of sources.csv: built otherwise, refused
-        build.json      counts and seconds; failures.csv: the photos that could not be read, and why
+        build.json      counts and seconds; failures.csv: the sources that could not be read, and why
 
 A chunk's part is written before status.npy marks its photos done, so a kill loses at most one
 chunk and the same command resumes (a photo made again after a kill between the two is read from
 its latest part only). The photos are only read.
 
 **No test person is learned from.** A user's photos may show anyone, LFW's test people included.
-Training (`extra_targets`) drops every extra face the teacher finds as alike to any image of a
-person the run does not train on (its validation and test people) as the teacher finds same-person
-pairs of its training people at their `guard` quantile (1 %: 99 % of the training people's
-same-person pairs are at least that alike), and logs how many it dropped.
+Training (`extra_targets`) drops every extra face the teacher takes for a person the run does not
+train on (its validation and test people), by `Guard`, set to catch a given share of those people's
+own photos, and logs how many it dropped.
 """
 
 from __future__ import annotations
@@ -57,7 +55,7 @@ from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
 from siamese.model.preprocess import normalise
 from siamese.model.teacher_cache import claim, in_chunks, open_arrays, save_progress, seconds_so_far, teacher_dir
 
-__all__ = ["build_extra", "extra_dir", "extra_targets", "load_extra"]
+__all__ = ["Guard", "build_extra", "extra_dir", "extra_targets", "load_extra"]
 
 log = logging.getLogger(__name__)
 
