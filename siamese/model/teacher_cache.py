@@ -37,7 +37,8 @@ from siamese.model.dlib_resnet import DIM, DlibTeacher, box_from_landmarks, iden
 from siamese.model.preprocess import normalise
 
 __all__ = ["ERROR", "STATUS_NAMES", "build", "cache_identity", "cached_descriptors", "claim", "face_box", "finished",
-           "in_chunks", "load", "open_arrays", "save_progress", "seconds_so_far", "targets", "teacher_dir"]
+           "in_chunks", "load", "open_arrays", "read_failures", "save_progress", "seconds_so_far", "targets",
+           "teacher_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def build(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, workers: in
     n = len(faces.refs)
     arrays, status = open_arrays(out, {"embeddings": ((n, 2, DIM), np.float32)}, (n,))
     todo = np.flatnonzero(status == PENDING)
-    failures = _read_failures(out / "failures.csv")
+    failures = read_failures(out / "failures.csv")
     t0 = time.perf_counter()
     if len(todo):
         log.info("teacher cache %s: %d of %d images to go, %d workers", out, len(todo), n, workers)
@@ -174,7 +175,8 @@ def build(cache_dir: str | os.PathLike, lfw_root: str | os.PathLike, workers: in
     return stats
 
 
-def _read_failures(path: Path) -> dict[int, str]:
+def read_failures(path: Path) -> dict[int, str]:
+    """{row: problem} of a teacher-made cache's failures.csv (empty when there is none)."""
     if not path.exists():
         return {}
     with open(path, newline="") as f:

@@ -53,7 +53,15 @@ from siamese.io.media import list_sources
 from siamese.io.video import SourceError, iter_frames
 from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
 from siamese.model.preprocess import normalise
-from siamese.model.teacher_cache import claim, in_chunks, open_arrays, save_progress, seconds_so_far, teacher_dir
+from siamese.model.teacher_cache import (
+    claim,
+    in_chunks,
+    open_arrays,
+    read_failures,
+    save_progress,
+    seconds_so_far,
+    teacher_dir,
+)
 
 __all__ = ["Guard", "build_extra", "extra_dir", "extra_targets", "load_extra"]
 
@@ -167,7 +175,7 @@ def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers
     if not (out / "sources.csv").exists():
         atomic_write_text(out / "sources.csv", listing)
     _, status = open_arrays(out, {}, (len(paths),))
-    failures = _read_failures(out / "failures.csv")
+    failures = read_failures(out / "failures.csv")
     todo = np.flatnonzero(status == PENDING)
     t0 = time.perf_counter()
     if len(todo):
@@ -214,13 +222,6 @@ def build_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, workers
              "workers": workers, "dir": str(out)}
     atomic_write_text(out / "build.json", json.dumps(stats, indent=2))
     return stats
-
-
-def _read_failures(path: Path) -> dict[int, str]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        return {int(r["row"]): r["problem"] for r in csv.DictReader(f)}
 
 
 def _write_failures(path: Path, failures: dict[int, str]) -> None:
