@@ -111,6 +111,11 @@ teach-morphs: teacher ## also two blends of each View 1 training image with anot
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach morphs=2 $(ARGS)
 
+teach-extra: teacher ## your own photos and videos (DIR=...) through the teacher, unlabelled, for distill.extra=DIR (resumable)
+	@test -n "$(DIR)" || { echo "error: say which folder: make teach-extra DIR=path/to/photos" >&2; exit 1; }
+	$(SIAMESE) prepare $(PREPARE_ARGS)
+	$(SIAMESE) teach extra=$(DIR) $(ARGS)
+
 distill: teacher ## the distilled CPU recipe (+experiment=distill; the teacher cache first), < 90 min on 2 cores
 	$(SIAMESE) prepare $(PREPARE_ARGS)
 	$(SIAMESE) teach
