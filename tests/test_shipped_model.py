@@ -137,6 +137,7 @@ def test_the_int8_model_runs_the_same_networks_quantized_with_its_own_calibratio
         assert drawn <= train  # View 1 training people: no validation or test person
     model, plain = Embedder.load("int8"), Embedder.load(SHIPPED)
     assert [m.precision for m in model.members] == ["int8", "int8"]
+    assert (model.runs_in, plain.runs_in) == ("int8", "float32")  # what the bench's precision column reads
     assert model.fingerprint() != plain.fingerprint() and model.impostor_bank() is not None
     for name in ("cluster.json", "verify.json"):
         assert model.calibration(name) is not None, name  # fitted for this fingerprint
@@ -159,7 +160,7 @@ def test_the_bf16_model_runs_the_same_networks_in_bfloat16_with_its_own_calibrat
     faces = resize_faces(real_faces, model.input_size)
     cos = np.sum(model.embed(faces) * plain.embed(faces), axis=1)
     assert cos.min() > 0.9995, cos  # int8's networks: ~0.998
-    if model.runs_in == "bfloat16":  # it really ran in bfloat16: not float32's numbers
+    if model.runs_in == "bf16":  # it really ran in bfloat16: not float32's numbers
         assert 1 - cos.min() > 1e-6, cos
     else:  # a CPU without bfloat16 units: float32 on OpenVINO, the same numbers to rounding
         assert model.runs_in == "float32" and 1 - cos.min() < 1e-6, (model.runs_in, cos)

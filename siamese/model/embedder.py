@@ -63,8 +63,8 @@ class Embedder:
         self._fingerprint: str | None = None
         self._cohort: tuple | None = None  # ((digest, mtime, size), array): the clustering cohort last read
         self.precision = "float32"  # or "int8", "bf16" (`load`)
-        self.runs_in = "float32"  # the arithmetic the embedding network really runs in: "bfloat16" for
-        # bf16 on a CPU with bfloat16 units, "float32" there too on one without (OpenVINO's choice)
+        self.runs_in = "float32"  # the arithmetic the embedding network really runs in: its precision,
+        # except bf16 on a CPU without bfloat16 units, where OpenVINO runs float32 (`load`)
         self._int8: str | None = None  # the int8 network's SHA-256 (quantization.json), when int8
 
     @classmethod
@@ -120,8 +120,7 @@ class Embedder:
                 parts = _onnx(*files, threads, spin) if fmt == "onnx" else _keras(*files)
             model = cls(root, meta, fmt, *parts)
             model.precision, model._int8 = precision, int8
-            if precision == "bf16":
-                model.runs_in = runs_in
+            model.runs_in = runs_in if precision == "bf16" else precision
             return model
         raise FileNotFoundError(f"{root}: none of {prefer} found (embedding.* and head.*) — "
                                 "export the model with `siamese export`")
@@ -306,7 +305,7 @@ def _openvino(embedding: Path, threads: int | None):
 
     Returns:
         (run: float32 (B, S, S, 3) in [0, 1] -> (B, D) embeddings, D, the precision OpenVINO
-        compiled it for: "bfloat16" or "float32").
+        compiled it for: "bf16" or "float32").
 
     Raises:
         ImportError: OpenVINO is not installed (one line saying how to install it).
@@ -329,7 +328,7 @@ def _openvino(embedding: Path, threads: int | None):
             return np.array(request.infer({0: np.ascontiguousarray(x, np.float32)})[0])  # a copy: the
             # request's output buffer is reused by its next call
 
-    runs_in = "bfloat16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "float32"
+    runs_in = "bf16" if compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16 else "float32"
     return run, int(compiled.outputs[0].get_partial_shape()[-1].get_length()), runs_in
 
 

@@ -34,10 +34,9 @@ def _ms_per_face(fn, faces: np.ndarray, batch: int, repeats: int) -> float:
 
 
 def _precision(model) -> str:
-    """The model's precision, and where bf16 runs in float32 (a CPU without bfloat16 units), that too."""
-    if model.precision == "bf16" and getattr(model, "runs_in", "bfloat16") != "bfloat16":
-        return "bf16 (runs float32: no bfloat16 units)"
-    return model.precision
+    """The model's precision, and what it really runs in where that differs (bf16 on a CPU without
+    bfloat16 units runs float32)."""
+    return model.precision if model.runs_in == model.precision else f"{model.precision} (runs {model.runs_in})"
 
 
 def embed_speed(models: list[str], lfw_root, cache: FaceCache, faces: int = 256, repeats: int = 3) -> list[dict]:
