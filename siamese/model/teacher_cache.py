@@ -262,11 +262,12 @@ def claim(out: Path, config: dict) -> None:
         atomic_write_text(path, json.dumps(config, indent=2))
 
 
-def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, check_files: bool
-             ) -> tuple[np.ndarray, dict]:
-    """(status.npy, config.json) of the finished teacher-made cache at `out` (this one, or the
-    harder views of `siamese.model.teacher_views`), refusing one that is missing, incomplete
-    (any status 0) or, with `check_files`, built by another teacher or from another face cache.
+def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, check_files: bool,
+             of_face_cache: bool = True) -> tuple[np.ndarray, dict]:
+    """(status.npy, config.json) of the finished teacher-made cache at `out` (this one, the harder
+    views of `siamese.model.teacher_views`, the extra faces of `siamese.model.teacher_extra`),
+    refusing one that is missing, incomplete (any status 0) or, with `check_files`, built by another
+    teacher or (when `of_face_cache`: made from the face cache's images) from another face cache.
 
     Args:
         out: the cache's folder.
@@ -281,7 +282,8 @@ def finished(out: Path, cache_dir: str | os.PathLike, what: str, command: str, c
     if (status == PENDING).any():
         raise FileNotFoundError(f"{out}: the {what} is incomplete — run `{command}` to resume it")
     config = json.loads((out / "config.json").read_text())
-    if check_files and (diff := _differs(config, {**identity(), **cache_identity(Path(cache_dir))})):
+    if check_files and (diff := _differs(config, {**identity(), **(cache_identity(Path(cache_dir))
+                                                                     if of_face_cache else {})})):
         raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's "
                          f"— delete it and run `{command}` again")
     return status, config

@@ -55,6 +55,7 @@ from siamese.model.dlib_resnet import DIM, DlibTeacher, identity
 from siamese.model.preprocess import normalise
 from siamese.model.teacher_cache import (
     claim,
+    finished,
     in_chunks,
     open_arrays,
     read_failures,
@@ -261,19 +262,11 @@ def load_extra(cache_dir: str | os.PathLike, photos: str | os.PathLike, check_fi
 
     Raises:
         FileNotFoundError: none finished — with the command that builds or resumes it.
-        ValueError: built by another teacher version or with another alignment than the face cache's.
+        ValueError: built by another teacher version (with `check_files`).
     """
     out = extra_dir(cache_dir, photos)
-    command = f"siamese teach extra={photos}"
-    if not (out / "build.json").exists():
-        raise FileNotFoundError(f"{out}: no finished cache of extra faces for {photos} — run `{command}`")
-    status = np.load(out / "status.npy")
-    if (status == PENDING).any():
-        raise FileNotFoundError(f"{out}: the cache of extra faces is incomplete — run `{command}` to resume it")
-    config = json.loads((out / "config.json").read_text())
-    if check_files and (diff := sorted(k for k, v in identity().items() if config.get(k) != v)):
-        raise ValueError(f"{out}: built with another {', '.join(diff)} than this machine's — delete it and "
-                         f"run `{command}` again")
+    status, config = finished(out, cache_dir, f"cache of extra faces for {photos}", f"siamese teach extra={photos}",
+                              check_files, of_face_cache=False)  # its faces come from the photos, not the cache
     return _read_parts(out, status), config
 
 
