@@ -172,7 +172,7 @@ def test_a_short_run_learns_from_extra_faces_and_its_card_says_so(small, photos,
     from hydra import compose, initialize_config_dir
 
     from siamese.io.names import BadSetting
-    from siamese.train.trainer import train
+    from siamese.train.trainer import _provenance, train
 
     face_cache, lfw_root, _ = small
     root, _, _ = photos
@@ -194,6 +194,16 @@ def test_a_short_run_learns_from_extra_faces_and_its_card_says_so(small, photos,
     assert extra["photos"] == str(root.resolve()) and extra["extra_p"] == 0.5 and extra["kept"] >= 1
     assert extra["dropped"] >= 1  # the test person's photo (the run's split also holds out validation people)
     assert f"{extra['kept']} unlabelled faces from photos outside LFW" in card["training_data"]
+    assert "a guard catching 98% of their photos" in card["training_data"]
+    unchecked = _provenance(cfg, {**extra, "guard": 0.0, "dropped": 0})["training_data"]  # extra_guard=0
+    assert unchecked.endswith("not checked for LFW's validation and test people: its LFW figures are not test numbers)")
+    # the same run dir finished again without extra faces: its card no longer claims them
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[o for o in overrides if not o.startswith("distill.extra")]
+                      + ["train.pair_weight=0"])
+    train(cfg, cfg.run_dir)
+    card = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert "extra_faces" not in card and "unlabelled" not in card["training_data"]
 
 
 def test_teach_extra_from_the_command_line(small, tmp_path, capsys):

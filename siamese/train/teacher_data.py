@@ -13,7 +13,7 @@ import logging
 import numpy as np
 from omegaconf import DictConfig
 
-from siamese.data.cache import load as load_cache
+from siamese.data.cache import FaceCache
 from siamese.data.sampling import FaceSet
 from siamese.io.names import BadSetting
 from siamese.model.teacher_cache import ERROR, targets
@@ -27,14 +27,15 @@ __all__ = ["with_teacher"]
 log = logging.getLogger(__name__)
 
 
-def with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray
-                  ) -> tuple[FaceSet, np.ndarray, dict | None]:
+def with_teacher(cfg: DictConfig, fc: FaceCache, faces: FaceSet, split_rows: np.ndarray
+                 ) -> tuple[FaceSet, np.ndarray, dict | None]:
     """`faces` with their teacher targets (`siamese.model.teacher_cache.targets`), centred on
     these training images only (the user's own faces, no cache row, get none), and their views:
     harder views (`distill.views_p`, `siamese.model.teacher_views`) and morphs with other training
     images (`distill.morphs_p`, `siamese.model.teacher_morphs`; `split_rows`: the split's training
-    rows, the only people a morph may show), and extra faces from a user's photos (`distill.extra`,
-    `_extra_faces`). Returns the faces, each view's chance (K,), and the extra faces' record or None."""
+    rows of the face cache `fc`, the only people a morph may show), and extra faces from a user's
+    photos (`distill.extra`, `_extra_faces`). Returns the faces, each view's chance (K,), and the
+    extra faces' record or None."""
 
     dc, ok, extra = cfg.distill, faces.rows >= 0, None
     t, center = targets(cfg.cache_dir, faces.rows[ok], check_files=dc.check_files)
@@ -57,7 +58,7 @@ def with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray
         log.info("distilling: %d morphs per image with other training people, one in place of the image with "
                  "p %.2f", kinds[-1][0].shape[1], dc.morphs_p)
     if dc.get("extra"):
-        faces.extra, faces.extra_targets, extra = _extra_faces(cfg, faces, split_rows, center)
+        faces.extra, faces.extra_targets, extra = _extra_faces(cfg, fc, faces, split_rows, center)
         extra["extra_p"] = float(dc.get("extra_p", 0.0))
         log.info("distilling: %d extra faces from %s (%d of %d dropped as a person this run must not learn: the guard "
                  "catches %.2f of their photos, and would drop %s of the training people's), one in place of an "
@@ -72,7 +73,7 @@ def with_teacher(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray
     return faces, np.concatenate([np.full(k[0].shape[1], k[2] / k[0].shape[1]) for k in kinds]), extra
 
 
-def _extra_faces(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray, center: np.ndarray
+def _extra_faces(cfg: DictConfig, fc: FaceCache, faces: FaceSet, split_rows: np.ndarray, center: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """The extra faces of `distill.extra` (`siamese teach extra=DIR`), less any the teacher takes for
     a person the run must not learn: the people of every face-cache image outside the split's
@@ -83,7 +84,6 @@ def _extra_faces(cfg: DictConfig, faces: FaceSet, split_rows: np.ndarray, center
         raise BadSetting("extra faces have no identity: distil with them only without the identity and pair terms "
                          "(train.id_weight=0 train.pair_weight=0)")
     raw, status, _ = load_teacher_cache(cfg.cache_dir, check_files=dc.check_files)
-    fc = load_cache(cfg.cache_dir)
     ok = faces.rows >= 0
     rows = faces.rows[ok]
     kept = status[rows] != ERROR

@@ -206,7 +206,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     split_rows, views_p, extra = faces.rows, 0.0, None
     faces = _training_faces(cfg, faces)
     if cfg.get("distill"):
-        faces, views_p, extra = with_teacher(cfg, faces, split_rows)
+        faces, views_p, extra = with_teacher(cfg, fc, faces, split_rows)
         if any("HorizontalFlip" in str(t.get("_target_", "")) for t in (cfg.augment or {}).get("transforms", [])):
             raise ValueError("distillation mirrors images itself (each view has its own teacher target): "
                              "use an augmentation without HorizontalFlip, e.g. augment=distill")
@@ -224,8 +224,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     data = PairBatches(faces, tc.batch_size, steps, cfg.seed, augment, tc.hard_share,
                        workers=tc.get("workers", 1), outputs=outputs, part=dist.part, views_p=views_p,
                        extra_p=cfg.distill.get("extra_p", 0.0) if cfg.get("distill") else 0.0)
-    if extra and dist.writes:  # what the model learned from, for its card (`finish`)
-        atomic_write_text(run_dir / "extra_faces.json", json.dumps(extra, indent=2))
+    if dist.writes:  # what the model learned from, for its card (`finish`); none left from another config
+        if extra:
+            atomic_write_text(run_dir / "extra_faces.json", json.dumps(extra, indent=2))
+        else:
+            (run_dir / "extra_faces.json").unlink(missing_ok=True)
     callbacks = [Loop(run_dir, data, val, state, cfg, writes=dist.writes)]  # it writes log.csv too
     if dist.writes:
         trim_log(run_dir / "log.csv", state["epoch"])
@@ -278,11 +281,11 @@ def _provenance(cfg, extra: dict | None = None) -> dict:
         pass
     more = ""
     if extra:
+        checked = (f"{extra['dropped']} more dropped as the teacher took them for a validation or test person, "
+                   f"a guard catching {extra['guard']:.0%} of their photos" if extra["guard"] else
+                   "not checked for LFW's validation and test people: its LFW figures are not test numbers")
         more = (f", and the teacher's embeddings of {extra['kept']} unlabelled faces from photos outside LFW "
-                f"({extra['photos']}; " + (f"{extra['dropped']} more dropped as the teacher took them for a validation "
-                                           f"or test person, a guard catching {extra['guard']:.0%} of their photos)"
-                                           if extra["guard"] else "not checked for LFW's validation and test people: "
-                                           "its LFW figures are not test numbers)"))
+                f"({extra['photos']}; {checked})")
     return {"lfw_category": "unrestricted, labeled outside data",
             "training_data": f"LFW {cfg.protocol} training people (identity labels) and a teacher's "
                              f"embeddings of their images (the teacher learned from ~3 M faces outside LFW){more}",
