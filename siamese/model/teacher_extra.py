@@ -325,8 +325,8 @@ class Guard:
     photos score at least the bar, so a new photo of one of them is caught about as often. What it
     costs, the share of other people's faces it drops, is measured on the training people's images
     (`training_drop_share`). On LFW's View 1 split (3,920 training people, 1,829 held out), asking
-    0.98 dropped 41 % of training people's faces; the plain best cosine would drop 63 % for the same
-    catch (docs/distill.md, "Faces from your own photos").
+    0.98 drops 40 % of training people's faces; the best cosine with a held-out template without the
+    normalising would drop 63 % for the same catch (docs/distill.md, "Faces from your own photos").
     """
 
     def __init__(self, train: np.ndarray, train_labels: np.ndarray, held: np.ndarray, held_labels: np.ndarray,
