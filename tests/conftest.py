@@ -51,21 +51,29 @@ def known_faces(samples, yunet):
     return np.stack(out)
 
 
+def small_cache(tmp_path_factory, lfw_root: Path, people: int, pairs: int, size: int, workers: int) -> Path:
+    """A small real face cache, aligned by the real detector: the first `people` View 1 training
+    people and the faces of 2 x `pairs` View 1 test pairs (`pairs` same, `pairs` different)."""
+    from siamese.data import cache
+    from siamese.data.lfw import LFW
+
+    lfw = LFW(lfw_root)
+    chosen = dict(list(lfw.people("view1_train").items())[:people])
+    test = lfw.pairs("view1_test")
+    test = [p for p in test if p.same][:pairs] + [p for p in test if not p.same][:pairs]
+    refs = set(lfw.identities(chosen)) | {r for p in test for r in (p.a, p.b)}
+    out = tmp_path_factory.mktemp("cache")
+    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=size, workers=workers,
+                refs=list(refs), progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def small(tmp_path_factory, lfw_root):
     """A face cache of 40 DevTrain people (and the faces of 20 View 1 test pairs) with its teacher
     cache beside it (the teacher extra: tests/test_teacher*.py)."""
-    from siamese.data import cache
-    from siamese.data.lfw import LFW
     from siamese.model import teacher_cache
 
-    lfw = LFW(lfw_root)
-    people = dict(list(lfw.people("view1_train").items())[:40])
-    pairs = lfw.pairs("view1_test")
-    pairs = [p for p in pairs if p.same][:10] + [p for p in pairs if not p.same][:10]
-    refs = set(lfw.identities(people)) | {r for p in pairs for r in (p.a, p.b)}
-    out = tmp_path_factory.mktemp("cache")
-    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=112, workers=2, refs=list(refs),
-                progress=False)
+    out = small_cache(tmp_path_factory, lfw_root, 40, 10, 112, 2)
     stats = teacher_cache.build(out, lfw_root, workers=2, progress=False)
     return out, lfw_root, stats

@@ -20,18 +20,9 @@ TINY = ["limit_people=100", "val_pairs=60", "val_fraction=0.3", "model.input_siz
 def _cache_dir(tmp_path_factory, lfw_root):
     # A small real cache, aligned by the real detector: 150 training people and the faces of
     # 60 View 1 test pairs (30 same, 30 different).
-    from siamese.data import cache
-    from siamese.data.lfw import LFW
+    from conftest import small_cache
 
-    lfw = LFW(lfw_root)
-    people = dict(list(lfw.people("view1_train").items())[:150])
-    pairs = lfw.pairs("view1_test")
-    pairs = [p for p in pairs if p.same][:30] + [p for p in pairs if not p.same][:30]
-    refs = set(lfw.identities(people)) | {r for p in pairs for r in (p.a, p.b)}
-    out = tmp_path_factory.mktemp("cache")
-    cache.build(lfw, out, {"_target_": "siamese.faces.YuNetDetector"}, size=64, workers=1,
-                refs=list(refs), progress=False)
-    return out
+    return small_cache(tmp_path_factory, lfw_root, 150, 30, 64, 1)
 
 
 @pytest.fixture(scope="module")
